@@ -1,0 +1,126 @@
+namespace QwenNats.Contracts;
+
+public sealed record ChatMessage(string Role, string Content);
+
+/// <summary>Sampling settings a request may override; anything null falls back to the prompt profile.</summary>
+public sealed record SamplingParams
+{
+    public double? Temperature { get; init; }
+    public double? TopP { get; init; }
+    public int? MaxTokens { get; init; }
+    public IReadOnlyList<string>? Stop { get; init; }
+    public uint? Seed { get; init; }
+}
+
+/// <summary>One unit of work for a worker pool, published on <see cref="Subjects.Infer"/>.</summary>
+public sealed record InferRequest
+{
+    public required string Id { get; init; }
+    public string? SessionId { get; init; }
+    public required string Task { get; init; }
+    public IReadOnlyList<ChatMessage>? Messages { get; init; }
+    public string? Input { get; init; }
+    public SamplingParams Sampling { get; init; } = new();
+    /// <summary>Whether the caller wants token chunks; the final result is sent either way.</summary>
+    public bool Stream { get; init; }
+    /// <summary>Unix milliseconds after which nobody waits for the answer.</summary>
+    public long DeadlineUnixMs { get; init; }
+    public long CreatedUnixMs { get; init; }
+    /// <summary>Core NATS subject the worker sends every reply message to.</summary>
+    public required string ReplyTo { get; init; }
+}
+
+/// <summary>A worker took the request (sent once per delivery attempt, before any token).</summary>
+public sealed record InferAccepted
+{
+    public required string Id { get; init; }
+    public required string WorkerId { get; init; }
+    public required string Colour { get; init; }
+    public required string ModelId { get; init; }
+    public required string ProfileVersion { get; init; }
+    public int Attempt { get; init; } = 1;
+}
+
+/// <summary>Streamed text: one or more tokens, already valid UTF-8.</summary>
+public sealed record InferChunk
+{
+    public required string Id { get; init; }
+    public int Index { get; init; }
+    public required string Text { get; init; }
+    public int Attempt { get; init; } = 1;
+}
+
+/// <summary>The final message of a successful request.</summary>
+public sealed record InferResult
+{
+    public required string Id { get; init; }
+    public required string Task { get; init; }
+    public required string FinishReason { get; init; }
+    /// <summary>Chat: the whole generated text.</summary>
+    public string Text { get; init; } = "";
+    /// <summary>Sentiment: the chosen label.</summary>
+    public string? Label { get; init; }
+    public double? Confidence { get; init; }
+    /// <summary>Sentiment: log-probability of each label's continuation.</summary>
+    public IReadOnlyDictionary<string, double>? Scores { get; init; }
+    public int PromptTokens { get; init; }
+    public int CompletionTokens { get; init; }
+    public double TimeToFirstTokenMs { get; init; }
+    public double TotalMs { get; init; }
+    public double QueueMs { get; init; }
+    public required string WorkerId { get; init; }
+    public required string Colour { get; init; }
+    public required string ModelId { get; init; }
+    public required string ProfileVersion { get; init; }
+    public int Attempt { get; init; } = 1;
+}
+
+public sealed record InferError
+{
+    public required string Id { get; init; }
+    public required string Code { get; init; }
+    public required string Message { get; init; }
+    public string? WorkerId { get; init; }
+    public string? Colour { get; init; }
+}
+
+/// <summary>
+/// The envelope of every reply message: exactly one of the parts is set.
+/// A request gets zero or more <see cref="Accepted"/>/<see cref="Chunk"/> messages and ends with
+/// one <see cref="Result"/> or <see cref="Error"/>.
+/// </summary>
+public sealed record InferReply
+{
+    public InferAccepted? Accepted { get; init; }
+    public InferChunk? Chunk { get; init; }
+    public InferResult? Result { get; init; }
+    public InferError? Error { get; init; }
+
+    public bool IsFinal => Result is not null || Error is not null;
+
+    public static InferReply Of(InferAccepted a) => new() { Accepted = a };
+    public static InferReply Of(InferChunk c) => new() { Chunk = c };
+    public static InferReply Of(InferResult r) => new() { Result = r };
+    public static InferReply Of(InferError e) => new() { Error = e };
+}
+
+public sealed record CancelRequest(string Id);
+
+/// <summary>What a worker announces on <see cref="Subjects.WorkerHeartbeat"/> every interval.</summary>
+public sealed record WorkerHeartbeat
+{
+    public required string WorkerId { get; init; }
+    public required string Colour { get; init; }
+    public required string ModelId { get; init; }
+    public required string ModelSha256 { get; init; }
+    public required string ProfileVersion { get; init; }
+    public int Slots { get; init; }
+    public int Busy { get; init; }
+    public int ContextSize { get; init; }
+    public long UnixMs { get; init; }
+    /// <summary>Set on the last heartbeat of a worker that is shutting down.</summary>
+    public bool Leaving { get; init; }
+}
+
+/// <summary>The JSON error answer of a NATS request/reply endpoint.</summary>
+public sealed record ErrorReply(string Error, string Code);

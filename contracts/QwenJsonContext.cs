@@ -1,0 +1,15 @@
+using System.Text.Json.Serialization;
+
+namespace QwenNats.Contracts;
+
+/// <summary>The one source-generated JSON context for every message on the wire (snake_case names).</summary>
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    UseStringEnumConverter = true)]
+[JsonSerializable(typeof(InferRequest))]
+[JsonSerializable(typeof(InferReply))]
+[JsonSerializable(typeof(CancelRequest))]
+[JsonSerializable(typeof(WorkerHeartbeat))]
+[JsonSerializable(typeof(ErrorReply))]
+public sealed partial class QwenJsonContext : JsonSerializerContext;

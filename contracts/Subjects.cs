@@ -1,0 +1,85 @@
+namespace QwenNats.Contracts;
+
+/// <summary>Every NATS subject, stream and bucket name the services share.</summary>
+public static class Subjects
+{
+    public const string Root = "qwen";
+
+    /// <summary>Live inference work for one colour's pool: <c>qwen.&lt;colour&gt;.infer</c>.</summary>
+    public static string Infer(string colour) => $"{Root}.{colour}.infer";
+
+    /// <summary>Mirrored (shadow) work for a candidate colour: <c>qwen.&lt;colour&gt;.shadow</c>.</summary>
+    public static string Shadow(string colour) => $"{Root}.{colour}.shadow";
+
+    /// <summary>The JetStream work-queue stream holding one colour's pending work.</summary>
+    public static string WorkStream(string colour) => $"QWEN_WORK_{colour.ToUpperInvariant()}";
+
+    /// <summary>The durable pull consumer every worker of a colour shares.</summary>
+    public const string WorkConsumer = "workers";
+
+    /// <summary>Where an ingress receives the replies for its own requests: <c>qwen.reply.&lt;ingress&gt;.&lt;request&gt;</c>.</summary>
+    public static string Reply(string ingressId, string requestId) => $"{Root}.reply.{ingressId}.{requestId}";
+
+    public static string ReplyWildcard(string ingressId) => $"{Root}.reply.{ingressId}.>";
+
+    /// <summary>Ask every worker to stop a request whose client went away.</summary>
+    public const string Cancel = "qwen.cancel";
+
+    /// <summary>Workers announce themselves (and their free slots) here.</summary>
+    public const string WorkerHeartbeat = "qwen.workers.heartbeat";
+
+    /// <summary>Services framework names (<c>nats micro ls</c>).</summary>
+    public const string WorkerService = "qwen-worker";
+    public const string JudgeService = "qwen-judge";
+    public const string PromoterService = "qwen-promoter";
+}
+
+public static class Colours
+{
+    public const string Blue = "blue";
+    public const string Green = "green";
+
+    /// <summary>A colour is a lowercase token usable inside a subject.</summary>
+    public static bool IsWellFormed(string? colour) =>
+        !string.IsNullOrEmpty(colour) && colour.Length <= 32 && colour.All(c => c is >= 'a' and <= 'z' or >= '0' and <= '9' or '-');
+
+    /// <summary>The log tag of a colour: <c>[BLUE]</c>.</summary>
+    public static string Tag(string colour) => $"[{colour.ToUpperInvariant()}]";
+}
+
+public static class InferTasks
+{
+    public const string Chat = "chat";
+    public const string Sentiment = "sentiment";
+}
+
+public static class ChatRoles
+{
+    public const string System = "system";
+    public const string User = "user";
+    public const string Assistant = "assistant";
+
+    public static bool IsKnown(string? role) => role is System or User or Assistant;
+}
+
+/// <summary>Machine-readable error codes carried by <see cref="InferError"/> and the HTTP error body.</summary>
+public static class ErrorCodes
+{
+    public const string InvalidRequest = "invalid_request";
+    public const string UnknownTask = "unknown_task";
+    public const string EmptyConversation = "empty_conversation";
+    public const string ContextLengthExceeded = "context_length_exceeded";
+    public const string DeadlineExceeded = "deadline_exceeded";
+    public const string NoWorkers = "no_workers";
+    public const string Overloaded = "overloaded";
+    public const string WorkerLost = "worker_lost";
+    public const string Cancelled = "cancelled";
+    public const string InternalError = "internal_error";
+}
+
+public static class FinishReasons
+{
+    public const string Stop = "stop";
+    public const string Length = "length";
+    public const string Error = "error";
+}

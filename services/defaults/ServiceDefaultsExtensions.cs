@@ -1,0 +1,76 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.KeyValueStore;
+
+namespace QwenNats.ServiceDefaults;
+
+public static class ServiceDefaultsExtensions
+{
+    /// <summary>
+    /// What every QwenNats service does alike: identity, log format (<c>[service][COLOUR]</c> prefix,
+    /// or JSON with <c>Logging:Format=json</c>), the NATS connection from the <c>Nats</c> section,
+    /// JetStream and KV contexts, and a NATS health check.
+    /// </summary>
+    public static IHostApplicationBuilder AddQwenDefaults(this IHostApplicationBuilder builder, string service, string? colour = null)
+    {
+        var identity = new ServiceIdentity(service, colour, ServiceIdentity.NewInstanceId(service));
+        builder.Services.AddSingleton(identity);
+
+        builder.Logging.ClearProviders();
+        var format = builder.Configuration["Logging:Format"];
+        if (string.Equals(format, "json", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.Logging.AddJsonConsole(o => o.IncludeScopes = true);
+        }
+        else
+        {
+            builder.Logging.AddConsole(o => o.FormatterName = QwenConsoleFormatter.FormatterName)
+                .AddConsoleFormatter<QwenConsoleFormatter, QwenConsoleFormatterOptions>(o =>
+                {
+                    o.IncludeScopes = true;
+                    o.Prefix = colour is null ? $"[{service}]" : $"[{service}]{Contracts.Colours.Tag(colour)}";
+                });
+        }
+
+        builder.Services.Configure<NatsOptions>(builder.Configuration.GetSection(NatsOptions.Section));
+        builder.Services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<NatsOptions>>().Value;
+            var opts = NatsOpts.Default with
+            {
+                Url = o.Url,
+                Name = identity.InstanceId,
+                SerializerRegistry = QwenSerializerRegistry.Default,
+                LoggerFactory = sp.GetRequiredService<ILoggerFactory>(),
+                ConnectTimeout = o.ConnectTimeout,
+                RequestTimeout = o.RequestTimeout,
+                RetryOnInitialConnect = true,
+                MaxReconnectRetry = -1,
+                AuthOpts = NatsAuthOpts.Default with { Username = o.User, Password = o.Password, Token = o.Token },
+            };
+            return new NatsConnection(opts);
+        });
+        builder.Services.AddSingleton<INatsConnection>(sp => sp.GetRequiredService<NatsConnection>());
+        builder.Services.AddSingleton<INatsJSContext>(sp => new NatsJSContext(sp.GetRequiredService<NatsConnection>()));
+        builder.Services.AddSingleton<INatsKVContext>(sp => new NatsKVContext(sp.GetRequiredService<INatsJSContext>()));
+
+        builder.Services.AddHealthChecks().AddCheck<NatsHealthCheck>("nats");
+        return builder;
+    }
+}
+
+/// <summary>Healthy while the NATS connection is open.</summary>
+public sealed class NatsHealthCheck(NatsConnection connection) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+        Task.FromResult(connection.ConnectionState == NatsConnectionState.Open
+            ? HealthCheckResult.Healthy("connected")
+            : HealthCheckResult.Unhealthy($"NATS connection is {connection.ConnectionState}"));
+}

@@ -1,0 +1,158 @@
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using QwenNats.Contracts;
+using QwenNats.Ingress.OpenAi;
+
+namespace QwenNats.Ingress.Endpoints;
+
+/// <summary><c>POST /v1/chat/completions</c>: OpenAI-compatible, JSON or Server-Sent Events.</summary>
+public static class ChatEndpoints
+{
+    public static IEndpointRouteBuilder MapChatApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/chat/completions", HandleAsync);
+        return app;
+    }
+
+    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
+    {
+        var o = options.Value;
+        var (doc, readError) = await HttpJson.ReadAsync(http, o.MaxBodyBytes);
+        if (doc is null)
+        {
+            await HttpJson.WriteErrorAsync(http, readError!);
+            return;
+        }
+        ChatCompletionRequest chat;
+        using (doc)
+        {
+            if (!RequestParser.TryParseChat(doc.RootElement, o.MaxTokensLimit, out chat, out var parseError))
+            {
+                await HttpJson.WriteErrorAsync(http, parseError!);
+                return;
+            }
+        }
+        if (!routing.TryResolveColour(http.Request.Headers[RequestRouting.ColourHeader], out var colour, out var colourError))
+        {
+            await HttpJson.WriteErrorAsync(http, colourError!);
+            return;
+        }
+
+        var id = HttpJson.NewId("chatcmpl");
+        var session = routing.ResolveSession(http, chat.User);
+        var logger = loggers.CreateLogger("QwenNats.Ingress.Chat");
+        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = id, ["session_id"] = session });
+        var draft = new InferRequest
+        {
+            Id = id, SessionId = session, Task = InferTasks.Chat, Messages = chat.Messages, Sampling = chat.Sampling, Stream = chat.Stream, ReplyTo = "",
+        };
+
+        InferCall call;
+        try
+        {
+            call = await client.StartAsync(colour, draft, http.RequestAborted);
+        }
+        catch (DispatchException e)
+        {
+            HttpJson.Stamp(http, colour, null, null, id);
+            await HttpJson.WriteErrorAsync(http, new ApiError(e.Status, e.Code, e.Message), o.RetryAfterSeconds);
+            return;
+        }
+
+        await using (call)
+        {
+            var started = DateTimeOffset.UtcNow;
+            if (chat.Stream)
+                await StreamAsync(http, call, chat, o);
+            else
+                await RespondAsync(http, call, started, o);
+        }
+    }
+
+    private static async Task RespondAsync(HttpContext http, InferCall call, DateTimeOffset started, IngressOptions o)
+    {
+        await foreach (var reply in call.ReadAsync(http.RequestAborted))
+        {
+            if (reply.Result is { } r)
+            {
+                HttpJson.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id);
+                var latency = (DateTimeOffset.UtcNow - started).TotalMilliseconds;
+                await HttpJson.WriteAsync(http, 200, new ChatCompletion(
+                    call.Id, "chat.completion", HttpJson.Now(), r.ModelId,
+                    [new ChatChoice(0, new AssistantMessage(ChatRoles.Assistant, r.Text), r.FinishReason)],
+                    new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens),
+                    r.Colour, r.ProfileVersion, r.WorkerId,
+                    new Timings(r.TimeToFirstTokenMs, r.TotalMs, r.QueueMs, Math.Round(latency, 3))), IngressJsonContext.Default.ChatCompletion);
+                return;
+            }
+            if (reply.Error is { } e)
+            {
+                HttpJson.Stamp(http, e.Colour ?? call.Colour, call.Accepted?.ProfileVersion, e.WorkerId, call.Id);
+                await HttpJson.WriteErrorAsync(http, ApiError.FromInfer(e), o.RetryAfterSeconds);
+                return;
+            }
+        }
+    }
+
+    private static async Task StreamAsync(HttpContext http, InferCall call, ChatCompletionRequest chat, IngressOptions o)
+    {
+        var created = HttpJson.Now();
+        var started = false;
+        async Task StartAsync(InferAccepted a)
+        {
+            HttpJson.Stamp(http, a.Colour, a.ProfileVersion, a.WorkerId, call.Id);
+            http.Response.StatusCode = 200;
+            http.Response.ContentType = "text/event-stream; charset=utf-8";
+            http.Response.Headers.CacheControl = "no-cache";
+            http.Response.Headers["X-Accel-Buffering"] = "no";
+            await http.Response.StartAsync(http.RequestAborted);
+            await SendAsync(http, Chunk(call, a, created, new Delta(ChatRoles.Assistant, ""), null));
+            started = true;
+        }
+
+        await foreach (var reply in call.ReadAsync(http.RequestAborted))
+        {
+            if (reply.Accepted is { } a && !started)
+            {
+                await StartAsync(a);
+            }
+            else if (reply.Chunk is { } c && call.Accepted is { } acc)
+            {
+                await SendAsync(http, Chunk(call, acc, created, new Delta(null, c.Text), null));
+            }
+            else if (reply.Result is { } r)
+            {
+                var acc2 = call.Accepted ?? new InferAccepted { Id = call.Id, WorkerId = r.WorkerId, Colour = r.Colour, ModelId = r.ModelId, ProfileVersion = r.ProfileVersion };
+                if (!started) await StartAsync(acc2);
+                var usage = chat.IncludeUsage ? new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens) : null;
+                await SendAsync(http, Chunk(call, acc2, created, new Delta(null, null), r.FinishReason) with { Usage = usage });
+                await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
+                await http.Response.Body.FlushAsync(http.RequestAborted);
+                return;
+            }
+            else if (reply.Error is { } e)
+            {
+                var error = ApiError.FromInfer(e);
+                if (!started)
+                {
+                    HttpJson.Stamp(http, e.Colour ?? call.Colour, null, e.WorkerId, call.Id);
+                    await HttpJson.WriteErrorAsync(http, error, o.RetryAfterSeconds);
+                    return;
+                }
+                await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(error.ToBody(), IngressJsonContext.Default.ErrorBody)}\n\n", http.RequestAborted);
+                await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
+                await http.Response.Body.FlushAsync(http.RequestAborted);
+                return;
+            }
+        }
+    }
+
+    private static ChatCompletionChunk Chunk(InferCall call, InferAccepted a, long created, Delta delta, string? finish) =>
+        new(call.Id, "chat.completion.chunk", created, a.ModelId, [new ChunkChoice(0, delta, finish)], a.Colour, a.ProfileVersion);
+
+    private static async Task SendAsync(HttpContext http, ChatCompletionChunk chunk)
+    {
+        await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, IngressJsonContext.Default.ChatCompletionChunk)}\n\n", http.RequestAborted);
+        await http.Response.Body.FlushAsync(http.RequestAborted);
+    }
+}

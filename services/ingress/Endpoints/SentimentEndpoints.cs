@@ -1,0 +1,84 @@
+using Microsoft.Extensions.Options;
+using QwenNats.Contracts;
+using QwenNats.Ingress.OpenAi;
+
+namespace QwenNats.Ingress.Endpoints;
+
+/// <summary><c>POST /v1/sentiment</c> <c>{"input": "..."}</c>: one of the profile's labels with a confidence.</summary>
+public static class SentimentEndpoints
+{
+    public const int MaxInputChars = 16_384;
+
+    public static IEndpointRouteBuilder MapSentimentApi(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/sentiment", HandleAsync);
+        return app;
+    }
+
+    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, IOptions<IngressOptions> options)
+    {
+        var o = options.Value;
+        var (doc, readError) = await HttpJson.ReadAsync(http, o.MaxBodyBytes);
+        if (doc is null)
+        {
+            await HttpJson.WriteErrorAsync(http, readError!);
+            return;
+        }
+        string input;
+        string? user = null;
+        using (doc)
+        {
+            if (!RequestParser.TryParseSentiment(doc.RootElement, MaxInputChars, out input, out var parseError))
+            {
+                await HttpJson.WriteErrorAsync(http, parseError!);
+                return;
+            }
+            if (doc.RootElement.TryGetProperty("user", out var u) && u.ValueKind == System.Text.Json.JsonValueKind.String)
+                user = u.GetString();
+        }
+        if (!routing.TryResolveColour(http.Request.Headers[RequestRouting.ColourHeader], out var colour, out var colourError))
+        {
+            await HttpJson.WriteErrorAsync(http, colourError!);
+            return;
+        }
+
+        var id = HttpJson.NewId("sent");
+        var started = DateTimeOffset.UtcNow;
+        InferCall call;
+        try
+        {
+            call = await client.StartAsync(colour, new InferRequest
+            {
+                Id = id, SessionId = routing.ResolveSession(http, user), Task = InferTasks.Sentiment, Input = input, ReplyTo = "",
+            }, http.RequestAborted);
+        }
+        catch (DispatchException e)
+        {
+            HttpJson.Stamp(http, colour, null, null, id);
+            await HttpJson.WriteErrorAsync(http, new ApiError(e.Status, e.Code, e.Message), o.RetryAfterSeconds);
+            return;
+        }
+
+        await using (call)
+        {
+            await foreach (var reply in call.ReadAsync(http.RequestAborted))
+            {
+                if (reply.Result is { Label: { } label } r)
+                {
+                    HttpJson.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, id);
+                    await HttpJson.WriteAsync(http, 200, new SentimentResponse(
+                        label, r.Confidence ?? 0, r.Scores ?? new Dictionary<string, double>(), r.Colour, r.ModelId, r.ProfileVersion, r.WorkerId,
+                        Math.Round((DateTimeOffset.UtcNow - started).TotalMilliseconds, 3)), IngressJsonContext.Default.SentimentResponse);
+                    return;
+                }
+                var error = reply.Error ?? (reply.Result is not null ? HttpJson.Synthetic(id, ErrorCodes.InternalError, "The worker answered without a label.") : null);
+                if (error is not null)
+                {
+                    HttpJson.Stamp(http, error.Colour ?? colour, call.Accepted?.ProfileVersion, error.WorkerId, id);
+                    await HttpJson.WriteErrorAsync(http, ApiError.FromInfer(error), o.RetryAfterSeconds);
+                    return;
+                }
+            }
+        }
+    }
+}

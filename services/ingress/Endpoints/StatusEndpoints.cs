@@ -1,0 +1,40 @@
+using NATS.Client.Core;
+using QwenNats.Ingress.OpenAi;
+
+namespace QwenNats.Ingress.Endpoints;
+
+/// <summary><c>/healthz</c>, <c>/readyz</c> and <c>/v1/models</c>.</summary>
+public static class StatusEndpoints
+{
+    public static IEndpointRouteBuilder MapStatusApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/healthz", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }));
+
+        app.MapGet("/readyz", (NatsConnection nats, WorkerRegistry workers, RequestRouting routing, InferClient client) =>
+        {
+            var live = routing.LiveColour;
+            var connected = nats.ConnectionState == NatsConnectionState.Open && client.Ready.IsCompleted;
+            var count = workers.Live(live).Count;
+            var ready = connected && count > 0;
+            var body = new Dictionary<string, object>
+            {
+                ["status"] = ready ? "ready" : "not_ready",
+                ["nats"] = connected ? "connected" : nats.ConnectionState.ToString().ToLowerInvariant(),
+                ["live_colour"] = live,
+                ["live_workers"] = count,
+            };
+            return Results.Json(body, statusCode: ready ? 200 : 503);
+        });
+
+        app.MapGet("/v1/models", (WorkerRegistry workers) =>
+        {
+            var entries = workers.Live()
+                .GroupBy(w => (w.ModelId, w.Colour, w.ProfileVersion))
+                .Select(g => new ModelEntry(g.Key.ModelId, "model", 0, "qwen-nats", g.Key.Colour, g.Key.ProfileVersion, g.Count()))
+                .OrderBy(e => e.Colour, StringComparer.Ordinal)
+                .ToArray();
+            return Results.Json(new ModelList("list", entries), IngressJsonContext.Default.ModelList);
+        });
+        return app;
+    }
+}

@@ -1,0 +1,225 @@
+using System.Buffers;
+using System.Net.WebSockets;
+using System.Text.Json;
+using Microsoft.Extensions.Options;
+using QwenNats.Contracts;
+using QwenNats.Ingress.OpenAi;
+
+namespace QwenNats.Ingress.Endpoints;
+
+/// <summary>
+/// <c>GET /ws/chat</c>: a conversation over one WebSocket. In: <c>{"type":"message","content":"..."}</c>
+/// (optional <c>temperature</c>, <c>max_tokens</c>, <c>seed</c>) or <c>{"type":"reset"}</c>. Out: <c>ready</c>,
+/// <c>accepted</c>, <c>token</c>…, then <c>done</c> or <c>error</c>. The connection keeps the history; a bad frame
+/// gets an error frame and the connection stays open.
+/// </summary>
+public static class WebSocketChat
+{
+    public static IEndpointRouteBuilder MapWebSocketChat(this IEndpointRouteBuilder app)
+    {
+        app.Map("/ws/chat", HandleAsync);
+        return app;
+    }
+
+    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
+    {
+        if (!http.WebSockets.IsWebSocketRequest)
+        {
+            await HttpJson.WriteErrorAsync(http, ApiError.Invalid("This endpoint speaks WebSocket only."));
+            return;
+        }
+        if (!routing.TryResolveColour(http.Request.Query["colour"].FirstOrDefault() ?? http.Request.Headers[RequestRouting.ColourHeader], out var colour, out var colourError))
+        {
+            await HttpJson.WriteErrorAsync(http, colourError!);
+            return;
+        }
+        var session = routing.ResolveSession(http, http.Request.Query["session"].FirstOrDefault());
+        using var ws = await http.WebSockets.AcceptWebSocketAsync();
+        var logger = loggers.CreateLogger("QwenNats.Ingress.WebSocket");
+        var o = options.Value;
+        var history = new List<ChatMessage>();
+        var ct = http.RequestAborted;
+        await SendAsync(ws, new WsFrame { Type = "ready", SessionId = session, Colour = colour }, ct);
+
+        var buffer = new ArrayBufferWriter<byte>(4096);
+        try
+        {
+            while (ws.State == WebSocketState.Open && !ct.IsCancellationRequested)
+            {
+                buffer.Clear();
+                var (kind, tooLarge) = await ReceiveAsync(ws, buffer, o.MaxWebSocketMessageBytes, ct);
+                if (kind == WebSocketMessageType.Close)
+                {
+                    await ws.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "bye", CancellationToken.None);
+                    return;
+                }
+                if (tooLarge)
+                {
+                    await SendErrorAsync(ws, "message_too_large", $"Frames are limited to {o.MaxWebSocketMessageBytes} bytes.", ct);
+                    continue;
+                }
+                if (kind != WebSocketMessageType.Text)
+                {
+                    await SendErrorAsync(ws, ErrorCodes.InvalidRequest, "Send JSON text frames.", ct);
+                    continue;
+                }
+                if (!TryParse(buffer.WrittenMemory, o.MaxTokensLimit, out var frame, out var error))
+                {
+                    await SendErrorAsync(ws, error!.Code, error.Message, ct);
+                    continue;
+                }
+                if (frame.Reset)
+                {
+                    history.Clear();
+                    await SendAsync(ws, new WsFrame { Type = "reset", SessionId = session, Turns = 0 }, ct);
+                    continue;
+                }
+                await TurnAsync(ws, client, colour, session, history, frame, logger, ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (WebSocketException e)
+        {
+            logger.LogDebug("WebSocket of session {SessionId} ended: {Reason}", session, e.Message);
+        }
+    }
+
+    private static async Task TurnAsync(WebSocket ws, InferClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, ILogger logger, CancellationToken ct)
+    {
+        var id = HttpJson.NewId("wschat");
+        var messages = new List<ChatMessage>(history) { new(ChatRoles.User, frame.Content) };
+        InferCall call;
+        try
+        {
+            call = await client.StartAsync(colour, new InferRequest
+            {
+                Id = id, SessionId = session, Task = InferTasks.Chat, Messages = messages, Sampling = frame.Sampling, Stream = true, ReplyTo = "",
+            }, ct);
+        }
+        catch (DispatchException e)
+        {
+            await SendErrorAsync(ws, e.Code, e.Message, ct);
+            return;
+        }
+        await using (call)
+        {
+            await foreach (var reply in call.ReadAsync(ct))
+            {
+                if (reply.Accepted is { } a)
+                    await SendAsync(ws, new WsFrame { Type = "accepted", Colour = a.Colour, Profile = a.ProfileVersion, Model = a.ModelId, Worker = a.WorkerId }, ct);
+                else if (reply.Chunk is { } c)
+                    await SendAsync(ws, new WsFrame { Type = "token", Text = c.Text, Colour = call.Accepted?.Colour ?? colour }, ct);
+                else if (reply.Result is { } r)
+                {
+                    history.Add(new ChatMessage(ChatRoles.User, frame.Content));
+                    history.Add(new ChatMessage(ChatRoles.Assistant, r.Text));
+                    await SendAsync(ws, new WsFrame
+                    {
+                        Type = "done", Text = r.Text, FinishReason = r.FinishReason, Colour = r.Colour, Profile = r.ProfileVersion, Model = r.ModelId, Worker = r.WorkerId,
+                        Usage = new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens), Turns = history.Count / 2,
+                    }, ct);
+                }
+                else if (reply.Error is { } e)
+                {
+                    logger.LogInformation("Turn {RequestId} failed: {Code}", id, e.Code);
+                    await SendErrorAsync(ws, e.Code, e.Message, ct);
+                }
+            }
+        }
+    }
+
+    private sealed record ParsedFrame(bool Reset, string Content, SamplingParams Sampling);
+
+    private static bool TryParse(ReadOnlyMemory<byte> utf8, int maxTokens, out ParsedFrame frame, out ApiError? error)
+    {
+        frame = null!;
+        error = null;
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(utf8, new JsonDocumentOptions { MaxDepth = 32 });
+        }
+        catch (JsonException)
+        {
+            error = new ApiError(400, "invalid_json", "The frame is not valid JSON.");
+            return false;
+        }
+        catch (ArgumentException)
+        {
+            error = new ApiError(400, "invalid_json", "The frame is not valid UTF-8.");
+            return false;
+        }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                error = ApiError.Invalid("A frame must be a JSON object.");
+                return false;
+            }
+            var type = root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : "message";
+            if (type == "reset")
+            {
+                frame = new ParsedFrame(true, "", new SamplingParams());
+                return true;
+            }
+            if (type != "message")
+            {
+                error = ApiError.Invalid($"Unknown frame type; expected 'message' or 'reset'.", "type");
+                return false;
+            }
+            if (!root.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(c.GetString()))
+            {
+                error = new ApiError(400, ErrorCodes.EmptyConversation, "'content' must be a non-empty string.", "content");
+                return false;
+            }
+            // Reuse the HTTP parser's checks for the sampling fields by wrapping them as a chat request.
+            var wrapped = new Dictionary<string, JsonElement>
+            {
+                ["messages"] = JsonDocument.Parse("[{\"role\":\"user\",\"content\":\"x\"}]").RootElement,
+            };
+            foreach (var name in new[] { "temperature", "top_p", "max_tokens", "seed", "stop" })
+                if (root.TryGetProperty(name, out var v))
+                    wrapped[name] = v.Clone();
+            using var check = JsonDocument.Parse(JsonSerializer.SerializeToUtf8Bytes(wrapped, WsJson.Default.DictionaryStringJsonElement));
+            if (!RequestParser.TryParseChat(check.RootElement, maxTokens, out var parsed, out error))
+                return false;
+            frame = new ParsedFrame(false, c.GetString()!, parsed.Sampling);
+            return true;
+        }
+    }
+
+    private static async Task<(WebSocketMessageType Kind, bool TooLarge)> ReceiveAsync(WebSocket ws, ArrayBufferWriter<byte> buffer, int max, CancellationToken ct)
+    {
+        var tooLarge = false;
+        while (true)
+        {
+            var memory = buffer.GetMemory(4096);
+            var result = await ws.ReceiveAsync(memory, ct);
+            if (result.MessageType == WebSocketMessageType.Close)
+                return (WebSocketMessageType.Close, false);
+            if (!tooLarge)
+                buffer.Advance(result.Count);
+            if (buffer.WrittenCount > max)
+            {
+                tooLarge = true;
+                buffer.Clear();
+            }
+            if (result.EndOfMessage)
+                return (result.MessageType, tooLarge);
+        }
+    }
+
+    private static Task SendErrorAsync(WebSocket ws, string code, string message, CancellationToken ct) =>
+        SendAsync(ws, new WsFrame { Type = "error", Code = code, Message = message }, ct);
+
+    private static Task SendAsync(WebSocket ws, WsFrame frame, CancellationToken ct) =>
+        ws.State == WebSocketState.Open
+            ? ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(frame, IngressJsonContext.Default.WsFrame), WebSocketMessageType.Text, true, ct)
+            : Task.CompletedTask;
+}
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, JsonElement>))]
+internal sealed partial class WsJson : System.Text.Json.Serialization.JsonSerializerContext;

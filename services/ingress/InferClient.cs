@@ -1,0 +1,213 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using QwenNats.Contracts;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Ingress;
+
+/// <summary>A request the ingress could not hand to a pool; becomes an HTTP error at once.</summary>
+public sealed class DispatchException(int status, string code, string message) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string Code { get; } = code;
+}
+
+/// <summary>
+/// Publishes inference work on the colour's JetStream work queue and routes the replies (sent by the
+/// worker to <c>qwen.reply.&lt;ingress&gt;.&lt;request&gt;</c>) to the call waiting for them, through one
+/// wildcard subscription per ingress.
+/// </summary>
+public sealed class InferClient(
+    NatsConnection nats,
+    INatsJSContext js,
+    WorkerRegistry workers,
+    WorkQueueTopology topology,
+    ServiceIdentity identity,
+    IOptions<IngressOptions> options,
+    ILogger<InferClient> logger) : BackgroundService
+{
+    private const int MaxMessagesExceeded = 10077;
+    private readonly ConcurrentDictionary<string, Channel<InferReply>> _calls = new();
+    private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public string InstanceId { get; } = options.Value.InstanceId ?? identity.InstanceId;
+
+    public Task Ready => _ready.Task;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await nats.ConnectAsync();
+                foreach (var colour in options.Value.Colours)
+                    await topology.EnsureStreamAsync(colour, stoppingToken);
+                await using var sub = await nats.SubscribeCoreAsync<InferReply>(Subjects.ReplyWildcard(InstanceId), cancellationToken: stoppingToken);
+                _ready.TrySetResult();
+                logger.LogInformation("Ingress {Instance} receiving replies on {Subject}", InstanceId, Subjects.ReplyWildcard(InstanceId));
+                await foreach (var msg in sub.Msgs.ReadAllAsync(stoppingToken))
+                {
+                    var id = msg.Subject[(msg.Subject.LastIndexOf('.') + 1)..];
+                    if (msg.Data is { } reply && _calls.TryGetValue(id, out var channel))
+                        channel.Writer.TryWrite(reply);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                logger.LogWarning("Reply subscription not ready ({Reason}); retrying", e.Message);
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+            }
+        }
+    }
+
+    /// <summary>Queues the request for the colour's pool; throws <see cref="DispatchException"/> when it cannot.</summary>
+    public async Task<InferCall> StartAsync(string colour, InferRequest draft, CancellationToken ct)
+    {
+        if (!workers.HasWorkers(colour))
+            throw new DispatchException(503, ErrorCodes.NoWorkers, $"No worker of the {colour} pool is available.");
+        if (!_ready.Task.IsCompleted)
+            throw new DispatchException(503, ErrorCodes.NoWorkers, "The ingress is not connected to NATS yet.");
+
+        var timeout = options.Value.RequestTimeout;
+        var now = DateTimeOffset.UtcNow;
+        var request = draft with
+        {
+            ReplyTo = Subjects.Reply(InstanceId, draft.Id),
+            CreatedUnixMs = now.ToUnixTimeMilliseconds(),
+            DeadlineUnixMs = (now + timeout).ToUnixTimeMilliseconds(),
+        };
+        var channel = Channel.CreateUnbounded<InferReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        _calls[request.Id] = channel;
+        try
+        {
+            var ack = await js.PublishAsync(Subjects.Infer(colour), request, cancellationToken: ct);
+            if (ack.Error is { } err)
+            {
+                throw err.ErrCode == MaxMessagesExceeded
+                    ? new DispatchException(503, ErrorCodes.Overloaded, $"The {colour} pool's queue is full; retry shortly.")
+                    : new DispatchException(503, ErrorCodes.Overloaded, $"The {colour} work queue refused the request: {err.Description}");
+            }
+        }
+        catch (NatsJSApiException e) when (e.Error.ErrCode == MaxMessagesExceeded)
+        {
+            _calls.TryRemove(request.Id, out _);
+            throw new DispatchException(503, ErrorCodes.Overloaded, $"The {colour} pool's queue is full; retry shortly.");
+        }
+        catch (DispatchException)
+        {
+            _calls.TryRemove(request.Id, out _);
+            throw;
+        }
+        catch (Exception e) when (e is NatsException or TimeoutException)
+        {
+            _calls.TryRemove(request.Id, out _);
+            logger.LogWarning("Publishing request {RequestId} failed: {Reason}", request.Id, e.Message);
+            throw new DispatchException(503, ErrorCodes.NoWorkers, "The message bus is unavailable; retry shortly.");
+        }
+        return new InferCall(this, request, colour, channel.Reader, timeout);
+    }
+
+    internal async ValueTask EndAsync(InferCall call, bool finished)
+    {
+        _calls.TryRemove(call.Id, out _);
+        if (finished) return;
+        try
+        {
+            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(call.Id));
+        }
+        catch (Exception e)
+        {
+            logger.LogDebug(e, "Cancel for {RequestId} not sent", call.Id);
+        }
+    }
+}
+
+/// <summary>
+/// One request in flight. <see cref="ReadAsync"/> yields the worker's replies and always ends with
+/// exactly one final reply: the worker's result or error, or a deadline / worker-lost error made here.
+/// </summary>
+public sealed class InferCall : IAsyncDisposable
+{
+    private readonly InferClient _client;
+    private readonly ChannelReader<InferReply> _replies;
+    private readonly CancellationTokenSource _deadline;
+    private bool _finished;
+
+    internal InferCall(InferClient client, InferRequest request, string colour, ChannelReader<InferReply> replies, TimeSpan timeout)
+    {
+        _client = client;
+        Request = request;
+        Colour = colour;
+        _replies = replies;
+        _deadline = new CancellationTokenSource(timeout);
+    }
+
+    public InferRequest Request { get; }
+    public string Id => Request.Id;
+    public string Colour { get; }
+    public InferAccepted? Accepted { get; private set; }
+
+    public async IAsyncEnumerable<InferReply> ReadAsync([EnumeratorCancellation] CancellationToken ct = default)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _deadline.Token);
+        var chunksSent = 0;
+        while (!_finished)
+        {
+            InferReply? reply = null;
+            try
+            {
+                reply = await _replies.ReadAsync(linked.Token);
+            }
+            catch (OperationCanceledException) when (_deadline.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+            }
+            if (reply is null)
+            {
+                _finished = true;
+                await _client.EndAsync(this, finished: false);
+                yield return InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.DeadlineExceeded, Message = "The request did not complete before its deadline.", Colour = Colour });
+                yield break;
+            }
+
+            if (reply.Accepted is { } accepted)
+            {
+                if (Accepted is not null && accepted.Attempt > Accepted.Attempt && chunksSent > 0)
+                {
+                    // The first worker died after part of the answer was streamed: the client cannot be
+                    // given a second, different beginning, so end clearly instead.
+                    _finished = true;
+                    await _client.EndAsync(this, finished: false);
+                    yield return InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.WorkerLost, Message = "The worker serving this request stopped mid-answer; retry the request.", Colour = Colour });
+                    yield break;
+                }
+                Accepted = accepted;
+            }
+            else if (reply.Chunk is { } chunk && Accepted is { } current && chunk.Attempt != current.Attempt)
+            {
+                continue;
+            }
+            else if (reply.Chunk is not null)
+            {
+                chunksSent++;
+            }
+            if (reply.IsFinal)
+                _finished = true;
+            yield return reply;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _client.EndAsync(this, _finished);
+        _deadline.Dispose();
+    }
+}

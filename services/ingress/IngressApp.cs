@@ -1,0 +1,63 @@
+using QwenNats.Ingress.Endpoints;
+using QwenNats.Ingress.OpenAi;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Ingress;
+
+public static class IngressApp
+{
+    /// <summary>Builds the ingress; tests call this with their own settings (e.g. <c>--urls http://127.0.0.1:0</c>).</summary>
+    public static WebApplication Build(string[] args, Action<IConfigurationBuilder>? configure = null)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        configure?.Invoke(builder.Configuration);
+        builder.AddQwenDefaults("ingress");
+        builder.Services.Configure<IngressOptions>(builder.Configuration.GetSection(IngressOptions.Section));
+        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
+        builder.Services.AddSingleton<WorkQueueTopology>();
+        builder.Services.AddSingleton<RequestRouting>();
+        builder.Services.AddSingleton<WorkerRegistry>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerRegistry>());
+        builder.Services.AddSingleton<InferClient>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<InferClient>());
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
+        if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
+            builder.WebHost.UseUrls($"http://127.0.0.1:{builder.Configuration.GetValue<int?>($"{IngressOptions.Section}:Port") ?? 8080}");
+
+        var app = builder.Build();
+        app.UseMiddleware<ErrorBoundary>();
+        app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(20) });
+        app.MapChatApi();
+        app.MapSentimentApi();
+        app.MapStatusApi();
+        app.MapWebSocketChat();
+        app.MapFallback(http => HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
+        return app;
+    }
+}
+
+/// <summary>The last line of defence: whatever escapes a handler becomes an OpenAI-shaped error, never a bare 500 page.</summary>
+public sealed class ErrorBoundary(RequestDelegate next, ILogger<ErrorBoundary> logger)
+{
+    public async Task InvokeAsync(HttpContext http)
+    {
+        try
+        {
+            await next(http);
+            if (http.Response.StatusCode == StatusCodes.Status405MethodNotAllowed && !http.Response.HasStarted)
+                await HttpJson.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."));
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+        }
+        catch (BadHttpRequestException e)
+        {
+            await HttpJson.WriteErrorAsync(http, e.StatusCode == 413 ? HttpJson.TooLarge(0) with { Message = "The request body is too large." } : ApiError.Invalid(e.Message));
+        }
+        catch (Exception e)
+        {
+            logger.LogError(e, "Unhandled error on {Method} {Path}", http.Request.Method, http.Request.Path);
+            await HttpJson.WriteErrorAsync(http, new ApiError(502, Contracts.ErrorCodes.InternalError, "The ingress failed to handle this request."));
+        }
+    }
+}

@@ -1,0 +1,34 @@
+namespace QwenNats.Ingress;
+
+/// <summary>The <c>Ingress</c> section.</summary>
+public sealed record IngressOptions
+{
+    public const string Section = "Ingress";
+
+    /// <summary>The colour that serves traffic until the rollout control plane decides otherwise.</summary>
+    public string LiveColour { get; init; } = Contracts.Colours.Blue;
+
+    /// <summary>Colours a request may name explicitly (header <c>X-Qwen-Colour</c>, WebSocket query <c>colour</c>).</summary>
+    public IReadOnlyList<string> Colours { get; init; } = [Contracts.Colours.Blue, Contracts.Colours.Green];
+
+    /// <summary>How long a request may take end to end before the client gets a 504.</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Largest accepted HTTP request body (413 beyond it).</summary>
+    public long MaxBodyBytes { get; init; } = 1_048_576;
+
+    /// <summary>Largest WebSocket message (a close with status 1009 beyond it).</summary>
+    public int MaxWebSocketMessageBytes { get; init; } = 262_144;
+
+    /// <summary>Upper bound of <c>max_tokens</c> a client may ask for.</summary>
+    public int MaxTokensLimit { get; init; } = 4096;
+
+    /// <summary>A worker that has not sent a heartbeat for this long is considered gone.</summary>
+    public TimeSpan WorkerStaleAfter { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>Seconds suggested in <c>Retry-After</c> on a 503.</summary>
+    public int RetryAfterSeconds { get; init; } = 1;
+
+    /// <summary>Unique id of this ingress instance (its reply subjects live under it).</summary>
+    public string? InstanceId { get; init; }
+}

@@ -1,0 +1,72 @@
+using System.Text.Json.Serialization;
+using QwenNats.Contracts;
+
+namespace QwenNats.Ingress.OpenAi;
+
+/// <summary>A validated chat completion request.</summary>
+public sealed record ChatCompletionRequest(
+    IReadOnlyList<ChatMessage> Messages,
+    string? Model,
+    SamplingParams Sampling,
+    bool Stream,
+    bool IncludeUsage,
+    string? User);
+
+public sealed record ChatCompletion(
+    string Id, string Object, long Created, string Model,
+    IReadOnlyList<ChatChoice> Choices, Usage Usage,
+    string Colour, string Profile, string Worker, Timings Timings);
+
+public sealed record ChatChoice(int Index, AssistantMessage Message, string FinishReason);
+
+public sealed record AssistantMessage(string Role, string Content);
+
+public sealed record ChatCompletionChunk(
+    string Id, string Object, long Created, string Model,
+    IReadOnlyList<ChunkChoice> Choices,
+    string Colour, string Profile,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Usage? Usage = null);
+
+public sealed record ChunkChoice(int Index, Delta Delta, [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
+
+public sealed record Delta(
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content);
+
+public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
+
+public sealed record Timings(double TimeToFirstTokenMs, double TotalMs, double QueueMs, double LatencyMs);
+
+public sealed record SentimentResponse(
+    string Label, double Confidence, IReadOnlyDictionary<string, double> Scores,
+    string Colour, string Model, string Profile, string Worker, double LatencyMs);
+
+public sealed record ModelList(string Object, IReadOnlyList<ModelEntry> Data);
+
+public sealed record ModelEntry(string Id, string Object, long Created, string OwnedBy, string Colour, string Profile, int Workers);
+
+/// <summary>WebSocket frames sent to the client.</summary>
+public sealed record WsFrame
+{
+    public required string Type { get; init; }
+    public string? SessionId { get; init; }
+    public string? Text { get; init; }
+    public string? Colour { get; init; }
+    public string? Profile { get; init; }
+    public string? Model { get; init; }
+    public string? Worker { get; init; }
+    public string? FinishReason { get; init; }
+    public Usage? Usage { get; init; }
+    public string? Code { get; init; }
+    public string? Message { get; init; }
+    public int? Turns { get; init; }
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(ErrorBody))]
+[JsonSerializable(typeof(ChatCompletion))]
+[JsonSerializable(typeof(ChatCompletionChunk))]
+[JsonSerializable(typeof(SentimentResponse))]
+[JsonSerializable(typeof(ModelList))]
+[JsonSerializable(typeof(WsFrame))]
+public sealed partial class IngressJsonContext : JsonSerializerContext;

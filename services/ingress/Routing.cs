@@ -1,0 +1,54 @@
+using Microsoft.Extensions.Options;
+using QwenNats.Ingress.OpenAi;
+
+namespace QwenNats.Ingress;
+
+/// <summary>Decides which colour serves a request and which session it belongs to.</summary>
+public sealed class RequestRouting(IOptions<IngressOptions> options)
+{
+    public const string ColourHeader = "X-Qwen-Colour";
+    public const string ProfileHeader = "X-Qwen-Profile";
+    public const string WorkerHeader = "X-Qwen-Worker";
+    public const string SessionHeader = "X-Session-Id";
+    public const string RequestIdHeader = "X-Request-Id";
+    public const string SessionCookie = "qwen_sid";
+    private const int MaxSessionIdLength = 128;
+
+    /// <summary>The colour serving live traffic.</summary>
+    public string LiveColour => options.Value.LiveColour;
+
+    /// <summary>An explicit colour (operators' testing) or the live colour.</summary>
+    public bool TryResolveColour(string? requested, out string colour, out ApiError? error)
+    {
+        error = null;
+        colour = LiveColour;
+        if (string.IsNullOrEmpty(requested))
+            return true;
+        var wanted = requested.Trim().ToLowerInvariant();
+        if (!options.Value.Colours.Contains(wanted, StringComparer.Ordinal))
+        {
+            error = ApiError.Invalid($"Unknown colour '{Shorten(requested)}'; known colours: {string.Join(", ", options.Value.Colours)}.", ColourHeader);
+            return false;
+        }
+        colour = wanted;
+        return true;
+    }
+
+    /// <summary>The session: header, cookie or OpenAI <c>user</c>; a new id (set as a cookie) when there is none.</summary>
+    public string ResolveSession(HttpContext http, string? user)
+    {
+        string? id = http.Request.Headers[SessionHeader].FirstOrDefault();
+        if (!IsUsable(id)) id = http.Request.Cookies[SessionCookie];
+        if (!IsUsable(id)) id = user;
+        if (IsUsable(id))
+            return id!;
+        id = Guid.NewGuid().ToString("N");
+        if (!http.Response.HasStarted)
+            http.Response.Cookies.Append(SessionCookie, id, new CookieOptions { HttpOnly = true, SameSite = SameSiteMode.Lax, Path = "/" });
+        return id;
+    }
+
+    private static bool IsUsable(string? id) => !string.IsNullOrWhiteSpace(id) && id.Length <= MaxSessionIdLength;
+
+    private static string Shorten(string s) => s.Length <= 32 ? s : s[..32] + "…";
+}

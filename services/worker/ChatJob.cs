@@ -1,0 +1,81 @@
+using System.Text;
+using LLama;
+using LLama.Batched;
+using LLama.Native;
+using LLama.Sampling;
+using QwenNats.Contracts;
+
+namespace QwenNats.Worker;
+
+/// <summary>Generates a chat answer token by token, streaming chunks when asked.</summary>
+public sealed class ChatJob(
+    InferRequest request, IReadOnlyList<int> promptTokens, AnswerStamp stamp, int attempt, double queueMs, CancellationToken cancel,
+    ChatSettings settings) : EngineJob(request, promptTokens, stamp, attempt, queueMs, cancel)
+{
+    private readonly StringBuilder _text = new();
+    private readonly StopMatcher _stops = new(settings.Stop);
+    private Conversation? _conversation;
+    private ISamplingPipeline? _sampler;
+    private StreamingTokenDecoder? _decoder;
+    private int _generated;
+    private int _chunkIndex;
+    private double _ttftMs;
+
+    public override bool RequiresInference => _conversation is { IsDisposed: false, RequiresInference: true };
+
+    public override void Admit(BatchedExecutor executor)
+    {
+        _conversation = executor.Create();
+        _sampler = settings.Temperature <= 0
+            ? new GreedySamplingPipeline()
+            : new DefaultSamplingPipeline { Temperature = (float)settings.Temperature, TopP = (float)settings.TopP, Seed = settings.Seed ?? (uint)Random.Shared.Next() };
+        _decoder = new StreamingTokenDecoder(Encoding.UTF8, executor.Context.NativeHandle);
+        _conversation.Prompt(PromptTokens.Select(t => (LLamaToken)t).ToArray());
+    }
+
+    public override bool Step(BatchedExecutor executor)
+    {
+        var conversation = _conversation!;
+        var token = conversation.Sample(_sampler!);
+        if (_generated == 0)
+            _ttftMs = Clock.Elapsed.TotalMilliseconds;
+
+        if (token.IsEndOfGeneration(executor.Context.NativeHandle.ModelHandle.Vocab))
+            return Finish(FinishReasons.Stop);
+
+        _generated++;
+        _decoder!.Add(token);
+        Send(_stops.Push(_decoder.Read()));
+        if (_stops.Stopped)
+            return Finish(FinishReasons.Stop);
+        if (_generated >= settings.MaxTokens || conversation.TokenCount + 1 >= settings.ContextSize)
+            return Finish(FinishReasons.Length);
+
+        conversation.Prompt(token);
+        return false;
+    }
+
+    private void Send(string text)
+    {
+        if (text.Length == 0) return;
+        _text.Append(text);
+        if (Request.Stream)
+            Emit(InferReply.Of(new InferChunk { Id = Request.Id, Index = _chunkIndex++, Text = text, Attempt = Attempt }));
+    }
+
+    private bool Finish(string reason)
+    {
+        if (!_stops.Stopped)
+            Send(_decoder!.Read() is { Length: > 0 } tail ? _stops.Push(tail) + _stops.Flush() : _stops.Flush());
+        Complete(Result(reason, _generated, _ttftMs) with { Text = _text.ToString() });
+        return true;
+    }
+
+    protected override void Release()
+    {
+        _conversation?.Dispose();
+        _sampler?.Dispose();
+    }
+}
+
+public sealed record ChatSettings(double Temperature, double TopP, uint? Seed, int MaxTokens, IReadOnlyList<string> Stop, int ContextSize);

@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using LLama.Batched;
+using QwenNats.Contracts;
+
+namespace QwenNats.Worker;
+
+/// <summary>Who is answering: stamped on every reply.</summary>
+public sealed record AnswerStamp(string WorkerId, string Colour, string ModelId, string ProfileVersion);
+
+/// <summary>
+/// One request inside the decode loop. The loop owns it: <see cref="Admit"/> prompts its
+/// sequence(s), <see cref="Step"/> runs after each batched decode while it needs sampling, and it
+/// writes its replies to <see cref="Output"/> (read by the NATS side).
+/// </summary>
+public abstract class EngineJob
+{
+    private readonly Channel<InferReply> _output = Channel.CreateUnbounded<InferReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    protected readonly Stopwatch Clock = Stopwatch.StartNew();
+
+    protected EngineJob(InferRequest request, IReadOnlyList<int> promptTokens, AnswerStamp stamp, int attempt, double queueMs, CancellationToken cancel)
+    {
+        Request = request;
+        PromptTokens = promptTokens;
+        Stamp = stamp;
+        Attempt = attempt;
+        QueueMs = queueMs;
+        Cancel = cancel;
+    }
+
+    public InferRequest Request { get; }
+    public IReadOnlyList<int> PromptTokens { get; }
+    public AnswerStamp Stamp { get; }
+    public int Attempt { get; }
+    public double QueueMs { get; }
+    public CancellationToken Cancel { get; }
+    public ChannelReader<InferReply> Output => _output.Reader;
+    public bool Finished { get; private set; }
+
+    public abstract bool RequiresInference { get; }
+
+    public abstract void Admit(BatchedExecutor executor);
+
+    /// <summary>Advances after a decode; returns true when the job has finished.</summary>
+    public abstract bool Step(BatchedExecutor executor);
+
+    /// <summary>Frees the job's sequences in the KV cache.</summary>
+    protected abstract void Release();
+
+    protected void Emit(InferReply reply) => _output.Writer.TryWrite(reply);
+
+    protected void Complete(InferResult result)
+    {
+        if (Finished) return;
+        Finished = true;
+        Release();
+        Emit(InferReply.Of(result));
+        _output.Writer.TryComplete();
+    }
+
+    public void Fail(string code, string message)
+    {
+        if (Finished) return;
+        Finished = true;
+        Release();
+        Emit(InferReply.Of(new InferError { Id = Request.Id, Code = code, Message = message, WorkerId = Stamp.WorkerId, Colour = Stamp.Colour }));
+        _output.Writer.TryComplete();
+    }
+
+    protected InferResult Result(string finishReason, int completionTokens, double ttftMs) => new()
+    {
+        Id = Request.Id,
+        Task = Request.Task,
+        FinishReason = finishReason,
+        PromptTokens = PromptTokens.Count,
+        CompletionTokens = completionTokens,
+        TimeToFirstTokenMs = ttftMs,
+        TotalMs = Clock.Elapsed.TotalMilliseconds,
+        QueueMs = QueueMs,
+        WorkerId = Stamp.WorkerId,
+        Colour = Stamp.Colour,
+        ModelId = Stamp.ModelId,
+        ProfileVersion = Stamp.ProfileVersion,
+        Attempt = Attempt,
+    };
+}

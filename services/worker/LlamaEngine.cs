@@ -1,0 +1,285 @@
+using System.Security.Cryptography;
+using System.Threading.Channels;
+using LLama;
+using LLama.Batched;
+using LLama.Common;
+using LLama.Native;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using QwenNats.Contracts;
+
+namespace QwenNats.Worker;
+
+/// <summary>
+/// Loads one GGUF once and decodes every admitted request together in one batched context
+/// (LLamaSharp <see cref="BatchedExecutor"/>): one decode loop, up to <see cref="WorkerOptions.Slots"/>
+/// sequences per forward pass, the way llama.cpp's server runs its slots.
+/// </summary>
+public sealed class LlamaEngine : IAsyncDisposable
+{
+    private readonly WorkerOptions _options;
+    private readonly ILogger<LlamaEngine> _logger;
+    private readonly LLamaWeights _weights;
+    private readonly ModelParams _params;
+    private readonly Channel<EngineJob> _incoming = Channel.CreateUnbounded<EngineJob>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly CancellationTokenSource _stop = new();
+    private readonly IReadOnlyList<int[]> _labelTokens;
+    private BatchedExecutor _executor;
+    private Task _loop = Task.CompletedTask;
+    private int _busy;
+
+    public LlamaEngine(IOptions<WorkerOptions> options, PromptProfile profile, ILogger<LlamaEngine> logger)
+    {
+        _options = options.Value;
+        _logger = logger;
+        Profile = profile;
+        if (string.IsNullOrWhiteSpace(_options.ModelPath))
+            throw new InvalidOperationException("Worker:ModelPath is not set; point it (or QWEN_MODEL in deploy/local/up.sh) at a GGUF file.");
+        if (!File.Exists(_options.ModelPath))
+            throw new FileNotFoundException($"Model file '{_options.ModelPath}' does not exist.", _options.ModelPath);
+        if (_options.Slots < 1 || _options.ContextSize < 16)
+            throw new InvalidOperationException("Worker:Slots must be at least 1 and Worker:ContextSize at least 16.");
+
+        var threads = _options.Threads > 0 ? _options.Threads : Environment.ProcessorCount;
+        _params = new ModelParams(_options.ModelPath)
+        {
+            ContextSize = (uint)(_options.ContextSize * _options.Slots),
+            BatchSize = (uint)_options.BatchSize,
+            SeqMax = (uint)(_options.Slots * (1 + profile.Sentiment.Labels.Count)),
+            KVUnified = true,
+            Threads = threads,
+            BatchThreads = threads,
+            GpuLayerCount = 0,
+        };
+        _weights = LLamaWeights.LoadFromFile(_params);
+        _executor = new BatchedExecutor(_weights, _params);
+
+        var hasTemplate = _weights.Metadata.ContainsKey("tokenizer.chat_template");
+        Model = new ModelInfo(
+            Id: Path.GetFileNameWithoutExtension(_options.ModelPath),
+            Path: Path.GetFullPath(_options.ModelPath),
+            Sha256: HashFile(_options.ModelPath),
+            SizeBytes: new FileInfo(_options.ModelPath).Length,
+            TrainContext: _weights.ContextSize,
+            HasChatTemplate: hasTemplate);
+        IChatFormatter formatter = hasTemplate && profile.Template.UseModelTemplate
+            ? new ModelChatFormatter(_weights)
+            : new ProfileChatFormatter(profile.Template);
+        Prompts = new PromptBuilder(profile, formatter);
+        _labelTokens = profile.Sentiment.Labels.Select(l => Tokenize(l, addBos: false)).ToArray();
+        if (_labelTokens.Any(t => t.Length == 0))
+            throw new InvalidOperationException("A sentiment label tokenizes to nothing.");
+        _logger.LogInformation("Loaded model {Model} ({Bytes} bytes, sha256 {Sha}) with profile {Profile}; {Slots} slots x {Context} tokens, {Threads} threads, {Template} template",
+            Model.Id, Model.SizeBytes, Model.Sha256[..12], profile.Version, _options.Slots, _options.ContextSize, threads, hasTemplate && profile.Template.UseModelTemplate ? "model" : "profile");
+    }
+
+    public ModelInfo Model { get; }
+    public PromptProfile Profile { get; }
+    public PromptBuilder Prompts { get; }
+    public int Slots => _options.Slots;
+    public int ContextSize => _options.ContextSize;
+    public int Busy => Volatile.Read(ref _busy);
+
+    public void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
+
+    /// <summary>
+    /// Checks a request and turns it into a job, or returns the error to answer with.
+    /// </summary>
+    public EngineJob? TryCreateJob(InferRequest request, AnswerStamp stamp, int attempt, double queueMs, CancellationToken cancel, out InferError? error)
+    {
+        error = null;
+        string prompt;
+        switch (request.Task)
+        {
+            case InferTasks.Chat:
+                if (request.Messages is not { Count: > 0 })
+                    return Refuse(ErrorCodes.EmptyConversation, "The conversation has no messages.", out error);
+                if (request.Messages.FirstOrDefault(m => !ChatRoles.IsKnown(m.Role)) is { } bad)
+                    return Refuse(ErrorCodes.InvalidRequest, $"Unknown role '{bad.Role}'.", out error);
+                if (request.Messages[^1].Role == ChatRoles.Assistant)
+                    return Refuse(ErrorCodes.InvalidRequest, "The last message must not be the assistant's.", out error);
+                prompt = Prompts.Chat(request.Messages);
+                break;
+            case InferTasks.Sentiment:
+                if (string.IsNullOrWhiteSpace(request.Input))
+                    return Refuse(ErrorCodes.InvalidRequest, "The input text is empty.", out error);
+                prompt = Prompts.Sentiment(request.Input);
+                break;
+            default:
+                return Refuse(ErrorCodes.UnknownTask, $"Unknown task '{request.Task}'; expected 'chat' or 'sentiment'.", out error);
+        }
+
+        var tokens = Tokenize(prompt, addBos: true);
+        var longestLabel = _labelTokens.Max(t => t.Length);
+        var room = _options.ContextSize - tokens.Length - (request.Task == InferTasks.Sentiment ? longestLabel : 1);
+        if (tokens.Length == 0 || room < 0)
+            return Refuse(ErrorCodes.ContextLengthExceeded,
+                $"The prompt is {tokens.Length} tokens; this worker's context holds {_options.ContextSize} per request.", out error);
+
+        if (request.Task == InferTasks.Sentiment)
+            return new SentimentJob(request, tokens, stamp, attempt, queueMs, cancel, Profile.Sentiment.Labels, _labelTokens);
+
+        var s = request.Sampling;
+        var settings = new ChatSettings(
+            Temperature: s.Temperature ?? Profile.Chat.Temperature,
+            TopP: s.TopP ?? Profile.Chat.TopP,
+            Seed: s.Seed,
+            MaxTokens: Math.Min(s.MaxTokens ?? Profile.Chat.MaxTokens, room + 1),
+            Stop: s.Stop is { Count: > 0 } ? [.. Profile.Chat.Stop, .. s.Stop] : Profile.Chat.Stop,
+            ContextSize: _options.ContextSize);
+        return new ChatJob(request, tokens, stamp, attempt, queueMs, cancel, settings);
+    }
+
+    private static EngineJob? Refuse(string code, string message, out InferError error)
+    {
+        error = new InferError { Id = "", Code = code, Message = message };
+        return null;
+    }
+
+    public void Submit(EngineJob job)
+    {
+        Interlocked.Increment(ref _busy);
+        if (!_incoming.Writer.TryWrite(job))
+        {
+            Interlocked.Decrement(ref _busy);
+            job.Fail(ErrorCodes.Overloaded, "The worker is shutting down.");
+        }
+    }
+
+    private int[] Tokenize(string text, bool addBos) =>
+        _weights.Tokenize(text, addBos, special: true, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
+
+    private async Task RunAsync(CancellationToken stop)
+    {
+        var active = new List<EngineJob>(_options.Slots);
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                while (active.Count < _options.Slots && _incoming.Reader.TryRead(out var job))
+                {
+                    try
+                    {
+                        job.Admit(_executor);
+                        active.Add(job);
+                    }
+                    catch (Exception e)
+                    {
+                        _logger.LogError(e, "Could not admit request {RequestId}", job.Request.Id);
+                        End(job, ErrorCodes.InternalError, "The worker could not start this request.");
+                    }
+                }
+                if (active.Count == 0)
+                {
+                    await _incoming.Reader.WaitToReadAsync(stop);
+                    continue;
+                }
+
+                if (_executor.BatchQueueCount > 0)
+                {
+                    var result = await _executor.Infer(stop);
+                    if (result != DecodeResult.Ok)
+                    {
+                        _logger.LogWarning("Batched decode returned {Result} with {Active} requests; failing them and resetting the context", result, active.Count);
+                        Reset(active, result == DecodeResult.NoKvSlot ? ErrorCodes.Overloaded : ErrorCodes.InternalError,
+                            result == DecodeResult.NoKvSlot ? "The worker ran out of KV cache; retry." : $"Decoding failed ({result}).");
+                        continue;
+                    }
+                }
+
+                for (var i = active.Count - 1; i >= 0; i--)
+                {
+                    var job = active[i];
+                    if (job.RequiresInference)
+                        continue;
+                    bool done;
+                    if (job.Cancel.IsCancellationRequested)
+                    {
+                        job.Fail(ErrorCodes.Cancelled, "The request was cancelled.");
+                        done = true;
+                    }
+                    else if (job.Request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > job.Request.DeadlineUnixMs)
+                    {
+                        job.Fail(ErrorCodes.DeadlineExceeded, "The request's deadline passed during generation.");
+                        done = true;
+                    }
+                    else
+                    {
+                        try
+                        {
+                            done = job.Step(_executor);
+                        }
+                        catch (Exception e)
+                        {
+                            _logger.LogError(e, "Request {RequestId} failed in the decode loop", job.Request.Id);
+                            job.Fail(ErrorCodes.InternalError, "The worker failed while generating.");
+                            done = true;
+                        }
+                    }
+                    if (done)
+                    {
+                        active.RemoveAt(i);
+                        Interlocked.Decrement(ref _busy);
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e)
+            {
+                _logger.LogError(e, "Decode loop error with {Active} requests; failing them and resetting the context", active.Count);
+                Reset(active, ErrorCodes.InternalError, "The worker failed while generating.");
+            }
+        }
+        foreach (var job in active)
+            End(job, ErrorCodes.Cancelled, "The worker is shutting down.");
+        while (_incoming.Reader.TryRead(out var queued))
+            End(queued, ErrorCodes.Cancelled, "The worker is shutting down.");
+    }
+
+    private void End(EngineJob job, string code, string message)
+    {
+        job.Fail(code, message);
+        Interlocked.Decrement(ref _busy);
+    }
+
+    /// <summary>After a failed decode the batch queue may hold tokens of any job: fail them all and start a clean context.</summary>
+    private void Reset(List<EngineJob> active, string code, string message)
+    {
+        foreach (var job in active)
+            End(job, code, message);
+        active.Clear();
+        _executor.Dispose();
+        _executor = new BatchedExecutor(_weights, _params);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _incoming.Writer.TryComplete();
+        await _stop.CancelAsync();
+        try { await _loop; } catch (OperationCanceledException) { }
+        _executor.Dispose();
+        _weights.Dispose();
+        _stop.Dispose();
+    }
+
+    private static string HashFile(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+}
+
+/// <summary>The GGUF's own chat template (llama.cpp's template engine).</summary>
+public sealed class ModelChatFormatter(LLamaWeights weights) : IChatFormatter
+{
+    public string Format(IReadOnlyList<ChatMessage> messages)
+    {
+        var template = new LLamaTemplate(weights) { AddAssistant = true };
+        foreach (var m in messages)
+            template.Add(m.Role, m.Content);
+        return System.Text.Encoding.UTF8.GetString(template.Apply());
+    }
+}

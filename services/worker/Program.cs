@@ -1,0 +1,4 @@
+using QwenNats.Worker;
+
+var host = WorkerHost.Build(args);
+await host.RunAsync();

@@ -1,0 +1,58 @@
+using QwenNats.Contracts;
+
+namespace QwenNats.Worker;
+
+/// <summary>Renders a conversation into prompt text.</summary>
+public interface IChatFormatter
+{
+    string Format(IReadOnlyList<ChatMessage> messages);
+}
+
+/// <summary>The profile's own template: one part per role plus the generation prompt.</summary>
+public sealed class ProfileChatFormatter(ChatTemplateSpec spec) : IChatFormatter
+{
+    public string Format(IReadOnlyList<ChatMessage> messages)
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (var m in messages)
+        {
+            var part = m.Role switch
+            {
+                ChatRoles.System => spec.System,
+                ChatRoles.User => spec.User,
+                ChatRoles.Assistant => spec.Assistant,
+                _ => throw new ArgumentException($"Unknown role '{m.Role}'", nameof(messages)),
+            };
+            sb.Append(part.Replace("{content}", m.Content, StringComparison.Ordinal));
+        }
+        sb.Append(spec.GenerationPrompt);
+        return sb.ToString();
+    }
+}
+
+/// <summary>Builds the prompts of both tasks from a profile; pure, so it is unit-tested without a model.</summary>
+public sealed class PromptBuilder(PromptProfile profile, IChatFormatter formatter)
+{
+    public PromptProfile Profile => profile;
+
+    /// <summary>The conversation, with the profile's system prompt first unless the caller sent its own.</summary>
+    public string Chat(IReadOnlyList<ChatMessage> messages)
+    {
+        var hasSystem = messages.Count > 0 && messages[0].Role == ChatRoles.System;
+        if (hasSystem || string.IsNullOrEmpty(profile.Chat.SystemPrompt))
+            return formatter.Format(messages);
+        var withSystem = new List<ChatMessage>(messages.Count + 1) { new(ChatRoles.System, profile.Chat.SystemPrompt) };
+        withSystem.AddRange(messages);
+        return formatter.Format(withSystem);
+    }
+
+    /// <summary>The classification prompt; each label is scored as its continuation.</summary>
+    public string Sentiment(string input)
+    {
+        var messages = new List<ChatMessage>(2);
+        if (!string.IsNullOrEmpty(profile.Sentiment.SystemPrompt))
+            messages.Add(new ChatMessage(ChatRoles.System, profile.Sentiment.SystemPrompt));
+        messages.Add(new ChatMessage(ChatRoles.User, profile.Sentiment.UserTemplate.Replace("{input}", input, StringComparison.Ordinal)));
+        return formatter.Format(messages) + profile.Sentiment.AnswerPrefix;
+    }
+}

@@ -1,0 +1,100 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace QwenNats.Worker;
+
+/// <summary>
+/// A versioned prompt profile (deploy/profiles/*.json): how both tasks are asked of the model
+/// and with which sampling defaults. Shipping a new profile is one kind of new version.
+/// </summary>
+public sealed record PromptProfile
+{
+    public required string Version { get; init; }
+    public string Description { get; init; } = "";
+    public ChatTemplateSpec Template { get; init; } = new();
+    public required ChatProfile Chat { get; init; }
+    public required SentimentProfile Sentiment { get; init; }
+
+    public static PromptProfile Load(string path)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+            throw new InvalidOperationException("Worker:ProfilePath is not set; point it at a prompt profile such as deploy/profiles/v1.json.");
+        if (!File.Exists(path))
+            throw new FileNotFoundException($"Prompt profile '{path}' does not exist.", path);
+        PromptProfile? profile;
+        try
+        {
+            profile = JsonSerializer.Deserialize(File.ReadAllText(path), ProfileJsonContext.Default.PromptProfile);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidOperationException($"Prompt profile '{path}' is not valid: {e.Message}", e);
+        }
+        if (profile is null)
+            throw new InvalidOperationException($"Prompt profile '{path}' is empty.");
+        profile.Validate(path);
+        return profile;
+    }
+
+    public void Validate(string source)
+    {
+        var problems = new List<string>();
+        if (string.IsNullOrWhiteSpace(Version)) problems.Add("version is empty");
+        if (Sentiment.Labels.Count < 2) problems.Add("sentiment.labels needs at least two labels");
+        if (Sentiment.Labels.Distinct(StringComparer.Ordinal).Count() != Sentiment.Labels.Count) problems.Add("sentiment.labels has duplicates");
+        if (Sentiment.Labels.Any(string.IsNullOrWhiteSpace)) problems.Add("sentiment.labels has an empty label");
+        if (!Sentiment.UserTemplate.Contains("{input}", StringComparison.Ordinal)) problems.Add("sentiment.user_template must contain {input}");
+        if (Chat.MaxTokens <= 0) problems.Add("chat.max_tokens must be positive");
+        if (Chat.Temperature < 0) problems.Add("chat.temperature must not be negative");
+        if (Chat.TopP is <= 0 or > 1) problems.Add("chat.top_p must be in (0, 1]");
+        foreach (var (name, part) in Template.Parts())
+            if (!part.Contains("{content}", StringComparison.Ordinal)) problems.Add($"template.{name} must contain {{content}}");
+        if (problems.Count > 0)
+            throw new InvalidOperationException($"Prompt profile '{source}' is not valid: {string.Join("; ", problems)}");
+    }
+}
+
+public sealed record ChatProfile
+{
+    public string SystemPrompt { get; init; } = "";
+    public double Temperature { get; init; } = 0.7;
+    public double TopP { get; init; } = 0.9;
+    public int MaxTokens { get; init; } = 256;
+    public IReadOnlyList<string> Stop { get; init; } = [];
+}
+
+public sealed record SentimentProfile
+{
+    public string SystemPrompt { get; init; } = "";
+    /// <summary>The user turn; <c>{input}</c> is replaced by the text to classify.</summary>
+    public string UserTemplate { get; init; } = "{input}";
+    /// <summary>Text placed after the assistant's generation prompt, before the label.</summary>
+    public string AnswerPrefix { get; init; } = "";
+    /// <summary>The labels; each is scored as a continuation of the prompt.</summary>
+    public IReadOnlyList<string> Labels { get; init; } = [];
+}
+
+/// <summary>
+/// The fallback chat template for models whose GGUF has none (or when the profile asks for it).
+/// Each part holds <c>{content}</c>.
+/// </summary>
+public sealed record ChatTemplateSpec
+{
+    /// <summary>Use the GGUF's own chat template when it has one.</summary>
+    public bool UseModelTemplate { get; init; } = true;
+    public string System { get; init; } = "<|im_start|>system\n{content}<|im_end|>\n";
+    public string User { get; init; } = "<|im_start|>user\n{content}<|im_end|>\n";
+    public string Assistant { get; init; } = "<|im_start|>assistant\n{content}<|im_end|>\n";
+    public string GenerationPrompt { get; init; } = "<|im_start|>assistant\n";
+
+    public IEnumerable<(string Name, string Part)> Parts()
+    {
+        yield return ("system", System);
+        yield return ("user", User);
+        yield return ("assistant", Assistant);
+    }
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true)]
+[JsonSerializable(typeof(PromptProfile))]
+internal sealed partial class ProfileJsonContext : JsonSerializerContext;

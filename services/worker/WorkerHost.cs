@@ -1,0 +1,47 @@
+using LLama.Native;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Worker;
+
+public static class WorkerHost
+{
+    /// <summary>Builds a worker host; tests call this with their own settings.</summary>
+    public static IHost Build(string[] args, Action<IConfigurationBuilder>? configure = null)
+    {
+        var builder = Host.CreateApplicationBuilder(args);
+        configure?.Invoke(builder.Configuration);
+        var colour = builder.Configuration[$"{WorkerOptions.Section}:Colour"] ?? Contracts.Colours.Blue;
+        if (!Contracts.Colours.IsWellFormed(colour))
+            throw new InvalidOperationException($"Worker:Colour '{colour}' is not a valid colour (lowercase letters, digits, '-').");
+        builder.AddQwenDefaults("worker", colour);
+        builder.Services.Configure<WorkerOptions>(builder.Configuration.GetSection(WorkerOptions.Section));
+        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
+        builder.Services.AddSingleton<WorkQueueTopology>();
+        builder.Services.AddSingleton(sp => PromptProfile.Load(sp.GetRequiredService<IOptions<WorkerOptions>>().Value.ProfilePath));
+        builder.Services.AddSingleton(sp =>
+        {
+            NativeLogging.Route(sp.GetRequiredService<ILoggerFactory>());
+            return new LlamaEngine(sp.GetRequiredService<IOptions<WorkerOptions>>(), sp.GetRequiredService<PromptProfile>(), sp.GetRequiredService<ILogger<LlamaEngine>>());
+        });
+        builder.Services.AddHostedService<WorkerService>();
+        return builder.Build();
+    }
+}
+
+/// <summary>Sends llama.cpp's own log lines to the host's logging (category LLama.Native) instead of stderr.</summary>
+internal static class NativeLogging
+{
+    private static int _routed;
+
+    public static void Route(ILoggerFactory loggers)
+    {
+        if (Interlocked.Exchange(ref _routed, 1) == 1 || NativeLibraryConfig.LLama.LibraryHasLoaded)
+            return;
+        NativeLibraryConfig.All.WithLogCallback(loggers.CreateLogger("LLama.Native"));
+    }
+}
