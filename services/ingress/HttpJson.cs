@@ -43,6 +43,8 @@ public static class HttpJson
         }
         if (buffer.WrittenCount == 0)
             return (null, ApiError.Invalid("The request body is empty; a JSON object is required."));
+        if (!System.Text.Unicode.Utf8.IsValid(buffer.WrittenSpan))
+            return (null, new ApiError(400, "invalid_json", "The request body is not valid UTF-8."));
         try
         {
             return (JsonDocument.Parse(buffer.WrittenMemory, DocOptions), null);

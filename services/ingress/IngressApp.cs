@@ -31,7 +31,11 @@ public static class IngressApp
         app.MapSentimentApi();
         app.MapStatusApi();
         app.MapWebSocketChat();
-        app.MapFallback(http => HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
+        var routes = ((IEndpointRouteBuilder)app).DataSources.SelectMany(d => d.Endpoints).OfType<RouteEndpoint>()
+            .Select(e => "/" + e.RoutePattern.RawText?.TrimStart('/')).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        app.MapFallback(http => routes.Contains(http.Request.Path.Value ?? "")
+            ? HttpJson.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."))
+            : HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
         return app;
     }
 }

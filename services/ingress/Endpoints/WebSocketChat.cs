@@ -137,6 +137,11 @@ public static class WebSocketChat
         frame = null!;
         error = null;
         JsonDocument doc;
+        if (!System.Text.Unicode.Utf8.IsValid(utf8.Span))
+        {
+            error = new ApiError(400, "invalid_json", "The frame is not valid UTF-8.");
+            return false;
+        }
         try
         {
             doc = JsonDocument.Parse(utf8, new JsonDocumentOptions { MaxDepth = 32 });

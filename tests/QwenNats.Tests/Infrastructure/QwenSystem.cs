@@ -1,0 +1,106 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using QwenNats.Ingress;
+using QwenNats.Worker;
+
+namespace QwenNats.Tests.Infrastructure;
+
+/// <summary>Real services started in-process against a real nats-server: workers (real LLamaSharp) and ingresses (real Kestrel).</summary>
+public sealed class QwenSystem : IAsyncDisposable
+{
+    private readonly List<IHost> _workers = [];
+    private readonly List<WebApplication> _ingresses = [];
+
+    public QwenSystem(NatsServer nats) => Nats = nats;
+
+    public NatsServer Nats { get; }
+
+    /// <summary>Common settings: fast heartbeats and a small context so tests stay quick.</summary>
+    public Dictionary<string, string?> Base() => new()
+    {
+        ["Nats:Url"] = Nats.Url,
+        ["Logging:LogLevel:Default"] = "Warning",
+        ["Logging:LogLevel:LLama"] = "Error",
+        ["WorkQueue:Storage"] = "memory",
+    };
+
+    public async Task<IHost> StartWorkerAsync(string colour, string profile, int slots = 1, Dictionary<string, string?>? extra = null)
+    {
+        var settings = Base();
+        settings["Worker:Colour"] = colour;
+        settings["Worker:ModelPath"] = Paths.Model;
+        settings["Worker:ProfilePath"] = Paths.Profile(profile);
+        settings["Worker:Slots"] = slots.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        settings["Worker:ContextSize"] = "512";
+        settings["Worker:Threads"] = "1";
+        settings["Worker:HeartbeatInterval"] = "00:00:00.250";
+        settings["Worker:FetchExpiry"] = "00:00:02";
+        Merge(settings, extra);
+        var host = WorkerHost.Build([], c => c.AddInMemoryCollection(settings));
+        await host.StartAsync();
+        _workers.Add(host);
+        return host;
+    }
+
+    public async Task<(WebApplication App, HttpClient Http)> StartIngressAsync(Dictionary<string, string?>? extra = null)
+    {
+        var settings = Base();
+        settings["urls"] = "http://127.0.0.1:0";
+        settings["Ingress:WorkerStaleAfter"] = "00:00:01.500";
+        Merge(settings, extra);
+        var app = IngressApp.Build([], c => c.AddInMemoryCollection(settings));
+        await app.StartAsync();
+        _ingresses.Add(app);
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var http = new HttpClient(new SocketsHttpHandler { UseCookies = false }) { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
+        return (app, http);
+    }
+
+    /// <summary>Waits until the ingress sees the given number of workers of a colour.</summary>
+    public static async Task WaitForWorkersAsync(HttpClient http, string colour, int count, TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(20));
+        while (true)
+        {
+            var models = await http.GetFromJsonAsync<JsonElement>("/v1/models", cts.Token);
+            var seen = models.GetProperty("data").EnumerateArray()
+                .Where(m => m.GetProperty("colour").GetString() == colour)
+                .Sum(m => m.GetProperty("workers").GetInt32());
+            if (seen >= count) return;
+            await Task.Delay(100, cts.Token);
+        }
+    }
+
+    public async Task StopWorkerAsync(IHost worker)
+    {
+        await worker.StopAsync();
+        worker.Dispose();
+        _workers.Remove(worker);
+    }
+
+    private static void Merge(Dictionary<string, string?> into, Dictionary<string, string?>? from)
+    {
+        if (from is null) return;
+        foreach (var (k, v) in from) into[k] = v;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var app in _ingresses)
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+        foreach (var w in _workers)
+        {
+            await w.StopAsync();
+            w.Dispose();
+        }
+    }
+}

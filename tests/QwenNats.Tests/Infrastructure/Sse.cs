@@ -1,0 +1,49 @@
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+
+namespace QwenNats.Tests.Infrastructure;
+
+public static class Api
+{
+    public static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
+
+    public static string ChatBody(string content, int maxTokens = 24, bool stream = false, double temperature = 0) =>
+        JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["messages"] = new[] { new Dictionary<string, string> { ["role"] = "user", ["content"] = content } },
+            ["max_tokens"] = maxTokens,
+            ["temperature"] = temperature,
+            ["stream"] = stream,
+        });
+
+    public static HttpRequestMessage Post(string path, string body, string? colour = null, string? session = null)
+    {
+        var req = new HttpRequestMessage(HttpMethod.Post, path) { Content = Json(body) };
+        if (colour is not null) req.Headers.Add("X-Qwen-Colour", colour);
+        if (session is not null) req.Headers.Add("X-Session-Id", session);
+        return req;
+    }
+
+    public static async Task<JsonElement> JsonAsync(HttpResponseMessage response) =>
+        JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+
+    /// <summary>Reads an SSE body into its data payloads (without the <c>data: </c> prefix).</summary>
+    public static async Task<List<string>> ReadEventsAsync(HttpResponseMessage response, CancellationToken ct)
+    {
+        var events = new List<string>();
+        await using var stream = await response.Content.ReadAsStreamAsync(ct);
+        using var reader = new StreamReader(stream, Encoding.UTF8);
+        while (await reader.ReadLineAsync(ct) is { } line)
+        {
+            if (line.StartsWith("data: ", StringComparison.Ordinal))
+                events.Add(line["data: ".Length..]);
+        }
+        return events;
+    }
+
+    public static string Header(HttpResponseMessage r, string name) =>
+        r.Headers.TryGetValues(name, out var v) ? v.First() : r.Content.Headers.TryGetValues(name, out var c) ? c.First() : "";
+
+    public static MediaTypeHeaderValue? ContentType(HttpResponseMessage r) => r.Content.Headers.ContentType;
+}
