@@ -1,0 +1,138 @@
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+using QwenNats.Tests.Infrastructure;
+
+namespace QwenNats.Tests.Integration;
+
+[Collection(SystemCollection.Name)]
+public sealed class WebSocketChatTests(SystemFixture fx)
+{
+    [Fact]
+    public async Task Two_turns_of_a_conversation_carry_the_history()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var ws = await ConnectAsync("", cts.Token);
+        var ready = await ReceiveAsync(ws, cts.Token);
+        Assert.Equal("ready", ready.GetProperty("type").GetString());
+        Assert.False(string.IsNullOrEmpty(ready.GetProperty("session_id").GetString()));
+
+        var first = await TurnAsync(ws, "{\"type\":\"message\",\"content\":\"Once upon a time\",\"max_tokens\":12,\"temperature\":0}", cts.Token);
+        var second = await TurnAsync(ws, "{\"content\":\"What happened next?\",\"max_tokens\":12,\"temperature\":0}", cts.Token);
+
+        Assert.Equal(1, first.Done.GetProperty("turns").GetInt32());
+        Assert.Equal(2, second.Done.GetProperty("turns").GetInt32());
+        var firstPrompt = first.Done.GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
+        var firstAnswer = first.Done.GetProperty("usage").GetProperty("completion_tokens").GetInt32();
+        var secondPrompt = second.Done.GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
+        Assert.True(secondPrompt > firstPrompt + firstAnswer, $"second prompt ({secondPrompt}) holds the first turn ({firstPrompt}+{firstAnswer})");
+        Assert.Equal(first.Done.GetProperty("text").GetString(), first.Streamed);
+        Assert.Equal("blue", second.Done.GetProperty("colour").GetString());
+        Assert.Equal("v1", second.Done.GetProperty("profile").GetString());
+        Assert.All(second.Tokens, t => Assert.Equal("blue", t.GetProperty("colour").GetString()));
+
+        await SendAsync(ws, "{\"type\":\"reset\"}", cts.Token);
+        Assert.Equal("reset", (await ReceiveAsync(ws, cts.Token)).GetProperty("type").GetString());
+        var third = await TurnAsync(ws, "{\"content\":\"Once upon a time\",\"max_tokens\":12,\"temperature\":0}", cts.Token);
+        Assert.Equal(firstPrompt, third.Done.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(first.Done.GetProperty("text").GetString(), third.Done.GetProperty("text").GetString());
+        await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", cts.Token);
+    }
+
+    [Fact]
+    public async Task A_conversation_can_be_held_with_the_green_pool()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var ws = await ConnectAsync("?colour=green", cts.Token);
+        Assert.Equal("green", (await ReceiveAsync(ws, cts.Token)).GetProperty("colour").GetString());
+        var turn = await TurnAsync(ws, "{\"content\":\"Hello\",\"max_tokens\":6}", cts.Token);
+        Assert.Equal("v2", turn.Done.GetProperty("profile").GetString());
+        Assert.Equal("green-1", turn.Done.GetProperty("worker").GetString());
+    }
+
+    [Theory]
+    [InlineData("not json", "invalid_json")]
+    [InlineData("[1]", "invalid_request")]
+    [InlineData("{\"type\":\"dance\"}", "invalid_request")]
+    [InlineData("{\"content\":\"\"}", "empty_conversation")]
+    [InlineData("{\"content\":7}", "empty_conversation")]
+    [InlineData("{\"content\":\"hi\",\"max_tokens\":-5}", "invalid_request")]
+    [InlineData("{\"content\":\"hi\",\"temperature\":\"warm\"}", "invalid_request")]
+    public async Task A_bad_frame_gets_an_error_frame_and_the_connection_stays_open(string frame, string code)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var ws = await ConnectAsync("", cts.Token);
+        await ReceiveAsync(ws, cts.Token);
+        await SendAsync(ws, frame, cts.Token);
+        var error = await ReceiveAsync(ws, cts.Token);
+        Assert.Equal("error", error.GetProperty("type").GetString());
+        Assert.Equal(code, error.GetProperty("code").GetString());
+        var turn = await TurnAsync(ws, "{\"content\":\"Hi\",\"max_tokens\":4}", cts.Token);
+        Assert.Equal(1, turn.Done.GetProperty("turns").GetInt32());
+    }
+
+    [Fact]
+    public async Task An_oversized_frame_is_refused_with_an_error_frame()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var ws = await ConnectAsync("", cts.Token);
+        await ReceiveAsync(ws, cts.Token);
+        await SendAsync(ws, "{\"content\":\"" + new string('x', 300_000) + "\"}", cts.Token);
+        var error = await ReceiveAsync(ws, cts.Token);
+        Assert.Equal("message_too_large", error.GetProperty("code").GetString());
+        Assert.Equal(WebSocketState.Open, ws.State);
+    }
+
+    private sealed record Turn(JsonElement Done, List<JsonElement> Tokens, string Streamed);
+
+    private static async Task<Turn> TurnAsync(ClientWebSocket ws, string frame, CancellationToken ct)
+    {
+        await SendAsync(ws, frame, ct);
+        var tokens = new List<JsonElement>();
+        var accepted = false;
+        while (true)
+        {
+            var f = await ReceiveAsync(ws, ct);
+            switch (f.GetProperty("type").GetString())
+            {
+                case "accepted":
+                    accepted = true;
+                    break;
+                case "token":
+                    Assert.True(accepted, "accepted comes before tokens");
+                    tokens.Add(f);
+                    break;
+                case "done":
+                    return new Turn(f, tokens, string.Concat(tokens.Select(t => t.GetProperty("text").GetString())));
+                default:
+                    Assert.Fail($"unexpected frame {f}");
+                    break;
+            }
+        }
+    }
+
+    private async Task<ClientWebSocket> ConnectAsync(string query, CancellationToken ct)
+    {
+        var ws = new ClientWebSocket();
+        var uri = new UriBuilder(fx.Http.BaseAddress!) { Scheme = "ws", Path = "/ws/chat", Query = query.TrimStart('?') }.Uri;
+        await ws.ConnectAsync(uri, ct);
+        return ws;
+    }
+
+    private static Task SendAsync(ClientWebSocket ws, string text, CancellationToken ct) =>
+        ws.SendAsync(Encoding.UTF8.GetBytes(text), WebSocketMessageType.Text, true, ct);
+
+    private static async Task<JsonElement> ReceiveAsync(ClientWebSocket ws, CancellationToken ct)
+    {
+        var buffer = new byte[64 * 1024];
+        using var ms = new MemoryStream();
+        while (true)
+        {
+            var r = await ws.ReceiveAsync(buffer, ct);
+            Assert.NotEqual(WebSocketMessageType.Close, r.MessageType);
+            ms.Write(buffer, 0, r.Count);
+            if (r.EndOfMessage) break;
+        }
+        return JsonDocument.Parse(ms.ToArray()).RootElement.Clone();
+    }
+}

@@ -1,0 +1,41 @@
+using System.Text.Json;
+using QwenNats.Contracts;
+
+namespace QwenNats.Tests.Unit;
+
+public sealed class ContractsTests
+{
+    [Fact]
+    public void Subjects_follow_the_design()
+    {
+        Assert.Equal("qwen.blue.infer", Subjects.Infer("blue"));
+        Assert.Equal("qwen.green.shadow", Subjects.Shadow("green"));
+        Assert.Equal("QWEN_WORK_GREEN", Subjects.WorkStream("green"));
+        Assert.Equal("qwen.reply.i1.r1", Subjects.Reply("i1", "r1"));
+    }
+
+    [Theory]
+    [InlineData("blue", true)]
+    [InlineData("green-2", true)]
+    [InlineData("Blue", false)]
+    [InlineData("a.b", false)]
+    [InlineData("", false)]
+    [InlineData("*", false)]
+    public void Only_subject_safe_colours_are_well_formed(string colour, bool ok) => Assert.Equal(ok, Colours.IsWellFormed(colour));
+
+    [Fact]
+    public void Messages_round_trip_with_snake_case_names()
+    {
+        var reply = InferReply.Of(new InferResult
+        {
+            Id = "r", Task = "chat", FinishReason = "stop", Text = "你好", WorkerId = "w", Colour = "blue", ModelId = "m", ProfileVersion = "v1", TimeToFirstTokenMs = 1.5,
+        });
+        var json = JsonSerializer.Serialize(reply, QwenJsonContext.Default.InferReply);
+        Assert.Contains("\"time_to_first_token_ms\":1.5", json);
+        Assert.Contains("\"profile_version\":\"v1\"", json);
+        Assert.DoesNotContain("\"chunk\"", json);
+        var back = JsonSerializer.Deserialize(json, QwenJsonContext.Default.InferReply)!;
+        Assert.True(back.IsFinal);
+        Assert.Equal("你好", back.Result!.Text);
+    }
+}

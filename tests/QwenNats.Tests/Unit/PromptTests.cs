@@ -1,0 +1,71 @@
+using QwenNats.Contracts;
+using QwenNats.Tests.Infrastructure;
+using QwenNats.Worker;
+
+namespace QwenNats.Tests.Unit;
+
+public sealed class PromptTests
+{
+    private static PromptProfile Profile(string system = "SYS") => new()
+    {
+        Version = "t1",
+        Template = new ChatTemplateSpec { System = "[S]{content}\n", User = "[U]{content}\n", Assistant = "[A]{content}\n", GenerationPrompt = "[A]" },
+        Chat = new ChatProfile { SystemPrompt = system },
+        Sentiment = new SentimentProfile { SystemPrompt = "CLASSIFY", UserTemplate = "Text: {input}", AnswerPrefix = " Label:", Labels = ["pos", "neg"] },
+    };
+
+    [Fact]
+    public void Chat_prompt_puts_the_profile_system_prompt_first_and_ends_with_the_generation_prompt()
+    {
+        var p = Profile();
+        var b = new PromptBuilder(p, new ProfileChatFormatter(p.Template));
+        var text = b.Chat([new ChatMessage("user", "hi"), new ChatMessage("assistant", "hello"), new ChatMessage("user", "bye")]);
+        Assert.Equal("[S]SYS\n[U]hi\n[A]hello\n[U]bye\n[A]", text);
+    }
+
+    [Fact]
+    public void A_caller_system_message_replaces_the_profile_system_prompt()
+    {
+        var p = Profile();
+        var b = new PromptBuilder(p, new ProfileChatFormatter(p.Template));
+        Assert.Equal("[S]mine\n[U]hi\n[A]", b.Chat([new ChatMessage("system", "mine"), new ChatMessage("user", "hi")]));
+    }
+
+    [Fact]
+    public void Sentiment_prompt_wraps_the_input_and_ends_with_the_answer_prefix()
+    {
+        var p = Profile();
+        var b = new PromptBuilder(p, new ProfileChatFormatter(p.Template));
+        Assert.Equal("[S]CLASSIFY\n[U]Text: 好\n[A] Label:", b.Sentiment("好"));
+    }
+
+    [Fact]
+    public void The_shipped_profiles_load_and_differ_in_version_and_wording()
+    {
+        var v1 = PromptProfile.Load(Paths.Profile("v1"));
+        var v2 = PromptProfile.Load(Paths.Profile("v2"));
+        Assert.Equal("v1", v1.Version);
+        Assert.Equal("v2", v2.Version);
+        Assert.NotEqual(v1.Chat.SystemPrompt, v2.Chat.SystemPrompt);
+        Assert.NotEqual(v1.Sentiment.UserTemplate, v2.Sentiment.UserTemplate);
+        Assert.Equal(v1.Sentiment.Labels, v2.Sentiment.Labels);
+    }
+
+    [Fact]
+    public void An_invalid_profile_is_refused_with_every_problem_named()
+    {
+        var bad = Profile() with { Sentiment = new SentimentProfile { UserTemplate = "no placeholder", Labels = ["only"] }, Chat = new ChatProfile { MaxTokens = 0, TopP = 2 } };
+        var e = Assert.Throws<InvalidOperationException>(() => bad.Validate("test"));
+        Assert.Contains("{input}", e.Message);
+        Assert.Contains("two labels", e.Message);
+        Assert.Contains("max_tokens", e.Message);
+        Assert.Contains("top_p", e.Message);
+    }
+
+    [Fact]
+    public void A_missing_profile_file_is_a_clear_error()
+    {
+        var e = Assert.Throws<FileNotFoundException>(() => PromptProfile.Load("/nonexistent/profile.json"));
+        Assert.Contains("/nonexistent/profile.json", e.Message);
+    }
+}
