@@ -1,0 +1,1 @@
+await QwenNats.Judge.JudgeHost.Build(args).RunAsync();

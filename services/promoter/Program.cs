@@ -1,0 +1,1 @@
+await QwenNats.Promoter.PromoterHost.Build(args).RunAsync();
