@@ -9,7 +9,7 @@ public static class IngressApp
     /// <summary>Builds the ingress; tests call this with their own settings (e.g. <c>--urls http://127.0.0.1:0</c>).</summary>
     public static WebApplication Build(string[] args, Action<IConfigurationBuilder>? configure = null)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
         builder.AddQwenDefaults("ingress");
         builder.Services.Configure<IngressOptions>(builder.Configuration.GetSection(IngressOptions.Section));

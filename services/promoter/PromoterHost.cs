@@ -14,7 +14,7 @@ public static class PromoterHost
 {
     public static IHost Build(string[] args, Action<IConfigurationBuilder>? configure = null)
     {
-        var builder = Host.CreateApplicationBuilder(args);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
         builder.AddQwenDefaults("promoter");
         builder.Services.AddSingleton(new ServiceDescription(Subjects.PromoterService, "QwenNats promoter: drives rollouts",

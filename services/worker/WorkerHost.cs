@@ -13,7 +13,7 @@ public static class WorkerHost
     /// <summary>Builds a worker host; tests call this with their own settings.</summary>
     public static IHost Build(string[] args, Action<IConfigurationBuilder>? configure = null)
     {
-        var builder = Host.CreateApplicationBuilder(args);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
         var colour = builder.Configuration[$"{WorkerOptions.Section}:Colour"] ?? Contracts.Colours.Blue;
         if (!Contracts.Colours.IsWellFormed(colour))

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Starts the whole QwenNats system on this machine, on loopback:
+#   nats-server (JetStream, store in .run/nats), the ingress, one blue worker (profile v1),
+#   one green worker (profile v2), the judge and the promoter.
+# Logs: .run/logs/<service>.log, every line prefixed by service and colour. Stop with deploy/local/down.sh.
+#
+# Settings (environment):
+#   QWEN_MODEL      GGUF file to serve (default: ../shared/models/stories260K.gguf when present)
+#   QWEN_PORT       ingress HTTP port (default 8080)
+#   QWEN_NATS_PORT  NATS port (default 4222)
+#   QWEN_THREADS    CPU threads per worker (default: cores / 2, at least 1)
+#   QWEN_CTX        context tokens per request (default 2048)
+#   QWEN_SLOTS      requests decoded together per worker (default 2)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RUN="$ROOT/.run"
+PORT="${QWEN_PORT:-8080}"
+NATS_PORT="${QWEN_NATS_PORT:-4222}"
+CORES="$(nproc 2>/dev/null || echo 2)"
+THREADS="${QWEN_THREADS:-$(( CORES / 2 > 0 ? CORES / 2 : 1 ))}"
+CTX="${QWEN_CTX:-2048}"
+SLOTS="${QWEN_SLOTS:-2}"
+
+say() { printf '%s\n' "$*"; }
+
+# --- model -------------------------------------------------------------------------------
+DEFAULT_MODEL="$(cd "$ROOT/.." && pwd)/shared/models/stories260K.gguf"
+MODEL="${QWEN_MODEL:-}"
+if [ -z "$MODEL" ]; then
+  if [ -f "$DEFAULT_MODEL" ]; then
+    MODEL="$DEFAULT_MODEL"
+  else
+    cat >&2 <<MSG
+No model found. Download a Qwen GGUF and point QWEN_MODEL at it, for example:
+
+  mkdir -p ~/models && cd ~/models
+  curl -LO https://huggingface.co/Qwen/Qwen1.5-0.5B-Chat-GGUF/resolve/main/qwen1_5-0_5b-chat-q4_k_m.gguf
+  QWEN_MODEL=~/models/qwen1_5-0_5b-chat-q4_k_m.gguf $0
+MSG
+    exit 1
+  fi
+fi
+[ -f "$MODEL" ] || { say "QWEN_MODEL=$MODEL does not exist" >&2; exit 1; }
+MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"
+
+# --- prerequisites -----------------------------------------------------------------------
+if ! command -v nats-server >/dev/null 2>&1; then
+  say "Installing nats-server (apt-get)..."
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server >/dev/null
+fi
+command -v dotnet >/dev/null 2>&1 || { say "The .NET 10 SDK (dotnet) is required." >&2; exit 1; }
+
+# --- clean start -------------------------------------------------------------------------
+"$ROOT/deploy/local/down.sh" --quiet || true
+mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/nats"
+
+say "Building (Release)..."
+dotnet build "$ROOT/QwenNats.sln" -c Release -nologo -v quiet -clp:ErrorsOnly >"$RUN/logs/build.log" 2>&1 || {
+  say "Build failed; see $RUN/logs/build.log" >&2; tail -20 "$RUN/logs/build.log" >&2; exit 1; }
+
+bin() { echo "$ROOT/services/$1/bin/Release/net10.0/$2.dll"; }
+
+start() { # name, log prefix, command...
+  local name="$1"; shift
+  local prefix="$1"; shift
+  if [ -n "$prefix" ]; then
+    "$@" > >(sed -u "s/^/$prefix /" >>"$RUN/logs/$name.log") 2>&1 &
+  else
+    "$@" >>"$RUN/logs/$name.log" 2>&1 &
+  fi
+  echo $! >"$RUN/pids/$name.pid"
+}
+
+NATS_URL="nats://127.0.0.1:$NATS_PORT"
+start nats "[nats]" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats" -m 0 -n qwen-local
+for _ in $(seq 1 50); do (echo >/dev/tcp/127.0.0.1/"$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
+
+export Nats__Url="$NATS_URL"
+start ingress "" dotnet "$(bin ingress QwenNats.Ingress)" --Ingress:Port="$PORT" --Ingress:LiveColour=blue
+start worker-blue "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=blue --Worker:ModelPath="$MODEL" \
+  --Worker:ProfilePath="$ROOT/deploy/profiles/v1.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS"
+start worker-green "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=green --Worker:ModelPath="$MODEL" \
+  --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS"
+start judge "" dotnet "$(bin judge QwenNats.Judge)"
+start promoter "" dotnet "$(bin promoter QwenNats.Promoter)"
+
+# --- wait until ready --------------------------------------------------------------------
+say "Waiting for the ingress and both pools..."
+ready=""
+for _ in $(seq 1 240); do
+  for f in "$RUN"/pids/*.pid; do
+    pid="$(cat "$f")"
+    if ! kill -0 "$pid" 2>/dev/null; then
+      name="$(basename "$f" .pid)"
+      say "$name exited during start-up; last lines of $RUN/logs/$name.log:" >&2
+      tail -20 "$RUN/logs/$name.log" >&2
+      "$ROOT/deploy/local/down.sh" --quiet || true
+      exit 1
+    fi
+  done
+  if curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 \
+     && curl -fsS "http://127.0.0.1:$PORT/v1/models" 2>/dev/null | grep -q '"colour":"green"'; then
+    ready=1; break
+  fi
+  sleep 0.5
+done
+if [ -z "$ready" ]; then
+  say "The system did not become ready in 120 s; see $RUN/logs/" >&2
+  exit 1
+fi
+
+cat <<MSG
+
+QwenNats is up.
+  ingress   http://127.0.0.1:$PORT   (health /healthz, readiness /readyz, models /v1/models)
+  websocket ws://127.0.0.1:$PORT/ws/chat
+  nats      $NATS_URL  (JetStream store $RUN/nats)
+  model     $MODEL
+  logs      $RUN/logs/   stop: deploy/local/down.sh
+
+Try:
+  curl -s http://127.0.0.1:$PORT/v1/sentiment -d '{"input":"今天心情真好"}'
+  curl -s http://127.0.0.1:$PORT/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hello!"}],"max_tokens":64}'
+  curl -sN http://127.0.0.1:$PORT/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hello!"}],"stream":true}'
+  curl -s http://127.0.0.1:$PORT/v1/chat/completions -H 'X-Qwen-Colour: green' -d '{"messages":[{"role":"user","content":"Hello!"}]}'
+MSG

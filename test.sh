@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and integration tests that start real nats-server processes and
+# real LLamaSharp workers on ../shared/models/stories260K.gguf (or QWEN_TEST_MODEL).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+command -v nats-server >/dev/null 2>&1 || { echo "nats-server is required: apt-get install -y nats-server" >&2; exit 1; }
+exec dotnet test "$ROOT/QwenNats.sln" -c Release --nologo "$@"
