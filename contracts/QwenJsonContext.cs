@@ -12,4 +12,10 @@ namespace QwenNats.Contracts;
 [JsonSerializable(typeof(CancelRequest))]
 [JsonSerializable(typeof(WorkerHeartbeat))]
 [JsonSerializable(typeof(ErrorReply))]
+[JsonSerializable(typeof(RolloutState))]
+[JsonSerializable(typeof(RolloutEvent))]
+[JsonSerializable(typeof(ControlRequest))]
+[JsonSerializable(typeof(ControlReply))]
+[JsonSerializable(typeof(SessionPin))]
+[JsonSerializable(typeof(PromoterLease))]
 public sealed partial class QwenJsonContext : JsonSerializerContext;

@@ -1,0 +1,137 @@
+using System.Text.Json.Serialization;
+
+namespace QwenNats.Contracts;
+
+/// <summary>Names of the rollout control plane: KV buckets, the audit stream and operator subjects.</summary>
+public static class Rollouts
+{
+    /// <summary>KV bucket holding the rollout state (key <see cref="StateKey"/>) and the promoter lease (<see cref="LeaseKey"/>).</summary>
+    public const string Bucket = "qwen_rollout";
+    public const string StateKey = "state";
+    public const string LeaseKey = "leader";
+
+    /// <summary>KV bucket of session pins; its TTL is the session idle timeout.</summary>
+    public const string SessionsBucket = "qwen_sessions";
+
+    /// <summary>The audit log: every phase change with its cause and actor.</summary>
+    public const string EventsStream = "QWEN_EVENTS";
+    public const string EventsSubjects = "qwen.events.>";
+    public static string Event(string trigger) => $"qwen.events.rollout.{trigger}";
+
+    /// <summary>Operator request/reply subjects: <c>qwen.ctl.&lt;verb&gt;</c>.</summary>
+    public static string Control(string verb) => $"qwen.ctl.{verb}";
+    public const string ControlWildcard = "qwen.ctl.>";
+
+    public static class Verbs
+    {
+        public const string Status = "status";
+        public const string Start = "start";
+        public const string Promote = "promote";
+        public const string Rollback = "rollback";
+        public const string Pause = "pause";
+        public const string Resume = "resume";
+        public const string Abort = "abort";
+        public const string SetWeight = "set-weight";
+        public const string History = "history";
+        public const string Pin = "pin";
+
+        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin];
+    }
+}
+
+[JsonConverter(typeof(JsonStringEnumConverter<RolloutPhase>))]
+public enum RolloutPhase
+{
+    Stable,
+    Shadow,
+    Canary,
+    Promoted,
+    RolledBack,
+    Paused,
+}
+
+/// <summary>The rollout state every ingress follows; written by the promoter with compare-and-set.</summary>
+public sealed record RolloutState
+{
+    public RolloutPhase Phase { get; init; } = RolloutPhase.Stable;
+    /// <summary>The colour new sessions go to (unless the canary weight sends them to the candidate).</summary>
+    public required string Live { get; init; }
+    /// <summary>The colour being rolled out (Shadow, Canary, Paused).</summary>
+    public string? Candidate { get; init; }
+    /// <summary>After a promotion: the previous live colour, kept warm for an instant rollback during the bake window.</summary>
+    public string? Standby { get; init; }
+    /// <summary>Percent of new sessions pinned to the candidate (Canary).</summary>
+    public int Weight { get; init; }
+    /// <summary>Canary step, 1-based; 0 before the first step.</summary>
+    public int Step { get; init; }
+    public string? RolloutId { get; init; }
+    public string Reason { get; init; } = "";
+    public string Actor { get; init; } = "";
+    public DateTimeOffset Since { get; init; }
+    /// <summary>The phase a paused rollout resumes to.</summary>
+    public RolloutPhase? PausedFrom { get; init; }
+    /// <summary>When a promotion's bake window closes.</summary>
+    public DateTimeOffset? BakeUntil { get; init; }
+    /// <summary>The colour a rollback took out of service.</summary>
+    public string? RolledBackColour { get; init; }
+    /// <summary>Counts every change; events carry it so the audit log orders with the state.</summary>
+    public long Version { get; init; }
+}
+
+/// <summary>One entry of the audit log.</summary>
+public sealed record RolloutEvent
+{
+    public required string Trigger { get; init; }
+    public RolloutPhase From { get; init; }
+    public RolloutPhase To { get; init; }
+    public required RolloutState State { get; init; }
+    public string Reason { get; init; } = "";
+    public string Actor { get; init; } = "";
+    /// <summary><c>operator</c>, <c>timer</c> or <c>judge</c>.</summary>
+    public string Cause { get; init; } = "operator";
+    public DateTimeOffset At { get; init; }
+}
+
+/// <summary>The body of every <c>qwen.ctl.*</c> request; each verb reads the fields it needs.</summary>
+public sealed record ControlRequest
+{
+    public string? Candidate { get; init; }
+    public string? Reason { get; init; }
+    public string? Actor { get; init; }
+    public bool? Full { get; init; }
+    public int? Weight { get; init; }
+    public int? Limit { get; init; }
+    public string? Session { get; init; }
+    public string? Colour { get; init; }
+    public int? TtlSeconds { get; init; }
+}
+
+/// <summary>The answer of every <c>qwen.ctl.*</c> request.</summary>
+public sealed record ControlReply
+{
+    public bool Ok { get; init; }
+    public RolloutState? State { get; init; }
+    public RolloutEvent? Event { get; init; }
+    public IReadOnlyList<RolloutEvent>? Events { get; init; }
+    public SessionPin? Pin { get; init; }
+    public string? Leader { get; init; }
+    public string? Error { get; init; }
+    public string? Code { get; init; }
+
+    public static ControlReply Refused(string code, string error, RolloutState? state = null) => new() { Ok = false, Code = code, Error = error, State = state };
+}
+
+/// <summary>A session's colour, shared by every ingress through <see cref="Rollouts.SessionsBucket"/>.</summary>
+public sealed record SessionPin
+{
+    public required string Colour { get; init; }
+    public string? RolloutId { get; init; }
+    public DateTimeOffset PinnedAt { get; init; }
+    /// <summary><c>router</c> (first request of the session) or <c>operator</c> (qwen.ctl.pin).</summary>
+    public string By { get; init; } = "router";
+    /// <summary>Operator pins end at this time even while the session is active.</summary>
+    public DateTimeOffset? ExpiresAt { get; init; }
+}
+
+/// <summary>The promoter's lease: only the holder acts.</summary>
+public sealed record PromoterLease(string Holder, long ExpiresUnixMs);

@@ -1,0 +1,41 @@
+namespace QwenNats.Promoter;
+
+/// <summary>The <c>Promoter</c> section.</summary>
+public sealed record PromoterOptions
+{
+    public const string Section = "Promoter";
+
+    /// <summary>The live colour written when no rollout state exists yet.</summary>
+    public string InitialLive { get; init; } = Contracts.Colours.Blue;
+
+    /// <summary>Colours a rollout may name.</summary>
+    public IReadOnlyList<string> Colours { get; init; } = [Contracts.Colours.Blue, Contracts.Colours.Green];
+
+    /// <summary>Canary weights (percent of new sessions), one per step.</summary>
+    public IReadOnlyList<int> CanarySteps { get; init; } = [10, 25, 50];
+
+    /// <summary>After a promotion, how long the old colour stays warm and its pinned sessions finish there.</summary>
+    public TimeSpan BakeWindow { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>How long a rollback stays visible as <c>RolledBack</c> before the phase returns to <c>Stable</c>.</summary>
+    public TimeSpan RolledBackHold { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Session idle timeout: the TTL of the session pins bucket.</summary>
+    public TimeSpan SessionIdle { get; init; } = TimeSpan.FromMinutes(30);
+
+    /// <summary>The leader lease's lifetime; a standby promoter takes over within about this long after the leader dies.</summary>
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>How often the leader checks timers (bake window, rollback hold).</summary>
+    public TimeSpan TickInterval { get; init; } = TimeSpan.FromMilliseconds(250);
+
+    public int HistoryDefault { get; init; } = 20;
+    public int HistoryMax { get; init; } = 500;
+
+    /// <summary>Longest operator pin.</summary>
+    public TimeSpan MaxPinTtl { get; init; } = TimeSpan.FromHours(24);
+
+    /// <summary>File or Memory storage for the buckets and the audit stream.</summary>
+    public string Storage { get; init; } = "file";
+    public int Replicas { get; init; } = 1;
+}
