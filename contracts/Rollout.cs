@@ -135,3 +135,10 @@ public sealed record SessionPin
 
 /// <summary>The promoter's lease: only the holder acts.</summary>
 public sealed record PromoterLease(string Holder, long ExpiresUnixMs);
+
+/// <summary>Session ids are free text; KV keys are not. A session's key is a hash of its id.</summary>
+public static class SessionKeys
+{
+    public static string For(string sessionId) =>
+        "s_" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(sessionId)))[..32];
+}

@@ -15,6 +15,10 @@ public static class IngressApp
         builder.Services.Configure<IngressOptions>(builder.Configuration.GetSection(IngressOptions.Section));
         builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
         builder.Services.AddSingleton<WorkQueueTopology>();
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<Routing.RolloutView>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
+        builder.Services.AddSingleton<Routing.SessionRouter>();
         builder.Services.AddSingleton<RequestRouting>();
         builder.Services.AddSingleton<WorkerRegistry>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerRegistry>());

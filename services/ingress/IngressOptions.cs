@@ -29,6 +29,10 @@ public sealed record IngressOptions
     /// <summary>Seconds suggested in <c>Retry-After</c> on a 503.</summary>
     public int RetryAfterSeconds { get; init; } = 1;
 
+    /// <summary>A session pin still in use is rewritten after this long, which keeps it alive in the
+    /// TTL-bounded pins bucket (the TTL is the session idle timeout, set by the promoter).</summary>
+    public TimeSpan PinRefreshAfter { get; init; } = TimeSpan.FromMinutes(1);
+
     /// <summary>Unique id of this ingress instance (its reply subjects live under it).</summary>
     public string? InstanceId { get; init; }
 }

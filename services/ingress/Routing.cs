@@ -1,21 +1,43 @@
 using Microsoft.Extensions.Options;
 using QwenNats.Ingress.OpenAi;
+using QwenNats.Ingress.Routing;
 
 namespace QwenNats.Ingress;
 
 /// <summary>Decides which colour serves a request and which session it belongs to.</summary>
-public sealed class RequestRouting(IOptions<IngressOptions> options)
+/// <summary>Where one request goes: its colour and session.</summary>
+public sealed record RouteResult(string Colour, string Session, RouteReason Reason);
+
+public sealed class RequestRouting(IOptions<IngressOptions> options, RolloutView view, SessionRouter router)
 {
     public const string ColourHeader = "X-Qwen-Colour";
     public const string ProfileHeader = "X-Qwen-Profile";
     public const string WorkerHeader = "X-Qwen-Worker";
     public const string SessionHeader = "X-Session-Id";
     public const string RequestIdHeader = "X-Request-Id";
+    public const string RouteHeader = "X-Qwen-Route";
     public const string SessionCookie = "qwen_sid";
     private const int MaxSessionIdLength = 128;
 
     /// <summary>The colour serving live traffic.</summary>
-    public string LiveColour => options.Value.LiveColour;
+    public string LiveColour => view.Current.Live;
+
+    /// <summary>
+    /// The colour for this request: the operator's explicit colour when one is named (validated, no pin
+    /// change), otherwise the session's pinned colour or a new pin from the rollout state.
+    /// </summary>
+    public async Task<(RouteResult? Route, ApiError? Error)> RouteAsync(HttpContext http, string? user, string? requested)
+    {
+        if (!TryResolveColour(requested, out var colour, out var error))
+            return (null, error);
+        var session = ResolveSession(http, user);
+        if (!string.IsNullOrEmpty(requested))
+            return (new RouteResult(colour, session, RouteReason.Explicit), null);
+        var decision = await router.RouteAsync(session, http.RequestAborted);
+        if (!http.Response.HasStarted)
+            http.Response.Headers[RouteHeader] = decision.Reason.ToString();
+        return (new RouteResult(decision.Colour, session, decision.Reason), null);
+    }
 
     /// <summary>An explicit colour (operators' testing) or the live colour.</summary>
     public bool TryResolveColour(string? requested, out string colour, out ApiError? error)

@@ -7,8 +7,8 @@ using QwenNats.ServiceDefaults;
 namespace QwenNats.Promoter;
 
 /// <summary>
-/// The promoter's host. Today it connects and registers for discovery; the rollout state machine and
-/// the <c>qwen.ctl.*</c> operator API are the next capability built on it (see the README's roadmap).
+/// The promoter's host: the rollout state machine, its state in KV, the audit log and the
+/// <c>qwen.ctl.*</c> operator API; registered with the NATS services framework.
 /// </summary>
 public static class PromoterHost
 {
@@ -20,6 +20,11 @@ public static class PromoterHost
         builder.Services.AddSingleton(new ServiceDescription(Subjects.PromoterService, "QwenNats promoter: drives rollouts",
             new Dictionary<string, string> { ["role"] = "promoter" }));
         builder.Services.AddHostedService<ServiceRegistration>();
+        builder.Services.Configure<PromoterOptions>(builder.Configuration.GetSection(PromoterOptions.Section));
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<RolloutStore>();
+        builder.Services.AddSingleton<PromoterService>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<PromoterService>());
         return builder.Build();
     }
 }

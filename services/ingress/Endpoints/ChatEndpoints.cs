@@ -32,14 +32,15 @@ public static class ChatEndpoints
                 return;
             }
         }
-        if (!routing.TryResolveColour(http.Request.Headers[RequestRouting.ColourHeader], out var colour, out var colourError))
+        var (route, routeError) = await routing.RouteAsync(http, chat.User, http.Request.Headers[RequestRouting.ColourHeader]);
+        if (route is null)
         {
-            await HttpJson.WriteErrorAsync(http, colourError!);
+            await HttpJson.WriteErrorAsync(http, routeError!);
             return;
         }
+        var (colour, session) = (route.Colour, route.Session);
 
         var id = HttpJson.NewId("chatcmpl");
-        var session = routing.ResolveSession(http, chat.User);
         var logger = loggers.CreateLogger("QwenNats.Ingress.Chat");
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = id, ["session_id"] = session });
         var draft = new InferRequest

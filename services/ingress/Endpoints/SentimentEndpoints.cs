@@ -36,11 +36,13 @@ public static class SentimentEndpoints
             if (doc.RootElement.TryGetProperty("user", out var u) && u.ValueKind == System.Text.Json.JsonValueKind.String)
                 user = u.GetString();
         }
-        if (!routing.TryResolveColour(http.Request.Headers[RequestRouting.ColourHeader], out var colour, out var colourError))
+        var (route, routeError) = await routing.RouteAsync(http, user, http.Request.Headers[RequestRouting.ColourHeader]);
+        if (route is null)
         {
-            await HttpJson.WriteErrorAsync(http, colourError!);
+            await HttpJson.WriteErrorAsync(http, routeError!);
             return;
         }
+        var colour = route.Colour;
 
         var id = HttpJson.NewId("sent");
         var started = DateTimeOffset.UtcNow;
@@ -49,7 +51,7 @@ public static class SentimentEndpoints
         {
             call = await client.StartAsync(colour, new InferRequest
             {
-                Id = id, SessionId = routing.ResolveSession(http, user), Task = InferTasks.Sentiment, Input = input, ReplyTo = "",
+                Id = id, SessionId = route.Session, Task = InferTasks.Sentiment, Input = input, ReplyTo = "",
             }, http.RequestAborted);
         }
         catch (DispatchException e)

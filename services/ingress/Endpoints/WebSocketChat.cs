@@ -21,19 +21,21 @@ public static class WebSocketChat
         return app;
     }
 
-    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
+    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, Routing.SessionRouter router, IOptions<IngressOptions> options, ILoggerFactory loggers)
     {
         if (!http.WebSockets.IsWebSocketRequest)
         {
             await HttpJson.WriteErrorAsync(http, ApiError.Invalid("This endpoint speaks WebSocket only."));
             return;
         }
-        if (!routing.TryResolveColour(http.Request.Query["colour"].FirstOrDefault() ?? http.Request.Headers[RequestRouting.ColourHeader], out var colour, out var colourError))
+        var requested = http.Request.Query["colour"].FirstOrDefault() ?? http.Request.Headers[RequestRouting.ColourHeader].FirstOrDefault();
+        var (route, routeError) = await routing.RouteAsync(http, http.Request.Query["session"].FirstOrDefault(), requested);
+        if (route is null)
         {
-            await HttpJson.WriteErrorAsync(http, colourError!);
+            await HttpJson.WriteErrorAsync(http, routeError!);
             return;
         }
-        var session = routing.ResolveSession(http, http.Request.Query["session"].FirstOrDefault());
+        var (colour, session) = (route.Colour, route.Session);
         using var ws = await http.WebSockets.AcceptWebSocketAsync();
         var logger = loggers.CreateLogger("QwenNats.Ingress.WebSocket");
         var o = options.Value;
@@ -74,6 +76,10 @@ public static class WebSocketChat
                     await SendAsync(ws, new WsFrame { Type = "reset", SessionId = session, Turns = 0 }, ct);
                     continue;
                 }
+                // Every turn follows the session's pin, so the conversation keeps its colour across
+                // switches and moves to live only when its colour is rolled back.
+                if (string.IsNullOrEmpty(requested))
+                    colour = (await router.RouteAsync(session, ct)).Colour;
                 await TurnAsync(ws, client, colour, session, history, frame, logger, ct);
             }
         }

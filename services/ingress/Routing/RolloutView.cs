@@ -1,0 +1,75 @@
+using Microsoft.Extensions.Options;
+using NATS.Client.KeyValueStore;
+using QwenNats.Contracts;
+
+namespace QwenNats.Ingress.Routing;
+
+/// <summary>
+/// The rollout state as this ingress sees it: a watch on KV <c>qwen_rollout</c>/<c>state</c>, so a switch
+/// or a rollback written by the promoter applies here within milliseconds, without a restart. Until the
+/// bucket exists (no promoter has run yet) the live colour comes from <c>Ingress:LiveColour</c>.
+/// </summary>
+public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> options, ILogger<RolloutView> logger) : BackgroundService
+{
+    private volatile RolloutState _current = new() { Live = options.Value.LiveColour, Reason = "configured live colour" };
+    private volatile INatsKVStore? _sessions;
+
+    public RolloutState Current => _current;
+
+    /// <summary>The session pins bucket, once the promoter has created it.</summary>
+    public INatsKVStore? Sessions => _sessions;
+
+    /// <summary>Raised after every state change seen by this ingress.</summary>
+    public event Action<RolloutState>? Changed;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var waiting = false;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                var store = await kv.GetStoreAsync(Rollouts.Bucket, stoppingToken);
+                _sessions ??= await TryGetSessionsAsync(stoppingToken);
+                await foreach (var entry in store.WatchAsync<RolloutState>(Rollouts.StateKey, cancellationToken: stoppingToken))
+                {
+                    _sessions ??= await TryGetSessionsAsync(stoppingToken);
+                    if (entry.Value is not { } state) continue;
+                    var before = _current;
+                    _current = state;
+                    if (before.Version != state.Version || before.Phase != state.Phase)
+                        logger.LogInformation("Rollout {Phase}: live {Live}, candidate {Candidate}, weight {Weight}% (v{Version}, {Reason})",
+                            state.Phase, state.Live, state.Candidate ?? "-", state.Weight, state.Version, state.Reason);
+                    Changed?.Invoke(state);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                if (!waiting)
+                    logger.LogInformation("Rollout state not available yet ({Reason}); serving live colour {Live}", e.Message, _current.Live);
+                waiting = true;
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+            }
+        }
+    }
+
+    private async Task<INatsKVStore?> TryGetSessionsAsync(CancellationToken ct)
+    {
+        try
+        {
+            return await kv.GetStoreAsync(Rollouts.SessionsBucket, ct);
+        }
+        catch (NatsKVException)
+        {
+            return null;
+        }
+        catch (NATS.Client.JetStream.NatsJSApiException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,53 @@
+using Microsoft.Extensions.Options;
+using QwenNats.Contracts;
+
+namespace QwenNats.Ingress.Routing;
+
+/// <summary>Applies <see cref="RoutingPolicy"/> with the session pins shared by every ingress in KV <c>qwen_sessions</c>.</summary>
+public sealed class SessionRouter(RolloutView view, TimeProvider clock, IOptions<IngressOptions> options, ILogger<SessionRouter> logger)
+{
+    public async Task<RouteDecision> RouteAsync(string sessionId, CancellationToken ct)
+    {
+        var state = view.Current;
+        var store = view.Sessions;
+        var now = clock.GetUtcNow();
+        if (store is null)
+            return RoutingPolicy.Decide(state, null, sessionId, now) with { WritePin = false };
+
+        var key = SessionKeys.For(sessionId);
+        SessionPin? pin = null;
+        DateTimeOffset written = default;
+        try
+        {
+            var entry = await store.TryGetEntryAsync<SessionPin>(key, cancellationToken: ct);
+            if (entry.Success && entry.Value.Value is { } p)
+            {
+                pin = p;
+                written = entry.Value.Created;
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogWarning("Reading the pin of a session failed ({Reason}); routing without it", e.Message);
+            return RoutingPolicy.Decide(state, null, sessionId, now) with { WritePin = false };
+        }
+
+        var decision = RoutingPolicy.Decide(state, pin, sessionId, now);
+        var refresh = pin is not null && now - written > options.Value.PinRefreshAfter;
+        if (decision.WritePin || (refresh && decision.Reason == RouteReason.Pinned))
+        {
+            var updated = decision.WritePin
+                ? new SessionPin { Colour = decision.Colour, RolloutId = state.RolloutId, PinnedAt = now }
+                : pin!;
+            try
+            {
+                await store.PutAsync(key, updated, cancellationToken: ct);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning("Writing the pin of a session failed ({Reason})", e.Message);
+            }
+        }
+        return decision;
+    }
+}

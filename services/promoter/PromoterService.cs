@@ -1,0 +1,275 @@
+using System.Text.Json;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using NATS.Client.KeyValueStore;
+using QwenNats.Contracts;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Promoter;
+
+/// <summary>
+/// Holds the leader lease (KV <c>qwen_rollout</c>/<c>leader</c>); while it does, it answers the operator API
+/// on <c>qwen.ctl.*</c> and runs the rollout's timers. Every change is a compare-and-set on the state's
+/// revision, so two promoters can never both apply a transition, and a standby takes over within about
+/// one lease lifetime after the leader dies.
+/// </summary>
+public sealed class PromoterService(
+    NatsConnection nats,
+    RolloutStore store,
+    ServiceIdentity identity,
+    IOptions<PromoterOptions> options,
+    TimeProvider clock,
+    ILogger<PromoterService> logger) : BackgroundService
+{
+    private readonly PromoterOptions _o = options.Value;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private CancellationTokenSource? _leading;
+    private Task _serving = Task.CompletedTask;
+    private DateTimeOffset _leaseRenewedAt;
+
+    public string Id => identity.InstanceId;
+    public bool IsLeader => _leading is { IsCancellationRequested: false };
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await nats.ConnectAsync();
+                await store.EnsureAsync(stoppingToken);
+                break;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning("JetStream not ready ({Reason}); retrying", e.Message);
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+            }
+        }
+
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                try
+                {
+                    var leader = await HoldLeaseAsync(stoppingToken);
+                    if (leader && !IsLeader) await LeadAsync(stoppingToken);
+                    if (!leader && IsLeader) await StepDownAsync("lease lost");
+                    if (leader) await TickAsync(stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    logger.LogWarning("Promoter loop error: {Reason}", e.Message);
+                }
+                await Task.Delay(_o.TickInterval, stoppingToken);
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        if (IsLeader)
+        {
+            await StepDownAsync("shutting down");
+            await ReleaseLeaseAsync();
+        }
+    }
+
+    private async Task<bool> HoldLeaseAsync(CancellationToken ct)
+    {
+        var now = clock.GetUtcNow();
+        if (IsLeader && now - _leaseRenewedAt < _o.LeaseTtl / 3)
+            return true;
+        var lease = new PromoterLease(Id, (now + _o.LeaseTtl).ToUnixTimeMilliseconds());
+        var current = await store.Rollout.TryGetEntryAsync<PromoterLease>(Rollouts.LeaseKey, cancellationToken: ct);
+        bool won;
+        if (!current.Success || current.Value.Value is null)
+        {
+            won = (await store.Rollout.TryCreateAsync(Rollouts.LeaseKey, lease, cancellationToken: ct)).Success;
+            if (!won && current.Success)
+                won = (await store.Rollout.TryUpdateAsync(Rollouts.LeaseKey, lease, current.Value.Revision, cancellationToken: ct)).Success;
+        }
+        else
+        {
+            var held = current.Value.Value;
+            won = (held.Holder == Id || held.ExpiresUnixMs < now.ToUnixTimeMilliseconds())
+                  && (await store.Rollout.TryUpdateAsync(Rollouts.LeaseKey, lease, current.Value.Revision, cancellationToken: ct)).Success;
+        }
+        if (won) _leaseRenewedAt = now;
+        return won;
+    }
+
+    private async Task ReleaseLeaseAsync()
+    {
+        try
+        {
+            var current = await store.Rollout.TryGetEntryAsync<PromoterLease>(Rollouts.LeaseKey);
+            if (current.Success && current.Value.Value?.Holder == Id)
+                await store.Rollout.TryUpdateAsync(Rollouts.LeaseKey, new PromoterLease(Id, 0), current.Value.Revision);
+        }
+        catch (Exception e)
+        {
+            logger.LogDebug(e, "Lease not released");
+        }
+    }
+
+    private async Task LeadAsync(CancellationToken ct)
+    {
+        _leading = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var sub = await nats.SubscribeCoreAsync<byte[]>(Rollouts.ControlWildcard, cancellationToken: _leading.Token);
+        var token = _leading.Token;
+        _serving = ServeAsync(sub, token);
+        var (state, _) = await store.GetAsync(ct);
+        logger.LogInformation("Promoter {Id} leads: phase {Phase}, live {Live}, candidate {Candidate}", Id, state.Phase, state.Live, state.Candidate ?? "-");
+    }
+
+    private async Task StepDownAsync(string why)
+    {
+        logger.LogWarning("Promoter {Id} steps down: {Why}", Id, why);
+        if (_leading is null) return;
+        await _leading.CancelAsync();
+        try { await _serving; } catch (OperationCanceledException) { }
+        _leading.Dispose();
+        _leading = null;
+    }
+
+    private async Task ServeAsync(INatsSub<byte[]> sub, CancellationToken ct)
+    {
+        await using (sub)
+        {
+            try
+            {
+                await foreach (var msg in sub.Msgs.ReadAllAsync(ct))
+                {
+                    ControlReply reply;
+                    try
+                    {
+                        reply = await HandleAsync(msg.Subject[(Rollouts.ControlWildcard.Length - 1)..], msg.Data, ct);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        logger.LogError(e, "Control command on {Subject} failed", msg.Subject);
+                        reply = ControlReply.Refused("internal_error", "The promoter failed to handle the command; nothing was changed.");
+                    }
+                    if (msg.ReplyTo is not null)
+                        await nats.PublishAsync(msg.ReplyTo, reply, cancellationToken: ct);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+            }
+        }
+    }
+
+    /// <summary>One operator command; refusals change nothing.</summary>
+    public async Task<ControlReply> HandleAsync(string verb, byte[]? body, CancellationToken ct)
+    {
+        ControlRequest request;
+        try
+        {
+            request = body is { Length: > 0 } && !IsBlank(body)
+                ? JsonSerializer.Deserialize(body, QwenJsonContext.Default.ControlRequest) ?? new ControlRequest()
+                : new ControlRequest();
+        }
+        catch (JsonException e)
+        {
+            return ControlReply.Refused("invalid_json", $"The request is not valid JSON for {verb}: {e.Message.Split(". ")[0]}.");
+        }
+
+        var reason = Trim(request.Reason) ?? "";
+        var actor = Trim(request.Actor) ?? "operator";
+        switch (verb)
+        {
+            case Rollouts.Verbs.Status:
+                return new ControlReply { Ok = true, State = (await store.GetAsync(ct)).State, Leader = Id };
+            case Rollouts.Verbs.History:
+                var limit = Math.Clamp(request.Limit ?? _o.HistoryDefault, 1, _o.HistoryMax);
+                return new ControlReply { Ok = true, Events = await store.HistoryAsync(limit, ct), Leader = Id };
+            case Rollouts.Verbs.Pin:
+                return await PinAsync(request, ct);
+            case Rollouts.Verbs.Start:
+                return await ChangeAsync(verb, r => r.Start(Trim(request.Candidate), reason, actor), "operator", ct);
+            case Rollouts.Verbs.Promote:
+                return await ChangeAsync(verb, r => r.Promote(request.Full == true, reason, actor), "operator", ct);
+            case Rollouts.Verbs.SetWeight:
+                return await ChangeAsync(verb, r => r.SetWeight(request.Weight, reason, actor), "operator", ct);
+            case Rollouts.Verbs.Pause:
+                return await ChangeAsync(verb, r => r.Pause(reason, actor), "operator", ct);
+            case Rollouts.Verbs.Resume:
+                return await ChangeAsync(verb, r => r.Resume(reason, actor), "operator", ct);
+            case Rollouts.Verbs.Rollback:
+                return await ChangeAsync(verb, r => r.Rollback(reason, actor), "operator", ct);
+            case Rollouts.Verbs.Abort:
+                return await ChangeAsync(verb, r => r.Abort(reason, actor), "operator", ct);
+            default:
+                return ControlReply.Refused("unknown_verb", $"Unknown command '{(verb.Length > 32 ? verb[..32] : verb)}'; known: {string.Join(", ", Rollouts.Verbs.All)}.");
+        }
+    }
+
+    private async Task TickAsync(CancellationToken ct)
+    {
+        var (state, _) = await store.GetAsync(ct);
+        if (state.Phase is RolloutPhase.Promoted or RolloutPhase.RolledBack)
+            await ChangeAsync("finish", r => r.FinishIfDue(), "timer", ct);
+    }
+
+    private async Task<ControlReply> ChangeAsync(string verb, Func<Rollout, RolloutOutcome?> act, string cause, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            for (var attempt = 0; attempt < 3; attempt++)
+            {
+                var (state, revision) = await store.GetAsync(ct);
+                var outcome = act(new Rollout(state, _o, clock));
+                if (outcome is null)
+                    return new ControlReply { Ok = true, State = state, Leader = Id };
+                if (!outcome.Ok)
+                    return ControlReply.Refused(outcome.Code!, outcome.Error!, state) with { Leader = Id };
+                if (!await store.TryUpdateAsync(outcome.State, revision, ct))
+                {
+                    logger.LogWarning("The rollout state changed while applying {Verb}; re-reading", verb);
+                    continue;
+                }
+                var e = new RolloutEvent
+                {
+                    Trigger = verb, From = outcome.From, To = outcome.State.Phase, State = outcome.State,
+                    Reason = outcome.State.Reason, Actor = outcome.State.Actor, Cause = cause, At = clock.GetUtcNow(),
+                };
+                await store.AppendAsync(e, ct);
+                logger.LogInformation("Rollout {Verb}: {From} -> {To} (live {Live}, candidate {Candidate}, weight {Weight}%) by {Actor}: {Reason}",
+                    verb, e.From, e.To, e.State.Live, e.State.Candidate ?? "-", e.State.Weight, e.Actor, e.Reason);
+                return new ControlReply { Ok = true, State = outcome.State, Event = e, Leader = Id };
+            }
+            return ControlReply.Refused("conflict", "The rollout state kept changing; nothing was applied. Retry.");
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private async Task<ControlReply> PinAsync(ControlRequest request, CancellationToken ct)
+    {
+        var session = Trim(request.Session);
+        var colour = Trim(request.Colour);
+        if (session is null || session.Length > 128)
+            return ControlReply.Refused("invalid_request", "'session' is required (at most 128 characters).");
+        if (colour is null || !_o.Colours.Contains(colour, StringComparer.Ordinal))
+            return ControlReply.Refused("unknown_colour", $"'colour' must be one of: {string.Join(", ", _o.Colours)}.");
+        var ttl = request.TtlSeconds is { } s ? TimeSpan.FromSeconds(s) : TimeSpan.FromMinutes(30);
+        if (ttl <= TimeSpan.Zero || ttl > _o.MaxPinTtl)
+            return ControlReply.Refused("invalid_request", $"'ttl_seconds' must be between 1 and {(int)_o.MaxPinTtl.TotalSeconds}.");
+        var now = clock.GetUtcNow();
+        var pin = new SessionPin { Colour = colour, PinnedAt = now, By = "operator", ExpiresAt = now + ttl };
+        await store.Sessions.PutAsync(SessionKeys.For(session), pin, cancellationToken: ct);
+        logger.LogInformation("Operator pinned a session to {Colour} for {Ttl}", colour, ttl);
+        return new ControlReply { Ok = true, Pin = pin, Leader = Id };
+    }
+
+    private static string? Trim(string? s) => string.IsNullOrWhiteSpace(s) ? null : s.Trim();
+
+    private static bool IsBlank(byte[] body) => body.All(b => b is (byte)' ' or (byte)'\n' or (byte)'\r' or (byte)'\t') || body is [(byte)'\'', (byte)'\''];
+}

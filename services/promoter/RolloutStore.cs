@@ -1,0 +1,81 @@
+using Microsoft.Extensions.Options;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+using NATS.Client.KeyValueStore;
+using QwenNats.Contracts;
+
+namespace QwenNats.Promoter;
+
+/// <summary>The promoter's JetStream resources: the rollout and session buckets and the audit stream.</summary>
+public sealed class RolloutStore(INatsKVContext kv, INatsJSContext js, IOptions<PromoterOptions> options, TimeProvider clock)
+{
+    private INatsKVStore? _rollout;
+    private INatsKVStore? _sessions;
+
+    public INatsKVStore Rollout => _rollout ?? throw new InvalidOperationException("RolloutStore is not initialised.");
+    public INatsKVStore Sessions => _sessions ?? throw new InvalidOperationException("RolloutStore is not initialised.");
+
+    /// <summary>Creates (or updates) the buckets and the stream, and writes the initial state when there is none.</summary>
+    public async Task EnsureAsync(CancellationToken ct)
+    {
+        var o = options.Value;
+        var storage = string.Equals(o.Storage, "memory", StringComparison.OrdinalIgnoreCase) ? NatsKVStorageType.Memory : NatsKVStorageType.File;
+        _rollout = await kv.CreateOrUpdateStoreAsync(new NatsKVConfig(Rollouts.Bucket)
+        {
+            Description = "QwenNats rollout state and promoter lease", History = 16, Storage = storage, NumberOfReplicas = o.Replicas,
+        }, ct);
+        _sessions = await kv.CreateOrUpdateStoreAsync(new NatsKVConfig(Rollouts.SessionsBucket)
+        {
+            Description = "QwenNats session pins (TTL = session idle timeout)", History = 1, MaxAge = o.SessionIdle, Storage = storage, NumberOfReplicas = o.Replicas,
+        }, ct);
+        await js.CreateOrUpdateStreamAsync(new StreamConfig(Rollouts.EventsStream, [Rollouts.EventsSubjects])
+        {
+            Description = "QwenNats audit log",
+            Storage = storage == NatsKVStorageType.Memory ? StreamConfigStorage.Memory : StreamConfigStorage.File,
+            NumReplicas = o.Replicas,
+            MaxAge = TimeSpan.FromDays(90),
+        }, ct);
+
+        var initial = new RolloutState { Live = o.InitialLive, Reason = "initial state", Actor = "promoter", Since = clock.GetUtcNow() };
+        await _rollout.TryCreateAsync(Rollouts.StateKey, initial, cancellationToken: ct);
+    }
+
+    public async Task<(RolloutState State, ulong Revision)> GetAsync(CancellationToken ct)
+    {
+        var entry = await Rollout.GetEntryAsync<RolloutState>(Rollouts.StateKey, cancellationToken: ct);
+        return (entry.Value ?? throw new InvalidOperationException("The rollout state is empty."), entry.Revision);
+    }
+
+    /// <summary>Compare-and-set: false when someone else wrote since <paramref name="revision"/>.</summary>
+    public async Task<bool> TryUpdateAsync(RolloutState state, ulong revision, CancellationToken ct) =>
+        (await Rollout.TryUpdateAsync(Rollouts.StateKey, state, revision, cancellationToken: ct)).Success;
+
+    public async Task AppendAsync(RolloutEvent e, CancellationToken ct)
+    {
+        var ack = await js.PublishAsync(Rollouts.Event(e.Trigger), e,
+            opts: new NatsJSPubOpts { MsgId = $"{e.State.RolloutId ?? "none"}-{e.State.Version}" }, cancellationToken: ct);
+        ack.EnsureSuccess();
+    }
+
+    /// <summary>The last <paramref name="limit"/> events, oldest first.</summary>
+    public async Task<IReadOnlyList<RolloutEvent>> HistoryAsync(int limit, CancellationToken ct)
+    {
+        var stream = await js.GetStreamAsync(Rollouts.EventsStream, cancellationToken: ct);
+        var state = stream.Info.State;
+        if (state.Messages == 0 || limit <= 0)
+            return [];
+        var start = Math.Max(state.FirstSeq, state.LastSeq >= (ulong)limit ? state.LastSeq - (ulong)limit + 1 : 1);
+        var consumer = await js.CreateOrderedConsumerAsync(Rollouts.EventsStream, new NatsJSOrderedConsumerOpts
+        {
+            DeliverPolicy = ConsumerConfigDeliverPolicy.ByStartSequence,
+            OptStartSeq = start,
+        }, ct);
+        var events = new List<RolloutEvent>(limit);
+        await foreach (var msg in consumer.FetchAsync<RolloutEvent>(new NatsJSFetchOpts { MaxMsgs = limit, Expires = TimeSpan.FromSeconds(2) }, cancellationToken: ct))
+        {
+            if (msg.Data is { } e) events.Add(e);
+            if (msg.Metadata?.Sequence.Stream >= state.LastSeq) break;
+        }
+        return events;
+    }
+}
