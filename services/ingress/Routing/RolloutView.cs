@@ -16,8 +16,19 @@ public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> opti
 
     public RolloutState Current => _current;
 
-    /// <summary>The session pins bucket, once the promoter has created it.</summary>
-    public INatsKVStore? Sessions => _sessions;
+    private long _nextSessionsLookup;
+
+    /// <summary>The session pins bucket, once the promoter has created it (looked up at most once a second until then).</summary>
+    public async ValueTask<INatsKVStore?> GetSessionsAsync(CancellationToken ct)
+    {
+        if (_sessions is { } cached)
+            return cached;
+        var now = Environment.TickCount64;
+        var next = Interlocked.Read(ref _nextSessionsLookup);
+        if (now < next || Interlocked.CompareExchange(ref _nextSessionsLookup, now + 1000, next) != next)
+            return null;
+        return _sessions ??= await TryGetSessionsAsync(ct);
+    }
 
     /// <summary>Raised after every state change seen by this ingress.</summary>
     public event Action<RolloutState>? Changed;

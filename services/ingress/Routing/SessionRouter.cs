@@ -9,7 +9,7 @@ public sealed class SessionRouter(RolloutView view, TimeProvider clock, IOptions
     public async Task<RouteDecision> RouteAsync(string sessionId, CancellationToken ct)
     {
         var state = view.Current;
-        var store = view.Sessions;
+        var store = await view.GetSessionsAsync(ct);
         var now = clock.GetUtcNow();
         if (store is null)
             return RoutingPolicy.Decide(state, null, sessionId, now) with { WritePin = false };

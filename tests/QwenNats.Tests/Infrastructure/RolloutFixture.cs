@@ -1,0 +1,131 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using NATS.Client.Core;
+using QwenNats.Contracts;
+using QwenNats.Promoter;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Tests.Infrastructure;
+
+/// <summary>
+/// A whole system for the control plane: one nats-server, a blue and a green worker, two ingresses,
+/// and a promoter with short timers. Tests return it to Stable (blue live) when they finish.
+/// </summary>
+public sealed class RolloutFixture : IAsyncLifetime
+{
+    public NatsServer Nats { get; private set; } = null!;
+    public QwenSystem System { get; private set; } = null!;
+    public HttpClient Http1 { get; private set; } = null!;
+    public HttpClient Http2 { get; private set; } = null!;
+    public WebApplication Ingress1 { get; private set; } = null!;
+    public IHost Promoter { get; private set; } = null!;
+    public NatsConnection Operator { get; private set; } = null!;
+
+    public static Dictionary<string, string?> PromoterSettings(string natsUrl) => new()
+    {
+        ["Nats:Url"] = natsUrl,
+        ["Logging:LogLevel:Default"] = "Warning",
+        ["Promoter:BakeWindow"] = "00:00:03",
+        ["Promoter:RolledBackHold"] = "00:00:00.500",
+        ["Promoter:LeaseTtl"] = "00:00:01.500",
+        ["Promoter:TickInterval"] = "00:00:00.100",
+        ["Promoter:Storage"] = "memory",
+    };
+
+    public async Task InitializeAsync()
+    {
+        Nats = await NatsServer.StartAsync();
+        System = new QwenSystem(Nats);
+        Promoter = await StartPromoterAsync();
+        await System.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Worker:WorkerId"] = "blue-1" });
+        await System.StartWorkerAsync("green", "v2", slots: 2, extra: new() { ["Worker:WorkerId"] = "green-1" });
+        (Ingress1, Http1) = await System.StartIngressAsync();
+        (_, Http2) = await System.StartIngressAsync();
+        await QwenSystem.WaitForWorkersAsync(Http1, "blue", 1);
+        await QwenSystem.WaitForWorkersAsync(Http1, "green", 1);
+        await QwenSystem.WaitForWorkersAsync(Http2, "green", 1);
+        await QwenSystem.WaitForWorkersAsync(Http2, "blue", 1);
+        Operator = new NatsConnection(NatsOpts.Default with { Url = Nats.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        await Operator.ConnectAsync();
+        await WaitForLeaderAsync();
+    }
+
+    public async Task<IHost> StartPromoterAsync(Dictionary<string, string?>? extra = null)
+    {
+        var settings = PromoterSettings(Nats.Url);
+        if (extra is not null) foreach (var (k, v) in extra) settings[k] = v;
+        var host = PromoterHost.Build([], c => c.AddInMemoryCollection(settings));
+        await host.StartAsync();
+        return host;
+    }
+
+    /// <summary>Sends an operator command the way <c>nats req qwen.ctl.&lt;verb&gt; '&lt;json&gt;'</c> does.</summary>
+    public async Task<ControlReply> CtlAsync(string verb, string json = "", CancellationToken ct = default)
+    {
+        var reply = await Operator.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), global::System.Text.Encoding.UTF8.GetBytes(json),
+            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) }, cancellationToken: ct);
+        return JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
+    }
+
+    public async Task WaitForLeaderAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            try
+            {
+                if ((await CtlAsync("status", ct: cts.Token)).Ok) return;
+            }
+            catch (NatsNoRespondersException)
+            {
+            }
+            catch (NatsNoReplyException)
+            {
+            }
+            await Task.Delay(100, cts.Token);
+        }
+    }
+
+    /// <summary>Ends whatever rollout a test left and waits until both ingresses see Stable with blue live.</summary>
+    public async Task ResetAsync()
+    {
+        var s = (await CtlAsync("status")).State!;
+        if (s.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused)
+            await CtlAsync("abort", "{\"reason\":\"test reset\"}");
+        s = (await CtlAsync("status")).State!;
+        if (s.Phase == RolloutPhase.Promoted)
+            await CtlAsync("promote", "{\"reason\":\"test reset\"}");
+        s = (await CtlAsync("status")).State!;
+        if (s.Live != "blue")
+        {
+            await CtlAsync("start", "{\"candidate\":\"blue\",\"reason\":\"test reset\"}");
+            await CtlAsync("promote", "{\"full\":true}");
+            await CtlAsync("promote");
+        }
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while ((await CtlAsync("status", ct: cts.Token)).State!.Phase is not RolloutPhase.Stable)
+            await Task.Delay(100, cts.Token);
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (Operator is not null) await Operator.DisposeAsync();
+        if (Promoter is not null)
+        {
+            await Promoter.StopAsync();
+            Promoter.Dispose();
+        }
+        Http1?.Dispose();
+        Http2?.Dispose();
+        if (System is not null) await System.DisposeAsync();
+        if (Nats is not null) await Nats.DisposeAsync();
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class RolloutCollection : ICollectionFixture<RolloutFixture>
+{
+    public const string Name = "rollout";
+}
