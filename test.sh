@@ -4,4 +4,5 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 command -v nats-server >/dev/null 2>&1 || { echo "nats-server is required: apt-get install -y nats-server" >&2; exit 1; }
-exec dotnet test "$ROOT/QwenNats.sln" -c Release --nologo "$@"
+# A hung test is reported (with a dump) after 5 minutes instead of stalling the run.
+exec dotnet test "$ROOT/QwenNats.sln" -c Release --nologo --blame-hang-timeout 5m "$@"

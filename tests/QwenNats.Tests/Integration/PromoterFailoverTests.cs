@@ -1,0 +1,150 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Configuration;
+using NATS.Client.Core;
+using QwenNats.Contracts;
+using QwenNats.Promoter;
+using QwenNats.ServiceDefaults;
+using QwenNats.Tests.Infrastructure;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>Promoters restarting, standing by and dying, each test on its own nats-server.</summary>
+public sealed class PromoterFailoverTests
+{
+    [Fact]
+    public async Task A_restarted_promoter_resumes_the_same_phase()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var op = await OperatorAsync(server);
+        var first = await StartPromoterAsync(server);
+        await WaitForLeaderAsync(op);
+        Assert.True((await CtlAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
+        var canary = await CtlAsync(op, "set-weight", "{\"weight\":30}");
+        await first.StopAsync();
+        first.Dispose();
+
+        using var second = await StartPromoterAsync(server);
+        await WaitForLeaderAsync(op);
+        var status = await CtlAsync(op, "status");
+        Assert.Equal(canary.State, status.State);
+        Assert.NotEqual(canary.Leader, status.Leader);
+        var next = await CtlAsync(op, "promote");
+        Assert.Equal((RolloutPhase.Canary, 1, 30), (next.State!.Phase, next.State.Step, next.State.Weight));
+        await second.StopAsync();
+    }
+
+    [Fact]
+    public async Task A_standby_promoter_takes_over_when_the_leader_process_is_killed_and_no_transition_is_applied_twice()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var op = await OperatorAsync(server);
+        using var leaderProcess = StartPromoterProcess(server);
+        try
+        {
+            var leader = await WaitForLeaderAsync(op, TimeSpan.FromSeconds(30));
+            using var standby = await StartPromoterAsync(server);
+            Assert.True((await CtlAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
+            Assert.Equal(leader, (await CtlAsync(op, "status")).Leader);
+
+            leaderProcess.Kill(entireProcessTree: true);
+            using (var exit = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+                await leaderProcess.WaitForExitAsync(exit.Token);
+            var killedAt = Stopwatch.StartNew();
+            var takeover = await WaitForLeaderAsync(op, TimeSpan.FromSeconds(15));
+            Assert.NotEqual(leader, takeover);
+            Assert.True(killedAt.Elapsed < TimeSpan.FromSeconds(15));
+
+            var status = await CtlAsync(op, "status");
+            Assert.Equal(RolloutPhase.Shadow, status.State!.Phase);
+            for (var i = 0; i < 3; i++)
+                Assert.True((await CtlAsync(op, "promote")).Ok);
+            var history = await CtlAsync(op, "history", "{\"limit\":50}");
+            var versions = history.Events!.Select(e => e.State.Version).ToList();
+            Assert.Equal(Enumerable.Range(1, versions.Count).Select(v => (long)v), versions);
+            Assert.Equal(new[] { "start", "promote", "promote", "promote" }, history.Events!.Select(e => e.Trigger));
+            await standby.StopAsync();
+        }
+        finally
+        {
+            if (!leaderProcess.HasExited) leaderProcess.Kill(true);
+        }
+    }
+
+    [Fact]
+    public async Task Two_promoters_racing_never_both_apply_a_command()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var op = await OperatorAsync(server);
+        using var a = await StartPromoterAsync(server);
+        using var b = await StartPromoterAsync(server);
+        await WaitForLeaderAsync(op);
+        Assert.True((await CtlAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
+        var replies = await Task.WhenAll(Enumerable.Range(0, 20).Select(i => CtlAsync(op, "set-weight", $"{{\"weight\":{i + 1}}}")));
+        Assert.All(replies, r => Assert.True(r.Ok, r.Error));
+        var history = await CtlAsync(op, "history", "{\"limit\":100}");
+        var versions = history.Events!.Select(e => e.State.Version).ToList();
+        Assert.Equal(21, versions.Count);
+        Assert.Equal(Enumerable.Range(1, 21).Select(v => (long)v), versions);
+        Assert.Single(history.Events!, e => e.Trigger == "start");
+        await a.StopAsync();
+        await b.StopAsync();
+    }
+
+    private static Process StartPromoterProcess(NatsServer server)
+    {
+        var config = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
+        var dll = Path.Combine(Paths.RepoRoot, "services", "promoter", "bin", config, "net10.0", "QwenNats.Promoter.dll");
+        Assert.True(File.Exists(dll), $"{dll} is not built");
+        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(dll);
+        foreach (var (k, v) in RolloutFixture.PromoterSettings(server.Url))
+            psi.ArgumentList.Add($"--{k}={v}");
+        var p = Process.Start(psi)!;
+        p.OutputDataReceived += (_, _) => { };
+        p.ErrorDataReceived += (_, _) => { };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+    }
+
+    private static async Task<Microsoft.Extensions.Hosting.IHost> StartPromoterAsync(NatsServer server)
+    {
+        var host = PromoterHost.Build([], c => c.AddInMemoryCollection(RolloutFixture.PromoterSettings(server.Url)));
+        await host.StartAsync();
+        return host;
+    }
+
+    private static async Task<NatsConnection> OperatorAsync(NatsServer server)
+    {
+        var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        await nats.ConnectAsync();
+        return nats;
+    }
+
+    private static async Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json = "")
+    {
+        var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), System.Text.Encoding.UTF8.GetBytes(json),
+            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) });
+        return System.Text.Json.JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
+    }
+
+    private static async Task<string> WaitForLeaderAsync(NatsConnection nats, TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            try
+            {
+                var r = await CtlAsync(nats, "status");
+                if (r.Ok) return r.Leader!;
+            }
+            catch (NatsNoRespondersException)
+            {
+            }
+            catch (NatsNoReplyException)
+            {
+            }
+            await Task.Delay(100, cts.Token);
+        }
+    }
+}
