@@ -26,6 +26,10 @@ public static class StatusEndpoints
             return Results.Json(body, statusCode: ready ? 200 : 503);
         });
 
+        app.MapGet("/api/rollout", (Routing.RolloutView view, InferClient client, WorkerRegistry workers) =>
+            Results.Json(new RolloutSnapshot(client.InstanceId, view.Current,
+                workers.Live().GroupBy(w => w.Colour).ToDictionary(g => g.Key, g => g.Count())), IngressJsonContext.Default.RolloutSnapshot));
+
         app.MapGet("/v1/models", (WorkerRegistry workers) =>
         {
             var entries = workers.Live()

@@ -62,6 +62,9 @@ public sealed record WsFrame
     public int? Turns { get; init; }
 }
 
+/// <summary><c>GET /api/rollout</c>: the rollout state as this ingress applies it.</summary>
+public sealed record RolloutSnapshot(string Ingress, RolloutState State, IReadOnlyDictionary<string, int> Workers);
+
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(ErrorBody))]
 [JsonSerializable(typeof(ChatCompletion))]
@@ -69,4 +72,5 @@ public sealed record WsFrame
 [JsonSerializable(typeof(SentimentResponse))]
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(WsFrame))]
+[JsonSerializable(typeof(RolloutSnapshot))]
 public sealed partial class IngressJsonContext : JsonSerializerContext;

@@ -113,6 +113,24 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Both_ingresses_report_the_rollout_state_they_apply()
+    {
+        var start = await fx.CtlAsync("start", "{\"candidate\":\"green\"}");
+        foreach (var http in new[] { fx.Http1, fx.Http2 })
+        {
+            await EventuallyAsync(async () =>
+            {
+                var view = JsonDocument.Parse(await http.GetStringAsync("/api/rollout")).RootElement;
+                return view.GetProperty("state").GetProperty("version").GetInt64() == start.State!.Version;
+            });
+            var v = JsonDocument.Parse(await http.GetStringAsync("/api/rollout")).RootElement;
+            Assert.Equal("Shadow", v.GetProperty("state").GetProperty("phase").GetString());
+            Assert.Equal("green", v.GetProperty("state").GetProperty("candidate").GetString());
+            Assert.Equal(1, v.GetProperty("workers").GetProperty("green").GetInt32());
+        }
+    }
+
+    [Fact]
     public async Task After_the_bake_window_old_colour_sessions_move_to_the_new_live()
     {
         Assert.Equal("blue", await ColourAsync(fx.Http1, "baker"));

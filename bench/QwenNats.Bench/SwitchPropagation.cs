@@ -1,0 +1,140 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using NATS.Client.Core;
+using QwenNats.Contracts;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Bench;
+
+/// <summary>
+/// Switch propagation: the time from the <c>qwen.ctl</c> reply to (a) the ingress applying the new state
+/// (<c>GET /api/rollout</c> shows its version) and (b) the first request of a new session answered by the
+/// new colour, on every ingress. Each switch is either "set-weight 100" (to the candidate) or "rollback"
+/// (back to live), alternating.
+/// </summary>
+public static class SwitchPropagation
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var opts = Args.Parse(args);
+        var natsUrl = opts.GetValueOrDefault("nats", "nats://127.0.0.1:4222");
+        var ingresses = opts.GetValueOrDefault("ingress", "http://127.0.0.1:8080").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        var switches = int.Parse(opts.GetValueOrDefault("switches", "100"), System.Globalization.CultureInfo.InvariantCulture);
+
+        await using var nats = new NatsConnection(NatsOpts.Default with { Url = natsUrl, SerializerRegistry = QwenSerializerRegistry.Default });
+        await nats.ConnectAsync();
+        using var http = new HttpClient(new SocketsHttpHandler { UseCookies = false, MaxConnectionsPerServer = 16 }) { Timeout = TimeSpan.FromSeconds(30) };
+
+        var status = await CtlAsync(nats, "status", "");
+        if (status.State is { Phase: not (RolloutPhase.Stable or RolloutPhase.RolledBack) })
+            await CtlAsync(nats, "abort", "{\"reason\":\"bench reset\"}");
+        var live = (await CtlAsync(nats, "status", "")).State!.Live;
+        var candidate = live == Colours.Blue ? Colours.Green : Colours.Blue;
+
+        var view = ingresses.ToDictionary(i => i, _ => new List<double>());
+        var served = ingresses.ToDictionary(i => i, _ => new List<double>());
+        for (var n = 0; n < switches; n++)
+        {
+            var toCandidate = n % 2 == 0;
+            if (toCandidate)
+            {
+                var start = await CtlAsync(nats, "start", $"{{\"candidate\":\"{candidate}\",\"reason\":\"bench\"}}");
+                if (!start.Ok) throw new InvalidOperationException(start.Error);
+                await WaitVersionAsync(http, ingresses, start.State!.Version);
+            }
+            var clock = Stopwatch.StartNew();
+            var reply = toCandidate
+                ? await CtlAsync(nats, "set-weight", "{\"weight\":100,\"reason\":\"bench\"}")
+                : await CtlAsync(nats, "rollback", "{\"reason\":\"bench\"}");
+            var replied = clock.Elapsed.TotalMilliseconds;
+            if (!reply.Ok) throw new InvalidOperationException(reply.Error);
+            var expected = toCandidate ? candidate : live;
+            await Task.WhenAll(ingresses.Select(async ingress =>
+            {
+                var v = Task.Run(async () =>
+                {
+                    while (true)
+                    {
+                        using var doc = JsonDocument.Parse(await http.GetStringAsync($"{ingress}/api/rollout"));
+                        if (doc.RootElement.GetProperty("state").GetProperty("version").GetInt64() >= reply.State!.Version)
+                            return clock.Elapsed.TotalMilliseconds - replied;
+                    }
+                });
+                var s = Task.Run(async () =>
+                {
+                    while (true)
+                    {
+                        using var req = new HttpRequestMessage(HttpMethod.Post, $"{ingress}/v1/sentiment")
+                        {
+                            Content = new StringContent("{\"input\":\"ok\"}", Encoding.UTF8, "application/json"),
+                        };
+                        req.Headers.Add("X-Session-Id", $"bench-{Guid.NewGuid():N}");
+                        using var r = await http.SendAsync(req);
+                        if (r.Headers.TryGetValues("X-Qwen-Colour", out var c) && c.First() == expected)
+                            return clock.Elapsed.TotalMilliseconds - replied;
+                    }
+                });
+                var (viewMs, servedMs) = (await v, await s);
+                lock (view)
+                {
+                    view[ingress].Add(viewMs);
+                    served[ingress].Add(servedMs);
+                }
+            }));
+        }
+
+        var table = new StringBuilder();
+        table.AppendLine($"Switch propagation over {switches} switches (half set-weight 100 to {candidate}, half rollback to {live}); milliseconds after the qwen.ctl reply.");
+        table.AppendLine();
+        table.AppendLine("| ingress | state applied p50 | p99 | max | first request on new colour p50 | p99 | max |");
+        table.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        var k = 1;
+        foreach (var ingress in ingresses)
+        {
+            var a = view[ingress];
+            var b = served[ingress];
+            table.AppendLine($"| #{k++} {ingress} | {P(a, 50):F2} | {P(a, 99):F2} | {a.Max():F2} | {P(b, 50):F2} | {P(b, 99):F2} | {b.Max():F2} |");
+        }
+        Console.Write(table);
+        return 0;
+    }
+
+    private static async Task WaitVersionAsync(HttpClient http, IEnumerable<string> ingresses, long version)
+    {
+        foreach (var ingress in ingresses)
+        {
+            while (true)
+            {
+                using var doc = JsonDocument.Parse(await http.GetStringAsync($"{ingress}/api/rollout"));
+                if (doc.RootElement.GetProperty("state").GetProperty("version").GetInt64() >= version) break;
+                await Task.Delay(5);
+            }
+        }
+    }
+
+    private static double P(List<double> values, double percentile)
+    {
+        var sorted = values.OrderBy(v => v).ToArray();
+        var rank = (int)Math.Ceiling(percentile / 100 * sorted.Length) - 1;
+        return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
+    }
+
+    private static async Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json)
+    {
+        var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), Encoding.UTF8.GetBytes(json),
+            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) });
+        return JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
+    }
+}
+
+internal static class Args
+{
+    public static Dictionary<string, string> Parse(string[] args)
+    {
+        var d = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        for (var i = 0; i + 1 < args.Length; i += 2)
+            d[args[i].TrimStart('-')] = args[i + 1];
+        return d;
+    }
+}
