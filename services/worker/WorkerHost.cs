@@ -29,6 +29,22 @@ public static class WorkerHost
             return new LlamaEngine(sp.GetRequiredService<IOptions<WorkerOptions>>(), sp.GetRequiredService<PromptProfile>(), sp.GetRequiredService<ILogger<LlamaEngine>>());
         });
         builder.Services.AddHostedService<WorkerService>();
+        builder.Services.AddSingleton(sp =>
+        {
+            var engine = sp.GetRequiredService<LlamaEngine>();
+            var o = sp.GetRequiredService<IOptions<WorkerOptions>>().Value;
+            var inv = System.Globalization.CultureInfo.InvariantCulture;
+            return new ServiceDescription(Contracts.Subjects.WorkerService, "QwenNats llama.cpp worker", new Dictionary<string, string>
+            {
+                ["worker_id"] = o.WorkerId ?? sp.GetRequiredService<ServiceIdentity>().InstanceId,
+                ["model"] = engine.Model.Id,
+                ["model_sha256"] = engine.Model.Sha256,
+                ["profile"] = engine.Profile.Version,
+                ["slots"] = engine.Slots.ToString(inv),
+                ["context"] = engine.ContextSize.ToString(inv),
+            });
+        });
+        builder.Services.AddHostedService<ServiceRegistration>();
         return builder.Build();
     }
 }

@@ -5,7 +5,6 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
-using NATS.Client.Services;
 using QwenNats.Contracts;
 using QwenNats.ServiceDefaults;
 
@@ -28,7 +27,6 @@ public sealed class WorkerService(
     private readonly WorkerOptions _options = options.Value;
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _running = new();
     private readonly ConcurrentDictionary<Task, byte> _inFlight = new();
-    private INatsSvcServer? _service;
 
     public string WorkerId => _options.WorkerId ?? identity.InstanceId;
     private string Colour => _options.Colour;
@@ -39,7 +37,6 @@ public sealed class WorkerService(
     {
         engine.Start();
         var consumer = await ConnectAsync(stoppingToken);
-        _service = await RegisterAsync(stoppingToken);
         using var heartbeat = new PeriodicTimer(_options.HeartbeatInterval);
         var heartbeats = HeartbeatLoopAsync(heartbeat, stoppingToken);
         var cancels = CancelLoopAsync(stoppingToken);
@@ -85,8 +82,6 @@ public sealed class WorkerService(
         await DrainAsync();
         await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
         await PublishHeartbeatAsync(leaving: true, CancellationToken.None);
-        if (_service is not null)
-            await _service.StopAsync(CancellationToken.None);
     }
 
     private async Task<INatsJSConsumer> ConnectAsync(CancellationToken ct)
@@ -241,35 +236,6 @@ public sealed class WorkerService(
         catch (OperationCanceledException)
         {
         }
-    }
-
-    private async Task<INatsSvcServer> RegisterAsync(CancellationToken ct)
-    {
-        var svc = new NatsSvcContext(nats);
-        var server = await svc.AddServiceAsync(new NatsSvcConfig(Subjects.WorkerService, "0.1.0")
-        {
-            Description = "QwenNats llama.cpp worker",
-            Metadata = new Dictionary<string, string>
-            {
-                ["worker_id"] = WorkerId,
-                ["colour"] = Colour,
-                ["model"] = engine.Model.Id,
-                ["model_sha256"] = engine.Model.Sha256,
-                ["profile"] = engine.Profile.Version,
-                ["slots"] = engine.Slots.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                ["context"] = engine.ContextSize.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            },
-        }, ct);
-        await server.AddEndpointAsync<byte[]>(async m =>
-        {
-            await m.ReplyAsync(new WorkerHeartbeat
-            {
-                WorkerId = WorkerId, Colour = Colour, ModelId = engine.Model.Id, ModelSha256 = engine.Model.Sha256,
-                ProfileVersion = engine.Profile.Version, Slots = engine.Slots, Busy = engine.Busy, ContextSize = engine.ContextSize,
-                UnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
-            });
-        }, name: "status", subject: $"qwen.worker.{WorkerId}.status", cancellationToken: ct);
-        return server;
     }
 
     /// <summary>On shutdown: stop pulling (done), let requests in flight finish within the drain timeout.</summary>

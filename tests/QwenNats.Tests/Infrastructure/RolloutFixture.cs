@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
@@ -47,8 +46,7 @@ public sealed class RolloutFixture : IAsyncLifetime
         await QwenSystem.WaitForWorkersAsync(Http1, "green", 1);
         await QwenSystem.WaitForWorkersAsync(Http2, "green", 1);
         await QwenSystem.WaitForWorkersAsync(Http2, "blue", 1);
-        Operator = new NatsConnection(NatsOpts.Default with { Url = Nats.Url, SerializerRegistry = QwenSerializerRegistry.Default });
-        await Operator.ConnectAsync();
+        Operator = await Ctl.ConnectAsync(Nats);
         await WaitForLeaderAsync();
     }
 
@@ -62,31 +60,9 @@ public sealed class RolloutFixture : IAsyncLifetime
     }
 
     /// <summary>Sends an operator command the way <c>nats req qwen.ctl.&lt;verb&gt; '&lt;json&gt;'</c> does.</summary>
-    public async Task<ControlReply> CtlAsync(string verb, string json = "", CancellationToken ct = default)
-    {
-        var reply = await Operator.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), global::System.Text.Encoding.UTF8.GetBytes(json),
-            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) }, cancellationToken: ct);
-        return JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
-    }
+    public Task<ControlReply> CtlAsync(string verb, string json = "", CancellationToken ct = default) => Ctl.SendAsync(Operator, verb, json, ct);
 
-    public async Task WaitForLeaderAsync(TimeSpan? timeout = null)
-    {
-        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(15));
-        while (true)
-        {
-            try
-            {
-                if ((await CtlAsync("status", ct: cts.Token)).Ok) return;
-            }
-            catch (NatsNoRespondersException)
-            {
-            }
-            catch (NatsNoReplyException)
-            {
-            }
-            await Task.Delay(100, cts.Token);
-        }
-    }
+    public Task<string> WaitForLeaderAsync(TimeSpan? timeout = null) => Ctl.WaitForLeaderAsync(Operator, timeout);
 
     /// <summary>Ends whatever rollout a test left and waits until both ingresses see Stable with blue live.</summary>
     public async Task ResetAsync()
@@ -128,4 +104,43 @@ public sealed class RolloutFixture : IAsyncLifetime
 public sealed class RolloutCollection : ICollectionFixture<RolloutFixture>
 {
     public const string Name = "rollout";
+}
+
+/// <summary>Operator requests on <c>qwen.ctl.*</c>, as <c>nats req</c> sends them.</summary>
+public static class Ctl
+{
+    public static async Task<NatsConnection> ConnectAsync(NatsServer server)
+    {
+        var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        await nats.ConnectAsync();
+        return nats;
+    }
+
+    public static async Task<ControlReply> SendAsync(NatsConnection nats, string verb, string json = "", CancellationToken ct = default)
+    {
+        var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), global::System.Text.Encoding.UTF8.GetBytes(json),
+            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) }, cancellationToken: ct);
+        return global::System.Text.Json.JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
+    }
+
+    /// <summary>Waits until some promoter leads and answers; returns its id.</summary>
+    public static async Task<string> WaitForLeaderAsync(NatsConnection nats, TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            try
+            {
+                var r = await SendAsync(nats, "status", ct: cts.Token);
+                if (r.Ok) return r.Leader!;
+            }
+            catch (NatsNoRespondersException)
+            {
+            }
+            catch (NatsNoReplyException)
+            {
+            }
+            await Task.Delay(100, cts.Token);
+        }
+    }
 }

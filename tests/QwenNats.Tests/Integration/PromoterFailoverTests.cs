@@ -114,37 +114,9 @@ public sealed class PromoterFailoverTests
         return host;
     }
 
-    private static async Task<NatsConnection> OperatorAsync(NatsServer server)
-    {
-        var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
-        await nats.ConnectAsync();
-        return nats;
-    }
+    private static Task<NatsConnection> OperatorAsync(NatsServer server) => Ctl.ConnectAsync(server);
 
-    private static async Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json = "")
-    {
-        var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), System.Text.Encoding.UTF8.GetBytes(json),
-            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) });
-        return System.Text.Json.JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
-    }
+    private static Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json = "") => Ctl.SendAsync(nats, verb, json);
 
-    private static async Task<string> WaitForLeaderAsync(NatsConnection nats, TimeSpan? timeout = null)
-    {
-        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(15));
-        while (true)
-        {
-            try
-            {
-                var r = await CtlAsync(nats, "status");
-                if (r.Ok) return r.Leader!;
-            }
-            catch (NatsNoRespondersException)
-            {
-            }
-            catch (NatsNoReplyException)
-            {
-            }
-            await Task.Delay(100, cts.Token);
-        }
-    }
+    private static Task<string> WaitForLeaderAsync(NatsConnection nats, TimeSpan? timeout = null) => Ctl.WaitForLeaderAsync(nats, timeout);
 }
