@@ -74,7 +74,7 @@ public static class HttpJson
             return Task.CompletedTask;
         if (error.Status is 503 or 429)
             http.Response.Headers.RetryAfter = retryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        return WriteAsync(http, error.Status, error.ToBody(), IngressJsonContext.Default.ErrorBody);
+        return WriteAsync(http, error.Status, error.ToBody(), IngressJson.Context.ErrorBody);
     }
 
     private static string FirstSentence(string message)

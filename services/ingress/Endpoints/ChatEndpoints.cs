@@ -83,7 +83,7 @@ public static class ChatEndpoints
                     [new ChatChoice(0, new AssistantMessage(ChatRoles.Assistant, r.Text), r.FinishReason)],
                     new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens),
                     r.Colour, r.ProfileVersion, r.WorkerId,
-                    new Timings(r.TimeToFirstTokenMs, r.TotalMs, r.QueueMs, Math.Round(latency, 3))), IngressJsonContext.Default.ChatCompletion);
+                    new Timings(r.TimeToFirstTokenMs, r.TotalMs, r.QueueMs, Math.Round(latency, 3))), IngressJson.Context.ChatCompletion);
                 return;
             }
             if (reply.Error is { } e)
@@ -140,7 +140,7 @@ public static class ChatEndpoints
                     await HttpJson.WriteErrorAsync(http, error, o.RetryAfterSeconds);
                     return;
                 }
-                await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(error.ToBody(), IngressJsonContext.Default.ErrorBody)}\n\n", http.RequestAborted);
+                await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(error.ToBody(), IngressJson.Context.ErrorBody)}\n\n", http.RequestAborted);
                 await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
                 await http.Response.Body.FlushAsync(http.RequestAborted);
                 return;
@@ -153,7 +153,7 @@ public static class ChatEndpoints
 
     private static async Task SendAsync(HttpContext http, ChatCompletionChunk chunk)
     {
-        await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, IngressJsonContext.Default.ChatCompletionChunk)}\n\n", http.RequestAborted);
+        await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, IngressJson.Context.ChatCompletionChunk)}\n\n", http.RequestAborted);
         await http.Response.Body.FlushAsync(http.RequestAborted);
     }
 }

@@ -70,7 +70,7 @@ public static class SentimentEndpoints
                     HttpJson.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, id);
                     await HttpJson.WriteAsync(http, 200, new SentimentResponse(
                         label, r.Confidence ?? 0, r.Scores ?? new Dictionary<string, double>(), r.Colour, r.ModelId, r.ProfileVersion, r.WorkerId,
-                        Math.Round((DateTimeOffset.UtcNow - started).TotalMilliseconds, 3)), IngressJsonContext.Default.SentimentResponse);
+                        Math.Round((DateTimeOffset.UtcNow - started).TotalMilliseconds, 3)), IngressJson.Context.SentimentResponse);
                     return;
                 }
                 var error = reply.Error ?? (reply.Result is not null ? HttpJson.Synthetic(id, ErrorCodes.InternalError, "The worker answered without a label.") : null);

@@ -28,7 +28,7 @@ public static class StatusEndpoints
 
         app.MapGet("/api/rollout", (Routing.RolloutView view, InferClient client, WorkerRegistry workers) =>
             Results.Json(new RolloutSnapshot(client.InstanceId, view.Current,
-                workers.Live().GroupBy(w => w.Colour).ToDictionary(g => g.Key, g => g.Count())), IngressJsonContext.Default.RolloutSnapshot));
+                workers.Live().GroupBy(w => w.Colour).ToDictionary(g => g.Key, g => g.Count())), IngressJson.Context.RolloutSnapshot));
 
         app.MapGet("/v1/models", (WorkerRegistry workers) =>
         {
@@ -37,7 +37,7 @@ public static class StatusEndpoints
                 .Select(g => new ModelEntry(g.Key.ModelId, "model", 0, "qwen-nats", g.Key.Colour, g.Key.ProfileVersion, g.Count()))
                 .OrderBy(e => e.Colour, StringComparer.Ordinal)
                 .ToArray();
-            return Results.Json(new ModelList("list", entries), IngressJsonContext.Default.ModelList);
+            return Results.Json(new ModelList("list", entries), IngressJson.Context.ModelList);
         });
         return app;
     }

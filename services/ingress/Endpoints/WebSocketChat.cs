@@ -228,7 +228,7 @@ public static class WebSocketChat
 
     private static Task SendAsync(WebSocket ws, WsFrame frame, CancellationToken ct) =>
         ws.State == WebSocketState.Open
-            ? ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(frame, IngressJsonContext.Default.WsFrame), WebSocketMessageType.Text, true, ct)
+            ? ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(frame, IngressJson.Context.WsFrame), WebSocketMessageType.Text, true, ct)
             : Task.CompletedTask;
 }
 

@@ -74,3 +74,17 @@ public sealed record RolloutSnapshot(string Ingress, RolloutState State, IReadOn
 [JsonSerializable(typeof(WsFrame))]
 [JsonSerializable(typeof(RolloutSnapshot))]
 public sealed partial class IngressJsonContext : JsonSerializerContext;
+
+/// <summary>
+/// The context the ingress writes with: like <see cref="IngressJsonContext.Default"/> but without escaping
+/// non-ASCII text and quotes, so answers in Chinese read as Chinese (bodies are JSON, never HTML).
+/// </summary>
+public static class IngressJson
+{
+    public static IngressJsonContext Context { get; } = new(new System.Text.Json.JsonSerializerOptions
+    {
+        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+    });
+}

@@ -52,6 +52,15 @@ public sealed class BadInputTests(SystemFixture fx)
     }
 
     [Fact]
+    public async Task Error_bodies_keep_non_ascii_text_readable()
+    {
+        using var response = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", "{\"messages\":[{\"role\":\"向导\",\"content\":\"你好\"}]}"));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Contains("'向导'", text);
+        Assert.DoesNotContain("\\u", text);
+    }
+
+    [Fact]
     public async Task A_body_over_the_limit_is_413()
     {
         var huge = "{\"input\":\"" + new string('a', 70_000) + "\"}";
