@@ -18,4 +18,7 @@ namespace QwenNats.Contracts;
 [JsonSerializable(typeof(ControlReply))]
 [JsonSerializable(typeof(SessionPin))]
 [JsonSerializable(typeof(PromoterLease))]
+[JsonSerializable(typeof(ShadowSample))]
+[JsonSerializable(typeof(Verdict))]
+[JsonSerializable(typeof(GoldenReport))]
 public sealed partial class QwenJsonContext : JsonSerializerContext;

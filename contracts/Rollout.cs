@@ -34,8 +34,9 @@ public static class Rollouts
         public const string SetWeight = "set-weight";
         public const string History = "history";
         public const string Pin = "pin";
+        public const string Golden = "golden";
 
-        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin];
+        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin, Golden];
     }
 }
 
@@ -114,6 +115,9 @@ public sealed record ControlReply
     public RolloutEvent? Event { get; init; }
     public IReadOnlyList<RolloutEvent>? Events { get; init; }
     public SessionPin? Pin { get; init; }
+    /// <summary>The judge's latest verdict (status).</summary>
+    public Verdict? Verdict { get; init; }
+    public GoldenReport? Golden { get; init; }
     public string? Leader { get; init; }
     public string? Error { get; init; }
     public string? Code { get; init; }

@@ -28,6 +28,15 @@ public sealed record WorkQueueOptions
 
     public int Replicas { get; init; } = 1;
 
+    /// <summary>Mirrored (shadow) requests queued per colour; when full, new mirrors are dropped, never live work.</summary>
+    public long ShadowMaxMessages { get; init; } = 16;
+
+    /// <summary>How long paired samples are kept for the judge.</summary>
+    public TimeSpan SamplesMaxAge { get; init; } = TimeSpan.FromDays(1);
+
+    /// <summary>Largest size of the samples stream (oldest samples go first).</summary>
+    public long SamplesMaxBytes { get; init; } = 256L * 1024 * 1024;
+
     /// <summary>Upper bound of requests in flight across the whole pool (workers pull only when a slot is free).</summary>
     public int MaxAckPending { get; init; } = 1024;
 }
@@ -55,13 +64,37 @@ public sealed class WorkQueueTopology(INatsJSContext js, IOptions<WorkQueueOptio
             NumReplicas = o.Replicas,
         };
         var stream = await js.CreateOrUpdateStreamAsync(config, ct);
-        logger.LogDebug("Work stream {Stream} ready", config.Name);
+        await js.CreateOrUpdateStreamAsync(config with
+        {
+            Name = Judging.ShadowStream(colour),
+            Subjects = [Subjects.Shadow(colour)],
+            Description = $"Mirrored (shadow) work for the {colour} pool",
+            MaxMsgs = o.ShadowMaxMessages,
+        }, ct);
+        logger.LogDebug("Work streams of {Colour} ready", colour);
         return stream;
     }
 
-    public async Task<INatsJSConsumer> EnsureConsumerAsync(string colour, CancellationToken ct)
+    /// <summary>The stream of paired samples for the judge (bounded by age and size).</summary>
+    public Task<INatsJSStream> EnsureSamplesStreamAsync(CancellationToken ct) =>
+        js.CreateOrUpdateStreamAsync(new StreamConfig(Judging.SamplesStream, [Judging.SamplesSubjects])
+        {
+            Description = "Live and candidate answers to the same requests, for the judge",
+            MaxAge = options.Value.SamplesMaxAge,
+            MaxBytes = options.Value.SamplesMaxBytes,
+            Storage = string.Equals(options.Value.Storage, "memory", StringComparison.OrdinalIgnoreCase) ? StreamConfigStorage.Memory : StreamConfigStorage.File,
+            NumReplicas = options.Value.Replicas,
+        }, ct).AsTask();
+
+    /// <summary>The pool's consumers of live work and of mirrored work.</summary>
+    public async Task<(INatsJSConsumer Live, INatsJSConsumer Shadow)> EnsureConsumersAsync(string colour, CancellationToken ct)
     {
         await EnsureStreamAsync(colour, ct);
+        return (await EnsureConsumerAsync(Subjects.WorkStream(colour), colour, ct), await EnsureConsumerAsync(Judging.ShadowStream(colour), colour, ct));
+    }
+
+    private async Task<INatsJSConsumer> EnsureConsumerAsync(string stream, string colour, CancellationToken ct)
+    {
         var o = options.Value;
         var config = new ConsumerConfig(Subjects.WorkConsumer)
         {
@@ -72,6 +105,6 @@ public sealed class WorkQueueTopology(INatsJSContext js, IOptions<WorkQueueOptio
             MaxAckPending = Math.Max(o.MaxAckPending, 1),
             DeliverPolicy = ConsumerConfigDeliverPolicy.All,
         };
-        return await js.CreateOrUpdateConsumerAsync(Subjects.WorkStream(colour), config, ct);
+        return await js.CreateOrUpdateConsumerAsync(stream, config, ct);
     }
 }

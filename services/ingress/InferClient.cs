@@ -47,6 +47,7 @@ public sealed class InferClient(
                 await nats.ConnectAsync();
                 foreach (var colour in options.Value.Colours)
                     await topology.EnsureStreamAsync(colour, stoppingToken);
+                await topology.EnsureSamplesStreamAsync(stoppingToken);
                 await using var sub = await nats.SubscribeCoreAsync<InferReply>(Subjects.ReplyWildcard(InstanceId), cancellationToken: stoppingToken);
                 _ready.TrySetResult();
                 logger.LogInformation("Ingress {Instance} receiving replies on {Subject}", InstanceId, Subjects.ReplyWildcard(InstanceId));
@@ -69,6 +70,9 @@ public sealed class InferClient(
         }
     }
 
+    /// <summary>Mirrors live requests to the candidate while a rollout runs (set by <see cref="ShadowMirror"/>).</summary>
+    public ShadowMirror? Mirror { get; set; }
+
     /// <summary>Queues the request for the colour's pool; throws <see cref="DispatchException"/> when it cannot.</summary>
     public async Task<InferCall> StartAsync(string colour, InferRequest draft, CancellationToken ct)
     {
@@ -76,8 +80,28 @@ public sealed class InferClient(
             throw new DispatchException(503, ErrorCodes.NoWorkers, $"No worker of the {colour} pool is available.");
         if (!_ready.Task.IsCompleted)
             throw new DispatchException(503, ErrorCodes.NoWorkers, "The ingress is not connected to NATS yet.");
+        var pair = Mirror?.Begin(ref draft, colour);
+        InferCall call;
+        try
+        {
+            call = await PublishAsync(Subjects.Infer(colour), colour, draft, options.Value.RequestTimeout, ct);
+        }
+        catch
+        {
+            pair?.Abandon();
+            throw;
+        }
+        call.Pair = pair;
+        pair?.Launch();
+        return call;
+    }
 
-        var timeout = options.Value.RequestTimeout;
+    /// <summary>Queues a mirrored copy on the candidate's shadow queue (lower priority than live work there).</summary>
+    public Task<InferCall> StartShadowAsync(string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct) =>
+        PublishAsync(Subjects.Shadow(colour), colour, draft, timeout, ct);
+
+    private async Task<InferCall> PublishAsync(string subject, string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct)
+    {
         var now = DateTimeOffset.UtcNow;
         var request = draft with
         {
@@ -89,7 +113,7 @@ public sealed class InferClient(
         _calls[request.Id] = channel;
         try
         {
-            var ack = await js.PublishAsync(Subjects.Infer(colour), request, cancellationToken: ct);
+            var ack = await js.PublishAsync(subject, request, cancellationToken: ct);
             if (ack.Error is { } err)
             {
                 throw err.ErrCode == MaxMessagesExceeded
@@ -156,6 +180,9 @@ public sealed class InferCall : IAsyncDisposable
     public string Colour { get; }
     public InferAccepted? Accepted { get; private set; }
 
+    /// <summary>The mirrored copy of this request, when the rollout mirrors it.</summary>
+    internal ShadowPair? Pair { get; set; }
+
     public async IAsyncEnumerable<InferReply> ReadAsync([EnumeratorCancellation] CancellationToken ct = default)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _deadline.Token);
@@ -174,7 +201,9 @@ public sealed class InferCall : IAsyncDisposable
             {
                 _finished = true;
                 await _client.EndAsync(this, finished: false);
-                yield return InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.DeadlineExceeded, Message = "The request did not complete before its deadline.", Colour = Colour });
+                var timedOut = InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.DeadlineExceeded, Message = "The request did not complete before its deadline.", Colour = Colour });
+                Pair?.SetLive(timedOut);
+                yield return timedOut;
                 yield break;
             }
 
@@ -200,13 +229,17 @@ public sealed class InferCall : IAsyncDisposable
                 chunksSent++;
             }
             if (reply.IsFinal)
+            {
                 _finished = true;
+                Pair?.SetLive(reply);
+            }
             yield return reply;
         }
     }
 
     public async ValueTask DisposeAsync()
     {
+        Pair?.Abandon();
         await _client.EndAsync(this, _finished);
         _deadline.Dispose();
     }

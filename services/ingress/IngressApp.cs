@@ -24,6 +24,9 @@ public static class IngressApp
         builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerRegistry>());
         builder.Services.AddSingleton<InferClient>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<InferClient>());
+        builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
+        builder.Services.AddSingleton<ShadowMirror>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
         if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
             builder.WebHost.UseUrls($"http://127.0.0.1:{builder.Configuration.GetValue<int?>($"{IngressOptions.Section}:Port") ?? 8080}");

@@ -7,8 +7,7 @@ using QwenNats.ServiceDefaults;
 namespace QwenNats.Judge;
 
 /// <summary>
-/// The judge's host. Today it connects and registers for discovery; comparing shadow samples and
-/// publishing verdicts is the next capability built on it (see the README's roadmap).
+/// The judge's host: consumes paired samples, keeps scorecards and publishes verdicts.
 /// </summary>
 public static class JudgeHost
 {
@@ -20,6 +19,11 @@ public static class JudgeHost
         builder.Services.AddSingleton(new ServiceDescription(Subjects.JudgeService, "QwenNats judge: compares candidate answers with live",
             new Dictionary<string, string> { ["role"] = "judge" }));
         builder.Services.AddHostedService<ServiceRegistration>();
+        builder.Services.Configure<JudgeOptions>(builder.Configuration.GetSection(JudgeOptions.Section));
+        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
+        builder.Services.AddSingleton<WorkQueueTopology>();
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddHostedService<JudgeService>();
         return builder.Build();
     }
 }

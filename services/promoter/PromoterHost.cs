@@ -23,6 +23,7 @@ public static class PromoterHost
         builder.Services.Configure<PromoterOptions>(builder.Configuration.GetSection(PromoterOptions.Section));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();
+        builder.Services.AddSingleton<GoldenRunner>();
         builder.Services.AddSingleton<PromoterService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<PromoterService>());
         return builder.Build();

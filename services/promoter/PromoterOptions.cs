@@ -35,6 +35,19 @@ public sealed record PromoterOptions
     /// <summary>Longest operator pin.</summary>
     public TimeSpan MaxPinTtl { get; init; } = TimeSpan.FromHours(24);
 
+    /// <summary>deploy/rollout-policy.json: when set, its canary steps and bake window replace the ones above,
+    /// and its inconclusive timeout and golden tolerance apply.</summary>
+    public string PolicyPath { get; init; } = "";
+
+    /// <summary>deploy/golden/sentiment.jsonl: run against both colours before a rollout leaves Shadow (empty = skip).</summary>
+    public string GoldenPath { get; init; } = "";
+
+    /// <summary>How long a golden-set run may take per colour.</summary>
+    public TimeSpan GoldenTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Let the judge's verdicts drive the rollout (operators can always override).</summary>
+    public bool Automatic { get; init; } = true;
+
     /// <summary>File or Memory storage for the buckets and the audit stream.</summary>
     public string Storage { get; init; } = "file";
     public int Replicas { get; init; } = 1;

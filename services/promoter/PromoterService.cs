@@ -18,12 +18,17 @@ namespace QwenNats.Promoter;
 public sealed class PromoterService(
     NatsConnection nats,
     RolloutStore store,
+    GoldenRunner golden,
     ServiceIdentity identity,
     IOptions<PromoterOptions> options,
     TimeProvider clock,
     ILogger<PromoterService> logger) : BackgroundService
 {
-    private readonly PromoterOptions _o = options.Value;
+    private readonly RolloutPolicy _policy = RolloutPolicy.Load(options.Value.PolicyPath);
+    private readonly PromoterOptions _o = string.IsNullOrWhiteSpace(options.Value.PolicyPath)
+        ? options.Value
+        : options.Value with { CanarySteps = RolloutPolicy.Load(options.Value.PolicyPath).CanarySteps, BakeWindow = RolloutPolicy.Load(options.Value.PolicyPath).BakeWindow };
+    private readonly IReadOnlyList<GoldenCase>? _golden = string.IsNullOrWhiteSpace(options.Value.GoldenPath) ? null : GoldenRunner.Load(options.Value.GoldenPath);
     private readonly SemaphoreSlim _gate = new(1, 1);
     private CancellationTokenSource? _leading;
     private Task _serving = Task.CompletedTask;
@@ -120,7 +125,8 @@ public sealed class PromoterService(
         _leading = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var sub = await nats.SubscribeCoreAsync<byte[]>(Rollouts.ControlWildcard, cancellationToken: _leading.Token);
         var token = _leading.Token;
-        _serving = ServeAsync(sub, token);
+        var verdicts = await nats.SubscribeCoreAsync<Verdict>(Judging.VerdictSubject, cancellationToken: _leading.Token);
+        _serving = Task.WhenAll(ServeAsync(sub, token), FollowVerdictsAsync(verdicts, token));
         var (state, _) = await store.GetAsync(ct);
         logger.LogInformation("Promoter {Id} leads: phase {Phase}, live {Live}, candidate {Candidate}", Id, state.Phase, state.Live, state.Candidate ?? "-");
     }
@@ -163,6 +169,68 @@ public sealed class PromoterService(
         }
     }
 
+    /// <summary>Verdicts drive the machine: pass advances (after the golden set, when leaving Shadow), fail
+    /// rolls back at once, inconclusive holds and, after the policy's timeout, pauses for an operator.</summary>
+    private async Task FollowVerdictsAsync(INatsSub<Verdict> sub, CancellationToken ct)
+    {
+        await using (sub)
+        {
+            try
+            {
+                await foreach (var msg in sub.Msgs.ReadAllAsync(ct))
+                {
+                    if (!_o.Automatic || msg.Data is not { } v) continue;
+                    try
+                    {
+                        await OnVerdictAsync(v, ct);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        logger.LogError(e, "Acting on a verdict failed");
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+            }
+        }
+    }
+
+    private async Task OnVerdictAsync(Verdict v, CancellationToken ct)
+    {
+        var (state, _) = await store.GetAsync(ct);
+        if (!IsFor(state, v))
+            return;
+        switch (v.Outcome)
+        {
+            case Judging.Outcomes.Pass:
+                if (state.Phase == RolloutPhase.Shadow && _golden is not null && state.Candidate is { } candidate)
+                {
+                    var report = await golden.RunAsync(_golden, [state.Live, candidate], _o.GoldenTimeout, ct);
+                    var live = report.Scores[0];
+                    var cand = report.Scores[1];
+                    if (cand.Accuracy < live.Accuracy - _policy.GoldenAccuracyTolerance || cand.Errors > live.Errors)
+                    {
+                        await ChangeAsync("rollback", r => IsFor(r.State, v) ? r.Rollback(
+                            $"golden set: candidate {cand.Accuracy:P1} ({cand.Correct}/{cand.Total}, {cand.Errors} errors) below live {live.Accuracy:P1} ({live.Correct}/{live.Total})", "judge") : null, "judge", ct);
+                        return;
+                    }
+                    v = v with { Reason = $"{v.Reason}; golden set: candidate {cand.Accuracy:P1} vs live {live.Accuracy:P1}" };
+                }
+                await ChangeAsync("promote", r => IsFor(r.State, v) ? r.Promote(false, $"judge pass: {v.Reason}", "judge") : null, "judge", ct);
+                break;
+            case Judging.Outcomes.Fail:
+                await ChangeAsync("rollback", r => IsFor(r.State, v) ? r.Rollback($"judge fail: {v.Reason}", "judge") : null, "judge", ct);
+                break;
+            case Judging.Outcomes.Inconclusive when clock.GetUtcNow() - state.Since >= _policy.InconclusivePauseAfter:
+                await ChangeAsync("pause", r => IsFor(r.State, v) ? r.Pause($"inconclusive for {_policy.InconclusivePauseAfter}: {v.Reason}", "judge") : null, "judge", ct);
+                break;
+        }
+    }
+
+    private static bool IsFor(RolloutState s, Verdict v) =>
+        s.RolloutId == v.RolloutId && s.Step == v.Step && s.Phase == v.Phase && s.Phase is RolloutPhase.Shadow or RolloutPhase.Canary;
+
     /// <summary>One operator command; refusals change nothing.</summary>
     public async Task<ControlReply> HandleAsync(string verb, byte[]? body, CancellationToken ct)
     {
@@ -183,7 +251,14 @@ public sealed class PromoterService(
         switch (verb)
         {
             case Rollouts.Verbs.Status:
-                return new ControlReply { Ok = true, State = (await store.GetAsync(ct)).State, Leader = Id };
+                return new ControlReply { Ok = true, State = (await store.GetAsync(ct)).State, Verdict = await store.LatestVerdictAsync(ct), Leader = Id };
+            case Rollouts.Verbs.Golden:
+                if (_golden is null)
+                    return ControlReply.Refused("not_configured", "No golden set is configured (Promoter:GoldenPath).");
+                var colours = request.Colour is { } one ? [one] : _o.Colours;
+                if (colours.Any(c => !_o.Colours.Contains(c, StringComparer.Ordinal)))
+                    return ControlReply.Refused("unknown_colour", $"'colour' must be one of: {string.Join(", ", _o.Colours)}.");
+                return new ControlReply { Ok = true, Golden = await golden.RunAsync(_golden, colours, _o.GoldenTimeout, ct), Leader = Id };
             case Rollouts.Verbs.History:
                 var limit = Math.Clamp(request.Limit ?? _o.HistoryDefault, 1, _o.HistoryMax);
                 return new ControlReply { Ok = true, Events = await store.HistoryAsync(limit, ct), Leader = Id };

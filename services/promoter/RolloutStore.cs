@@ -57,6 +57,25 @@ public sealed class RolloutStore(INatsKVContext kv, INatsJSContext js, IOptions<
         ack.EnsureSuccess();
     }
 
+    /// <summary>The judge's latest verdict, when a judge has published one.</summary>
+    public async Task<Verdict?> LatestVerdictAsync(CancellationToken ct)
+    {
+        try
+        {
+            var bucket = await kv.GetStoreAsync(Judging.Bucket, ct);
+            var entry = await bucket.TryGetEntryAsync<Verdict>(Judging.LatestKey, cancellationToken: ct);
+            return entry.Success ? entry.Value.Value : null;
+        }
+        catch (NatsKVException)
+        {
+            return null;
+        }
+        catch (NatsJSApiException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>The last <paramref name="limit"/> events, oldest first.</summary>
     public async Task<IReadOnlyList<RolloutEvent>> HistoryAsync(int limit, CancellationToken ct)
     {

@@ -22,6 +22,8 @@ public static class WorkerHost
         builder.Services.Configure<WorkerOptions>(builder.Configuration.GetSection(WorkerOptions.Section));
         builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
         builder.Services.AddSingleton<WorkQueueTopology>();
+        builder.Services.Configure<FaultOptions>(builder.Configuration.GetSection(FaultOptions.Section));
+        builder.Services.AddSingleton<FaultInjector>();
         builder.Services.AddSingleton(sp => PromptProfile.Load(sp.GetRequiredService<IOptions<WorkerOptions>>().Value.ProfilePath));
         builder.Services.AddSingleton(sp =>
         {

@@ -22,6 +22,7 @@ public sealed class WorkerService(
     WorkQueueTopology topology,
     ServiceIdentity identity,
     IOptions<WorkerOptions> options,
+    FaultInjector faults,
     ILogger<WorkerService> logger) : BackgroundService
 {
     private readonly WorkerOptions _options = options.Value;
@@ -36,7 +37,7 @@ public sealed class WorkerService(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         engine.Start();
-        var consumer = await ConnectAsync(stoppingToken);
+        var (consumer, shadow) = await ConnectAsync(stoppingToken);
         using var heartbeat = new PeriodicTimer(_options.HeartbeatInterval);
         var heartbeats = HeartbeatLoopAsync(heartbeat, stoppingToken);
         var cancels = CancelLoopAsync(stoppingToken);
@@ -51,7 +52,13 @@ public sealed class WorkerService(
                 INatsJSMsg<InferRequest>? next = null;
                 try
                 {
+                    // Live work first; mirrored work only when no live work is waiting for this free slot.
                     next = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = _options.FetchExpiry }, cancellationToken: stoppingToken);
+                    if (next is null)
+                    {
+                        await foreach (var m in shadow.FetchNoWaitAsync<InferRequest>(new NatsJSFetchOpts { MaxMsgs = 1 }, cancellationToken: stoppingToken))
+                            next = m;
+                    }
                 }
                 catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
                 {
@@ -84,14 +91,14 @@ public sealed class WorkerService(
         await PublishHeartbeatAsync(leaving: true, CancellationToken.None);
     }
 
-    private async Task<INatsJSConsumer> ConnectAsync(CancellationToken ct)
+    private async Task<(INatsJSConsumer Live, INatsJSConsumer Shadow)> ConnectAsync(CancellationToken ct)
     {
         while (true)
         {
             try
             {
                 await nats.ConnectAsync();
-                return await topology.EnsureConsumerAsync(Colour, ct);
+                return await topology.EnsureConsumersAsync(Colour, ct);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
@@ -146,6 +153,13 @@ public sealed class WorkerService(
             {
                 Id = request.Id, WorkerId = WorkerId, Colour = Colour, ModelId = engine.Model.Id, ProfileVersion = engine.Profile.Version, Attempt = attempt,
             }));
+            var fault = faults.Draw();
+            if (fault.Error)
+            {
+                await ReplyAsync(request, InferReply.Of(new InferError { Id = request.Id, Code = FaultInjector.ErrorCode, Message = "Injected fault (Faults:ErrorRate).", WorkerId = WorkerId, Colour = Colour }));
+                await msg.AckAsync();
+                return;
+            }
             var job = engine.TryCreateJob(request, Stamp, attempt, queueMs, cancel.Token, out var error);
             if (job is null)
             {
@@ -158,8 +172,9 @@ public sealed class WorkerService(
             var progress = Stopwatch.StartNew();
             var progressEvery = topology.Options.AckWait / 3;
             engine.Submit(job);
-            await foreach (var reply in job.Output.ReadAllAsync())
+            await foreach (var produced in job.Output.ReadAllAsync())
             {
+                var reply = fault.Active && produced.Result is { } done ? InferReply.Of(await faults.ApplyAsync(done, engine.Profile)) : produced;
                 await ReplyAsync(request, reply);
                 if (progress.Elapsed > progressEvery)
                 {

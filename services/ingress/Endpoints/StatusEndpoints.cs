@@ -26,9 +26,22 @@ public static class StatusEndpoints
             return Results.Json(body, statusCode: ready ? 200 : 503);
         });
 
-        app.MapGet("/api/rollout", (Routing.RolloutView view, InferClient client, WorkerRegistry workers) =>
-            Results.Json(new RolloutSnapshot(client.InstanceId, view.Current,
-                workers.Live().GroupBy(w => w.Colour).ToDictionary(g => g.Key, g => g.Count())), IngressJson.Context.RolloutSnapshot));
+        app.MapGet("/api/rollout", async (Routing.RolloutView view, InferClient client, WorkerRegistry workers, ShadowMirror mirror, NATS.Client.KeyValueStore.INatsKVContext kv, CancellationToken ct) =>
+        {
+            Contracts.Verdict? verdict = null;
+            try
+            {
+                var judge = await kv.GetStoreAsync(Contracts.Judging.Bucket, ct);
+                var entry = await judge.TryGetEntryAsync<Contracts.Verdict>(Contracts.Judging.LatestKey, cancellationToken: ct);
+                if (entry.Success) verdict = entry.Value.Value;
+            }
+            catch (Exception e) when (e is NATS.Client.KeyValueStore.NatsKVException or NATS.Client.JetStream.NatsJSApiException)
+            {
+            }
+            return Results.Json(new RolloutSnapshot(client.InstanceId, view.Current,
+                workers.Live().GroupBy(w => w.Colour).ToDictionary(g => g.Key, g => g.Count()), verdict,
+                new ShadowCounters(mirror.Sent, mirror.Compared, mirror.Dropped)), IngressJson.Context.RolloutSnapshot);
+        });
 
         app.MapGet("/v1/models", (WorkerRegistry workers) =>
         {

@@ -63,7 +63,10 @@ public sealed record WsFrame
 }
 
 /// <summary><c>GET /api/rollout</c>: the rollout state as this ingress applies it.</summary>
-public sealed record RolloutSnapshot(string Ingress, RolloutState State, IReadOnlyDictionary<string, int> Workers);
+public sealed record RolloutSnapshot(string Ingress, RolloutState State, IReadOnlyDictionary<string, int> Workers, Verdict? Verdict, ShadowCounters Shadow);
+
+/// <summary>Mirrors this ingress has sent, compared (sample recorded) and dropped (candidate saturated).</summary>
+public sealed record ShadowCounters(long Sent, long Compared, long Dropped);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(ErrorBody))]

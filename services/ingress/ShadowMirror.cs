@@ -1,0 +1,212 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Options;
+using NATS.Client.JetStream;
+using QwenNats.Contracts;
+using QwenNats.Ingress.Routing;
+
+namespace QwenNats.Ingress;
+
+/// <summary>The <c>Shadow</c> section: how live traffic is mirrored to a candidate.</summary>
+public sealed record ShadowOptions
+{
+    public const string Section = "Shadow";
+
+    /// <summary>Mirror at all (the rollout phase decides when).</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>In Canary, the fraction of live requests also mirrored (in Shadow every request is).</summary>
+    public double CanaryFraction { get; init; } = 0.25;
+
+    /// <summary>Mirrors in flight per ingress; beyond it new mirrors are dropped and counted.</summary>
+    public int MaxInFlight { get; init; } = 8;
+
+    /// <summary>How long the candidate may take before its side of the sample is recorded as a timeout.</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>
+/// Mirrors live requests to the candidate colour's shadow queue while a rollout is in Shadow (all) or
+/// Canary (a fraction), and when both answers are in sends the pair to the JetStream stream
+/// <c>QWEN_SAMPLES</c> for the judge. The client only ever sees the live answer: mirrors run beside it with
+/// their own timeout, are bounded in number, and are dropped (counted) when the candidate's queue is full,
+/// so the mirror rate backs off by itself. Chat mirrors carry the live transcript, and a seed is fixed on
+/// both sides so sampling noise is not scored as a regression.
+/// </summary>
+public sealed class ShadowMirror : BackgroundService
+{
+    private readonly InferClient _client;
+    private readonly RolloutView _view;
+    private readonly INatsJSContext _js;
+    private readonly ShadowOptions _o;
+    private readonly ILogger<ShadowMirror> _logger;
+    private readonly SemaphoreSlim _inFlight;
+    private readonly ConcurrentDictionary<ShadowPair, byte> _pairs = new();
+    private long _sent, _dropped, _compared, _failed;
+
+    public ShadowMirror(InferClient client, RolloutView view, INatsJSContext js, IOptions<ShadowOptions> options, ILogger<ShadowMirror> logger)
+    {
+        _client = client;
+        _view = view;
+        _js = js;
+        _o = options.Value;
+        _logger = logger;
+        _inFlight = new SemaphoreSlim(Math.Max(1, _o.MaxInFlight));
+        client.Mirror = this;
+    }
+
+    public long Sent => Interlocked.Read(ref _sent);
+    public long Dropped => Interlocked.Read(ref _dropped);
+    public long Compared => Interlocked.Read(ref _compared);
+
+    /// <summary>Decides whether to mirror a live request; when it does, fixes its seed and returns the pair.</summary>
+    public ShadowPair? Begin(ref InferRequest live, string colour)
+    {
+        var state = _view.Current;
+        if (!_o.Enabled || state.Candidate is not { } candidate || candidate == colour || state.RolloutId is null)
+            return null;
+        var mirror = state.Phase switch
+        {
+            RolloutPhase.Shadow => true,
+            RolloutPhase.Canary => Random.Shared.NextDouble() < _o.CanaryFraction,
+            _ => false,
+        };
+        if (!mirror)
+            return null;
+        if (!_inFlight.Wait(0))
+        {
+            Interlocked.Increment(ref _dropped);
+            return null;
+        }
+        live = live with { Sampling = live.Sampling with { Seed = live.Sampling.Seed ?? (uint)Random.Shared.Next() } };
+        var pair = new ShadowPair(this, live, colour, candidate, state);
+        _pairs.TryAdd(pair, 0);
+        return pair;
+    }
+
+    internal async Task RunAsync(ShadowPair pair)
+    {
+        try
+        {
+            var candidateSide = await CandidateAsync(pair);
+            if (candidateSide is null)
+                return;
+            using var liveWait = new CancellationTokenSource(_o.Timeout);
+            InferReply? live;
+            try
+            {
+                live = await pair.Live.WaitAsync(liveWait.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                live = null;
+            }
+            if (live is null)
+                return;
+            var sample = new ShadowSample
+            {
+                Id = pair.Request.Id,
+                RolloutId = pair.State.RolloutId!,
+                Phase = pair.State.Phase,
+                Step = pair.State.Step,
+                Task = pair.Request.Task,
+                Live = Side(pair.LiveColour, live),
+                Candidate = candidateSide,
+                At = DateTimeOffset.UtcNow,
+            };
+            var ack = await _js.PublishAsync(Judging.Samples(sample.RolloutId), sample);
+            ack.EnsureSuccess();
+            Interlocked.Increment(ref _compared);
+        }
+        catch (Exception e)
+        {
+            Interlocked.Increment(ref _failed);
+            _logger.LogWarning("Shadow sample of {RequestId} not recorded: {Reason}", pair.Request.Id, e.Message);
+        }
+        finally
+        {
+            Release(pair);
+        }
+    }
+
+    internal void Release(ShadowPair pair)
+    {
+        if (_pairs.TryRemove(pair, out _))
+            _inFlight.Release();
+    }
+
+    private async Task<SampleSide?> CandidateAsync(ShadowPair pair)
+    {
+        var copy = pair.Request with { Id = pair.Request.Id + "-shadow", Stream = false, ReplyTo = "" };
+        InferCall call;
+        try
+        {
+            call = await _client.StartShadowAsync(pair.CandidateColour, copy, _o.Timeout, CancellationToken.None);
+        }
+        catch (DispatchException)
+        {
+            Interlocked.Increment(ref _dropped);
+            return null;
+        }
+        Interlocked.Increment(ref _sent);
+        await using (call)
+        {
+            await foreach (var reply in call.ReadAsync())
+                if (reply.IsFinal)
+                    return Side(pair.CandidateColour, reply);
+        }
+        return null;
+    }
+
+    private static SampleSide Side(string colour, InferReply reply) => reply.Result is { } r
+        ? new SampleSide
+        {
+            Colour = colour, Profile = r.ProfileVersion, Text = r.Text, Label = r.Label, Confidence = r.Confidence, FinishReason = r.FinishReason,
+            CompletionTokens = r.CompletionTokens, TimeToFirstTokenMs = r.TimeToFirstTokenMs, TotalMs = r.TotalMs,
+        }
+        : new SampleSide { Colour = colour, Error = reply.Error?.Code ?? ErrorCodes.InternalError };
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            await Task.Delay(Timeout.Infinite, stoppingToken);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        var pending = _pairs.Keys.Select(p => p.Completion).ToArray();
+        if (pending.Length > 0)
+            await Task.WhenAny(Task.WhenAll(pending), Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
+    }
+}
+
+/// <summary>A live request and its mirrored copy, waiting for both answers.</summary>
+public sealed class ShadowPair(ShadowMirror mirror, InferRequest request, string liveColour, string candidateColour, RolloutState state)
+{
+    private readonly TaskCompletionSource<InferReply?> _live = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _launched;
+
+    public InferRequest Request { get; } = request;
+    public string LiveColour { get; } = liveColour;
+    public string CandidateColour { get; } = candidateColour;
+    public RolloutState State { get; } = state;
+    public Task<InferReply?> Live => _live.Task;
+    public Task Completion { get; private set; } = Task.CompletedTask;
+
+    /// <summary>Starts the mirrored call once the live request is queued.</summary>
+    public void Launch()
+    {
+        if (Interlocked.Exchange(ref _launched, 1) == 0)
+            Completion = mirror.RunAsync(this);
+    }
+
+    public void SetLive(InferReply final) => _live.TrySetResult(final);
+
+    /// <summary>The live side ended without an answer (client gone, not dispatched): no sample.</summary>
+    public void Abandon()
+    {
+        _live.TrySetResult(null);
+        if (Interlocked.Exchange(ref _launched, 1) == 0)
+            mirror.Release(this);
+    }
+}

@@ -1,0 +1,16 @@
+namespace QwenNats.Judge;
+
+/// <summary>The <c>Judge</c> section.</summary>
+public sealed record JudgeOptions
+{
+    public const string Section = "Judge";
+
+    /// <summary>The rollout policy (deploy/rollout-policy.json); built-in defaults when empty.</summary>
+    public string PolicyPath { get; init; } = "";
+
+    /// <summary>How often the current step is evaluated and its verdict published.</summary>
+    public TimeSpan EvaluateInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    public string Storage { get; init; } = "file";
+    public int Replicas { get; init; } = 1;
+}

@@ -1,0 +1,177 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+using NATS.Client.KeyValueStore;
+using QwenNats.Contracts;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Judge;
+
+/// <summary>
+/// Consumes <c>QWEN_SAMPLES</c> durably, keeps a scorecard per rollout step (persisted in KV
+/// <c>qwen_judge</c> before each sample is acked), and every interval publishes the verdict of the
+/// current step on <c>qwen.judge.verdict</c> — with every value, threshold and sample count behind it.
+/// </summary>
+public sealed class JudgeService(
+    NatsConnection nats,
+    INatsJSContext js,
+    INatsKVContext kv,
+    WorkQueueTopology topology,
+    IOptions<JudgeOptions> options,
+    TimeProvider clock,
+    ILogger<JudgeService> logger) : BackgroundService
+{
+    private readonly RolloutPolicy _policy = RolloutPolicy.Load(options.Value.PolicyPath);
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private INatsKVStore _cards = null!;
+    private Scorecard? _card;
+
+    public static string CardKey(string rolloutId) => $"card_{rolloutId}";
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        INatsJSConsumer consumer;
+        while (true)
+        {
+            try
+            {
+                await nats.ConnectAsync();
+                await topology.EnsureSamplesStreamAsync(stoppingToken);
+                var storage = string.Equals(options.Value.Storage, "memory", StringComparison.OrdinalIgnoreCase) ? NatsKVStorageType.Memory : NatsKVStorageType.File;
+                _cards = await kv.CreateOrUpdateStoreAsync(new NatsKVConfig(Judging.Bucket)
+                {
+                    Description = "QwenNats judge scorecards and latest verdict", History = 1, Storage = storage, NumberOfReplicas = options.Value.Replicas,
+                }, stoppingToken);
+                consumer = await js.CreateOrUpdateConsumerAsync(Judging.SamplesStream, new ConsumerConfig(Judging.JudgeConsumer)
+                {
+                    AckPolicy = ConsumerConfigAckPolicy.Explicit,
+                    AckWait = TimeSpan.FromSeconds(30),
+                    DeliverPolicy = ConsumerConfigDeliverPolicy.All,
+                }, stoppingToken);
+                break;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.LogWarning("JetStream not ready for the judge ({Reason}); retrying", e.Message);
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+            }
+        }
+        logger.LogInformation("Judge consuming {Stream}; policy: min {Min} samples", Judging.SamplesStream, _policy.MinSamples);
+        await Task.WhenAll(ConsumeAsync(consumer, stoppingToken), EvaluateLoopAsync(stoppingToken));
+    }
+
+    private async Task ConsumeAsync(INatsJSConsumer consumer, CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await foreach (var msg in consumer.ConsumeAsync<ShadowSample>(opts: new NatsJSConsumeOpts { MaxMsgs = 64 }, cancellationToken: ct))
+                {
+                    if (msg.Data is { } sample && msg.Metadata is { } meta)
+                        await ApplyAsync(sample, meta.Sequence.Stream, ct);
+                    await msg.AckAsync(cancellationToken: ct);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                logger.LogWarning("Sample consumption failed ({Reason}); resuming", e.Message);
+                await Task.Delay(TimeSpan.FromSeconds(1), ct);
+            }
+        }
+    }
+
+    /// <summary>Adds a sample to its step's scorecard and persists the card; old steps and seen samples are skipped.</summary>
+    private async Task ApplyAsync(ShadowSample sample, ulong sequence, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var card = await LoadAsync(sample.RolloutId, ct);
+            if (card is not null && (card.Phase, card.Step) != (sample.Phase, sample.Step))
+            {
+                if (IsLater(sample, card)) card = null;
+                else return;
+            }
+            card ??= new Scorecard { RolloutId = sample.RolloutId, Phase = sample.Phase, Step = sample.Step };
+            if (sequence <= card.LastSequence)
+                return;
+            card.Add(sample, sequence);
+            await _cards.PutAsync(CardKey(card.RolloutId), card, serializer: JudgeJson.Scorecard, cancellationToken: ct);
+            _card = card;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private static bool IsLater(ShadowSample s, Scorecard c) =>
+        s.Step > c.Step || (s.Step == c.Step && s.Phase == RolloutPhase.Canary && c.Phase == RolloutPhase.Shadow);
+
+    private async Task<Scorecard?> LoadAsync(string rolloutId, CancellationToken ct)
+    {
+        if (_card?.RolloutId == rolloutId)
+            return _card;
+        var entry = await _cards.TryGetEntryAsync(CardKey(rolloutId), serializer: JudgeJson.Scorecard, cancellationToken: ct);
+        return entry.Success ? entry.Value.Value : null;
+    }
+
+    private async Task EvaluateLoopAsync(CancellationToken ct)
+    {
+        INatsKVStore? rollouts = null;
+        using var timer = new PeriodicTimer(options.Value.EvaluateInterval);
+        while (await timer.WaitForNextTickAsync(ct))
+        {
+            try
+            {
+                rollouts ??= await kv.GetStoreAsync(Rollouts.Bucket, ct);
+                var entry = await rollouts.TryGetEntryAsync<RolloutState>(Rollouts.StateKey, cancellationToken: ct);
+                if (!entry.Success || entry.Value.Value is not { RolloutId: { } id } state || state.Phase is not (RolloutPhase.Shadow or RolloutPhase.Canary))
+                    continue;
+                Verdict verdict;
+                await _gate.WaitAsync(ct);
+                try
+                {
+                    var card = await LoadAsync(id, ct);
+                    if (card is null || (card.Phase, card.Step) != (state.Phase, state.Step))
+                        card = new Scorecard { RolloutId = id, Phase = state.Phase, Step = state.Step };
+                    verdict = Evaluator.Evaluate(card, _policy, clock.GetUtcNow());
+                }
+                finally
+                {
+                    _gate.Release();
+                }
+                await _cards.PutAsync(Judging.LatestKey, verdict, cancellationToken: ct);
+                await nats.PublishAsync(Judging.VerdictSubject, verdict, cancellationToken: ct);
+                logger.LogDebug("Verdict {Outcome} for {Rollout} step {Step}: {Reason}", verdict.Outcome, verdict.RolloutId, verdict.Step, verdict.Reason);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                logger.LogWarning("Evaluation failed: {Reason}", e.Message);
+                rollouts = null;
+            }
+        }
+    }
+}
+
+/// <summary>The scorecard's JSON, stored in KV.</summary>
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.SnakeCaseLower)]
+[System.Text.Json.Serialization.JsonSerializable(typeof(Scorecard))]
+internal sealed partial class JudgeJsonContext : System.Text.Json.Serialization.JsonSerializerContext;
+
+internal static class JudgeJson
+{
+    public static readonly NatsJsonContextSerializer<Scorecard> Scorecard = new(JudgeJsonContext.Default);
+}

@@ -1,0 +1,69 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using QwenNats.Contracts;
+
+namespace QwenNats.Worker;
+
+/// <summary>
+/// The <c>Faults</c> section: fault injection for drills (like Envoy's or Istio's), off unless configured.
+/// Lets operators rehearse a bad release and tests make one. Every field defaults to "no fault".
+/// </summary>
+public sealed record FaultOptions
+{
+    public const string Section = "Faults";
+
+    /// <summary>Fraction of answers that get the faults below (0 = none).</summary>
+    public double Fraction { get; init; }
+
+    /// <summary>Sentiment: answer a different label than the model chose.</summary>
+    public bool FlipLabels { get; init; }
+
+    /// <summary>Chat: cut the answer to a third and report finish reason <c>length</c>.</summary>
+    public bool Truncate { get; init; }
+
+    /// <summary>Make the answer this many times slower (1 = unchanged).</summary>
+    public double Slowdown { get; init; } = 1;
+
+    /// <summary>Fraction of requests answered with an <c>injected_fault</c> error instead (independent of <see cref="Fraction"/>).</summary>
+    public double ErrorRate { get; init; }
+
+    public bool Enabled => ErrorRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Slowdown > 1));
+}
+
+public readonly record struct FaultDraw(bool Error, bool Active);
+
+public sealed class FaultInjector
+{
+    public const string ErrorCode = "injected_fault";
+    private readonly FaultOptions _o;
+
+    public FaultInjector(IOptions<FaultOptions> options, ILogger<FaultInjector> logger)
+    {
+        _o = options.Value;
+        if (_o.Enabled)
+            logger.LogWarning("FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, slowdown x{Slowdown}, error rate {ErrorRate}",
+                _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Slowdown, _o.ErrorRate);
+    }
+
+    public FaultDraw Draw() => !_o.Enabled
+        ? default
+        : new FaultDraw(Random.Shared.NextDouble() < _o.ErrorRate, Random.Shared.NextDouble() < _o.Fraction);
+
+    public async Task<InferResult> ApplyAsync(InferResult r, PromptProfile profile)
+    {
+        if (_o.Slowdown > 1)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(r.TotalMs * (_o.Slowdown - 1)));
+            r = r with { TotalMs = r.TotalMs * _o.Slowdown, TimeToFirstTokenMs = r.TimeToFirstTokenMs * _o.Slowdown };
+        }
+        if (_o.FlipLabels && r.Label is { } label)
+        {
+            var labels = profile.Sentiment.Labels;
+            var flipped = labels[(labels.ToList().IndexOf(label) + 1) % labels.Count];
+            r = r with { Label = flipped, Text = flipped };
+        }
+        if (_o.Truncate && r.Task == InferTasks.Chat)
+            r = r with { Text = r.Text[..(r.Text.Length / 3)], FinishReason = FinishReasons.Length, CompletionTokens = r.CompletionTokens / 3 };
+        return r;
+    }
+}
