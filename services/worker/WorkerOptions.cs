@@ -25,9 +25,8 @@ public sealed record WorkerOptions
     /// <summary>Largest number of tokens sent to llama.cpp in one decode call.</summary>
     public int BatchSize { get; init; } = 512;
 
-    /// <summary>How long one pull for live work waits at the server; when it ends empty, mirrored (shadow)
-    /// work is looked for, so this is also how soon an idle worker notices shadow work.</summary>
-    public TimeSpan FetchExpiry { get; init; } = TimeSpan.FromMilliseconds(500);
+    /// <summary>How long one pull for live work waits at the server before it is renewed (more than 1 s).</summary>
+    public TimeSpan FetchExpiry { get; init; } = TimeSpan.FromSeconds(5);
 
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 

@@ -44,51 +44,111 @@ public sealed class WorkerService(
         logger.LogInformation("Worker {WorkerId} serving {Subject} with {Slots} slots", WorkerId, Subjects.Infer(Colour), engine.Slots);
 
         using var slots = new SemaphoreSlim(engine.Slots, engine.Slots);
-        try
-        {
-            while (!stoppingToken.IsCancellationRequested)
-            {
-                await slots.WaitAsync(stoppingToken);
-                INatsJSMsg<InferRequest>? next = null;
-                try
-                {
-                    // Live work first; mirrored work only when no live work is waiting for this free slot.
-                    next = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = _options.FetchExpiry }, cancellationToken: stoppingToken);
-                    if (next is null)
-                    {
-                        await foreach (var m in shadow.FetchNoWaitAsync<InferRequest>(new NatsJSFetchOpts { MaxMsgs = 1 }, cancellationToken: stoppingToken))
-                            next = m;
-                    }
-                }
-                catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-                {
-                    slots.Release();
-                    break;
-                }
-                catch (Exception e)
-                {
-                    logger.LogWarning(e, "Fetching work failed; retrying");
-                    slots.Release();
-                    await Task.Delay(TimeSpan.FromMilliseconds(500), stoppingToken);
-                    continue;
-                }
-                if (next is not { } msg)
-                {
-                    slots.Release();
-                    continue;
-                }
-                var task = HandleAsync(msg, slots);
-                _inFlight.TryAdd(task, 0);
-                _ = task.ContinueWith(t => _inFlight.TryRemove(t, out _), TaskScheduler.Default);
-            }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-        }
+        await Task.WhenAll(LiveLoopAsync(consumer, slots, stoppingToken), ShadowLoopAsync(shadow, slots, stoppingToken));
 
         await DrainAsync();
         await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
         await PublishHeartbeatAsync(leaving: true, CancellationToken.None);
+    }
+
+    /// <summary>Live work: one long-poll pull per free slot.</summary>
+    private async Task LiveLoopAsync(INatsJSConsumer consumer, SemaphoreSlim slots, CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await slots.WaitAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            INatsJSMsg<InferRequest>? next;
+            try
+            {
+                next = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = _options.FetchExpiry }, cancellationToken: ct);
+            }
+            catch (Exception e)
+            {
+                slots.Release();
+                if (ct.IsCancellationRequested) return;
+                logger.LogWarning(e, "Fetching work failed; retrying");
+                await Delay(TimeSpan.FromMilliseconds(500), ct);
+                continue;
+            }
+            Dispatch(next, slots);
+        }
+    }
+
+    /// <summary>
+    /// Mirrored work is lower priority: it only takes a slot that is free while the live loop already holds
+    /// one for the next live request (a one-slot worker alternates its slot between the two loops), with a
+    /// no-wait pull that backs off while there is no mirrored work.
+    /// </summary>
+    private async Task ShadowLoopAsync(INatsJSConsumer shadow, SemaphoreSlim slots, CancellationToken ct)
+    {
+        var idle = ShadowPollMin;
+        while (!ct.IsCancellationRequested)
+        {
+            if (engine.Slots == 1)
+            {
+                try
+                {
+                    await slots.WaitAsync(ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+            else if (!slots.Wait(0))
+            {
+                await Delay(ShadowPollMin, ct);
+                continue;
+            }
+            INatsJSMsg<InferRequest>? next = null;
+            try
+            {
+                await foreach (var m in shadow.FetchNoWaitAsync<InferRequest>(new NatsJSFetchOpts { MaxMsgs = 1 }, cancellationToken: ct))
+                    next = m;
+            }
+            catch (Exception e)
+            {
+                if (ct.IsCancellationRequested) { slots.Release(); return; }
+                logger.LogDebug(e, "Fetching shadow work failed");
+            }
+            Dispatch(next, slots);
+            idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, ShadowPollMax.Ticks)) : ShadowPollMin;
+            if (next is null)
+                await Delay(idle, ct);
+        }
+    }
+
+    private static readonly TimeSpan ShadowPollMin = TimeSpan.FromMilliseconds(20);
+    private static readonly TimeSpan ShadowPollMax = TimeSpan.FromMilliseconds(250);
+
+    private void Dispatch(INatsJSMsg<InferRequest>? next, SemaphoreSlim slots)
+    {
+        if (next is not { } msg)
+        {
+            slots.Release();
+            return;
+        }
+        var task = HandleAsync(msg, slots);
+        _inFlight.TryAdd(task, 0);
+        _ = task.ContinueWith(t => _inFlight.TryRemove(t, out _), TaskScheduler.Default);
+    }
+
+    private static async Task Delay(TimeSpan delay, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(delay, ct);
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     private async Task<(INatsJSConsumer Live, INatsJSConsumer Shadow)> ConnectAsync(CancellationToken ct)

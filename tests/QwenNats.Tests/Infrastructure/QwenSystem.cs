@@ -40,7 +40,7 @@ public sealed class QwenSystem : IAsyncDisposable
         settings["Worker:ContextSize"] = "512";
         settings["Worker:Threads"] = "1";
         settings["Worker:HeartbeatInterval"] = "00:00:00.250";
-        settings["Worker:FetchExpiry"] = "00:00:00.250";
+        settings["Worker:FetchExpiry"] = "00:00:02";
         Merge(settings, extra);
         var host = WorkerHost.Build([], c => c.AddInMemoryCollection(settings));
         await host.StartAsync();

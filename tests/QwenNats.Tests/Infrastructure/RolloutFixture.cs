@@ -116,10 +116,10 @@ public static class Ctl
         return nats;
     }
 
-    public static async Task<ControlReply> SendAsync(NatsConnection nats, string verb, string json = "", CancellationToken ct = default)
+    public static async Task<ControlReply> SendAsync(NatsConnection nats, string verb, string json = "", CancellationToken ct = default, TimeSpan? timeout = null)
     {
         var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), global::System.Text.Encoding.UTF8.GetBytes(json),
-            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) }, cancellationToken: ct);
+            replyOpts: new NatsSubOpts { Timeout = timeout ?? TimeSpan.FromSeconds(5) }, cancellationToken: ct);
         return global::System.Text.Json.JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
     }
 

@@ -1,0 +1,290 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using QwenNats.Contracts;
+using QwenNats.Judge;
+using QwenNats.Promoter;
+using QwenNats.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>
+/// Shadow traffic, the judge and verdict-driven promotion end to end: real nats-server, real workers
+/// (green with fault injection where a test wants a bad release), a small-sample policy.
+/// </summary>
+public sealed class AutomatedRolloutTests(ITestOutputHelper output)
+{
+    private static readonly string PolicyPath = WritePolicy("00:00:20");
+    private static readonly string QuickPausePolicyPath = WritePolicy("00:00:02");
+
+    private static string WritePolicy(string inconclusivePauseAfter)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"qwen-test-policy-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, """
+            {
+              "min_samples": 12, "min_task_samples": 5, "wilson_z": 1.96,
+              "sentiment_agreement_min": 0.5, "confidence_drift_max": 0.3,
+              "chat_empty_rate_increase_max": 0.2, "chat_truncated_rate_increase_max": 0.5, "chat_broken_utf8_rate_max": 0.2,
+              "chat_repetition_rate_increase_max": 0.5, "chat_length_ratio_min": 0.5, "chat_length_ratio_max": 2.0, "chat_similarity_min": 0.0,
+              "latency_p50_ratio_max": 2.0, "latency_p95_ratio_max": 8.0, "ttft_p50_ratio_max": 2.5,
+              "error_rate_increase_max": 0.05, "golden_accuracy_tolerance": 0.0,
+              "inconclusive_pause_after": "PAUSE", "canary_steps": [50], "bake_window": "00:00:01"
+            }
+            """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal));
+        return path;
+    }
+
+    private sealed class Rig : IAsyncDisposable
+    {
+        public required NatsServer Server { get; init; }
+        public required QwenSystem System { get; init; }
+        public required HttpClient Http { get; init; }
+        public required NatsConnection Operator { get; init; }
+        public required List<IHost> Hosts { get; init; }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var h in Hosts)
+            {
+                await h.StopAsync();
+                h.Dispose();
+            }
+            await Operator.DisposeAsync();
+            Http.Dispose();
+            await System.DisposeAsync();
+            await Server.DisposeAsync();
+        }
+    }
+
+    private static Dictionary<string, string?> JudgeSettings(string url, string policy) => new()
+    {
+        ["Nats:Url"] = url, ["Logging:LogLevel:Default"] = "Warning",
+        ["Judge:PolicyPath"] = policy, ["Judge:EvaluateInterval"] = "00:00:00.250", ["Judge:Storage"] = "memory", ["WorkQueue:Storage"] = "memory",
+    };
+
+    private static async Task<IHost> StartJudgeAsync(string url, string? policy = null)
+    {
+        var judge = JudgeHost.Build([], c => c.AddInMemoryCollection(JudgeSettings(url, policy ?? PolicyPath)));
+        await judge.StartAsync();
+        return judge;
+    }
+
+    private static async Task<Rig> StartAsync(Dictionary<string, string?>? greenFaults, bool automatic = true, bool workers = true, string? policy = null)
+    {
+        policy ??= PolicyPath;
+        var server = await NatsServer.StartAsync();
+        var system = new QwenSystem(server);
+        var hosts = new List<IHost>();
+        var promoterSettings = RolloutFixture.PromoterSettings(server.Url);
+        promoterSettings["Promoter:PolicyPath"] = policy;
+        promoterSettings["Promoter:GoldenPath"] = Path.Combine(Paths.RepoRoot, "deploy", "golden", "sentiment.jsonl");
+        promoterSettings["Promoter:Automatic"] = automatic ? "true" : "false";
+        var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
+        await promoter.StartAsync();
+        hosts.Add(promoter);
+        hosts.Add(await StartJudgeAsync(server.Url, policy));
+        HttpClient http;
+        if (workers)
+        {
+            await system.StartWorkerAsync("blue", "v1", slots: 2);
+            await system.StartWorkerAsync("green", "v2", slots: 2, extra: greenFaults);
+            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1.0" });
+            await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
+            await QwenSystem.WaitForWorkersAsync(http, "green", 1);
+        }
+        else
+        {
+            http = new HttpClient();
+        }
+        var op = await Ctl.ConnectAsync(server);
+        await Ctl.WaitForLeaderAsync(op);
+        return new Rig { Server = server, System = system, Http = http, Operator = op, Hosts = hosts };
+    }
+
+    /// <summary>Runs mixed client load (sentiment and multi-turn chat, new sessions often) until told to stop.</summary>
+    private static async Task<(int Ok, List<string> Failed)> LoadAsync(HttpClient http, CancellationToken stop)
+    {
+        var failed = new ConcurrentBag<string>();
+        var ok = 0;
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(async w =>
+        {
+            var n = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                var session = $"auto-{w}-{n / 3}";
+                var chat = n++ % 2 == 1;
+                using var req = chat
+                    ? Api.Post("/v1/chat/completions", Api.ChatBody($"Tell me about day {n}", maxTokens: 12), session: session)
+                    : Api.Post("/v1/sentiment", JsonSerializer.Serialize(new { input = $"Day {n} was lovely" }), session: session);
+                try
+                {
+                    using var r = await http.SendAsync(req, CancellationToken.None);
+                    if (r.StatusCode == HttpStatusCode.OK) Interlocked.Increment(ref ok);
+                    else failed.Add($"{(int)r.StatusCode} {await r.Content.ReadAsStringAsync(CancellationToken.None)}");
+                }
+                catch (HttpRequestException e)
+                {
+                    failed.Add(e.Message);
+                }
+            }
+        }));
+        return (ok, failed.ToList());
+    }
+
+    private async Task<RolloutState> WaitForPhaseAsync(NatsConnection op, Func<RolloutState, bool> done, TimeSpan timeout)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var status = await Ctl.SendAsync(op, "status");
+            if (done(status.State!) || DateTime.UtcNow > until)
+            {
+                output.WriteLine($"state: {JsonSerializer.Serialize(status.State, QwenJsonContext.Default.RolloutState)}");
+                output.WriteLine($"verdict: {(status.Verdict is null ? "none" : JsonSerializer.Serialize(status.Verdict, QwenJsonContext.Default.Verdict))}");
+                return status.State!;
+            }
+            await Task.Delay(200);
+        }
+    }
+
+    private void Print(IEnumerable<RolloutEvent> events)
+    {
+        foreach (var e in events)
+            output.WriteLine($"{e.At:HH:mm:ss.fff} {e.Trigger,-10} {e.From,-10} -> {e.To,-10} by {e.Actor} ({e.Cause}): {e.Reason}");
+    }
+
+    [Fact]
+    public async Task A_good_candidate_goes_from_shadow_to_stable_by_itself_under_load_with_no_failed_request()
+    {
+        await using var rig = await StartAsync(null);
+        using var stop = new CancellationTokenSource();
+        var load = LoadAsync(rig.Http, stop.Token);
+        Assert.True((await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\",\"reason\":\"profile v2\"}")).Ok);
+        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused, TimeSpan.FromSeconds(60));
+        await stop.CancelAsync();
+        var (ok, failed) = await load;
+
+        var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":20}")).Events!;
+        Print(history);
+        Assert.Equal(RolloutPhase.Stable, final.Phase);
+        Assert.Equal("green", final.Live);
+        Assert.Equal(new[] { "start", "promote", "promote", "finish" }, history.Select(e => e.Trigger));
+        Assert.Equal(new[] { "operator", "judge", "judge", "timer" }, history.Select(e => e.Cause));
+        Assert.Contains("golden set", history[1].Reason);
+        Assert.Contains("judge pass", history[2].Reason);
+        Assert.Empty(failed);
+        Assert.True(ok > 20, $"{ok} requests");
+        var snapshot = JsonDocument.Parse(await rig.Http.GetStringAsync("/api/rollout")).RootElement;
+        Assert.True(snapshot.GetProperty("shadow").GetProperty("compared").GetInt64() >= 24);
+    }
+
+    public static TheoryData<string, string, string> BadReleases => new()
+    {
+        { "flips labels", "{\"Faults:Fraction\":\"1\",\"Faults:FlipLabels\":\"true\"}", "sentiment_agreement" },
+        { "is 3x slower", "{\"Faults:Fraction\":\"1\",\"Faults:Slowdown\":\"3\"}", "latency_p50_ratio" },
+        { "truncates", "{\"Faults:Fraction\":\"1\",\"Faults:Truncate\":\"true\"}", "chat_length_ratio" },
+        { "errors on 20%", "{\"Faults:ErrorRate\":\"0.2\"}", "error_rate_increase" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadReleases))]
+    public async Task A_bad_candidate_is_rolled_back_automatically_naming_the_failing_check(string what, string faults, string check)
+    {
+        var extra = JsonSerializer.Deserialize<Dictionary<string, string?>>(faults)!;
+        await using var rig = await StartAsync(extra);
+        using var stop = new CancellationTokenSource();
+        var load = LoadAsync(rig.Http, stop.Token);
+        Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"a candidate that {what}\"}}")).Ok);
+        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused or RolloutPhase.Promoted, TimeSpan.FromSeconds(60));
+        await stop.CancelAsync();
+        await load;
+
+        var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":20}")).Events!;
+        Print(history);
+        Assert.Equal(RolloutPhase.RolledBack, final.Phase);
+        Assert.Equal("blue", final.Live);
+        var rollback = history.Last(e => e.Trigger == "rollback");
+        Assert.Equal("judge", rollback.Cause);
+        Assert.Contains(check, rollback.Reason);
+    }
+
+    [Fact]
+    public async Task A_candidate_without_traffic_stays_inconclusive_and_is_paused_for_an_operator()
+    {
+        await using var rig = await StartAsync(null, policy: QuickPausePolicyPath);
+        Assert.True((await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\"}")).Ok);
+        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase != RolloutPhase.Shadow, TimeSpan.FromSeconds(30));
+        Assert.Equal(RolloutPhase.Paused, final.Phase);
+        Assert.Contains("inconclusive", final.Reason);
+        Assert.Contains("too few samples", final.Reason);
+        var status = await Ctl.SendAsync(rig.Operator, "status");
+        Assert.Equal("inconclusive", status.Verdict!.Outcome);
+        Assert.Equal(0, status.Verdict.Samples);
+    }
+
+    [Fact]
+    public async Task The_golden_set_reports_accuracy_per_colour()
+    {
+        await using var rig = await StartAsync(null);
+        var reply = await Ctl.SendAsync(rig.Operator, "golden", "", timeout: TimeSpan.FromSeconds(90));
+        Assert.True(reply.Ok, reply.Error);
+        Assert.Equal(64, reply.Golden!.Cases);
+        Assert.Equal(new[] { "blue", "green" }, reply.Golden.Scores.Select(s => s.Colour));
+        Assert.All(reply.Golden.Scores, s => Assert.Equal(0, s.Errors));
+        Assert.All(reply.Golden.Scores, s => Assert.InRange(s.Accuracy, 0, 1));
+        Assert.Equal(new[] { "v1", "v2" }, reply.Golden.Scores.Select(s => s.Profile));
+    }
+
+    [Fact]
+    public async Task A_restarted_judge_loses_no_acked_sample_and_reaches_the_same_verdict()
+    {
+        await using var rig = await StartAsync(null, automatic: false, workers: false);
+        var start = await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\"}");
+        var rolloutId = start.State!.RolloutId!;
+        var js = new NatsJSContext(rig.Operator);
+        async Task PublishAsync(int from, int count)
+        {
+            for (var i = from; i < from + count; i++)
+            {
+                var sample = new ShadowSample
+                {
+                    Id = $"syn-{i}", RolloutId = rolloutId, Phase = RolloutPhase.Shadow, Step = 0, Task = InferTasks.Sentiment, At = DateTimeOffset.UtcNow,
+                    Live = new SampleSide { Colour = "blue", Label = "positive", Confidence = 0.9, TotalMs = 50, TimeToFirstTokenMs = 10 },
+                    Candidate = new SampleSide { Colour = "green", Label = "positive", Confidence = 0.9, TotalMs = 52, TimeToFirstTokenMs = 10 },
+                };
+                (await js.PublishAsync(Judging.Samples(rolloutId), sample)).EnsureSuccess();
+            }
+        }
+        async Task<Verdict> VerdictWithAsync(int samples)
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            while (true)
+            {
+                var v = (await Ctl.SendAsync(rig.Operator, "status", ct: cts.Token)).Verdict;
+                if (v is not null && v.RolloutId == rolloutId && v.Samples >= samples) return v;
+                await Task.Delay(100, cts.Token);
+            }
+        }
+
+        await PublishAsync(0, 8);
+        Assert.Equal("inconclusive", (await VerdictWithAsync(8)).Outcome);
+        var judge = rig.Hosts[1];
+        await judge.StopAsync();
+        judge.Dispose();
+        rig.Hosts.RemoveAt(1);
+        await PublishAsync(8, 12);
+        rig.Hosts.Add(await StartJudgeAsync(rig.Server.Url));
+
+        var verdict = await VerdictWithAsync(20);
+        await Task.Delay(1000);
+        verdict = (await Ctl.SendAsync(rig.Operator, "status")).Verdict!;
+        Assert.Equal(20, verdict.Samples);
+        Assert.Equal("pass", verdict.Outcome);
+        Assert.Contains(verdict.Checks, c => c.Name == "sentiment_agreement" && c.Samples == 20);
+    }
+}
