@@ -11,6 +11,8 @@
 #   QWEN_THREADS    CPU threads per worker (default: cores / 2, at least 1)
 #   QWEN_CTX        context tokens per request (default 2048)
 #   QWEN_SLOTS      requests decoded together per worker (default 2)
+#   QWEN_POLICY     rollout policy for the judge and promoter (default deploy/rollout-policy.json)
+#   QWEN_GREEN_ARGS extra arguments for the green worker (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,6 +23,8 @@ CORES="$(nproc 2>/dev/null || echo 2)"
 THREADS="${QWEN_THREADS:-$(( CORES / 2 > 0 ? CORES / 2 : 1 ))}"
 CTX="${QWEN_CTX:-2048}"
 SLOTS="${QWEN_SLOTS:-2}"
+POLICY="${QWEN_POLICY:-$ROOT/deploy/rollout-policy.json}"
+GOLDEN="$ROOT/deploy/golden/sentiment.jsonl"
 
 say() { printf '%s\n' "$*"; }
 
@@ -82,9 +86,9 @@ start ingress "" dotnet "$(bin ingress QwenNats.Ingress)" --Ingress:Port="$PORT"
 start worker-blue "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=blue --Worker:ModelPath="$MODEL" \
   --Worker:ProfilePath="$ROOT/deploy/profiles/v1.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS"
 start worker-green "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=green --Worker:ModelPath="$MODEL" \
-  --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS"
-start judge "" dotnet "$(bin judge QwenNats.Judge)"
-start promoter "" dotnet "$(bin promoter QwenNats.Promoter)"
+  --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" ${QWEN_GREEN_ARGS:-}
+start judge "" dotnet "$(bin judge QwenNats.Judge)" --Judge:PolicyPath="$POLICY"
+start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPath="$POLICY" --Promoter:GoldenPath="$GOLDEN"
 
 # --- wait until ready --------------------------------------------------------------------
 say "Waiting for the ingress and both pools..."

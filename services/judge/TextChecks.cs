@@ -86,7 +86,7 @@ public static class Stats
         var z2 = z * z;
         var centre = p + z2 / (2 * n);
         var margin = z * Math.Sqrt(p * (1 - p) / n + z2 / (4.0 * n * n));
-        return (centre - margin) / (1 + z2 / n);
+        return Math.Max(0, (centre - margin) / (1 + z2 / n));
     }
 
     /// <summary>Nearest-rank percentile.</summary>
