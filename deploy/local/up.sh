@@ -12,6 +12,7 @@
 #   QWEN_CTX        context tokens per request (default 2048)
 #   QWEN_SLOTS      requests decoded together per worker (default 2)
 #   QWEN_POLICY     rollout policy for the judge and promoter (default deploy/rollout-policy.json)
+#   QWEN_METRICS_BASE  Prometheus ports: base+1 blue worker, base+2 green worker, base+3 judge, base+4 promoter (default 9100)
 #   QWEN_GREEN_ARGS extra arguments for the green worker (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
 set -euo pipefail
 
@@ -23,6 +24,7 @@ CORES="$(nproc 2>/dev/null || echo 2)"
 THREADS="${QWEN_THREADS:-$(( CORES / 2 > 0 ? CORES / 2 : 1 ))}"
 CTX="${QWEN_CTX:-2048}"
 SLOTS="${QWEN_SLOTS:-2}"
+METRICS_BASE="${QWEN_METRICS_BASE:-9100}"
 POLICY="${QWEN_POLICY:-$ROOT/deploy/rollout-policy.json}"
 GOLDEN="$ROOT/deploy/golden/sentiment.jsonl"
 
@@ -84,11 +86,14 @@ for _ in $(seq 1 50); do (echo >/dev/tcp/127.0.0.1/"$NATS_PORT") 2>/dev/null && 
 export Nats__Url="$NATS_URL"
 start ingress "" dotnet "$(bin ingress QwenNats.Ingress)" --Ingress:Port="$PORT" --Ingress:LiveColour=blue
 start worker-blue "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=blue --Worker:ModelPath="$MODEL" \
-  --Worker:ProfilePath="$ROOT/deploy/profiles/v1.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS"
+  --Worker:ProfilePath="$ROOT/deploy/profiles/v1.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
+  --Metrics:Port="$((METRICS_BASE + 1))"
 start worker-green "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=green --Worker:ModelPath="$MODEL" \
-  --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" ${QWEN_GREEN_ARGS:-}
-start judge "" dotnet "$(bin judge QwenNats.Judge)" --Judge:PolicyPath="$POLICY"
-start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPath="$POLICY" --Promoter:GoldenPath="$GOLDEN"
+  --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
+  --Metrics:Port="$((METRICS_BASE + 2))" ${QWEN_GREEN_ARGS:-}
+start judge "" dotnet "$(bin judge QwenNats.Judge)" --Judge:PolicyPath="$POLICY" --Metrics:Port="$((METRICS_BASE + 3))"
+start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPath="$POLICY" --Promoter:GoldenPath="$GOLDEN" \
+  --Metrics:Port="$((METRICS_BASE + 4))"
 
 # --- wait until ready --------------------------------------------------------------------
 say "Waiting for the ingress and both pools..."
@@ -122,6 +127,7 @@ QwenNats is up.
   websocket ws://127.0.0.1:$PORT/ws/chat
   nats      $NATS_URL  (JetStream store $RUN/nats)
   model     $MODEL
+  metrics   http://127.0.0.1:$PORT/metrics, workers :$((METRICS_BASE + 1)) :$((METRICS_BASE + 2)), judge :$((METRICS_BASE + 3)), promoter :$((METRICS_BASE + 4))
   logs      $RUN/logs/   stop: deploy/local/down.sh
 
 Try:

@@ -62,6 +62,9 @@ public static class ServiceDefaultsExtensions
         builder.Services.AddSingleton<INatsKVContext>(sp => new NatsKVContext(sp.GetRequiredService<INatsJSContext>()));
 
         builder.Services.AddHealthChecks().AddCheck<NatsHealthCheck>("nats");
+        builder.Services.AddSingleton<QwenMetrics>();
+        builder.Services.Configure<MetricsOptions>(builder.Configuration.GetSection(MetricsOptions.Section));
+        builder.Services.AddHostedService<MetricsServer>();
         return builder;
     }
 }

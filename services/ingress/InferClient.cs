@@ -28,6 +28,7 @@ public sealed class InferClient(
     WorkQueueTopology topology,
     ServiceIdentity identity,
     IOptions<IngressOptions> options,
+    IngressMetrics metrics,
     ILogger<InferClient> logger) : BackgroundService
 {
     private const int MaxMessagesExceeded = 10077;
@@ -76,6 +77,21 @@ public sealed class InferClient(
     /// <summary>Queues the request for the colour's pool; throws <see cref="DispatchException"/> when it cannot.</summary>
     public async Task<InferCall> StartAsync(string colour, InferRequest draft, CancellationToken ct)
     {
+        try
+        {
+            return await StartLiveAsync(colour, draft, ct);
+        }
+        catch (DispatchException e)
+        {
+            metrics.Refused(colour, draft.Task, e.Status);
+            throw;
+        }
+    }
+
+    internal IngressMetrics Metrics => metrics;
+
+    private async Task<InferCall> StartLiveAsync(string colour, InferRequest draft, CancellationToken ct)
+    {
         if (!workers.HasWorkers(colour))
             throw new DispatchException(503, ErrorCodes.NoWorkers, $"No worker of the {colour} pool is available.");
         if (!_ready.Task.IsCompleted)
@@ -92,6 +108,7 @@ public sealed class InferClient(
             throw;
         }
         call.Pair = pair;
+        call.Measured = true;
         pair?.Launch();
         return call;
     }
@@ -183,6 +200,18 @@ public sealed class InferCall : IAsyncDisposable
     /// <summary>The mirrored copy of this request, when the rollout mirrors it.</summary>
     internal ShadowPair? Pair { get; set; }
 
+    /// <summary>Live calls count in the request metrics; mirrored copies do not.</summary>
+    internal bool Measured { get; set; }
+
+    private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
+
+    private void Finish(InferReply final)
+    {
+        Pair?.SetLive(final);
+        if (Measured)
+            _client.Metrics.Finished(Colour, Request.Task, final, _clock.Elapsed);
+    }
+
     public async IAsyncEnumerable<InferReply> ReadAsync([EnumeratorCancellation] CancellationToken ct = default)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _deadline.Token);
@@ -202,7 +231,7 @@ public sealed class InferCall : IAsyncDisposable
                 _finished = true;
                 await _client.EndAsync(this, finished: false);
                 var timedOut = InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.DeadlineExceeded, Message = "The request did not complete before its deadline.", Colour = Colour });
-                Pair?.SetLive(timedOut);
+                Finish(timedOut);
                 yield return timedOut;
                 yield break;
             }
@@ -215,7 +244,9 @@ public sealed class InferCall : IAsyncDisposable
                     // given a second, different beginning, so end clearly instead.
                     _finished = true;
                     await _client.EndAsync(this, finished: false);
-                    yield return InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.WorkerLost, Message = "The worker serving this request stopped mid-answer; retry the request.", Colour = Colour });
+                    var lost = InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.WorkerLost, Message = "The worker serving this request stopped mid-answer; retry the request.", Colour = Colour });
+                    Finish(lost);
+                    yield return lost;
                     yield break;
                 }
                 Accepted = accepted;
@@ -231,7 +262,7 @@ public sealed class InferCall : IAsyncDisposable
             if (reply.IsFinal)
             {
                 _finished = true;
-                Pair?.SetLive(reply);
+                Finish(reply);
             }
             yield return reply;
         }

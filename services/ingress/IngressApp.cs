@@ -1,5 +1,6 @@
 using QwenNats.Ingress.Endpoints;
 using QwenNats.Ingress.OpenAi;
+using Prometheus;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Ingress;
@@ -16,6 +17,7 @@ public static class IngressApp
         builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
         builder.Services.AddSingleton<WorkQueueTopology>();
         builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<IngressMetrics>();
         builder.Services.AddSingleton<Routing.RolloutView>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
         builder.Services.AddSingleton<Routing.SessionRouter>();
@@ -38,6 +40,18 @@ public static class IngressApp
         app.MapSentimentApi();
         app.MapStatusApi();
         app.MapWebSocketChat();
+        var registry = app.Services.GetRequiredService<QwenMetrics>().Registry;
+        registry.AddBeforeCollectCallback(() =>
+        {
+            var metrics = app.Services.GetRequiredService<IngressMetrics>();
+            var workers = app.Services.GetRequiredService<WorkerRegistry>();
+            var live = app.Services.GetRequiredService<Routing.RolloutView>().Current.Live;
+            var options = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value;
+            foreach (var colour in options.Colours)
+                metrics.PoolWorkers.WithLabels(colour).Set(workers.Live(colour).Count);
+            metrics.LivePoolWorkers.Set(workers.Live(live).Count);
+        });
+        app.MapMetrics("/metrics", registry);
         var routes = ((IEndpointRouteBuilder)app).DataSources.SelectMany(d => d.Endpoints).OfType<RouteEndpoint>()
             .Select(e => "/" + e.RoutePattern.RawText?.TrimStart('/')).ToHashSet(StringComparer.OrdinalIgnoreCase);
         app.MapFallback(http => routes.Contains(http.Request.Path.Value ?? "")

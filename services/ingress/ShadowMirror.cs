@@ -43,8 +43,11 @@ public sealed class ShadowMirror : BackgroundService
     private readonly ConcurrentDictionary<ShadowPair, byte> _pairs = new();
     private long _sent, _dropped, _compared, _failed;
 
-    public ShadowMirror(InferClient client, RolloutView view, INatsJSContext js, IOptions<ShadowOptions> options, ILogger<ShadowMirror> logger)
+    private readonly IngressMetrics _metrics;
+
+    public ShadowMirror(InferClient client, RolloutView view, INatsJSContext js, IOptions<ShadowOptions> options, IngressMetrics metrics, ILogger<ShadowMirror> logger)
     {
+        _metrics = metrics;
         _client = client;
         _view = view;
         _js = js;
@@ -75,6 +78,7 @@ public sealed class ShadowMirror : BackgroundService
         if (!_inFlight.Wait(0))
         {
             Interlocked.Increment(ref _dropped);
+            _metrics.Mirrors.WithLabels("dropped").Inc();
             return null;
         }
         live = live with { Sampling = live.Sampling with { Seed = live.Sampling.Seed ?? (uint)Random.Shared.Next() } };
@@ -116,6 +120,7 @@ public sealed class ShadowMirror : BackgroundService
             var ack = await _js.PublishAsync(Judging.Samples(sample.RolloutId), sample);
             ack.EnsureSuccess();
             Interlocked.Increment(ref _compared);
+            _metrics.Mirrors.WithLabels("compared").Inc();
         }
         catch (Exception e)
         {
@@ -145,9 +150,11 @@ public sealed class ShadowMirror : BackgroundService
         catch (DispatchException)
         {
             Interlocked.Increment(ref _dropped);
+            _metrics.Mirrors.WithLabels("dropped").Inc();
             return null;
         }
         Interlocked.Increment(ref _sent);
+        _metrics.Mirrors.WithLabels("sent").Inc();
         await using (call)
         {
             await foreach (var reply in call.ReadAsync())

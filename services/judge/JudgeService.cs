@@ -22,8 +22,13 @@ public sealed class JudgeService(
     WorkQueueTopology topology,
     IOptions<JudgeOptions> options,
     TimeProvider clock,
+    QwenMetrics metrics,
     ILogger<JudgeService> logger) : BackgroundService
 {
+    private readonly Prometheus.Counter _samples = metrics.Factory.CreateCounter("qwen_judge_samples_total", "Samples applied to a scorecard.");
+    private readonly Prometheus.Counter _verdicts = metrics.Factory.CreateCounter("qwen_judge_verdicts_total", "Verdicts published, by outcome.", ["outcome"]);
+    private readonly Prometheus.Gauge _checks = metrics.Factory.CreateGauge("qwen_judge_check_value", "Latest value of each check of the current step (agreement, latency ratios, ...).", ["check"]);
+
     private readonly RolloutPolicy _policy = RolloutPolicy.Load(options.Value.PolicyPath);
     private readonly SemaphoreSlim _gate = new(1, 1);
     private INatsKVStore _cards = null!;
@@ -104,6 +109,7 @@ public sealed class JudgeService(
             if (sequence <= card.LastSequence)
                 return;
             card.Add(sample, sequence);
+            _samples.Inc();
             await _cards.PutAsync(CardKey(card.RolloutId), card, serializer: JudgeJson.Scorecard, cancellationToken: ct);
             _card = card;
         }
@@ -151,6 +157,9 @@ public sealed class JudgeService(
                 }
                 await _cards.PutAsync(Judging.LatestKey, verdict, cancellationToken: ct);
                 await nats.PublishAsync(Judging.VerdictSubject, verdict, cancellationToken: ct);
+                _verdicts.WithLabels(verdict.Outcome).Inc();
+                foreach (var check in verdict.Checks)
+                    if (check.Value is { } value) _checks.WithLabels(check.Name).Set(value);
                 logger.LogDebug("Verdict {Outcome} for {Rollout} step {Step}: {Reason}", verdict.Outcome, verdict.RolloutId, verdict.Step, verdict.Reason);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)

@@ -22,8 +22,12 @@ public sealed class PromoterService(
     ServiceIdentity identity,
     IOptions<PromoterOptions> options,
     TimeProvider clock,
+    QwenMetrics metrics,
     ILogger<PromoterService> logger) : BackgroundService
 {
+    private readonly Prometheus.Counter _transitions = metrics.Factory.CreateCounter("qwen_rollout_transitions_total", "Rollout phase changes, by trigger and cause (operator, judge, timer).", ["trigger", "cause"]);
+    private readonly Prometheus.Gauge _leader = metrics.Factory.CreateGauge("qwen_promoter_leader", "1 while this promoter holds the lease.");
+
     private readonly RolloutPolicy _policy = RolloutPolicy.Load(options.Value.PolicyPath);
     private readonly PromoterOptions _o = string.IsNullOrWhiteSpace(options.Value.PolicyPath)
         ? options.Value
@@ -103,6 +107,7 @@ public sealed class PromoterService(
                   && (await store.Rollout.TryUpdateAsync(Rollouts.LeaseKey, lease, current.Value.Revision, cancellationToken: ct)).Success;
         }
         if (won) _leaseRenewedAt = now;
+        _leader.Set(won ? 1 : 0);
         return won;
     }
 
@@ -314,6 +319,7 @@ public sealed class PromoterService(
                     Reason = outcome.State.Reason, Actor = outcome.State.Actor, Cause = cause, At = clock.GetUtcNow(),
                 };
                 await store.AppendAsync(e, ct);
+                _transitions.WithLabels(verb, cause).Inc();
                 logger.LogInformation("Rollout {Verb}: {From} -> {To} (live {Live}, candidate {Candidate}, weight {Weight}%) by {Actor}: {Reason}",
                     verb, e.From, e.To, e.State.Live, e.State.Candidate ?? "-", e.State.Weight, e.Actor, e.Reason);
                 return new ControlReply { Ok = true, State = outcome.State, Event = e, Leader = Id };

@@ -9,7 +9,7 @@ namespace QwenNats.Ingress.Routing;
 /// or a rollback written by the promoter applies here within milliseconds, without a restart. Until the
 /// bucket exists (no promoter has run yet) the live colour comes from <c>Ingress:LiveColour</c>.
 /// </summary>
-public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> options, ILogger<RolloutView> logger) : BackgroundService
+public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> options, IngressMetrics metrics, ILogger<RolloutView> logger) : BackgroundService
 {
     private volatile RolloutState _current = new() { Live = options.Value.LiveColour, Reason = "configured live colour" };
     private volatile INatsKVStore? _sessions;
@@ -51,6 +51,7 @@ public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> opti
                     if (before.Version != state.Version || before.Phase != state.Phase)
                         logger.LogInformation("Rollout {Phase}: live {Live}, candidate {Candidate}, weight {Weight}% (v{Version}, {Reason})",
                             state.Phase, state.Live, state.Candidate ?? "-", state.Weight, state.Version, state.Reason);
+                    metrics.Rollout(state);
                     Changed?.Invoke(state);
                 }
             }

@@ -1,0 +1,71 @@
+using Prometheus;
+using QwenNats.Contracts;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Ingress;
+
+/// <summary>The ingress's metric families (docs/metrics.md).</summary>
+public sealed class IngressMetrics
+{
+    public IngressMetrics(QwenMetrics metrics)
+    {
+        var f = metrics.Factory;
+        Requests = f.CreateCounter("qwen_requests_total", "Inference requests by serving colour, task and HTTP-equivalent status.", ["colour", "task", "status"]);
+        Duration = f.CreateHistogram("qwen_request_duration_seconds", "End-to-end inference request duration at the ingress.",
+            new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = QwenMetrics.LatencyBuckets });
+        TimeToFirstToken = f.CreateHistogram("qwen_time_to_first_token_seconds", "Time to first token reported by the worker.",
+            new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = QwenMetrics.LatencyBuckets });
+        Tokens = f.CreateCounter("qwen_tokens_total", "Prompt and generated tokens.", ["colour", "kind"]);
+        TokensPerSecond = f.CreateHistogram("qwen_tokens_per_second", "Generation speed of chat answers.",
+            new HistogramConfiguration { LabelNames = ["colour"], Buckets = Histogram.ExponentialBuckets(1, 2, 14) });
+        Mirrors = f.CreateCounter("qwen_shadow_mirrors_total", "Mirrored requests: sent to the candidate, compared (sample recorded), dropped (candidate saturated).", ["result"]);
+        Phase = f.CreateGauge("qwen_rollout_phase", "1 for the rollout phase this ingress applies, 0 for the others.", ["phase"]);
+        Weight = f.CreateGauge("qwen_canary_weight", "Percent of new sessions sent to the candidate.");
+        PoolWorkers = f.CreateGauge("qwen_pool_workers", "Workers this ingress sees alive, by colour.", ["colour"]);
+        LivePoolWorkers = f.CreateGauge("qwen_live_pool_workers", "Workers this ingress sees alive in the live colour's pool.");
+        foreach (var p in Enum.GetNames<RolloutPhase>())
+            Phase.WithLabels(p).Set(p == nameof(RolloutPhase.Stable) ? 1 : 0);
+    }
+
+    public Counter Requests { get; }
+    public Histogram Duration { get; }
+    public Histogram TimeToFirstToken { get; }
+    public Counter Tokens { get; }
+    public Histogram TokensPerSecond { get; }
+    public Counter Mirrors { get; }
+    public Gauge Phase { get; }
+    public Gauge Weight { get; }
+    public Gauge PoolWorkers { get; }
+    public Gauge LivePoolWorkers { get; }
+
+    public void Rollout(RolloutState state)
+    {
+        foreach (var p in Enum.GetNames<RolloutPhase>())
+            Phase.WithLabels(p).Set(p == state.Phase.ToString() ? 1 : 0);
+        Weight.Set(state.Weight);
+    }
+
+    /// <summary>Records one finished request from its final reply.</summary>
+    public void Finished(string colour, string task, InferReply final, TimeSpan elapsed)
+    {
+        if (final.Result is { } r)
+        {
+            Requests.WithLabels(r.Colour, task, "200").Inc();
+            Duration.WithLabels(r.Colour, task).Observe(elapsed.TotalSeconds);
+            TimeToFirstToken.WithLabels(r.Colour, task).Observe(r.TimeToFirstTokenMs / 1000);
+            Tokens.WithLabels(r.Colour, "prompt").Inc(r.PromptTokens);
+            Tokens.WithLabels(r.Colour, "completion").Inc(r.CompletionTokens);
+            var generating = (r.TotalMs - r.TimeToFirstTokenMs) / 1000;
+            if (task == InferTasks.Chat && r.CompletionTokens > 1 && generating > 0)
+                TokensPerSecond.WithLabels(r.Colour).Observe((r.CompletionTokens - 1) / generating);
+        }
+        else if (final.Error is { } e)
+        {
+            Requests.WithLabels(e.Colour ?? colour, task, OpenAi.ApiError.FromInfer(e).Status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+            Duration.WithLabels(e.Colour ?? colour, task).Observe(elapsed.TotalSeconds);
+        }
+    }
+
+    public void Refused(string colour, string task, int status) =>
+        Requests.WithLabels(colour, task, status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+}
