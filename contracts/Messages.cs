@@ -39,6 +39,23 @@ public sealed record InferAccepted
     public required string ModelId { get; init; }
     public required string ProfileVersion { get; init; }
     public int Attempt { get; init; } = 1;
+    /// <summary>The W3C trace id the worker logged this request under (from the <c>traceparent</c> header).</summary>
+    public string? TraceId { get; init; }
+}
+
+/// <summary>NATS header names that travel with a request, so one request can be followed across processes.</summary>
+public static class Headers
+{
+    public const string RequestId = "Qwen-Request-Id";
+    /// <summary>W3C trace context: <c>00-&lt;trace id&gt;-&lt;span id&gt;-&lt;flags&gt;</c>.</summary>
+    public const string TraceParent = "traceparent";
+
+    public static string? TraceIdOf(string? traceparent)
+    {
+        if (traceparent is null) return null;
+        var parts = traceparent.Split('-');
+        return parts.Length == 4 && parts[1].Length == 32 ? parts[1] : null;
+    }
 }
 
 /// <summary>Streamed text: one or more tokens, already valid UTF-8.</summary>

@@ -90,6 +90,17 @@ public sealed class InferClient(
 
     internal IngressMetrics Metrics => metrics;
 
+    /// <summary>One line per request (never the user's text), with the request id for following it across services.</summary>
+    internal void LogFinished(InferCall call, InferReply final, TimeSpan elapsed)
+    {
+        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = call.Id, ["session_id"] = call.Request.SessionId });
+        if (final.Result is { } r)
+            logger.LogInformation("Served {Task} from {Colour} ({Profile}, {Worker}) in {Ms:F0} ms, {Completion} tokens, {Finish}",
+                call.Request.Task, r.Colour, r.ProfileVersion, r.WorkerId, elapsed.TotalMilliseconds, r.CompletionTokens, r.FinishReason);
+        else if (final.Error is { } e)
+            logger.LogWarning("Failed {Task} on {Colour}: {Code} after {Ms:F0} ms", call.Request.Task, e.Colour ?? call.Colour, e.Code, elapsed.TotalMilliseconds);
+    }
+
     private async Task<InferCall> StartLiveAsync(string colour, InferRequest draft, CancellationToken ct)
     {
         if (!workers.HasWorkers(colour))
@@ -130,7 +141,11 @@ public sealed class InferClient(
         _calls[request.Id] = channel;
         try
         {
-            var ack = await js.PublishAsync(subject, request, cancellationToken: ct);
+            var traceparent = System.Diagnostics.Activity.Current is { IdFormat: System.Diagnostics.ActivityIdFormat.W3C } activity
+                ? activity.Id!
+                : $"00-{System.Diagnostics.ActivityTraceId.CreateRandom()}-{System.Diagnostics.ActivitySpanId.CreateRandom()}-01";
+            var headers = new NatsHeaders { [Headers.RequestId] = request.Id, [Headers.TraceParent] = traceparent };
+            var ack = await js.PublishAsync(subject, request, headers: headers, cancellationToken: ct);
             if (ack.Error is { } err)
             {
                 throw err.ErrCode == MaxMessagesExceeded
@@ -208,8 +223,9 @@ public sealed class InferCall : IAsyncDisposable
     private void Finish(InferReply final)
     {
         Pair?.SetLive(final);
-        if (Measured)
-            _client.Metrics.Finished(Colour, Request.Task, final, _clock.Elapsed);
+        if (!Measured) return;
+        _client.Metrics.Finished(Colour, Request.Task, final, _clock.Elapsed);
+        _client.LogFinished(this, final, _clock.Elapsed);
     }
 
     public async IAsyncEnumerable<InferReply> ReadAsync([EnumeratorCancellation] CancellationToken ct = default)

@@ -117,7 +117,8 @@ public sealed class ShadowMirror : BackgroundService
                 Candidate = candidateSide,
                 At = DateTimeOffset.UtcNow,
             };
-            var ack = await _js.PublishAsync(Judging.Samples(sample.RolloutId), sample);
+            var ack = await _js.PublishAsync(Judging.Samples(sample.RolloutId), sample,
+                headers: new NATS.Client.Core.NatsHeaders { [Headers.RequestId] = pair.Request.Id });
             ack.EnsureSuccess();
             Interlocked.Increment(ref _compared);
             _metrics.Mirrors.WithLabels("compared").Inc();

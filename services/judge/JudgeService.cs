@@ -77,7 +77,11 @@ public sealed class JudgeService(
                 await foreach (var msg in consumer.ConsumeAsync<ShadowSample>(opts: new NatsJSConsumeOpts { MaxMsgs = 64 }, cancellationToken: ct))
                 {
                     if (msg.Data is { } sample && msg.Metadata is { } meta)
+                    {
+                        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = sample.Id, ["rollout_id"] = sample.RolloutId });
                         await ApplyAsync(sample, meta.Sequence.Stream, ct);
+                        logger.LogInformation("Sample applied: {Task}, {Phase} step {Step}, candidate {Outcome}", sample.Task, sample.Phase, sample.Step, sample.Candidate.Error ?? "answered");
+                    }
                     await msg.AckAsync(cancellationToken: ct);
                 }
             }

@@ -200,7 +200,8 @@ public sealed class WorkerService(
         }
         var request = msg.Data;
         var attempt = (int)(msg.Metadata?.NumDelivered ?? 1);
-        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["attempt"] = attempt });
+        var traceId = msg.Headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
+        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["trace_id"] = traceId, ["attempt"] = attempt });
         var queueMs = request.CreatedUnixMs > 0 ? Math.Max(0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - request.CreatedUnixMs) : 0;
 
         if (request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > request.DeadlineUnixMs)
@@ -218,6 +219,7 @@ public sealed class WorkerService(
             await ReplyAsync(request, InferReply.Of(new InferAccepted
             {
                 Id = request.Id, WorkerId = WorkerId, Colour = Colour, ModelId = engine.Model.Id, ProfileVersion = engine.Profile.Version, Attempt = attempt,
+                TraceId = traceId,
             }));
             var fault = faults.Draw();
             if (fault.Error)

@@ -45,6 +45,17 @@ public sealed class DiscoveryTests(SystemFixture fx)
             Assert.All(workers, m => Assert.Equal(modelSha, m.GetProperty("model_sha256").GetString()));
             Assert.All(workers, m => Assert.Equal("stories260K", m.GetProperty("model").GetString()));
             Assert.Equal(new[] { "v1", "v1", "v2" }, workers.Select(m => m.GetProperty("profile").GetString()).OrderBy(p => p));
+
+            // What `nats micro ls` and `nats micro stats` send.
+            var pings = new List<string>();
+            await foreach (var msg in nats.RequestManyAsync<byte[], byte[]>("$SRV.PING", [], replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromMilliseconds(500) }, cancellationToken: cts.Token))
+                pings.Add(JsonDocument.Parse(msg.Data!).RootElement.GetProperty("name").GetString()!);
+            Assert.Equal(5, pings.Count);
+            var stats = new List<JsonElement>();
+            await foreach (var msg in nats.RequestManyAsync<byte[], byte[]>("$SRV.STATS.qwen-worker", [], replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromMilliseconds(500) }, cancellationToken: cts.Token))
+                stats.Add(JsonDocument.Parse(msg.Data!).RootElement.Clone());
+            Assert.Equal(3, stats.Count);
+            Assert.All(stats, s => Assert.Equal("qwen-worker", s.GetProperty("name").GetString()));
         }
         finally
         {

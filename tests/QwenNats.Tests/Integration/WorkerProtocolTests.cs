@@ -81,6 +81,22 @@ public sealed class WorkerProtocolTests(SystemFixture fx)
         Assert.Single(replies, r => r.IsFinal);
     }
 
+    [Fact]
+    public async Task The_worker_works_under_the_trace_id_of_the_traceparent_header()
+    {
+        await using var nats = await ConnectAsync();
+        const string traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+        var id = NextId();
+        var inbox = $"test.reply.{id}";
+        await using var sub = await nats.SubscribeCoreAsync<InferReply>(inbox);
+        var js = new NatsJSContext(nats);
+        (await js.PublishAsync(Subjects.Infer("blue"), new InferRequest { Id = id, Task = InferTasks.Sentiment, Input = "ok", ReplyTo = inbox },
+            headers: new NatsHeaders { [Headers.TraceParent] = $"00-{traceId}-00f067aa0ba902b7-01" })).EnsureSuccess();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var first = await sub.Msgs.ReadAsync(cts.Token);
+        Assert.Equal(traceId, first.Data!.Accepted!.TraceId);
+    }
+
     private async Task<NatsConnection> ConnectAsync()
     {
         var nats = new NatsConnection(NatsOpts.Default with { Url = fx.Nats.Url, SerializerRegistry = QwenSerializerRegistry.Default });
