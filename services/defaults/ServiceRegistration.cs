@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using NATS.Client.Core;
@@ -68,5 +69,16 @@ internal sealed class StatusSerializer : INatsSerialize<Dictionary<string, strin
         foreach (var (k, v) in value.OrderBy(p => p.Key, StringComparer.Ordinal))
             writer.WriteString(k, v);
         writer.WriteEndObject();
+    }
+}
+
+public static class DiscoveryExtensions
+{
+    /// <summary>Registers this process with the NATS services framework under <paramref name="describe"/>'s name and metadata.</summary>
+    public static IServiceCollection AddDiscovery(this IServiceCollection services, Func<IServiceProvider, ServiceDescription> describe)
+    {
+        services.AddSingleton(describe);
+        services.AddHostedService<ServiceRegistration>();
+        return services;
     }
 }

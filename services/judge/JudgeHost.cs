@@ -13,12 +13,9 @@ public static class JudgeHost
 {
     public static IHost Build(string[] args, Action<IConfigurationBuilder>? configure = null)
     {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
-        configure?.Invoke(builder.Configuration);
-        builder.AddQwenDefaults("judge");
-        builder.Services.AddSingleton(new ServiceDescription(Subjects.JudgeService, "QwenNats judge: compares candidate answers with live",
+        var builder = QwenHost.CreateBuilder(args, "judge", configure);
+        builder.Services.AddDiscovery(_ => new ServiceDescription(Subjects.JudgeService, "QwenNats judge: compares candidate answers with live",
             new Dictionary<string, string> { ["role"] = "judge" }));
-        builder.Services.AddHostedService<ServiceRegistration>();
         builder.Services.Configure<JudgeOptions>(builder.Configuration.GetSection(JudgeOptions.Section));
         builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
         builder.Services.AddSingleton<WorkQueueTopology>();

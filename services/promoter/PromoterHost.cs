@@ -14,12 +14,9 @@ public static class PromoterHost
 {
     public static IHost Build(string[] args, Action<IConfigurationBuilder>? configure = null)
     {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
-        configure?.Invoke(builder.Configuration);
-        builder.AddQwenDefaults("promoter");
-        builder.Services.AddSingleton(new ServiceDescription(Subjects.PromoterService, "QwenNats promoter: drives rollouts",
+        var builder = QwenHost.CreateBuilder(args, "promoter", configure);
+        builder.Services.AddDiscovery(_ => new ServiceDescription(Subjects.PromoterService, "QwenNats promoter: drives rollouts",
             new Dictionary<string, string> { ["role"] = "promoter" }));
-        builder.Services.AddHostedService<ServiceRegistration>();
         builder.Services.Configure<PromoterOptions>(builder.Configuration.GetSection(PromoterOptions.Section));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();

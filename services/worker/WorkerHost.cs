@@ -13,12 +13,13 @@ public static class WorkerHost
     /// <summary>Builds a worker host; tests call this with their own settings.</summary>
     public static IHost Build(string[] args, Action<IConfigurationBuilder>? configure = null)
     {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
-        configure?.Invoke(builder.Configuration);
-        var colour = builder.Configuration[$"{WorkerOptions.Section}:Colour"] ?? Contracts.Colours.Blue;
-        if (!Contracts.Colours.IsWellFormed(colour))
-            throw new InvalidOperationException($"Worker:Colour '{colour}' is not a valid colour (lowercase letters, digits, '-').");
-        builder.AddQwenDefaults("worker", colour);
+        var builder = QwenHost.CreateBuilder(args, "worker", configure, config =>
+        {
+            var colour = config[$"{WorkerOptions.Section}:Colour"] ?? Contracts.Colours.Blue;
+            return Contracts.Colours.IsWellFormed(colour)
+                ? colour
+                : throw new InvalidOperationException($"Worker:Colour '{colour}' is not a valid colour (lowercase letters, digits, '-').");
+        });
         builder.Services.Configure<WorkerOptions>(builder.Configuration.GetSection(WorkerOptions.Section));
         builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
         builder.Services.AddSingleton<WorkQueueTopology>();
@@ -31,7 +32,7 @@ public static class WorkerHost
             return new LlamaEngine(sp.GetRequiredService<IOptions<WorkerOptions>>(), sp.GetRequiredService<PromptProfile>(), sp.GetRequiredService<ILogger<LlamaEngine>>());
         });
         builder.Services.AddHostedService<WorkerService>();
-        builder.Services.AddSingleton(sp =>
+        builder.Services.AddDiscovery(sp =>
         {
             var engine = sp.GetRequiredService<LlamaEngine>();
             var o = sp.GetRequiredService<IOptions<WorkerOptions>>().Value;
@@ -46,7 +47,6 @@ public static class WorkerHost
                 ["context"] = engine.ContextSize.ToString(inv),
             });
         });
-        builder.Services.AddHostedService<ServiceRegistration>();
         return builder.Build();
     }
 }
