@@ -13,6 +13,8 @@
 #   QWEN_SLOTS      requests decoded together per worker (default 2)
 #   QWEN_POLICY     rollout policy for the judge and promoter (default deploy/rollout-policy.json)
 #   QWEN_METRICS_BASE  Prometheus ports: base+1 blue worker, base+2 green worker, base+3 judge, base+4 promoter (default 9100)
+#   QWEN_OPERATOR_TOKEN  token that unlocks the web console's operator actions (default: a random one,
+#                   written to .run/operator-token); set it to "none" for a read-only console
 #   QWEN_GREEN_ARGS extra arguments for the green worker (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
 set -euo pipefail
 
@@ -84,6 +86,14 @@ start nats "[nats]" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats"
 for _ in $(seq 1 50); do (echo >/dev/tcp/127.0.0.1/"$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
 
 export Nats__Url="$NATS_URL"
+OPERATOR_TOKEN="${QWEN_OPERATOR_TOKEN:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}"
+if [ "$OPERATOR_TOKEN" = "none" ]; then
+  OPERATOR_TOKEN=""; rm -f "$RUN/operator-token"
+else
+  (umask 077; printf '%s\n' "$OPERATOR_TOKEN" >"$RUN/operator-token")
+fi
+# Passed through the environment, not the command line, so it does not show in ps.
+Console__OperatorToken="$OPERATOR_TOKEN" \
 start ingress "" dotnet "$(bin ingress QwenNats.Ingress)" --Ingress:Port="$PORT" --Ingress:LiveColour=blue
 start worker-blue "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=blue --Worker:ModelPath="$MODEL" \
   --Worker:ProfilePath="$ROOT/deploy/profiles/v1.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
@@ -123,6 +133,7 @@ fi
 cat <<MSG
 
 QwenNats is up.
+  console   http://127.0.0.1:$PORT/   (operator token: ${OPERATOR_TOKEN:+$RUN/operator-token}${OPERATOR_TOKEN:-none, read-only})
   ingress   http://127.0.0.1:$PORT   (health /healthz, readiness /readyz, models /v1/models)
   websocket ws://127.0.0.1:$PORT/ws/chat
   nats      $NATS_URL  (JetStream store $RUN/nats)

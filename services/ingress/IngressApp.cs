@@ -1,3 +1,4 @@
+using QwenNats.Ingress.Console;
 using QwenNats.Ingress.Endpoints;
 using QwenNats.Ingress.OpenAi;
 using Prometheus;
@@ -17,6 +18,8 @@ public static class IngressApp
         builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
         builder.Services.AddSingleton<WorkQueueTopology>();
         builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.Configure<Console.ConsoleOptions>(builder.Configuration.GetSection(Console.ConsoleOptions.Section));
+        builder.Services.AddSingleton(sp => new Console.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Console.ConsoleOptions>>().Value.LatencyWindow));
         builder.Services.AddSingleton<IngressMetrics>();
         builder.Services.AddSingleton<Routing.RolloutView>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
@@ -29,6 +32,12 @@ public static class IngressApp
         builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
         builder.Services.AddSingleton<ShadowMirror>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
+        var console = builder.Configuration.GetSection(Console.ConsoleOptions.Section).Get<Console.ConsoleOptions>() ?? new Console.ConsoleOptions();
+        if (console.Enabled)
+        {
+            builder.Services.AddSingleton<Console.ConsoleHub>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<Console.ConsoleHub>());
+        }
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
         if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
             builder.WebHost.UseUrls($"http://127.0.0.1:{builder.Configuration.GetValue<int?>($"{IngressOptions.Section}:Port") ?? 8080}");
@@ -40,6 +49,8 @@ public static class IngressApp
         app.MapSentimentApi();
         app.MapStatusApi();
         app.MapWebSocketChat();
+        if (console.Enabled)
+            app.MapConsole();
         var registry = app.Services.GetRequiredService<QwenMetrics>().Registry;
         registry.AddBeforeCollectCallback(() =>
         {

@@ -7,8 +7,9 @@ namespace QwenNats.Ingress;
 /// <summary>The ingress's metric families (docs/metrics.md).</summary>
 public sealed class IngressMetrics
 {
-    public IngressMetrics(QwenMetrics metrics)
+    public IngressMetrics(QwenMetrics metrics, Console.RecentLatency recent)
     {
+        Recent = recent;
         var f = metrics.Factory;
         Requests = f.CreateCounter("qwen_requests_total", "Inference requests by serving colour, task and HTTP-equivalent status.", ["colour", "task", "status"]);
         Duration = f.CreateHistogram("qwen_request_duration_seconds", "End-to-end inference request duration at the ingress.",
@@ -38,6 +39,9 @@ public sealed class IngressMetrics
     public Gauge PoolWorkers { get; }
     public Gauge LivePoolWorkers { get; }
 
+    /// <summary>The last seconds of request latencies by colour, for the console's live chart.</summary>
+    public Console.RecentLatency Recent { get; }
+
     public void Rollout(RolloutState state)
     {
         foreach (var p in Enum.GetNames<RolloutPhase>())
@@ -52,6 +56,7 @@ public sealed class IngressMetrics
         {
             Requests.WithLabels(r.Colour, task, "200").Inc();
             Duration.WithLabels(r.Colour, task).Observe(elapsed.TotalSeconds);
+            Recent.Record(Environment.TickCount64, r.Colour, elapsed.TotalMilliseconds, ok: true);
             TimeToFirstToken.WithLabels(r.Colour, task).Observe(r.TimeToFirstTokenMs / 1000);
             Tokens.WithLabels(r.Colour, "prompt").Inc(r.PromptTokens);
             Tokens.WithLabels(r.Colour, "completion").Inc(r.CompletionTokens);
@@ -63,6 +68,7 @@ public sealed class IngressMetrics
         {
             Requests.WithLabels(e.Colour ?? colour, task, OpenAi.ApiError.FromInfer(e).Status.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
             Duration.WithLabels(e.Colour ?? colour, task).Observe(elapsed.TotalSeconds);
+            Recent.Record(Environment.TickCount64, e.Colour ?? colour, elapsed.TotalMilliseconds, ok: false);
         }
     }
 

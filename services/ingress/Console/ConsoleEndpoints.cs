@@ -1,0 +1,220 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using QwenNats.Contracts;
+using QwenNats.Ingress.OpenAi;
+
+namespace QwenNats.Ingress.Console;
+
+/// <summary>What the console page needs to know about this ingress before it draws itself.</summary>
+public sealed record ConsoleConfig(string Ingress, bool OperatorActions, IReadOnlyList<string> Colours, IReadOnlyList<string> Actions);
+
+/// <summary>
+/// The web console: the page and its assets at <c>/</c> and <c>/console/*</c> (embedded in the ingress, no
+/// CDN, no build step), a server-sent event stream at <c>/api/console/stream</c>, and operator actions at
+/// <c>POST /api/console/actions/{verb}</c>, which need the operator token and a reason and are passed to
+/// the promoter as the matching <c>qwen.ctl.*</c> request.
+/// </summary>
+public static class ConsoleEndpoints
+{
+    /// <summary>The verbs the console may send; everything else stays with <c>qwen.ctl.*</c>.</summary>
+    public static readonly IReadOnlyList<string> Actions =
+        [Rollouts.Verbs.Start, Rollouts.Verbs.Promote, Rollouts.Verbs.Pause, Rollouts.Verbs.Resume, Rollouts.Verbs.Rollback, Rollouts.Verbs.Abort, Rollouts.Verbs.SetWeight];
+
+    private static readonly Dictionary<string, string> Assets = new(StringComparer.Ordinal)
+    {
+        ["/"] = "index.html",
+        ["/console/app.js"] = "app.js",
+        ["/console/app.css"] = "app.css",
+    };
+
+    public static IEndpointRouteBuilder MapConsole(this IEndpointRouteBuilder app)
+    {
+        foreach (var (route, file) in Assets)
+            app.MapGet(route, (HttpContext http) => ServeAssetAsync(http, file));
+        app.MapGet("/api/console/config", (InferClient client, IOptions<ConsoleOptions> options, IOptions<IngressOptions> ingress) =>
+            Results.Json(new ConsoleConfig(client.InstanceId, !string.IsNullOrEmpty(options.Value.OperatorToken), ingress.Value.Colours, Actions),
+                ConsoleJson.Default.ConsoleConfig));
+        app.MapGet("/api/console/stream", StreamAsync);
+        app.MapPost("/api/console/actions/{verb}", ActAsync);
+        return app;
+    }
+
+    private static async Task ServeAssetAsync(HttpContext http, string file)
+    {
+        await using var stream = typeof(ConsoleEndpoints).Assembly.GetManifestResourceStream($"console/{file}");
+        if (stream is null)
+        {
+            await HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"The console asset {file} is missing from this build."));
+            return;
+        }
+        http.Response.ContentType = Path.GetExtension(file) switch
+        {
+            ".html" => "text/html; charset=utf-8",
+            ".js" => "text/javascript; charset=utf-8",
+            ".css" => "text/css; charset=utf-8",
+            _ => "application/octet-stream",
+        };
+        http.Response.Headers.CacheControl = "no-cache";
+        http.Response.Headers.XContentTypeOptions = "nosniff";
+        http.Response.Headers["Referrer-Policy"] = "no-referrer";
+        http.Response.Headers.ContentSecurityPolicy = "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+        await stream.CopyToAsync(http.Response.Body, http.RequestAborted);
+    }
+
+    private static async Task StreamAsync(HttpContext http, ConsoleHub hub)
+    {
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        http.Response.Headers["X-Accel-Buffering"] = "no";
+        var ct = http.RequestAborted;
+        var feed = hub.Subscribe(ct);
+        try
+        {
+            await http.Response.WriteAsync(": console feed\n\n", ct);
+            await http.Response.Body.FlushAsync(ct);
+            await foreach (var m in feed.ReadAllAsync(ct))
+            {
+                await http.Response.WriteAsync($"event: {m.Event}\ndata: {m.Data}\n\n", ct);
+                await http.Response.Body.FlushAsync(ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+    }
+
+    private static async Task ActAsync(HttpContext http, string verb, NatsConnection nats, IOptions<ConsoleOptions> options, ILoggerFactory loggers)
+    {
+        var o = options.Value;
+        if (!Actions.Contains(verb, StringComparer.Ordinal))
+        {
+            await HttpJson.WriteErrorAsync(http, new ApiError(404, "unknown_action", $"'{verb}' is not a console action; use one of {string.Join(", ", Actions)}."));
+            return;
+        }
+        if (string.IsNullOrEmpty(o.OperatorToken))
+        {
+            await HttpJson.WriteErrorAsync(http, new ApiError(403, "console_read_only", "This console is read-only: no operator token is configured (Console:OperatorToken)."));
+            return;
+        }
+        var given = OperatorToken(http);
+        if (given is null)
+        {
+            await HttpJson.WriteErrorAsync(http, new ApiError(401, "operator_token_required", "Operator actions need the operator token (Authorization: Bearer <token>)."));
+            return;
+        }
+        if (!SameSecret(given, o.OperatorToken))
+        {
+            await HttpJson.WriteErrorAsync(http, new ApiError(401, "invalid_operator_token", "The operator token is not valid."));
+            return;
+        }
+        var (doc, readError) = await HttpJson.ReadAsync(http, 16_384);
+        if (doc is null)
+        {
+            await HttpJson.WriteErrorAsync(http, readError!);
+            return;
+        }
+        ControlRequest request;
+        using (doc)
+        {
+            if (!TryParseAction(doc.RootElement, verb, o, out request, out var error))
+            {
+                await HttpJson.WriteErrorAsync(http, error!);
+                return;
+            }
+        }
+        ControlReply reply;
+        try
+        {
+            var msg = await nats.RequestAsync<ControlRequest, ControlReply>(Rollouts.Control(verb), request,
+                replyOpts: new NatsSubOpts { Timeout = o.ActionTimeout }, cancellationToken: http.RequestAborted);
+            reply = msg.Data ?? ControlReply.Refused("empty_reply", "The promoter sent an empty answer.");
+        }
+        catch (Exception e) when (e is NatsNoRespondersException or NatsNoReplyException or NatsException)
+        {
+            await HttpJson.WriteErrorAsync(http, new ApiError(503, "promoter_unavailable", $"No promoter answered qwen.ctl.{verb}: {e.Message}"));
+            return;
+        }
+        loggers.CreateLogger("QwenNats.Ingress.Console").LogInformation("Console action {Verb} by {Actor}: {Outcome}", verb, request.Actor, reply.Ok ? "ok" : reply.Code);
+        if (!reply.Ok)
+        {
+            await HttpJson.WriteErrorAsync(http, new ApiError(409, reply.Code ?? "refused", reply.Error ?? "The promoter refused the action."));
+            return;
+        }
+        await HttpJson.WriteAsync(http, 200, reply, QwenJsonContext.Default.ControlReply);
+    }
+
+    /// <summary>Validates an action body: a reason is required; start may name a candidate, set-weight needs a weight.</summary>
+    public static bool TryParseAction(JsonElement root, string verb, ConsoleOptions options, out ControlRequest request, out ApiError? error)
+    {
+        request = null!;
+        error = null;
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            error = ApiError.Invalid("The body must be a JSON object with a 'reason'.");
+            return false;
+        }
+        var reason = root.TryGetProperty("reason", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString()!.Trim() : "";
+        if (reason.Length == 0)
+        {
+            error = new ApiError(400, "reason_required", "Every operator action needs a reason; it is written to the audit log.", "reason");
+            return false;
+        }
+        if (reason.Length > options.MaxReasonChars || reason.Any(char.IsControl))
+        {
+            error = ApiError.Invalid($"The reason must be at most {options.MaxReasonChars} characters without control characters.", "reason");
+            return false;
+        }
+        string? candidate = null;
+        if (root.TryGetProperty("candidate", out var c) && c.ValueKind != JsonValueKind.Null)
+        {
+            if (c.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(c.GetString()))
+            {
+                error = ApiError.Invalid("'candidate' must be a colour name.", "candidate");
+                return false;
+            }
+            candidate = c.GetString();
+        }
+        int? weight = null;
+        if (root.TryGetProperty("weight", out var w) && w.ValueKind != JsonValueKind.Null)
+        {
+            if (w.ValueKind != JsonValueKind.Number || !w.TryGetInt32(out var value))
+            {
+                error = ApiError.Invalid("'weight' must be an integer percent.", "weight");
+                return false;
+            }
+            weight = value;
+        }
+        if (verb == Rollouts.Verbs.SetWeight && weight is null)
+        {
+            error = ApiError.Invalid("set-weight needs a 'weight'.", "weight");
+            return false;
+        }
+        var full = root.TryGetProperty("full", out var f) && f.ValueKind == JsonValueKind.True;
+        request = new ControlRequest { Reason = reason, Actor = options.Actor, Candidate = candidate, Weight = weight, Full = full ? true : null };
+        return true;
+    }
+
+    private static string? OperatorToken(HttpContext http)
+    {
+        var header = http.Request.Headers.Authorization.ToString();
+        if (header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            var token = header["Bearer ".Length..].Trim();
+            return token.Length > 0 ? token : null;
+        }
+        return null;
+    }
+
+    /// <summary>Compares secrets in constant time (hashes first, so lengths do not leak either).</summary>
+    public static bool SameSecret(string given, string expected) =>
+        CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(given)), SHA256.HashData(Encoding.UTF8.GetBytes(expected)));
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(ConsoleTick))]
+[JsonSerializable(typeof(ConsoleConfig))]
+internal sealed partial class ConsoleJson : JsonSerializerContext;

@@ -1,0 +1,53 @@
+namespace QwenNats.Ingress.Console;
+
+/// <summary>One colour's request latency over the recent window.</summary>
+public sealed record ColourLatency(string Colour, int Requests, int Errors, double P50Ms, double P95Ms);
+
+/// <summary>
+/// Latencies of the requests this ingress finished in the last <c>window</c>, by colour, for the console's
+/// live chart. Bounded: beyond <c>capacity</c> entries the oldest are forgotten.
+/// </summary>
+public sealed class RecentLatency(TimeSpan window, int capacity = 4096)
+{
+    private readonly Queue<(long AtMs, string Colour, double Ms, bool Ok)> _entries = new();
+    private readonly Lock _gate = new();
+
+    public void Record(long atMs, string colour, double ms, bool ok)
+    {
+        lock (_gate)
+        {
+            _entries.Enqueue((atMs, colour, ms, ok));
+            while (_entries.Count > capacity)
+                _entries.Dequeue();
+        }
+    }
+
+    /// <summary>Percentiles per colour over the entries no older than the window at <paramref name="nowMs"/>.</summary>
+    public IReadOnlyList<ColourLatency> Snapshot(long nowMs)
+    {
+        List<(string Colour, double Ms, bool Ok)> recent;
+        lock (_gate)
+        {
+            var oldest = nowMs - (long)window.TotalMilliseconds;
+            while (_entries.Count > 0 && _entries.Peek().AtMs < oldest)
+                _entries.Dequeue();
+            recent = _entries.Select(e => (e.Colour, e.Ms, e.Ok)).ToList();
+        }
+        return recent.GroupBy(e => e.Colour, StringComparer.Ordinal)
+            .OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g =>
+            {
+                var ok = g.Where(e => e.Ok).Select(e => e.Ms).Order().ToArray();
+                return new ColourLatency(g.Key, g.Count(), g.Count(e => !e.Ok), Percentile(ok, 0.50), Percentile(ok, 0.95));
+            })
+            .ToList();
+    }
+
+    /// <summary>Nearest-rank percentile of sorted values; 0 when there are none.</summary>
+    public static double Percentile(IReadOnlyList<double> sorted, double q)
+    {
+        if (sorted.Count == 0) return 0;
+        var rank = (int)Math.Ceiling(q * sorted.Count);
+        return Math.Round(sorted[Math.Clamp(rank - 1, 0, sorted.Count - 1)], 1);
+    }
+}
