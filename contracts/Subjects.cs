@@ -73,6 +73,8 @@ public static class ErrorCodes
     public const string NoWorkers = "no_workers";
     public const string Overloaded = "overloaded";
     public const string WorkerLost = "worker_lost";
+    /// <summary>The ingress lost its connection to NATS: new requests are refused and requests in flight end.</summary>
+    public const string BusUnavailable = "bus_unavailable";
     public const string Cancelled = "cancelled";
     public const string InternalError = "internal_error";
 }

@@ -17,8 +17,10 @@ public sealed record WorkQueueOptions
     /// <summary>Work older than this is dropped by the server (nobody waits that long).</summary>
     public TimeSpan MaxAge { get; init; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>How long a worker may hold a request without acking or reporting progress before it is redelivered.</summary>
-    public TimeSpan AckWait { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long a worker may hold a request without acking or reporting progress before it is
+    /// redelivered. Workers report progress every third of it on a timer while a job runs, so this bounds how
+    /// long the work of a dead worker waits before another worker takes it.</summary>
+    public TimeSpan AckWait { get; init; } = TimeSpan.FromSeconds(6);
 
     /// <summary>Deliveries per request before it is given up (a poison request must not loop forever).</summary>
     public int MaxDeliver { get; init; } = 3;

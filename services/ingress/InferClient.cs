@@ -107,6 +107,8 @@ public sealed class InferClient(
             throw new DispatchException(503, ErrorCodes.NoWorkers, $"No worker of the {colour} pool is available.");
         if (!_ready.Task.IsCompleted)
             throw new DispatchException(503, ErrorCodes.NoWorkers, "The ingress is not connected to NATS yet.");
+        if (!BusUp)
+            throw new DispatchException(503, ErrorCodes.BusUnavailable, "The ingress has lost its connection to the message bus; retry shortly.");
         var pair = Mirror?.Begin(ref draft, colour);
         InferCall call;
         try
@@ -172,6 +174,13 @@ public sealed class InferClient(
         return new InferCall(this, request, colour, channel.Reader, timeout);
     }
 
+    internal bool BusUp => nats.ConnectionState == NatsConnectionState.Open;
+
+    internal TimeSpan BusLostGrace => options.Value.BusLostGrace;
+
+    /// <summary>True when the worker has stopped sending heartbeats (or said it is leaving).</summary>
+    internal bool IsGone(string workerId) => !workers.Live().Any(w => w.WorkerId == workerId);
+
     internal async ValueTask EndAsync(InferCall call, bool finished)
     {
         _calls.TryRemove(call.Id, out _);
@@ -232,15 +241,61 @@ public sealed class InferCall : IAsyncDisposable
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _deadline.Token);
         var chunksSent = 0;
+        DateTimeOffset? busDownSince = null;
         while (!_finished)
         {
             InferReply? reply = null;
+            var workerGone = false;
+            var busGone = false;
             try
             {
-                reply = await _replies.ReadAsync(linked.Token);
+                while (reply is null)
+                {
+                    // Wake up every second to check that the worker streaming this answer is still alive:
+                    // its heartbeats stop when it dies, long before JetStream would redeliver the work.
+                    using var tick = CancellationTokenSource.CreateLinkedTokenSource(linked.Token);
+                    tick.CancelAfter(TimeSpan.FromSeconds(1));
+                    try
+                    {
+                        reply = await _replies.ReadAsync(tick.Token);
+                    }
+                    catch (OperationCanceledException) when (!linked.IsCancellationRequested)
+                    {
+                        if (chunksSent > 0 && Accepted is { } serving && _client.IsGone(serving.WorkerId))
+                        {
+                            workerGone = true;
+                            break;
+                        }
+                        if (_client.BusUp)
+                            busDownSince = null;
+                        else if ((busDownSince ??= DateTimeOffset.UtcNow) < DateTimeOffset.UtcNow - _client.BusLostGrace)
+                        {
+                            busGone = true;
+                            break;
+                        }
+                    }
+                }
             }
             catch (OperationCanceledException) when (_deadline.IsCancellationRequested && !ct.IsCancellationRequested)
             {
+            }
+            if (workerGone)
+            {
+                _finished = true;
+                await _client.EndAsync(this, finished: false);
+                var lost = InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.WorkerLost, Message = "The worker serving this request stopped mid-answer; retry the request.", Colour = Colour, WorkerId = Accepted?.WorkerId });
+                Finish(lost);
+                yield return lost;
+                yield break;
+            }
+            if (busGone)
+            {
+                _finished = true;
+                await _client.EndAsync(this, finished: false);
+                var unavailable = InferReply.Of(new InferError { Id = Id, Code = ErrorCodes.BusUnavailable, Message = "The ingress lost its connection to the message bus while this request was in flight; retry the request.", Colour = Colour });
+                Finish(unavailable);
+                yield return unavailable;
+                yield break;
             }
             if (reply is null)
             {

@@ -26,6 +26,10 @@ public sealed record IngressOptions
     /// <summary>A worker that has not sent a heartbeat for this long is considered gone.</summary>
     public TimeSpan WorkerStaleAfter { get; init; } = TimeSpan.FromSeconds(3);
 
+    /// <summary>A request in flight ends with 503 <c>bus_unavailable</c> once the ingress has been
+    /// disconnected from NATS this long (its reply could not arrive anyway); new requests are refused at once.</summary>
+    public TimeSpan BusLostGrace { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Seconds suggested in <c>Retry-After</c> on a 503.</summary>
     public int RetryAfterSeconds { get; init; } = 1;
 

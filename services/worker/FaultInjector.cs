@@ -27,10 +27,14 @@ public sealed record FaultOptions
     /// <summary>Fraction of requests answered with an <c>injected_fault</c> error instead (independent of <see cref="Fraction"/>).</summary>
     public double ErrorRate { get; init; }
 
-    public bool Enabled => ErrorRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Slowdown > 1));
+    /// <summary>Fraction of requests the worker takes and then never answers (a hung worker), until the
+    /// ingress cancels them at their deadline. Independent of the others.</summary>
+    public double HangRate { get; init; }
+
+    public bool Enabled => ErrorRate > 0 || HangRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Slowdown > 1));
 }
 
-public readonly record struct FaultDraw(bool Error, bool Active);
+public readonly record struct FaultDraw(bool Error, bool Active, bool Hang = false);
 
 public sealed class FaultInjector
 {
@@ -41,13 +45,13 @@ public sealed class FaultInjector
     {
         _o = options.Value;
         if (_o.Enabled)
-            logger.LogWarning("FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, slowdown x{Slowdown}, error rate {ErrorRate}",
-                _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Slowdown, _o.ErrorRate);
+            logger.LogWarning("FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, slowdown x{Slowdown}, error rate {ErrorRate}, hang rate {HangRate}",
+                _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Slowdown, _o.ErrorRate, _o.HangRate);
     }
 
     public FaultDraw Draw() => !_o.Enabled
         ? default
-        : new FaultDraw(Random.Shared.NextDouble() < _o.ErrorRate, Random.Shared.NextDouble() < _o.Fraction);
+        : new FaultDraw(Random.Shared.NextDouble() < _o.ErrorRate, Random.Shared.NextDouble() < _o.Fraction, Random.Shared.NextDouble() < _o.HangRate);
 
     public async Task<InferResult> ApplyAsync(InferResult r, PromptProfile profile)
     {

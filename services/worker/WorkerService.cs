@@ -212,6 +212,8 @@ public sealed class WorkerService(
             return;
         }
 
+        if (attempt > 1)
+            logger.LogInformation("Taking over a request another worker did not finish (attempt {Attempt})", attempt);
         using var cancel = new CancellationTokenSource();
         _running[request.Id] = cancel;
         try
@@ -221,55 +223,96 @@ public sealed class WorkerService(
                 Id = request.Id, WorkerId = WorkerId, Colour = Colour, ModelId = engine.Model.Id, ProfileVersion = engine.Profile.Version, Attempt = attempt,
                 TraceId = traceId,
             }));
-            var fault = faults.Draw();
-            if (fault.Error)
+            // The message stays ours while the job runs, however long the prompt takes to evaluate: progress
+            // acks on a timer, so a short AckWait redelivers the work of a dead worker quickly.
+            using var keepAlive = new CancellationTokenSource();
+            var keepingAlive = KeepAliveAsync(msg, topology.Options.AckWait / 3, keepAlive.Token);
+            try
             {
-                await ReplyAsync(request, InferReply.Of(new InferError { Id = request.Id, Code = FaultInjector.ErrorCode, Message = "Injected fault (Faults:ErrorRate).", WorkerId = WorkerId, Colour = Colour }));
-                await msg.AckAsync();
-                return;
+                await RunAsync(msg, request, attempt, queueMs, cancel.Token);
             }
-            var job = engine.TryCreateJob(request, Stamp, attempt, queueMs, cancel.Token, out var error);
-            if (job is null)
+            finally
             {
-                logger.LogInformation("Refused request: {Code}", error!.Code);
-                await ReplyAsync(request, InferReply.Of(error with { Id = request.Id, WorkerId = WorkerId, Colour = Colour }));
-                await msg.AckAsync();
-                return;
+                await keepAlive.CancelAsync();
+                await keepingAlive;
             }
-
-            var progress = Stopwatch.StartNew();
-            var progressEvery = topology.Options.AckWait / 3;
-            engine.Submit(job);
-            await foreach (var produced in job.Output.ReadAllAsync())
-            {
-                var reply = fault.Active && produced.Result is { } done ? InferReply.Of(await faults.ApplyAsync(done, engine.Profile)) : produced;
-                await ReplyAsync(request, reply);
-                if (progress.Elapsed > progressEvery)
-                {
-                    await msg.AckProgressAsync();
-                    progress.Restart();
-                }
-                if (reply.Result is { } finished)
-                {
-                    _done.WithLabels(Colour, request.Task, "ok").Inc();
-                    _generated.WithLabels(Colour).Inc(finished.CompletionTokens);
-                }
-                else if (reply.Error is { } failed)
-                {
-                    _done.WithLabels(Colour, request.Task, failed.Code).Inc();
-                }
-                if (reply.Result is { } r)
-                    logger.LogInformation("Done: {Task} {Finish} {Prompt}+{Completion} tokens in {TotalMs:F0} ms (ttft {TtftMs:F0} ms)",
-                        r.Task, r.FinishReason, r.PromptTokens, r.CompletionTokens, r.TotalMs, r.TimeToFirstTokenMs);
-                else if (reply.Error is { } err)
-                    logger.LogWarning("Failed: {Code} {Message}", err.Code, err.Message);
-            }
-            await msg.AckAsync();
         }
         finally
         {
             _running.TryRemove(request.Id, out _);
         }
+    }
+
+    private async Task KeepAliveAsync(INatsJSMsg<InferRequest> msg, TimeSpan every, CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(every > TimeSpan.FromMilliseconds(100) ? every : TimeSpan.FromMilliseconds(100));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+                await msg.AckProgressAsync(cancellationToken: ct);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (Exception e)
+        {
+            logger.LogDebug("Progress ack failed: {Reason}", e.Message);
+        }
+    }
+
+    private async Task RunAsync(INatsJSMsg<InferRequest> msg, InferRequest request, int attempt, double queueMs, CancellationToken cancelled)
+    {
+        var fault = faults.Draw();
+        if (fault.Hang)
+        {
+            logger.LogWarning("Injected fault: hanging on this request (Faults:HangRate) until it is cancelled");
+            try
+            {
+                await Task.Delay(Timeout.Infinite, cancelled);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            await ReplyAsync(request, InferReply.Of(new InferError { Id = request.Id, Code = ErrorCodes.Cancelled, Message = "Cancelled while hung (Faults:HangRate).", WorkerId = WorkerId, Colour = Colour }));
+            await msg.AckAsync();
+            return;
+        }
+        if (fault.Error)
+        {
+            await ReplyAsync(request, InferReply.Of(new InferError { Id = request.Id, Code = FaultInjector.ErrorCode, Message = "Injected fault (Faults:ErrorRate).", WorkerId = WorkerId, Colour = Colour }));
+            await msg.AckAsync();
+            return;
+        }
+        var job = engine.TryCreateJob(request, Stamp, attempt, queueMs, cancelled, out var error);
+        if (job is null)
+        {
+            logger.LogInformation("Refused request: {Code}", error!.Code);
+            await ReplyAsync(request, InferReply.Of(error with { Id = request.Id, WorkerId = WorkerId, Colour = Colour }));
+            await msg.AckAsync();
+            return;
+        }
+
+        engine.Submit(job);
+        await foreach (var produced in job.Output.ReadAllAsync())
+        {
+            var reply = fault.Active && produced.Result is { } done ? InferReply.Of(await faults.ApplyAsync(done, engine.Profile)) : produced;
+            await ReplyAsync(request, reply);
+            if (reply.Result is { } finished)
+            {
+                _done.WithLabels(Colour, request.Task, "ok").Inc();
+                _generated.WithLabels(Colour).Inc(finished.CompletionTokens);
+            }
+            else if (reply.Error is { } failed)
+            {
+                _done.WithLabels(Colour, request.Task, failed.Code).Inc();
+            }
+            if (reply.Result is { } r)
+                logger.LogInformation("Done: {Task} {Finish} {Prompt}+{Completion} tokens in {TotalMs:F0} ms (ttft {TtftMs:F0} ms)",
+                    r.Task, r.FinishReason, r.PromptTokens, r.CompletionTokens, r.TotalMs, r.TimeToFirstTokenMs);
+            else if (reply.Error is { } err)
+                logger.LogWarning("Failed: {Code} {Message}", err.Code, err.Message);
+        }
+        await msg.AckAsync();
     }
 
     private ValueTask ReplyAsync(InferRequest request, InferReply reply) =>

@@ -23,7 +23,7 @@ public sealed record ApiError(int Status, string Code, string Message, string? P
     {
         ErrorCodes.InvalidRequest or ErrorCodes.EmptyConversation or ErrorCodes.UnknownTask or ErrorCodes.ContextLengthExceeded => 400,
         ErrorCodes.DeadlineExceeded => 504,
-        ErrorCodes.NoWorkers or ErrorCodes.Overloaded or ErrorCodes.WorkerLost or ErrorCodes.Cancelled => 503,
+        ErrorCodes.NoWorkers or ErrorCodes.Overloaded or ErrorCodes.WorkerLost or ErrorCodes.Cancelled or ErrorCodes.BusUnavailable => 503,
         _ => 502,
     }, e.Code, e.Message);
 }

@@ -5,27 +5,96 @@ namespace QwenNats.Tests.Infrastructure;
 
 /// <summary>
 /// A real <c>nats-server</c> with JetStream on a random port and a temporary store, killed and
-/// deleted on dispose.
+/// deleted on dispose. It can be killed (SIGKILL) and started again on the same port and store, and can
+/// run with a configuration file (users and permissions) and environment.
 /// </summary>
 public sealed class NatsServer : IAsyncDisposable
 {
-    private readonly Process _process;
     private readonly string _dir;
+    private readonly string? _config;
+    private readonly IReadOnlyDictionary<string, string> _env;
+    private Process _process;
 
-    private NatsServer(Process process, string dir, int port)
+    private NatsServer(Process process, string dir, int port, string? config, IReadOnlyDictionary<string, string> env)
     {
         _process = process;
         _dir = dir;
         Port = port;
+        _config = config;
+        _env = env;
     }
 
     public int Port { get; }
     public string Url => $"nats://127.0.0.1:{Port}";
+    public string StoreDir => Path.Combine(_dir, "js");
+    public int Pid => _process.Id;
 
-    public static async Task<NatsServer> StartAsync()
+    /// <summary>The server's log (with a configuration file: every permission violation it reports).</summary>
+    public IReadOnlyList<string> Log
+    {
+        get { lock (_log) return _log.ToList(); }
+    }
+
+    private readonly List<string> _log = [];
+
+    public static async Task<NatsServer> StartAsync(string? config = null, IReadOnlyDictionary<string, string>? env = null)
     {
         var dir = Path.Combine(Path.GetTempPath(), "qwen-nats-test-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
+        env ??= new Dictionary<string, string>();
+        var log = new List<string>();
+        var (process, port) = await LaunchAsync(dir, -1, config, env, log);
+        var server = new NatsServer(process, dir, port, config, env);
+        lock (server._log) server._log.AddRange(log);
+        process.OutputDataReceived += (_, e) => server.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => server.Append(e.Data);
+        return server;
+    }
+
+    /// <summary>Kills the server with SIGKILL (no clean shutdown), keeping its store.</summary>
+    public async Task KillAsync()
+    {
+        if (_process.HasExited) return;
+        _process.Kill(true);
+        await _process.WaitForExitAsync();
+    }
+
+    /// <summary>Starts the server again on the same port with the same store.</summary>
+    public async Task RestartAsync()
+    {
+        await KillAsync();
+        _process.Dispose();
+        foreach (var f in Directory.GetFiles(_dir, "*.ports")) File.Delete(f);
+        var log = new List<string>();
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (true)
+        {
+            try
+            {
+                (_process, _) = await LaunchAsync(_dir, Port, _config, _env, log);
+                break;
+            }
+            catch (InvalidOperationException) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200); // the port may still be in TIME_WAIT for a moment
+            }
+        }
+        _process.OutputDataReceived += (_, e) => Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null) return;
+        lock (_log)
+        {
+            _log.Add(line);
+            if (_log.Count > 20_000) _log.RemoveRange(0, 10_000);
+        }
+    }
+
+    private static async Task<(Process, int)> LaunchAsync(string dir, int port, string? config, IReadOnlyDictionary<string, string> env, List<string> log)
+    {
         var exe = Environment.GetEnvironmentVariable("NATS_SERVER") ?? "nats-server";
         var psi = new ProcessStartInfo(exe)
         {
@@ -33,8 +102,11 @@ public sealed class NatsServer : IAsyncDisposable
             RedirectStandardOutput = true,
             UseShellExecute = false,
         };
-        foreach (var a in new[] { "-a", "127.0.0.1", "-p", "-1", "-js", "-sd", Path.Combine(dir, "js"), "--ports_file_dir", dir })
-            psi.ArgumentList.Add(a);
+        var args = new List<string>();
+        if (config is not null) args.AddRange(["-c", config]);
+        args.AddRange(["-a", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-js", "-sd", Path.Combine(dir, "js"), "--ports_file_dir", dir]);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in env) psi.Environment[k] = v;
         Process process;
         try
         {
@@ -44,8 +116,8 @@ public sealed class NatsServer : IAsyncDisposable
         {
             throw new InvalidOperationException("nats-server is not installed (apt-get install -y nats-server) or NATS_SERVER does not point at it.", e);
         }
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.Add(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.Add(e.Data); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
 
@@ -60,13 +132,17 @@ public sealed class NatsServer : IAsyncDisposable
                 if (at >= 0)
                 {
                     var hostPort = text[(at + 7)..].Split('"', ',', ']')[0];
-                    var port = int.Parse(hostPort[(hostPort.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-                    if (await AnswersAsync(port))
-                        return new NatsServer(process, dir, port);
+                    var found = int.Parse(hostPort[(hostPort.LastIndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+                    if (await AnswersAsync(found))
+                        return (process, found);
                 }
             }
             if (process.HasExited)
-                throw new InvalidOperationException($"nats-server exited with code {process.ExitCode}");
+            {
+                string tail;
+                lock (log) tail = string.Join('\n', log.TakeLast(10));
+                throw new InvalidOperationException($"nats-server exited with code {process.ExitCode}: {tail}");
+            }
             await Task.Delay(25);
         }
         process.Kill(true);
