@@ -93,7 +93,9 @@ public sealed record RolloutEvent
     public DateTimeOffset At { get; init; }
 }
 
-/// <summary>The body of every <c>qwen.ctl.*</c> request; each verb reads the fields it needs.</summary>
+/// <summary>The body of every <c>qwen.ctl.*</c> request; each verb reads the fields it needs. Unknown
+/// fields are refused, so a typo never silently does something else.</summary>
+[JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record ControlRequest
 {
     public string? Candidate { get; init; }

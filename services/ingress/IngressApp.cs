@@ -21,6 +21,8 @@ public static class IngressApp
         builder.Services.Configure<Console.ConsoleOptions>(builder.Configuration.GetSection(Console.ConsoleOptions.Section));
         builder.Services.AddSingleton(sp => new Console.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Console.ConsoleOptions>>().Value.LatencyWindow));
         builder.Services.AddSingleton<IngressMetrics>();
+        builder.Services.Configure<Security.SecurityOptions>(builder.Configuration.GetSection(Security.SecurityOptions.Section));
+        builder.Services.AddSingleton<Security.ApiKeys>();
         builder.Services.AddSingleton<Routing.RolloutView>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
         builder.Services.AddSingleton<Routing.SessionRouter>();
@@ -45,6 +47,7 @@ public static class IngressApp
         var app = builder.Build();
         app.UseMiddleware<ErrorBoundary>();
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(20) });
+        app.UseMiddleware<Security.ApiKeyMiddleware>();
         app.MapChatApi();
         app.MapSentimentApi();
         app.MapStatusApi();

@@ -20,6 +20,12 @@ public sealed record IngressOptions
     /// <summary>Largest WebSocket message (a close with status 1009 beyond it).</summary>
     public int MaxWebSocketMessageBytes { get; init; } = 262_144;
 
+    /// <summary>Longest conversation (characters over all messages) a chat request may carry; 400 <c>prompt_too_long</c> beyond it.</summary>
+    public int MaxPromptChars { get; init; } = 65_536;
+
+    /// <summary>Longest sentiment input in characters.</summary>
+    public int MaxInputChars { get; init; } = 16_384;
+
     /// <summary>Upper bound of <c>max_tokens</c> a client may ask for.</summary>
     public int MaxTokensLimit { get; init; } = 4096;
 

@@ -32,6 +32,9 @@ public sealed record PromoterOptions
     public int HistoryDefault { get; init; } = 20;
     public int HistoryMax { get; init; } = 500;
 
+    /// <summary>Longest free-text field (reason, actor, colour, session) of an operator command.</summary>
+    public int MaxTextChars { get; init; } = 500;
+
     /// <summary>Longest operator pin.</summary>
     public TimeSpan MaxPinTtl { get; init; } = TimeSpan.FromHours(24);
 

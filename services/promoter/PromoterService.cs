@@ -251,6 +251,8 @@ public sealed class PromoterService(
             return ControlReply.Refused("invalid_json", $"The request is not valid JSON for {verb}: {e.Message.Split(". ")[0]}.");
         }
 
+        if (TextProblem(request) is { } problem)
+            return ControlReply.Refused("invalid_request", problem);
         var reason = Trim(request.Reason) ?? "";
         var actor = Trim(request.Actor) ?? "operator";
         switch (verb)
@@ -348,6 +350,20 @@ public sealed class PromoterService(
         await store.Sessions.PutAsync(SessionKeys.For(session), pin, cancellationToken: ct);
         logger.LogInformation("Operator pinned a session to {Colour} for {Ttl}", colour, ttl);
         return new ControlReply { Ok = true, Pin = pin, Leader = Id };
+    }
+
+    /// <summary>Free-text fields end up in the audit log: bounded, and without control characters.</summary>
+    private string? TextProblem(ControlRequest r)
+    {
+        foreach (var (name, value) in new[] { ("reason", r.Reason), ("actor", r.Actor), ("candidate", r.Candidate), ("session", r.Session), ("colour", r.Colour) })
+        {
+            if (value is null) continue;
+            if (value.Length > _o.MaxTextChars)
+                return $"'{name}' is longer than {_o.MaxTextChars} characters.";
+            if (value.Any(char.IsControl))
+                return $"'{name}' contains control characters.";
+        }
+        return null;
     }
 
     private static string? Trim(string? s) => string.IsNullOrWhiteSpace(s) ? null : s.Trim();

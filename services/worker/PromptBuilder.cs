@@ -30,6 +30,27 @@ public sealed class ProfileChatFormatter(ChatTemplateSpec spec) : IChatFormatter
     }
 }
 
+/// <summary>
+/// Client text cannot become control tokens: prompts are tokenized with special tokens enabled (the
+/// templates need them), so markers such as <c>&lt;|im_start|&gt;</c> or <c>&lt;/s&gt;</c> typed by a user are
+/// broken with a zero-width space and stay plain text — a user cannot close their turn and open a system one.
+/// </summary>
+public static class ClientText
+{
+    private const string ZeroWidthSpace = "\u200B";
+
+    public static string Neutralize(string text)
+    {
+        if (text.IndexOf('<') < 0) return text;
+        return text
+            .Replace("<|", "<" + ZeroWidthSpace + "|", StringComparison.Ordinal)
+            .Replace("|>", "|" + ZeroWidthSpace + ">", StringComparison.Ordinal)
+            .Replace("<s>", "<" + ZeroWidthSpace + "s>", StringComparison.Ordinal)
+            .Replace("</s>", "<" + ZeroWidthSpace + "/s>", StringComparison.Ordinal)
+            .Replace("<unk>", "<" + ZeroWidthSpace + "unk>", StringComparison.Ordinal);
+    }
+}
+
 /// <summary>Builds the prompts of both tasks from a profile; pure, so it is unit-tested without a model.</summary>
 public sealed class PromptBuilder(PromptProfile profile, IChatFormatter formatter)
 {
@@ -38,6 +59,7 @@ public sealed class PromptBuilder(PromptProfile profile, IChatFormatter formatte
     /// <summary>The conversation, with the profile's system prompt first unless the caller sent its own.</summary>
     public string Chat(IReadOnlyList<ChatMessage> messages)
     {
+        messages = messages.Select(m => m with { Content = ClientText.Neutralize(m.Content) }).ToList();
         var hasSystem = messages.Count > 0 && messages[0].Role == ChatRoles.System;
         if (hasSystem || string.IsNullOrEmpty(profile.Chat.SystemPrompt))
             return formatter.Format(messages);
@@ -52,7 +74,7 @@ public sealed class PromptBuilder(PromptProfile profile, IChatFormatter formatte
         var messages = new List<ChatMessage>(2);
         if (!string.IsNullOrEmpty(profile.Sentiment.SystemPrompt))
             messages.Add(new ChatMessage(ChatRoles.System, profile.Sentiment.SystemPrompt));
-        messages.Add(new ChatMessage(ChatRoles.User, profile.Sentiment.UserTemplate.Replace("{input}", input, StringComparison.Ordinal)));
+        messages.Add(new ChatMessage(ChatRoles.User, profile.Sentiment.UserTemplate.Replace("{input}", ClientText.Neutralize(input), StringComparison.Ordinal)));
         return formatter.Format(messages) + profile.Sentiment.AnswerPrefix;
     }
 }

@@ -26,7 +26,7 @@ public static class ChatEndpoints
         ChatCompletionRequest chat;
         using (doc)
         {
-            if (!RequestParser.TryParseChat(doc.RootElement, o.MaxTokensLimit, out chat, out var parseError))
+            if (!RequestParser.TryParseChat(doc.RootElement, o.MaxTokensLimit, out chat, out var parseError, o.MaxPromptChars))
             {
                 await HttpJson.WriteErrorAsync(http, parseError!);
                 return;

@@ -7,8 +7,6 @@ namespace QwenNats.Ingress.Endpoints;
 /// <summary><c>POST /v1/sentiment</c> <c>{"input": "..."}</c>: one of the profile's labels with a confidence.</summary>
 public static class SentimentEndpoints
 {
-    public const int MaxInputChars = 16_384;
-
     public static IEndpointRouteBuilder MapSentimentApi(this IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/sentiment", HandleAsync);
@@ -28,7 +26,7 @@ public static class SentimentEndpoints
         string? user = null;
         using (doc)
         {
-            if (!RequestParser.TryParseSentiment(doc.RootElement, MaxInputChars, out input, out var parseError))
+            if (!RequestParser.TryParseSentiment(doc.RootElement, o.MaxInputChars, out input, out var parseError))
             {
                 await HttpJson.WriteErrorAsync(http, parseError!);
                 return;

@@ -36,7 +36,9 @@ public static class WebSocketChat
             return;
         }
         var (colour, session) = (route.Colour, route.Session);
-        using var ws = await http.WebSockets.AcceptWebSocketAsync();
+        // A browser that sent its API key as a subprotocol must get the plain "qwen" protocol back.
+        using var ws = await http.WebSockets.AcceptWebSocketAsync(
+            http.WebSockets.WebSocketRequestedProtocols.Contains(Security.ApiKeys.Protocol) ? Security.ApiKeys.Protocol : null);
         var logger = loggers.CreateLogger("QwenNats.Ingress.WebSocket");
         var o = options.Value;
         var history = new List<ChatMessage>();
@@ -65,7 +67,7 @@ public static class WebSocketChat
                     await SendErrorAsync(ws, ErrorCodes.InvalidRequest, "Send JSON text frames.", ct);
                     continue;
                 }
-                if (!TryParse(buffer.WrittenMemory, o.MaxTokensLimit, out var frame, out var error))
+                if (!TryParse(buffer.WrittenMemory, o.MaxTokensLimit, o.MaxPromptChars, out var frame, out var error))
                 {
                     await SendErrorAsync(ws, error!.Code, error.Message, ct);
                     continue;
@@ -74,6 +76,11 @@ public static class WebSocketChat
                 {
                     history.Clear();
                     await SendAsync(ws, new WsFrame { Type = "reset", SessionId = session, Turns = 0 }, ct);
+                    continue;
+                }
+                if (http.Items[Security.ApiKeys.ItemKey] is Security.Caller caller && Security.ApiKeys.Take(caller) is { Allowed: false } limited)
+                {
+                    await SendAsync(ws, new WsFrame { Type = "error", Code = "rate_limit_exceeded", Message = $"Rate limit of '{caller.Name}' reached; retry in {limited.RetryAfterSeconds} s." }, ct);
                     continue;
                 }
                 // Every turn follows the session's pin, so the conversation keeps its colour across
@@ -138,7 +145,7 @@ public static class WebSocketChat
 
     private sealed record ParsedFrame(bool Reset, string Content, SamplingParams Sampling);
 
-    private static bool TryParse(ReadOnlyMemory<byte> utf8, int maxTokens, out ParsedFrame frame, out ApiError? error)
+    private static bool TryParse(ReadOnlyMemory<byte> utf8, int maxTokens, int maxChars, out ParsedFrame frame, out ApiError? error)
     {
         frame = null!;
         error = null;
@@ -184,6 +191,13 @@ public static class WebSocketChat
             if (!root.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(c.GetString()))
             {
                 error = new ApiError(400, ErrorCodes.EmptyConversation, "'content' must be a non-empty string.", "content");
+                return false;
+            }
+            if (!RequestParser.CheckText(c.GetString()!, "content", out error))
+                return false;
+            if (c.GetString()!.Length > maxChars)
+            {
+                error = new ApiError(400, RequestParser.PromptTooLong, $"'content' is longer than {maxChars} characters.", "content");
                 return false;
             }
             // Reuse the HTTP parser's checks for the sampling fields by wrapping them as a chat request.

@@ -12,7 +12,7 @@ public static class RequestParser
 {
     public const int MaxStopSequences = 4;
 
-    public static bool TryParseChat(JsonElement root, int maxTokensLimit, out ChatCompletionRequest request, out ApiError? error)
+    public static bool TryParseChat(JsonElement root, int maxTokensLimit, out ChatCompletionRequest request, out ApiError? error, int maxPromptChars = 65_536)
     {
         request = null!;
         error = null;
@@ -43,9 +43,14 @@ public static class RequestParser
                 return Fail(ApiError.Invalid($"'{param}.content' is required.", $"{param}.content"), out error);
             if (!TryReadContent(contentEl, out var content))
                 return Fail(ApiError.Invalid($"'{param}.content' must be a string or an array of text parts.", $"{param}.content"), out error);
+            if (!CheckText(content, $"{param}.content", out error))
+                return false;
             messages.Add(new ChatMessage(role!, content));
             i++;
         }
+        var total = messages.Sum(m => (long)m.Content.Length);
+        if (total > maxPromptChars)
+            return Fail(new ApiError(400, PromptTooLong, $"The conversation has {total} characters; the limit is {maxPromptChars}.", "messages"), out error);
         if (messages[^1].Role == ChatRoles.Assistant)
             return Fail(ApiError.Invalid("The last message must come from the user or the system.", "messages"), out error);
         if (messages.All(m => string.IsNullOrWhiteSpace(m.Content)))
@@ -96,7 +101,19 @@ public static class RequestParser
         if (string.IsNullOrWhiteSpace(input))
             return Fail(ApiError.Invalid("'input' must not be empty.", "input"), out error);
         if (input.Length > maxChars)
-            return Fail(ApiError.Invalid($"'input' is longer than {maxChars} characters.", "input"), out error);
+            return Fail(new ApiError(400, PromptTooLong, $"'input' is longer than {maxChars} characters.", "input"), out error);
+        return CheckText(input, "input", out error);
+    }
+
+    public const string PromptTooLong = "prompt_too_long";
+
+    /// <summary>Text for the model may hold any Unicode text, tabs and line breaks, but no other control characters (NUL, escape…).</summary>
+    public static bool CheckText(string text, string param, out ApiError? error)
+    {
+        error = null;
+        foreach (var c in text)
+            if (char.IsControl(c) && c is not ('\t' or '\n' or '\r'))
+                return Fail(ApiError.Invalid($"'{param}' contains control character U+{(int)c:X4}; only tabs and line breaks are allowed.", param), out error);
         return true;
     }
 

@@ -26,18 +26,27 @@ function newSessionId() {
 }
 
 // ---------------------------------------------------------------- chat over /ws/chat
+function apiKey() {
+  const key = $("api-key").value.trim();
+  if (key) sessionStorage.setItem("qwen.apikey", key);
+  return key;
+}
+
 const chat = { ws: null, session: sessionStorage.getItem("qwen.session") || newSessionId(), current: null, queue: [] };
 
 function connectChat() {
   sessionStorage.setItem("qwen.session", chat.session);
   $("session-id").textContent = chat.session;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}/ws/chat?session=${encodeURIComponent(chat.session)}`);
+  const key = apiKey();
+  // The API key travels as a WebSocket subprotocol (browsers cannot set headers), never in the URL.
+  const ws = new WebSocket(`${scheme}//${location.host}/ws/chat?session=${encodeURIComponent(chat.session)}`, key ? ["qwen", "qwen.key." + key] : undefined);
   chat.ws = ws;
   ws.onopen = () => { for (const m of chat.queue.splice(0)) ws.send(m); };
   ws.onmessage = (ev) => onChatFrame(JSON.parse(ev.data));
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
     if (chat.ws !== ws) return;
+    if (!chat.current && ev.code !== 1000) $("chat-error").textContent = "chat connection closed" + (apiKey() ? "" : " (does this ingress need an API key?)");
     chat.ws = null;
     if (chat.current) failTurn("connection closed");
   };
@@ -124,7 +133,7 @@ async function classify(text) {
   try {
     const r = await fetch("/v1/sentiment", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: Object.assign({ "Content-Type": "application/json" }, apiKey() ? { Authorization: "Bearer " + apiKey() } : {}),
       body: JSON.stringify({ input: text, user: chat.session }),
     });
     const body = await r.json();
@@ -273,6 +282,8 @@ async function act(verb) {
 async function start() {
   const config = await (await fetch("/api/console/config")).json();
   $("ingress-id").textContent = config.ingress;
+  $("api-key").value = sessionStorage.getItem("qwen.apikey") || "";
+  $("api-key").addEventListener("change", () => { if (chat.ws) { const old = chat.ws; chat.ws = null; old.close(); } connectChat(); });
   const select = $("op-candidate");
   select.replaceChildren(...config.colours.map((c) => { const o = el("option", "", c); o.value = c; return o; }));
   if (config.colours.includes("green")) select.value = "green";

@@ -1,0 +1,42 @@
+namespace QwenNats.Ingress.Security;
+
+/// <summary>One client's API key and its rate limit.</summary>
+public sealed record ApiKeyOptions
+{
+    /// <summary>Shown in logs and metrics instead of the key.</summary>
+    public string Name { get; init; } = "";
+
+    /// <summary>The key itself (prefer <see cref="KeySha256"/>, so configuration holds no secret).</summary>
+    public string? Key { get; init; }
+
+    /// <summary>Lower-case hex SHA-256 of the key (<c>printf %s "$KEY" | sha256sum</c>).</summary>
+    public string? KeySha256 { get; init; }
+
+    /// <summary>Sustained requests per minute (0 = the default limit).</summary>
+    public int RequestsPerMinute { get; init; }
+
+    /// <summary>Requests allowed at once above the sustained rate (0 = the default burst).</summary>
+    public int Burst { get; init; }
+}
+
+/// <summary>
+/// The <c>Security</c> section of the ingress: optional API keys for <c>/v1/*</c> and <c>/ws/chat</c>,
+/// and rate limits per key (or per client address when no keys are configured).
+/// </summary>
+public sealed record SecurityOptions
+{
+    public const string Section = "Security";
+
+    /// <summary>When any is configured, <c>/v1/*</c> and <c>/ws/chat</c> need <c>Authorization: Bearer &lt;key&gt;</c>.</summary>
+    public IReadOnlyList<ApiKeyOptions> ApiKeys { get; init; } = [];
+
+    /// <summary>Limit of a key that names none.</summary>
+    public int DefaultRequestsPerMinute { get; init; } = 600;
+
+    public int DefaultBurst { get; init; } = 20;
+
+    /// <summary>Without API keys: requests per minute per client address (0 = unlimited).</summary>
+    public int AnonymousRequestsPerMinute { get; init; }
+
+    public int AnonymousBurst { get; init; } = 20;
+}
