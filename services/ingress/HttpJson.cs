@@ -74,6 +74,10 @@ public static class HttpJson
             return Task.CompletedTask;
         if (error.Status is 503 or 429)
             http.Response.Headers.RetryAfter = retryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        // The rest of an oversized body is never read: close the connection after this answer, so the client
+        // does not send its next request on a connection the server is about to drop.
+        if (error.Status == StatusCodes.Status413PayloadTooLarge)
+            http.Response.Headers.Connection = "close";
         return WriteAsync(http, error.Status, error.ToBody(), IngressJson.Context.ErrorBody);
     }
 

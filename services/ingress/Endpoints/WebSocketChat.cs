@@ -177,7 +177,16 @@ public static class WebSocketChat
                 error = ApiError.Invalid("A frame must be a JSON object.");
                 return false;
             }
-            var type = root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : "message";
+            string? type = "message";
+            if (root.TryGetProperty("type", out var t))
+            {
+                if (t.ValueKind != JsonValueKind.String)
+                {
+                    error = ApiError.Invalid("'type' must be a string: 'message' or 'reset'.", "type");
+                    return false;
+                }
+                type = t.GetString();
+            }
             if (type == "reset")
             {
                 frame = new ParsedFrame(true, "", new SamplingParams());
