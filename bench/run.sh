@@ -13,8 +13,9 @@ NATS_PORT="${QWEN_NATS_PORT:-4222}"
 QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" >/dev/null
 trap '"$ROOT/deploy/local/down.sh" --quiet' EXIT
 
-# A second ingress, so propagation is measured on two of them.
-Nats__Url="nats://127.0.0.1:$NATS_PORT" dotnet "$ROOT/services/ingress/bin/Release/net10.0/QwenNats.Ingress.dll" --Ingress:Port=$PORT2 \
+# A second ingress, so propagation is measured on two of them (NATS users: deploy/nats/auth.conf).
+. "$ROOT/.run/nats-users.env"
+Nats__Url="nats://127.0.0.1:$NATS_PORT" Nats__User=ingress Nats__Password="$QWEN_NATS_INGRESS_PASSWORD" dotnet "$ROOT/services/ingress/bin/Release/net10.0/QwenNats.Ingress.dll" --Ingress:Port=$PORT2 \
   >>"$ROOT/.run/logs/ingress-2.log" 2>&1 &
 echo $! >"$ROOT/.run/pids/ingress-2.pid"
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT2/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -28,4 +29,4 @@ echo
 echo "## Switch propagation"
 echo
 dotnet "$ROOT/bench/QwenNats.Bench/bin/Release/net10.0/QwenNats.Bench.dll" switch \
-  --nats "nats://127.0.0.1:$NATS_PORT" --ingress "http://127.0.0.1:$PORT,http://127.0.0.1:$PORT2" --switches $SWITCHES
+  --nats "nats://operator:$QWEN_NATS_OPERATOR_PASSWORD@127.0.0.1:$NATS_PORT" --ingress "http://127.0.0.1:$PORT,http://127.0.0.1:$PORT2" --switches $SWITCHES

@@ -6,7 +6,9 @@ for machines without the NATS CLI. Standard library only.
     deploy/local/ctl.py start '{"candidate":"green","reason":"profile v2"}'
     deploy/local/ctl.py promote '{"full":true}'
 
-Environment: NATS_URL (default nats://127.0.0.1:4222). Prints the JSON reply; exits 1 when the reply says ok=false.
+Environment: NATS_URL (default nats://127.0.0.1:4222); credentials from the URL (nats://user:pass@host:port),
+else NATS_USER/NATS_PASSWORD, else the operator user of a local run (.run/nats-users.env written by up.sh).
+Prints the JSON reply; exits 1 when the reply says ok=false.
 """
 import json
 import os
@@ -16,14 +18,30 @@ import uuid
 from urllib.parse import urlparse
 
 
+def credentials(u):
+    if u.username:
+        return u.username, u.password or ""
+    if os.environ.get("NATS_USER"):
+        return os.environ["NATS_USER"], os.environ.get("NATS_PASSWORD", "")
+    env = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".run", "nats-users.env")
+    if os.path.exists(env):
+        with open(env) as fh:
+            for line in fh:
+                key, _, value = line.strip().partition("=")
+                if key == "QWEN_NATS_OPERATOR_PASSWORD":
+                    return "operator", value
+    return None, ""
+
+
 def request(url: str, subject: str, payload: bytes, timeout: float = 5.0) -> bytes:
     u = urlparse(url)
     sock = socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), timeout=timeout)
     f = sock.makefile("rb")
     f.readline()  # INFO
     connect = {"verbose": False, "pedantic": False, "lang": "python", "version": "qwen-ctl"}
-    if u.username:
-        connect.update({"user": u.username, "pass": u.password or ""})
+    user, password = credentials(u)
+    if user:
+        connect.update({"user": user, "pass": password})
     inbox = f"_INBOX.{uuid.uuid4().hex}"
     sock.sendall(
         f"CONNECT {json.dumps(connect)}\r\nSUB {inbox} 1\r\nPUB {subject} {inbox} {len(payload)}\r\n".encode()

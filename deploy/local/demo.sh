@@ -65,7 +65,9 @@ echo
 echo "3. Replacing green with a faulty build (fault injection: every sentiment label flipped) and rolling it out."
 GREEN_PID="$(cat "$ROOT/.run/pids/worker-green.pid")"
 kill -TERM "$GREEN_PID"; while kill -0 "$GREEN_PID" 2>/dev/null; do sleep 0.2; done
-Nats__Url="$NATS_URL" dotnet "$ROOT/services/worker/bin/Release/net10.0/QwenNats.Worker.dll" --Worker:Colour=green \
+. "$ROOT/.run/nats-users.env"
+Nats__Url="$NATS_URL" Nats__User=worker_green Nats__Password="$QWEN_NATS_WORKER_GREEN_PASSWORD" \
+  dotnet "$ROOT/services/worker/bin/Release/net10.0/QwenNats.Worker.dll" --Worker:Colour=green \
   --Worker:ModelPath="$(grep -o 'Loaded model [^ ]*' "$ROOT/.run/logs/worker-blue.log" >/dev/null; ps -o args= -p "$(cat "$ROOT/.run/pids/worker-blue.pid")" | grep -o -- '--Worker:ModelPath=[^ ]*' | cut -d= -f2-)" \
   --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads=1 --Faults:Fraction=1 --Faults:FlipLabels=true \
   >>"$ROOT/.run/logs/worker-green.log" 2>&1 &

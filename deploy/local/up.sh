@@ -82,7 +82,15 @@ start() { # name, log prefix, command...
 }
 
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
-start nats "[nats]" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats" -m 0 -n qwen-local
+# One NATS user per service with least-privilege permissions (deploy/nats/auth.conf); fresh random
+# passwords for every run, kept in .run/nats-users.env (readable by this user only).
+secret() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
+(umask 077; : >"$RUN/nats-users.env")
+for user in INGRESS WORKER_BLUE WORKER_GREEN JUDGE PROMOTER OPERATOR; do
+  printf 'QWEN_NATS_%s_PASSWORD=%s\n' "$user" "$(secret)" >>"$RUN/nats-users.env"
+done
+. "$RUN/nats-users.env"   # shell variables only: each service gets just its own password below
+start nats "[nats]" env $(cat "$RUN/nats-users.env") nats-server -c "$ROOT/deploy/nats/auth.conf" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN/nats" -m 0 -n qwen-local
 for _ in $(seq 1 50); do (echo >/dev/tcp/127.0.0.1/"$NATS_PORT") 2>/dev/null && break; sleep 0.1; done
 
 export Nats__Url="$NATS_URL"
@@ -93,15 +101,20 @@ else
   (umask 077; printf '%s\n' "$OPERATOR_TOKEN" >"$RUN/operator-token")
 fi
 # Passed through the environment, not the command line, so it does not show in ps.
-Console__OperatorToken="$OPERATOR_TOKEN" \
+Console__OperatorToken="$OPERATOR_TOKEN" Console__NatsUser=operator Console__NatsPassword="$QWEN_NATS_OPERATOR_PASSWORD" \
+Nats__User=ingress Nats__Password="$QWEN_NATS_INGRESS_PASSWORD" \
 start ingress "" dotnet "$(bin ingress QwenNats.Ingress)" --Ingress:Port="$PORT" --Ingress:LiveColour=blue
+Nats__User=worker_blue Nats__Password="$QWEN_NATS_WORKER_BLUE_PASSWORD" \
 start worker-blue "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=blue --Worker:ModelPath="$MODEL" \
   --Worker:ProfilePath="$ROOT/deploy/profiles/v1.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
   --Metrics:Port="$((METRICS_BASE + 1))"
+Nats__User=worker_green Nats__Password="$QWEN_NATS_WORKER_GREEN_PASSWORD" \
 start worker-green "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=green --Worker:ModelPath="$MODEL" \
   --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
   --Metrics:Port="$((METRICS_BASE + 2))" ${QWEN_GREEN_ARGS:-}
+Nats__User=judge Nats__Password="$QWEN_NATS_JUDGE_PASSWORD" \
 start judge "" dotnet "$(bin judge QwenNats.Judge)" --Judge:PolicyPath="$POLICY" --Metrics:Port="$((METRICS_BASE + 3))"
+Nats__User=promoter Nats__Password="$QWEN_NATS_PROMOTER_PASSWORD" \
 start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPath="$POLICY" --Promoter:GoldenPath="$GOLDEN" \
   --Metrics:Port="$((METRICS_BASE + 4))"
 
@@ -136,7 +149,8 @@ QwenNats is up.
   console   http://127.0.0.1:$PORT/   (operator token: ${OPERATOR_TOKEN:+$RUN/operator-token}${OPERATOR_TOKEN:-none, read-only})
   ingress   http://127.0.0.1:$PORT   (health /healthz, readiness /readyz, models /v1/models)
   websocket ws://127.0.0.1:$PORT/ws/chat
-  nats      $NATS_URL  (JetStream store $RUN/nats)
+  nats      $NATS_URL  (JetStream store $RUN/nats; users and permissions deploy/nats/auth.conf, passwords $RUN/nats-users.env)
+  operator  deploy/local/ctl.py status   (uses the operator user from $RUN/nats-users.env)
   model     $MODEL
   metrics   http://127.0.0.1:$PORT/metrics, workers :$((METRICS_BASE + 1)) :$((METRICS_BASE + 2)), judge :$((METRICS_BASE + 3)), promoter :$((METRICS_BASE + 4))
   logs      $RUN/logs/   stop: deploy/local/down.sh

@@ -38,6 +38,7 @@ public static class IngressApp
         if (console.Enabled)
         {
             builder.Services.AddSingleton<Console.ConsoleHub>();
+            builder.Services.AddSingleton<Console.OperatorBus>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<Console.ConsoleHub>());
         }
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);

@@ -87,7 +87,7 @@ public static class ConsoleEndpoints
         }
     }
 
-    private static async Task ActAsync(HttpContext http, string verb, NatsConnection nats, IOptions<ConsoleOptions> options, ILoggerFactory loggers)
+    private static async Task ActAsync(HttpContext http, string verb, OperatorBus bus, IOptions<ConsoleOptions> options, ILoggerFactory loggers)
     {
         var o = options.Value;
         if (!Actions.Contains(verb, StringComparer.Ordinal))
@@ -129,7 +129,7 @@ public static class ConsoleEndpoints
         ControlReply reply;
         try
         {
-            var msg = await nats.RequestAsync<ControlRequest, ControlReply>(Rollouts.Control(verb), request,
+            var msg = await bus.Connection.RequestAsync<ControlRequest, ControlReply>(Rollouts.Control(verb), request,
                 replyOpts: new NatsSubOpts { Timeout = o.ActionTimeout }, cancellationToken: http.RequestAborted);
             reply = msg.Data ?? ControlReply.Refused("empty_reply", "The promoter sent an empty answer.");
         }
@@ -212,6 +212,37 @@ public static class ConsoleEndpoints
     /// <summary>Compares secrets in constant time (hashes first, so lengths do not leak either).</summary>
     public static bool SameSecret(string given, string expected) =>
         CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(given)), SHA256.HashData(Encoding.UTF8.GetBytes(expected)));
+}
+
+/// <summary>The connection console actions travel on: the operator's own NATS user when configured.</summary>
+public sealed class OperatorBus : IAsyncDisposable
+{
+    private readonly NatsConnection? _own;
+
+    public OperatorBus(NatsConnection ingress, IOptions<ConsoleOptions> console, IOptions<ServiceDefaults.NatsOptions> nats, ILoggerFactory loggers)
+    {
+        var o = console.Value;
+        if (string.IsNullOrEmpty(o.NatsUser))
+        {
+            Connection = ingress;
+            return;
+        }
+        _own = new NatsConnection(NatsOpts.Default with
+        {
+            Url = nats.Value.Url,
+            Name = "console-operator",
+            SerializerRegistry = ServiceDefaults.QwenSerializerRegistry.Default,
+            LoggerFactory = loggers,
+            RetryOnInitialConnect = true,
+            MaxReconnectRetry = -1,
+            AuthOpts = NatsAuthOpts.Default with { Username = o.NatsUser, Password = o.NatsPassword },
+        });
+        Connection = _own;
+    }
+
+    public NatsConnection Connection { get; }
+
+    public ValueTask DisposeAsync() => _own?.DisposeAsync() ?? ValueTask.CompletedTask;
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]

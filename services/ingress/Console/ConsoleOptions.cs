@@ -14,6 +14,14 @@ public sealed record ConsoleOptions
     /// </summary>
     public string? OperatorToken { get; init; }
 
+    /// <summary>
+    /// NATS credentials of an operator, used only to send the console's actions. The ingress's own NATS
+    /// user may not publish <c>qwen.ctl.*</c> (deploy/nats/auth.conf); an ingress that should let operators act
+    /// gets these. Without them actions go over the ingress's own connection.
+    /// </summary>
+    public string? NatsUser { get; init; }
+    public string? NatsPassword { get; init; }
+
     /// <summary>The actor written to the audit log for actions taken from the console.</summary>
     public string Actor { get; init; } = "console";
 

@@ -1,0 +1,166 @@
+using System.Net;
+using System.Text;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.KeyValueStore;
+using QwenNats.Contracts;
+using QwenNats.ServiceDefaults;
+using QwenNats.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>
+/// The whole system on a nats-server running deploy/nats/auth.conf: every service under its own user
+/// does its job without a single permission violation, and each forbidden action is refused.
+/// </summary>
+public sealed class NatsPermissionTests(ITestOutputHelper output)
+{
+    private static readonly Dictionary<string, string> Passwords = new()
+    {
+        ["ingress"] = "pw-ingress-" + Guid.NewGuid().ToString("N")[..8],
+        ["worker_blue"] = "pw-blue-" + Guid.NewGuid().ToString("N")[..8],
+        ["worker_green"] = "pw-green-" + Guid.NewGuid().ToString("N")[..8],
+        ["judge"] = "pw-judge-" + Guid.NewGuid().ToString("N")[..8],
+        ["promoter"] = "pw-promoter-" + Guid.NewGuid().ToString("N")[..8],
+        ["operator"] = "pw-operator-" + Guid.NewGuid().ToString("N")[..8],
+    };
+
+    private static Dictionary<string, string?> As(string user) => new() { ["Nats:User"] = user, ["Nats:Password"] = Passwords[user] };
+
+    [Fact]
+    public async Task Every_service_works_under_its_own_user_and_every_forbidden_action_is_refused()
+    {
+        var env = Passwords.ToDictionary(p => $"QWEN_NATS_{p.Key.ToUpperInvariant()}_PASSWORD", p => p.Value);
+        await using var nats = await NatsServer.StartAsync(Path.Combine(Paths.RepoRoot, "deploy", "nats", "auth.conf"), env);
+        await using var system = new QwenSystem(nats);
+        var hosts = new List<IHost>();
+        try
+        {
+            var promoter = RolloutFixture.PromoterSettings(nats.Url);
+            foreach (var (k, v) in As("promoter")) promoter[k] = v;
+            promoter["Promoter:PolicyPath"] = Path.Combine(Paths.RepoRoot, "deploy", "rollout-policy.json");
+            promoter["Promoter:Automatic"] = "false";
+            hosts.Add(Promoter.PromoterHost.Build([], c => c.AddInMemoryCollection(promoter)));
+            var judge = new Dictionary<string, string?>
+            {
+                ["Nats:Url"] = nats.Url, ["Logging:LogLevel:Default"] = "Warning", ["Judge:PolicyPath"] = Path.Combine(Paths.RepoRoot, "deploy", "rollout-policy.json"),
+                ["Judge:EvaluateInterval"] = "00:00:00.250", ["Judge:Storage"] = "memory", ["WorkQueue:Storage"] = "memory",
+            };
+            foreach (var (k, v) in As("judge")) judge[k] = v;
+            hosts.Add(Judge.JudgeHost.Build([], c => c.AddInMemoryCollection(judge)));
+            foreach (var h in hosts) await h.StartAsync();
+            await system.StartWorkerAsync("blue", "v1", slots: 2, extra: As("worker_blue"));
+            await system.StartWorkerAsync("green", "v2", slots: 2, extra: As("worker_green"));
+            var ingress = As("ingress");
+            ingress["Console:OperatorToken"] = "permission-test-token";
+            ingress["Console:NatsUser"] = "operator";
+            ingress["Console:NatsPassword"] = Passwords["operator"];
+            var (_, http) = await system.StartIngressAsync(ingress);
+            await QwenSystem.WaitForWorkersAsync(http, "blue", 1, TimeSpan.FromSeconds(30));
+            await QwenSystem.WaitForWorkersAsync(http, "green", 1, TimeSpan.FromSeconds(30));
+            await using var op = await ConnectAsync(nats, "operator");
+            await Ctl.WaitForLeaderAsync(op, TimeSpan.FromSeconds(30));
+
+            // The whole flow works: inference, a rollout started by an operator, mirrored samples judged,
+            // pins, the console's action over the operator's user.
+            using (var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"a fine day\"}", session: "perm-1")))
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            var start = await Ctl.SendAsync(op, "start", "{\"candidate\":\"green\",\"reason\":\"permissions test\"}");
+            Assert.True(start.Ok, start.Error);
+            for (var i = 0; i < 6; i++)
+            {
+                using var r = await http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Once upon a time", 8), session: $"perm-chat-{i}"));
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            }
+            using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20)))
+                while ((await Ctl.SendAsync(op, "status", ct: cts.Token)).Verdict is not { Samples: > 0 } v || v.RolloutId != start.State!.RolloutId)
+                    await Task.Delay(200, cts.Token);
+            using (var abort = new HttpRequestMessage(HttpMethod.Post, "/api/console/actions/abort") { Content = Api.Json("{\"reason\":\"from the console\"}") })
+            {
+                abort.Headers.Authorization = new("Bearer", "permission-test-token");
+                using var r = await http.SendAsync(abort);
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            }
+            var legit = nats.Log.Where(l => l.Contains("Violation", StringComparison.Ordinal)).ToList();
+            foreach (var l in legit) output.WriteLine("unexpected: " + l);
+            Assert.Empty(legit);
+            var before = (await Ctl.SendAsync(op, "status")).State!;
+
+            // Forbidden actions, each refused by the server (and logged as a violation).
+            var refused = new List<(string User, string What, string Subject)>();
+            async Task TryPublishAsync(string user, string subject, string what)
+            {
+                await using var c = await ConnectAsync(nats, user);
+                try
+                {
+                    await c.RequestAsync<byte[], byte[]>(subject, Encoding.UTF8.GetBytes("{\"candidate\":\"green\",\"reason\":\"forbidden\"}"),
+                        replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(1) });
+                }
+                catch (NatsException)
+                {
+                }
+                refused.Add((user, what, subject));
+            }
+            async Task TrySubscribeAsync(string user, string subject, string what)
+            {
+                await using var c = await ConnectAsync(nats, user);
+                await using var sub = await c.SubscribeCoreAsync<byte[]>(subject);
+                await c.PingAsync();
+                refused.Add((user, what, subject));
+            }
+            await TryPublishAsync("ingress", "qwen.ctl.start", "send an operator command");
+            await TryPublishAsync("ingress", "$KV.qwen_rollout.state", "write the rollout state");
+            await TryPublishAsync("worker_blue", "$JS.API.CONSUMER.MSG.NEXT.QWEN_WORK_GREEN.workers", "take green work");
+            await TryPublishAsync("worker_blue", "qwen.ctl.promote", "send an operator command");
+            await TryPublishAsync("worker_blue", "qwen.blue.infer", "publish inference work");
+            await TryPublishAsync("worker_green", "$JS.API.CONSUMER.MSG.NEXT.QWEN_WORK_BLUE.workers", "take blue work");
+            await TryPublishAsync("judge", "qwen.green.infer", "publish inference work");
+            await TryPublishAsync("judge", "$KV.qwen_rollout.state", "write the rollout state");
+            await TryPublishAsync("judge", "qwen.ctl.rollback", "send an operator command");
+            await TryPublishAsync("operator", "$KV.qwen_rollout.state", "write the rollout state");
+            await TryPublishAsync("operator", "$JS.API.STREAM.DELETE.QWEN_EVENTS", "delete the audit log");
+            await TrySubscribeAsync("worker_blue", "qwen.reply.>", "read other services' replies");
+            await TrySubscribeAsync("judge", "qwen.ctl.>", "listen to operator commands");
+            await TrySubscribeAsync("operator", "qwen.samples.>", "read shadow samples");
+            await Task.Delay(500);
+
+            var log = nats.Log;
+            foreach (var (user, what, subject) in refused)
+            {
+                var line = log.FirstOrDefault(l => l.Contains("Violation", StringComparison.Ordinal) && l.Contains($"\"{user}\"", StringComparison.Ordinal) && l.Contains(subject, StringComparison.Ordinal));
+                output.WriteLine($"{user} may not {what} ({subject}): {(line is null ? "NOT REFUSED" : "refused")}");
+                Assert.True(line is not null, $"{user} was not refused to {what} ({subject})");
+            }
+            var after = (await Ctl.SendAsync(op, "status")).State!;
+            Assert.Equal(before.Version, after.Version);
+            // A wrong password gets no connection at all.
+            await using var intruder = new NatsConnection(NatsOpts.Default with
+            {
+                Url = nats.Url, AuthOpts = NatsAuthOpts.Default with { Username = "operator", Password = "wrong" }, MaxReconnectRetry = 0,
+            });
+            await Assert.ThrowsAnyAsync<NatsException>(async () => await intruder.ConnectAsync());
+        }
+        finally
+        {
+            foreach (var h in hosts)
+            {
+                await h.StopAsync();
+                h.Dispose();
+            }
+        }
+    }
+
+    private static async Task<NatsConnection> ConnectAsync(NatsServer nats, string user)
+    {
+        var c = new NatsConnection(NatsOpts.Default with
+        {
+            Url = nats.Url, SerializerRegistry = QwenSerializerRegistry.Default,
+            AuthOpts = NatsAuthOpts.Default with { Username = user, Password = Passwords[user] },
+        });
+        await c.ConnectAsync();
+        return c;
+    }
+}
