@@ -3,11 +3,13 @@ using QwenNats.Bench;
 return args.FirstOrDefault() switch
 {
     "switch" => await SwitchPropagation.RunAsync(args[1..]),
+    "soak" => await Soak.RunAsync(args[1..]),
     _ => Usage(),
 };
 
 static int Usage()
 {
     Console.Error.WriteLine("usage: QwenNats.Bench switch --nats <url> --ingress <url>[,<url>...] [--switches 100]");
+    Console.Error.WriteLine("       QwenNats.Bench soak --nats <url> --ingress <url> [--seconds 600] [--warmup 30] [--clients 4] [--cycle 20] [--max-growth 10] [--pids .run/pids]");
     return 2;
 }

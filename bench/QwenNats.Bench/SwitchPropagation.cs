@@ -120,7 +120,7 @@ public static class SwitchPropagation
         return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
     }
 
-    private static async Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json)
+    internal static async Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json)
     {
         var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), Encoding.UTF8.GetBytes(json),
             replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) });
