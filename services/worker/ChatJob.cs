@@ -23,14 +23,13 @@ public sealed class ChatJob(
 
     public override bool RequiresInference => _conversation is { IsDisposed: false, RequiresInference: true };
 
-    public override void Admit(BatchedExecutor executor)
+    public override void Admit(BatchedExecutor executor, PrefixCache prefixes)
     {
-        _conversation = executor.Create();
         _sampler = settings.Temperature <= 0
             ? new GreedySamplingPipeline()
             : new DefaultSamplingPipeline { Temperature = (float)settings.Temperature, TopP = (float)settings.TopP, Seed = settings.Seed ?? (uint)Random.Shared.Next() };
         _decoder = new StreamingTokenDecoder(Encoding.UTF8, executor.Context.NativeHandle);
-        _conversation.Prompt(PromptTokens.Select(t => (LLamaToken)t).ToArray());
+        _conversation = StartPrompt(executor, prefixes);
     }
 
     public override bool Step(BatchedExecutor executor)

@@ -39,7 +39,19 @@ public abstract class EngineJob
 
     public abstract bool RequiresInference { get; }
 
-    public abstract void Admit(BatchedExecutor executor);
+    public abstract void Admit(BatchedExecutor executor, PrefixCache prefixes);
+
+    /// <summary>Prompt tokens found in the shared prefix instead of being decoded for this request.</summary>
+    public int ReusedTokens { get; protected set; }
+
+    /// <summary>A sequence holding the whole prompt: the shared prefix forked when it applies, the rest queued for decoding.</summary>
+    protected Conversation StartPrompt(BatchedExecutor executor, PrefixCache prefixes)
+    {
+        var (conversation, reused) = prefixes.Begin(executor, Request.Task, PromptTokens);
+        ReusedTokens = reused;
+        conversation.Prompt(PromptTokens.Skip(reused).Select(t => (LLama.Native.LLamaToken)t).ToArray());
+        return conversation;
+    }
 
     /// <summary>Advances after a decode; returns true when the job has finished.</summary>
     public abstract bool Step(BatchedExecutor executor);

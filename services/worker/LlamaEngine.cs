@@ -43,9 +43,10 @@ public sealed class LlamaEngine : IAsyncDisposable
         var threads = _options.Threads > 0 ? _options.Threads : Environment.ProcessorCount;
         _params = new ModelParams(_options.ModelPath)
         {
-            ContextSize = (uint)(_options.ContextSize * _options.Slots),
+            // Room for every slot's own tokens plus the shared prefixes (decoded once, forked by each request).
+            ContextSize = (uint)(_options.ContextSize * (_options.Slots + 1)),
             BatchSize = (uint)_options.BatchSize,
-            SeqMax = (uint)(_options.Slots * (1 + profile.Sentiment.Labels.Count)),
+            SeqMax = (uint)(_options.Slots * (1 + profile.Sentiment.Labels.Count) + 2),
             KVUnified = true,
             Threads = threads,
             BatchThreads = threads,
@@ -67,6 +68,16 @@ public sealed class LlamaEngine : IAsyncDisposable
             : new ProfileChatFormatter(profile.Template);
         Prompts = new PromptBuilder(profile, formatter);
         _labelTokens = profile.Sentiment.Labels.Select(l => Tokenize(l, addBos: false)).ToArray();
+        Prefixes = new PrefixCache(new Dictionary<string, int[]>
+        {
+            [InferTasks.Chat] = PrefixCache.CommonPrefix(
+                Tokenize(Prompts.Chat([new ChatMessage(ChatRoles.User, "Alpha one")]), addBos: true),
+                Tokenize(Prompts.Chat([new ChatMessage(ChatRoles.User, "Zulu two")]), addBos: true)),
+            [InferTasks.Sentiment] = PrefixCache.CommonPrefix(
+                Tokenize(Prompts.Sentiment("Alpha one"), addBos: true), Tokenize(Prompts.Sentiment("Zulu two"), addBos: true)),
+        }, _options.PrefixCache);
+        if (Prefixes.Enabled && Prefixes.TotalTokens > _options.ContextSize)
+            throw new InvalidOperationException($"The profile's prompt prefixes ({Prefixes.TotalTokens} tokens) do not fit Worker:ContextSize.");
         if (_labelTokens.Any(t => t.Length == 0))
             throw new InvalidOperationException("A sentiment label tokenizes to nothing.");
         _logger.LogInformation("Loaded model {Model} ({Bytes} bytes, sha256 {Sha}) with profile {Profile}; {Slots} slots x {Context} tokens, {Threads} threads, {Template} template",
@@ -74,13 +85,25 @@ public sealed class LlamaEngine : IAsyncDisposable
     }
 
     public ModelInfo Model { get; }
+
+    /// <summary>The profile's shared prompt prefixes (system prompt), decoded once per context.</summary>
+    public PrefixCache Prefixes { get; }
     public PromptProfile Profile { get; }
     public PromptBuilder Prompts { get; }
     public int Slots => _options.Slots;
     public int ContextSize => _options.ContextSize;
     public int Busy => Volatile.Read(ref _busy);
 
-    public void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
+    /// <summary>Raised with the number of prompt tokens a request took from the shared prefix.</summary>
+    public event Action<int>? PrefixReused;
+
+    public void Start() => _loop = Task.Run(async () =>
+    {
+        await Prefixes.WarmAsync(_executor, _stop.Token);
+        _logger.LogInformation("Prompt prefixes decoded once and shared: chat {Chat} tokens, sentiment {Sentiment} tokens{Off}",
+            Prefixes.Tokens[InferTasks.Chat].Length, Prefixes.Tokens[InferTasks.Sentiment].Length, Prefixes.Enabled ? "" : " (off: Worker:PrefixCache=false)");
+        await RunAsync(_stop.Token);
+    });
 
     /// <summary>
     /// Checks a request and turns it into a job, or returns the error to answer with.
@@ -160,8 +183,9 @@ public sealed class LlamaEngine : IAsyncDisposable
                 {
                     try
                     {
-                        job.Admit(_executor);
+                        job.Admit(_executor, Prefixes);
                         active.Add(job);
+                        if (job.ReusedTokens > 0) PrefixReused?.Invoke(job.ReusedTokens);
                     }
                     catch (Exception e)
                     {
@@ -181,7 +205,7 @@ public sealed class LlamaEngine : IAsyncDisposable
                     if (result != DecodeResult.Ok)
                     {
                         _logger.LogWarning("Batched decode returned {Result} with {Active} requests; failing them and resetting the context", result, active.Count);
-                        Reset(active, result == DecodeResult.NoKvSlot ? ErrorCodes.Overloaded : ErrorCodes.InternalError,
+                        await ResetAsync(active, result == DecodeResult.NoKvSlot ? ErrorCodes.Overloaded : ErrorCodes.InternalError,
                             result == DecodeResult.NoKvSlot ? "The worker ran out of KV cache; retry." : $"Decoding failed ({result}).");
                         continue;
                     }
@@ -230,7 +254,7 @@ public sealed class LlamaEngine : IAsyncDisposable
             catch (Exception e)
             {
                 _logger.LogError(e, "Decode loop error with {Active} requests; failing them and resetting the context", active.Count);
-                Reset(active, ErrorCodes.InternalError, "The worker failed while generating.");
+                await ResetAsync(active, ErrorCodes.InternalError, "The worker failed while generating.");
             }
         }
         foreach (var job in active)
@@ -246,13 +270,21 @@ public sealed class LlamaEngine : IAsyncDisposable
     }
 
     /// <summary>After a failed decode the batch queue may hold tokens of any job: fail them all and start a clean context.</summary>
-    private void Reset(List<EngineJob> active, string code, string message)
+    private async Task ResetAsync(List<EngineJob> active, string code, string message)
     {
         foreach (var job in active)
             End(job, code, message);
         active.Clear();
         _executor.Dispose();
         _executor = new BatchedExecutor(_weights, _params);
+        try
+        {
+            await Prefixes.WarmAsync(_executor, _stop.Token);
+        }
+        catch (InvalidOperationException e)
+        {
+            _logger.LogWarning("Prompt prefixes not shared after the reset: {Reason}", e.Message);
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -22,11 +22,7 @@ public sealed class SentimentJob(
     public override bool RequiresInference =>
         _prompt is { IsDisposed: false, RequiresInference: true } || _forks.Any(f => f.Fork.RequiresInference);
 
-    public override void Admit(BatchedExecutor executor)
-    {
-        _prompt = executor.Create();
-        _prompt.Prompt(PromptTokens.Select(t => (LLamaToken)t).ToArray());
-    }
+    public override void Admit(BatchedExecutor executor, PrefixCache prefixes) => _prompt = StartPrompt(executor, prefixes);
 
     public override bool Step(BatchedExecutor executor)
     {

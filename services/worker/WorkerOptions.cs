@@ -25,6 +25,9 @@ public sealed record WorkerOptions
     /// <summary>Largest number of tokens sent to llama.cpp in one decode call.</summary>
     public int BatchSize { get; init; } = 512;
 
+    /// <summary>Decode the profile's fixed prompt prefix (system prompt) once and share it between requests.</summary>
+    public bool PrefixCache { get; init; } = true;
+
     /// <summary>How long one pull for live work waits at the server before it is renewed (more than 1 s).</summary>
     public TimeSpan FetchExpiry { get; init; } = TimeSpan.FromSeconds(5);
 
