@@ -2,7 +2,7 @@
 # Soak: starts the local system (deploy/local/up.sh), runs mixed client load (chat, streamed chat,
 # sentiment, WebSocket conversations) while an operator loop starts rollouts and promotes or rolls them
 # back, then prints requests, failures (must be zero), latency per minute and the resident memory of every
-# process after warm-up and at the end (growth must stay under 10 %).
+# process after a two-minute warm-up and at the end (growth must stay under 10 %), with a per-minute series.
 #
 #   bench/soak.sh              10 minutes
 #   bench/soak.sh 30           30 minutes
@@ -12,7 +12,7 @@
 # bench/results/soak-<time>.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SECONDS_TOTAL=600; WARMUP=30; MAX_GROWTH=10; CYCLE=20
+SECONDS_TOTAL=600; WARMUP=120; MAX_GROWTH=10; CYCLE=20
 case "${1:-}" in
   --short) SECONDS_TOTAL=45; WARMUP=10; MAX_GROWTH=1000; CYCLE=12 ;;
   "") ;;

@@ -44,11 +44,24 @@ internal static class Soak
         var load = Enumerable.Range(0, clients).Select(i => ClientAsync(i, http, ingress, results, stop.Token)).ToList();
         var operatorLoop = OperatorAsync(nats, cycle, commands, stop.Token);
 
+        // Resident memory every minute, so a trend (a leak grows every minute) is told apart from warm-up.
+        var series = new List<(double Minute, Dictionary<string, long> Rss)>();
+        var sampling = Task.Run(async () =>
+        {
+            var every = duration >= TimeSpan.FromMinutes(3) ? TimeSpan.FromMinutes(1) : TimeSpan.FromSeconds(10);
+            while (!stop.IsCancellationRequested)
+            {
+                lock (series) series.Add(((DateTimeOffset.UtcNow - started).TotalMinutes, Memory(pidDir)));
+                try { await Task.Delay(every, stop.Token); } catch (OperationCanceledException) { }
+            }
+        });
         await Task.Delay(warmup < duration ? warmup : duration / 4);
         var memoryStart = Memory(pidDir);
         await Task.WhenAll(load);
         await operatorLoop;
+        await sampling;
         var memoryEnd = Memory(pidDir);
+        series.Add(((DateTimeOffset.UtcNow - started).TotalMinutes, memoryEnd));
         await Restore(nats);
 
         var all = results.ToList();
@@ -76,6 +89,17 @@ internal static class Soak
             var growth = start == 0 ? 0 : (end - start) * 100.0 / start;
             worstGrowth = Math.Max(worstGrowth, growth);
             sb.AppendLine(CultureInfo.InvariantCulture, $"| {name} | {start / 1048576.0:F0} MiB | {end / 1048576.0:F0} MiB | {growth:+0.0;-0.0} % |");
+        }
+        sb.AppendLine();
+        sb.AppendLine("Resident MiB over time:");
+        sb.AppendLine();
+        var names = memoryStart.Keys.OrderBy(k => k, StringComparer.Ordinal).ToList();
+        sb.AppendLine("| minute | " + string.Join(" | ", names) + " |");
+        sb.AppendLine("| ---: |" + string.Concat(names.Select(_ => " ---: |")));
+        foreach (var (minute, rss) in series)
+        {
+            var cells = string.Join(" | ", names.Select(n => rss.TryGetValue(n, out var b) ? (b / 1048576.0).ToString("F0", CultureInfo.InvariantCulture) : "–"));
+            sb.AppendLine(string.Create(CultureInfo.InvariantCulture, $"| {minute:F1} | {cells} |"));
         }
         foreach (var f in failures.Take(10))
             sb.AppendLine(CultureInfo.InvariantCulture, $"\nfailure at {f.At:HH:mm:ss} ({f.Kind}): {f.Detail}");

@@ -14,7 +14,10 @@ public sealed record ShadowOptions
     /// <summary>Mirror at all (the rollout phase decides when).</summary>
     public bool Enabled { get; init; } = true;
 
-    /// <summary>In Canary, the fraction of live requests also mirrored (in Shadow every request is).</summary>
+    /// <summary>In Shadow, the fraction of live requests mirrored to the candidate (1 = every request).</summary>
+    public double ShadowFraction { get; init; } = 1.0;
+
+    /// <summary>In Canary, the fraction of live requests also mirrored.</summary>
     public double CanaryFraction { get; init; } = 0.25;
 
     /// <summary>Mirrors in flight per ingress; beyond it new mirrors are dropped and counted.</summary>
@@ -69,7 +72,7 @@ public sealed class ShadowMirror : BackgroundService
             return null;
         var mirror = state.Phase switch
         {
-            RolloutPhase.Shadow => true,
+            RolloutPhase.Shadow => _o.ShadowFraction >= 1 || Random.Shared.NextDouble() < _o.ShadowFraction,
             RolloutPhase.Canary => Random.Shared.NextDouble() < _o.CanaryFraction,
             _ => false,
         };

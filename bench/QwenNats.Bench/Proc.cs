@@ -1,0 +1,90 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+
+namespace QwenNats.Bench;
+
+/// <summary>A process the benchmark starts (nats-server or a QwenNats service) and stops.</summary>
+internal sealed class Proc : IAsyncDisposable
+{
+    private readonly Process _p;
+    private readonly List<string> _tail = [];
+
+    private Proc(string name, Process p)
+    {
+        Name = name;
+        _p = p;
+        p.OutputDataReceived += (_, e) => Keep(e.Data);
+        p.ErrorDataReceived += (_, e) => Keep(e.Data);
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+    }
+
+    public string Name { get; }
+    public int Pid => _p.Id;
+    public bool Exited => _p.HasExited;
+    public string Tail { get { lock (_tail) return string.Join('\n', _tail.TakeLast(15)); } }
+
+    private void Keep(string? line)
+    {
+        if (line is null) return;
+        lock (_tail) { _tail.Add(line); if (_tail.Count > 200) _tail.RemoveRange(0, 100); }
+    }
+
+    public static string Root { get; } = FindRoot();
+
+    private static string FindRoot()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "QwenNats.sln"))) d = d.Parent;
+        return d?.FullName ?? throw new InvalidOperationException("QwenNats.sln not found");
+    }
+
+    public static Proc Nats(int port, string dir)
+    {
+        var psi = new ProcessStartInfo("nats-server") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { "-a", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), "-js", "-sd", dir }) psi.ArgumentList.Add(a);
+        return new Proc("nats-server", Process.Start(psi)!);
+    }
+
+    public static Proc Service(string name, string folder, string assembly, IReadOnlyDictionary<string, string> settings)
+    {
+        var dll = Path.Combine(Root, "services", folder, "bin", "Release", "net10.0", assembly + ".dll");
+        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(dll);
+        foreach (var (k, v) in settings) psi.ArgumentList.Add($"--{k}={v}");
+        psi.Environment["DOTNET_gcServer"] = "0";
+        return new Proc(name, Process.Start(psi)!);
+    }
+
+    public long Resident()
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{_p.Id}/status").FirstOrDefault(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+            return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    public static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_p.HasExited)
+        {
+            _p.Kill(entireProcessTree: true);
+            await _p.WaitForExitAsync();
+        }
+        _p.Dispose();
+    }
+}
