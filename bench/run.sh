@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the benchmarks against the locally started system (deploy/local/up.sh) and prints their tables.
 #   bench/run.sh              full run (100 switches)
-#   bench/run.sh --quick      a few switches: proves the benchmark works (used by CI; numbers not meaningful)
+#   bench/run.sh --quick      a few iterations on a miniature Qwen-shaped model: proves the benchmarks work
+#                             (used by CI; numbers not meaningful)
+# The Qwen-shaped benchmark models (random weights, Qwen1.5-0.5B's shapes, q4_k_m and q8_0) are written once
+# into QWEN_BENCH_MODELS (default ~/.cache/qwen-nats/bench-models), never into the repository.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SWITCHES=100
@@ -30,3 +33,23 @@ echo "## Switch propagation"
 echo
 dotnet "$ROOT/bench/QwenNats.Bench/bin/Release/net10.0/QwenNats.Bench.dll" switch \
   --nats "nats://operator:$QWEN_NATS_OPERATOR_PASSWORD@127.0.0.1:$NATS_PORT" --ingress "http://127.0.0.1:$PORT,http://127.0.0.1:$PORT2" --switches $SWITCHES
+
+# The system of the switch benchmark is no longer needed: the performance benchmarks start their own processes.
+"$ROOT/deploy/local/down.sh" --quiet
+trap - EXIT
+
+BENCH="$ROOT/bench/QwenNats.Bench/bin/Release/net10.0/QwenNats.Bench.dll"
+MODELS="${QWEN_BENCH_MODELS:-$HOME/.cache/qwen-nats/bench-models}"
+TINY="$(cd "$ROOT/.." && pwd)/shared/models/stories260K.gguf"
+[ -n "${QWEN_TEST_MODEL:-}" ] && TINY="$QWEN_TEST_MODEL"
+echo
+if [ "${1:-}" = "--quick" ]; then
+  dotnet "$BENCH" model --shape miniature --out "$MODELS" --quant q4_k_m,q8_0 >"$ROOT/.run/logs/bench-model.log" 2>&1
+  Q4="$MODELS/qwen2-miniature-q4_k_m.gguf"; Q8="$MODELS/qwen2-miniature-q8_0.gguf"; QUICK=true
+else
+  echo "Writing and quantizing the Qwen-shaped model (once; kept in $MODELS)..." >&2
+  dotnet "$BENCH" model --out "$MODELS" --quant q4_k_m,q8_0 >"$ROOT/.run/logs/bench-model.log" 2>&1
+  rm -f "$MODELS/qwen1.5-0.5b-shaped-f16.gguf"
+  Q4="$MODELS/qwen1.5-0.5b-shaped-q4_k_m.gguf"; Q8="$MODELS/qwen1.5-0.5b-shaped-q8_0.gguf"; QUICK=false
+fi
+dotnet "$BENCH" perf --tiny "$TINY" --qwen "$Q4" --qwen8 "$Q8" --threads 1 --quick $QUICK

@@ -27,18 +27,24 @@ internal static class Perf
 
     public static async Task<int> RunAsync(string[] args)
     {
+        // llama.cpp's own log lines only when they are warnings or worse.
+        NativeLibraryConfig.All.WithLogCallback((level, message) =>
+        {
+            if (level is LLamaLogLevel.Warning or LLamaLogLevel.Error) Console.Error.Write(message);
+        });
         var o = Args.Parse(args);
         var tiny = o["tiny"];
         var q4 = o["qwen"];
         var q8 = o.GetValueOrDefault("qwen8");
         var threads = int.Parse(o.GetValueOrDefault("threads", "1"), C);
         var quick = o.ContainsKey("quick") && o["quick"] == "true";
-        var reps = quick ? 4 : 20;
+        var reps = quick ? 4 : 12;
         var genTokens = quick ? 12 : 48;
         var levels = quick ? new[] { 1, 2 } : new[] { 1, 2, 4, 8 };
         var shadowSeconds = quick ? 4 : 20;
         var profile = Path.Combine(Proc.Root, "deploy", "profiles", "v1.json");
         var md = new StringBuilder();
+        var qName = Path.GetFileNameWithoutExtension(q4);
         var memory = new List<(string What, long Bytes)>();
         var total = Stopwatch.StartNew();
 
@@ -48,7 +54,7 @@ internal static class Perf
         md.AppendLine("| model | call | in-process p50 ms | p99 | through the system p50 ms | p99 | added p50 ms | added p99 ms | system with prefix cache p50 ms |");
         md.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         double workerRate = 0, directRate = 0;
-        foreach (var (label, model) in new[] { ("stories260K (tiny)", tiny), ("Qwen1.5-0.5B-shaped q4_k_m", q4) })
+        foreach (var (label, model) in new[] { ("stories260K (tiny)", tiny), (qName, q4) })
         {
             var direct = new Direct(model, profile, threads);
             var dSent = await direct.TimeAsync(reps, () => direct.SentimentAsync("The weather is lovely today and I feel great"));
@@ -78,11 +84,11 @@ internal static class Perf
         md.AppendLine("## 2. Worker tokens/s for one stream against a plain LLamaSharp decode loop").AppendLine();
         md.AppendLine("| model | threads | tokens | plain LLamaSharp tokens/s | worker through the system tokens/s | ratio |");
         md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: |");
-        md.AppendLine(C, $"| Qwen1.5-0.5B-shaped q4_k_m | {threads} | {genTokens} | {directRate:F2} | {workerRate:F2} | **{workerRate / directRate:F3}** |").AppendLine();
+        md.AppendLine(C, $"| {qName} | {threads} | {genTokens} | {directRate:F2} | {workerRate:F2} | **{workerRate / directRate:F3}** |").AppendLine();
 
         // 3. Concurrent streams, slots on and off.
         md.AppendLine("## 3. Concurrent streams: aggregate tokens/s and p95 time to first token").AppendLine();
-        md.AppendLine(C, $"Qwen1.5-0.5B-shaped q4_k_m, one worker, {threads} thread(s), {genTokens / 2} tokens per stream; slots on = 4 sequences per forward pass, off = 1.").AppendLine();
+        md.AppendLine(C, $"{qName}, one worker, {threads} thread(s), {genTokens / 2} tokens per stream; slots on = 4 sequences per forward pass, off = 1.").AppendLine();
         md.AppendLine("| streams | slots off tokens/s | slots on tokens/s | gain | slots off p95 TTFT ms | slots on p95 TTFT ms |");
         md.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: |");
         var rows = new Dictionary<int, (double Tps, double Ttft)[]>();
@@ -98,7 +104,7 @@ internal static class Perf
                 rows.TryAdd(c, new (double, double)[2]);
                 rows[c][slots == 1 ? 0 : 1] = (tps, P(runs.Select(r => r.TtftMs).ToList(), .95));
             }
-            memory.Add(($"worker, Qwen-shaped q4_k_m, {slots} slot(s), after load", rig.Workers[0].Resident()));
+            memory.Add(($"worker, {qName}, {slots} slot(s), after load", rig.Workers[0].Resident()));
         }
         foreach (var (c, r) in rows.OrderBy(r => r.Key))
             md.AppendLine(C, $"| {c} | {r[0].Tps:F2} | {r[1].Tps:F2} | {r[1].Tps / r[0].Tps:F2}x | {r[0].Ttft:F0} | {r[1].Ttft:F0} |");
@@ -106,7 +112,7 @@ internal static class Perf
 
         // 4. Live latency under shadow mirroring, candidate on the same machine.
         md.AppendLine("## 4. Live latency with shadow mirroring off, at 20 % and at 100 %").AppendLine();
-        md.AppendLine(C, $"Qwen1.5-0.5B-shaped q4_k_m; blue (live) and green (candidate) workers on this machine, 2 slots and {threads} thread(s) each; 2 clients in a closed loop of sentiment and 8-token chats for {shadowSeconds} s per setting.").AppendLine();
+        md.AppendLine(C, $"{qName}; blue (live) and green (candidate) workers on this machine, 2 slots and {threads} thread(s) each; 2 clients in a closed loop of sentiment and 8-token chats for {shadowSeconds} s per setting.").AppendLine();
         md.AppendLine("| mirroring | live requests | live p50 ms | live p95 ms | p95 vs off | mirrored | compared | dropped |");
         md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         await using (var rig = await Rig.StartAsync([("blue", q4, 2, true), ("green", q4, 2, true)], threads, controlPlane: true, shadowFractions: [0.2, 1.0]))
@@ -131,7 +137,7 @@ internal static class Perf
         md.AppendLine();
 
         // 5. Memory.
-        foreach (var (label, model) in new[] { ("stories260K", tiny), ("Qwen-shaped q8_0", q8) })
+        foreach (var (label, model) in new[] { ("stories260K", tiny), (q8 is null ? "" : Path.GetFileNameWithoutExtension(q8), q8) })
         {
             if (model is null) continue;
             await using var rig = await Rig.StartAsync([("blue", model, 4, true)], threads);
@@ -139,13 +145,13 @@ internal static class Perf
             memory.Add(($"worker, {label}, 4 slots, after load", rig.Workers[0].Resident()));
         }
         md.AppendLine("## 5. Resident memory").AppendLine();
-        md.AppendLine(C, $"Model files: stories260K {new FileInfo(tiny).Length / 1048576.0:F1} MiB, Qwen-shaped q4_k_m {new FileInfo(q4).Length / 1048576.0:F0} MiB{(q8 is null ? "" : $", q8_0 {new FileInfo(q8).Length / 1048576.0:F0} MiB")}. Workers use 512-token contexts per slot here.").AppendLine();
+        md.AppendLine(C, $"Model files: stories260K {new FileInfo(tiny).Length / 1048576.0:F1} MiB, {qName} {new FileInfo(q4).Length / 1048576.0:F0} MiB{(q8 is null ? "" : $", {Path.GetFileNameWithoutExtension(q8)} {new FileInfo(q8).Length / 1048576.0:F0} MiB")}. Workers use 512-token contexts per slot here.").AppendLine();
         md.AppendLine("| process | resident MiB |");
         md.AppendLine("| --- | ---: |");
         foreach (var (what, bytes) in memory)
             md.AppendLine(C, $"| {what} | {bytes / 1048576.0:F0} |");
-        var one = memory.FirstOrDefault(m => m.What.Contains("q4_k_m, 1 slot", StringComparison.Ordinal)).Bytes;
-        var four = memory.FirstOrDefault(m => m.What.Contains("q4_k_m, 4 slot", StringComparison.Ordinal)).Bytes;
+        var one = memory.FirstOrDefault(m => m.What.Contains($"{qName}, 1 slot", StringComparison.Ordinal)).Bytes;
+        var four = memory.FirstOrDefault(m => m.What.Contains($"{qName}, 4 slot", StringComparison.Ordinal)).Bytes;
         md.AppendLine().AppendLine(C, $"Per extra slot (q4_k_m, 512 tokens each): {(four - one) / 3.0 / 1048576.0:F1} MiB.");
         md.AppendLine().AppendLine(C, $"All of the above took {total.Elapsed.TotalMinutes:F1} minutes.");
         Console.WriteLine(md.ToString());
@@ -175,10 +181,20 @@ internal static class Perf
         private readonly BatchedExecutor _executor;
         private readonly PromptBuilder _prompts;
         private readonly int[] _labelFirstTokens;
+        private Conversation? _sentiment;
+        private Conversation? _chat;
+
+        /// <summary>One long-lived sequence per kind of call, emptied before each call (what a plain loop over one context does).</summary>
+        private Conversation Fresh(ref Conversation? conversation)
+        {
+            conversation ??= _executor.Create();
+            if (conversation.TokenCount > 0) conversation.Rewind(conversation.TokenCount);
+            return conversation;
+        }
 
         public Direct(string model, string profilePath, int threads)
         {
-            var p = new ModelParams(model) { ContextSize = 2048, BatchSize = 512, Threads = threads, BatchThreads = threads, GpuLayerCount = 0 };
+            var p = new ModelParams(model) { ContextSize = 2048, BatchSize = 512, SeqMax = 4, KVUnified = true, Threads = threads, BatchThreads = threads, GpuLayerCount = 0 };
             _weights = LLamaWeights.LoadFromFile(p);
             _executor = new BatchedExecutor(_weights, p);
             var profile = PromptProfile.Load(profilePath);
@@ -205,9 +221,10 @@ internal static class Perf
 
         public async Task SentimentAsync(string input)
         {
-            using var conversation = _executor.Create();
+            var conversation = Fresh(ref _sentiment);
             conversation.Prompt(Tokens(_prompts.Sentiment(input)));
-            await _executor.Infer();
+            if (await _executor.Infer() is var result && result != DecodeResult.Ok)
+                throw new InvalidOperationException($"decode failed: {result}");
             var logits = conversation.Sample();
             var best = float.MinValue;
             foreach (var t in _labelFirstTokens) best = Math.Max(best, logits[t]);
@@ -224,7 +241,7 @@ internal static class Perf
 
         private async Task<(double FirstSeconds, double DoneSeconds, int Tokens)> GenerateAsync(string user, int tokens)
         {
-            using var conversation = _executor.Create();
+            var conversation = Fresh(ref _chat);
             using var sampler = new GreedySamplingPipeline();
             conversation.Prompt(Tokens(_prompts.Chat([new ChatMessage(ChatRoles.User, user)])));
             var clock = Stopwatch.StartNew();
@@ -232,16 +249,19 @@ internal static class Perf
             var n = 0;
             for (; n < tokens; n++)
             {
-                await _executor.Infer();
+                if (await _executor.Infer() is var result && result != DecodeResult.Ok)
+                    throw new InvalidOperationException($"decode failed: {result}");
                 var token = conversation.Sample(sampler);
                 if (n == 0) first = clock.Elapsed.TotalSeconds;
-                conversation.Prompt(token);
+                if (n + 1 < tokens) conversation.Prompt(token);
             }
             return (first, clock.Elapsed.TotalSeconds, n);
         }
 
         public void Dispose()
         {
+            _sentiment?.Dispose();
+            _chat?.Dispose();
             _executor.Dispose();
             _weights.Dispose();
         }
