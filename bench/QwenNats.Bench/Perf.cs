@@ -41,7 +41,7 @@ internal static class Perf
         var reps = quick ? 4 : 12;
         var genTokens = quick ? 12 : 48;
         var levels = quick ? new[] { 1, 2 } : new[] { 1, 2, 4, 8 };
-        var shadowSeconds = quick ? 4 : 20;
+        var shadowSeconds = quick ? 4 : 40;
         var profile = Path.Combine(Proc.Root, "deploy", "profiles", "v1.json");
         var md = new StringBuilder();
         var qName = Path.GetFileNameWithoutExtension(q4);
@@ -56,21 +56,26 @@ internal static class Perf
         double workerRate = 0, directRate = 0;
         foreach (var (label, model) in new[] { ("stories260K (tiny)", tiny), (qName, q4) })
         {
-            var direct = new Direct(model, profile, threads);
-            var dSent = await direct.TimeAsync(reps, () => direct.SentimentAsync("The weather is lovely today and I feel great"));
-            var dChat = await direct.TimeAsync(reps, () => direct.ChatAsync("Tell me a short story", 8));
-            if (model == q4)
-                directRate = Median(await RepeatAsync(3, () => direct.TokensPerSecondAsync("Tell me a short story", genTokens)));
-            direct.Dispose();
-
+            // In-process and through-the-system calls alternate, so both see the same machine conditions.
             await using (var rig = await Rig.StartAsync([("blue", model, 1, false)], threads))
             {
-                var sSent = await rig.TimeAsync(reps, () => rig.SentimentAsync("The weather is lovely today and I feel great"));
-                var sChat = await rig.TimeAsync(reps, () => rig.ChatAsync("Tell me a short story", 8));
+                using var direct = new Direct(model, profile, threads);
+                const string Input = "The weather is lovely today and I feel great";
+                var (dSent, sSent) = await InterleaveAsync(reps, () => direct.SentimentAsync(Input), () => rig.SentimentAsync(Input));
+                var (dChat, sChat) = await InterleaveAsync(reps, () => direct.ChatAsync("Tell me a short story", 8), () => rig.ChatAsync("Tell me a short story", 8));
                 md.AppendLine(C, $"| {label} | sentiment | {P(dSent, .5):F1} | {P(dSent, .99):F1} | {P(sSent, .5):F1} | {P(sSent, .99):F1} | {P(sSent, .5) - P(dSent, .5):F1} | {P(sSent, .99) - P(dSent, .99):F1} | |");
                 md.AppendLine(C, $"| {label} | chat, 8 tokens | {P(dChat, .5):F1} | {P(dChat, .99):F1} | {P(sChat, .5):F1} | {P(sChat, .99):F1} | {P(sChat, .5) - P(dChat, .5):F1} | {P(sChat, .99) - P(dChat, .99):F1} | |");
                 if (model == q4)
-                    workerRate = Median(await RepeatAsync(3, async () => (await rig.StreamAsync("Tell me a short story", genTokens)).TokensPerSecond));
+                {
+                    var d = new List<double>();
+                    var w = new List<double>();
+                    for (var i = 0; i < 3; i++)
+                    {
+                        d.Add(await direct.TokensPerSecondAsync("Tell me a short story", genTokens));
+                        w.Add((await rig.StreamAsync("Tell me a short story", genTokens)).TokensPerSecond);
+                    }
+                    (directRate, workerRate) = (Median(d), Median(w));
+                }
             }
             await using (var rig = await Rig.StartAsync([("blue", model, 1, true)], threads))
             {
@@ -160,6 +165,23 @@ internal static class Perf
 
     private static double Median(IReadOnlyList<double> xs) => P(xs, 0.5);
 
+    private static async Task<(List<double> A, List<double> B)> InterleaveAsync(int n, Func<Task> a, Func<Task> b)
+    {
+        await a();
+        await b();
+        var (ta, tb) = (new List<double>(), new List<double>());
+        for (var i = 0; i < n; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            await a();
+            ta.Add(clock.Elapsed.TotalMilliseconds);
+            clock.Restart();
+            await b();
+            tb.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        return (ta, tb);
+    }
+
     public static double P(IReadOnlyList<double> values, double q)
     {
         if (values.Count == 0) return 0;
@@ -180,7 +202,7 @@ internal static class Perf
         private readonly LLamaWeights _weights;
         private readonly BatchedExecutor _executor;
         private readonly PromptBuilder _prompts;
-        private readonly int[] _labelFirstTokens;
+        private readonly int[][] _labelTokens;
         private Conversation? _sentiment;
         private Conversation? _chat;
 
@@ -194,14 +216,14 @@ internal static class Perf
 
         public Direct(string model, string profilePath, int threads)
         {
-            var p = new ModelParams(model) { ContextSize = 2048, BatchSize = 512, SeqMax = 4, KVUnified = true, Threads = threads, BatchThreads = threads, GpuLayerCount = 0 };
+            var p = new ModelParams(model) { ContextSize = 2048, BatchSize = 512, SeqMax = 16, KVUnified = true, Threads = threads, BatchThreads = threads, GpuLayerCount = 0 };
             _weights = LLamaWeights.LoadFromFile(p);
             _executor = new BatchedExecutor(_weights, p);
             var profile = PromptProfile.Load(profilePath);
             IChatFormatter formatter = _weights.Metadata.ContainsKey("tokenizer.chat_template") && profile.Template.UseModelTemplate
                 ? new ModelChatFormatter(_weights) : new ProfileChatFormatter(profile.Template);
             _prompts = new PromptBuilder(profile, formatter);
-            _labelFirstTokens = profile.Sentiment.Labels.Select(l => (int)_weights.Tokenize(l, false, true, Encoding.UTF8)[0]).ToArray();
+            _labelTokens = profile.Sentiment.Labels.Select(l => _weights.Tokenize(l, false, true, Encoding.UTF8).Select(t => (int)t).ToArray()).ToArray();
         }
 
         private LLamaToken[] Tokens(string text) => _weights.Tokenize(text, true, true, Encoding.UTF8);
@@ -225,9 +247,21 @@ internal static class Perf
             conversation.Prompt(Tokens(_prompts.Sentiment(input)));
             if (await _executor.Infer() is var result && result != DecodeResult.Ok)
                 throw new InvalidOperationException($"decode failed: {result}");
+            // The worker's scoring: first label token from the prompt's logits, the rest of multi-token labels
+            // on forks of the prompt sequence, all in one more decode.
             var logits = conversation.Sample();
             var best = float.MinValue;
-            foreach (var t in _labelFirstTokens) best = Math.Max(best, logits[t]);
+            foreach (var t in _labelTokens) best = Math.Max(best, logits[t[0]]);
+            var forks = new List<Conversation>();
+            foreach (var t in _labelTokens.Where(t => t.Length > 1))
+            {
+                var fork = conversation.Fork();
+                fork.Prompt(t[..^1].Select(x => (LLamaToken)x).ToArray(), allLogits: true);
+                forks.Add(fork);
+            }
+            if (forks.Count > 0 && await _executor.Infer() is var more && more != DecodeResult.Ok)
+                throw new InvalidOperationException($"decode failed: {more}");
+            foreach (var f in forks) f.Dispose();
             GC.KeepAlive(best);
         }
 
