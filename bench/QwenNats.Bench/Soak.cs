@@ -39,6 +39,7 @@ internal static class Soak
         var results = new ConcurrentQueue<Outcome>();
         var commands = new ConcurrentQueue<string>();
         var started = DateTimeOffset.UtcNow;
+        var initialLive = (await SwitchPropagation.CtlAsync(nats, "status", "")).State!.Live;
         using var stop = new CancellationTokenSource(duration);
 
         var load = Enumerable.Range(0, clients).Select(i => ClientAsync(i, http, ingress, results, stop.Token)).ToList();
@@ -62,7 +63,7 @@ internal static class Soak
         await sampling;
         var memoryEnd = Memory(pidDir);
         series.Add(((DateTimeOffset.UtcNow - started).TotalMinutes, memoryEnd));
-        await Restore(nats);
+        await Restore(nats, initialLive);
 
         var all = results.ToList();
         var failures = all.Where(r => !r.Ok).ToList();
@@ -272,13 +273,23 @@ internal static class Soak
         return reply;
     }
 
-    /// <summary>Leaves the system Stable.</summary>
-    private static async Task Restore(NatsConnection nats)
+    /// <summary>Leaves the system Stable, with the live colour it had when the soak began.</summary>
+    private static async Task Restore(NatsConnection nats, string live)
     {
-        var s = (await SwitchPropagation.CtlAsync(nats, "status", "")).State!;
-        if (s.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused)
-            await SwitchPropagation.CtlAsync(nats, "abort", "{\"reason\":\"soak finished\"}");
-        else if (s.Phase is RolloutPhase.Promoted)
-            await SwitchPropagation.CtlAsync(nats, "promote", "{\"reason\":\"soak finished\"}");
+        for (var attempt = 0; attempt < 20; attempt++)
+        {
+            var s = (await SwitchPropagation.CtlAsync(nats, "status", "")).State!;
+            if (s.Phase is RolloutPhase.Stable && s.Live == live) return;
+            if (s.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused)
+                await SwitchPropagation.CtlAsync(nats, "abort", "{\"reason\":\"soak finished\"}");
+            else if (s.Phase is RolloutPhase.Promoted)
+                await SwitchPropagation.CtlAsync(nats, "promote", "{\"reason\":\"soak finished\"}");
+            else if (s.Phase is RolloutPhase.Stable)
+            {
+                await SwitchPropagation.CtlAsync(nats, "start", $"{{\"candidate\":\"{live}\",\"reason\":\"soak finished: back to {live}\"}}");
+                await SwitchPropagation.CtlAsync(nats, "promote", "{\"full\":true,\"reason\":\"soak finished\"}");
+            }
+            await Task.Delay(500);
+        }
     }
 }
