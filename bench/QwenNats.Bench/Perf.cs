@@ -80,7 +80,7 @@ internal static class Perf
             }
             await using (var rig = await Rig.StartAsync([("blue", model, 1, true)], threads))
             {
-                var cached = await rig.TimeAsync(reps, () => rig.SentimentAsync("The weather is lovely today and I feel great"));
+                var cached = await TimeAsync(reps, () => rig.SentimentAsync("The weather is lovely today and I feel great"));
                 md.AppendLine(C, $"| {label} | sentiment, prefix cache on | | | | | | | {P(cached, .5):F1} |");
             }
         }
@@ -167,6 +167,20 @@ internal static class Perf
 
     private static double Median(IReadOnlyList<double> xs) => P(xs, 0.5);
 
+    /// <summary>One warm-up call, then <paramref name="n"/> timed calls in milliseconds.</summary>
+    private static async Task<List<double>> TimeAsync(int n, Func<Task> call)
+    {
+        await call();
+        var list = new List<double>();
+        for (var i = 0; i < n; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            await call();
+            list.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        return list;
+    }
+
     private static async Task<(List<double> A, List<double> B)> InterleaveAsync(int n, Func<Task> a, Func<Task> b)
     {
         await a();
@@ -229,19 +243,6 @@ internal static class Perf
         }
 
         private LLamaToken[] Tokens(string text) => _weights.Tokenize(text, true, true, Encoding.UTF8);
-
-        public async Task<List<double>> TimeAsync(int n, Func<Task> call)
-        {
-            await call();
-            var list = new List<double>();
-            for (var i = 0; i < n; i++)
-            {
-                var clock = Stopwatch.StartNew();
-                await call();
-                list.Add(clock.Elapsed.TotalMilliseconds);
-            }
-            return list;
-        }
 
         public async Task SentimentAsync(string input)
         {
@@ -394,19 +395,6 @@ internal static class Perf
             var r = await SwitchPropagation.CtlAsync(n, verb, json);
             if (!r.Ok) throw new InvalidOperationException($"{verb}: {r.Error}");
             await Task.Delay(500);
-        }
-
-        public async Task<List<double>> TimeAsync(int n, Func<Task> call)
-        {
-            await call();
-            var list = new List<double>();
-            for (var i = 0; i < n; i++)
-            {
-                var clock = Stopwatch.StartNew();
-                await call();
-                list.Add(clock.Elapsed.TotalMilliseconds);
-            }
-            return list;
         }
 
         public Task SentimentAsync(string input, int ingress = 0) =>
