@@ -58,18 +58,7 @@ internal sealed class Proc : IAsyncDisposable
         return new Proc(name, Process.Start(psi)!);
     }
 
-    public long Resident()
-    {
-        try
-        {
-            var line = File.ReadLines($"/proc/{_p.Id}/status").FirstOrDefault(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
-            return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        }
-        catch (IOException)
-        {
-            return 0;
-        }
-    }
+    public long Resident() => ProcessMemory.Resident(_p.Id);
 
     public static int FreePort()
     {

@@ -127,11 +127,8 @@ internal static class Soak
         foreach (var file in Directory.GetFiles(pidDir, "*.pid"))
         {
             if (!int.TryParse(File.ReadAllText(file).Trim(), out var pid)) continue;
-            var status = $"/proc/{pid}/status";
-            if (!File.Exists(status)) continue;
-            var line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
-            if (line is not null)
-                m[Path.GetFileNameWithoutExtension(file)] = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+            var rss = ProcessMemory.Resident(pid);
+            if (rss > 0) m[Path.GetFileNameWithoutExtension(file)] = rss;
         }
         return m;
     }

@@ -251,8 +251,11 @@ public sealed class InferCall : IAsyncDisposable
             {
                 while (reply is null)
                 {
-                    // Wake up every second to check that the worker streaming this answer is still alive:
-                    // its heartbeats stop when it dies, long before JetStream would redeliver the work.
+                    // A reply already waiting is taken without any timer (the common case while streaming).
+                    if (_replies.TryRead(out reply))
+                        break;
+                    // Otherwise wake up every second to check that the worker streaming this answer is still
+                    // alive: its heartbeats stop when it dies, long before JetStream would redeliver the work.
                     using var tick = CancellationTokenSource.CreateLinkedTokenSource(linked.Token);
                     tick.CancelAfter(TimeSpan.FromSeconds(1));
                     try

@@ -92,13 +92,7 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// <summary>Resident set size from <c>/proc/&lt;pid&gt;/status</c>.</summary>
     public long ResidentBytes() => Resident(_process.Id);
 
-    public static long Resident(int pid)
-    {
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        return 0;
-    }
+    public static long Resident(int pid) => QwenNats.Bench.ProcessMemory.Resident(pid);
 
     /// <summary>A free loopback TCP port (bound and released).</summary>
     public static int FreePort()

@@ -256,12 +256,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         {
             for (var i = from; i < from + count; i++)
             {
-                var sample = new ShadowSample
-                {
-                    Id = $"syn-{i}", RolloutId = rolloutId, Phase = RolloutPhase.Shadow, Step = 0, Task = InferTasks.Sentiment, At = DateTimeOffset.UtcNow,
-                    Live = new SampleSide { Colour = "blue", Label = "positive", Confidence = 0.9, TotalMs = 50, TimeToFirstTokenMs = 10 },
-                    Candidate = new SampleSide { Colour = "green", Label = "positive", Confidence = 0.9, TotalMs = 52, TimeToFirstTokenMs = 10 },
-                };
+                var sample = Samples.Agreeing($"syn-{i}", rolloutId);
                 (await js.PublishAsync(Judging.Samples(rolloutId), sample)).EnsureSuccess();
             }
         }

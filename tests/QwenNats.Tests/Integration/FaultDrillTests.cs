@@ -214,12 +214,7 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         {
             for (var i = 0; i < count; i++, sent++)
             {
-                var sample = new ShadowSample
-                {
-                    Id = $"drill-{sent}", RolloutId = rolloutId, Phase = RolloutPhase.Shadow, Step = 0, Task = InferTasks.Sentiment, At = DateTimeOffset.UtcNow,
-                    Live = new SampleSide { Colour = "blue", Label = "positive", Confidence = 0.9, TotalMs = 50, TimeToFirstTokenMs = 10 },
-                    Candidate = new SampleSide { Colour = "green", Label = "positive", Confidence = 0.9, TotalMs = 52, TimeToFirstTokenMs = 10 },
-                };
+                var sample = Samples.Agreeing($"drill-{sent}", rolloutId);
                 (await js.PublishAsync(Judging.Samples(rolloutId), sample)).EnsureSuccess();
             }
         }
