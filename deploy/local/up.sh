@@ -84,7 +84,9 @@ start() { # name, log prefix, command...
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 # One NATS user per service with least-privilege permissions (deploy/nats/auth.conf); fresh random
 # passwords for every run, kept in .run/nats-users.env (readable by this user only).
-secret() { head -c 18 /dev/urandom | base64 | tr -d '/+='; }
+# nats-server parses a password from the environment as a configuration value: it must start with a letter
+# (a leading digit makes it a number and the server refuses to start).
+secret() { printf 'q%s' "$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"; }
 (umask 077; : >"$RUN/nats-users.env")
 for user in INGRESS WORKER_BLUE WORKER_GREEN JUDGE PROMOTER OPERATOR; do
   printf 'QWEN_NATS_%s_PASSWORD=%s\n' "$user" "$(secret)" >>"$RUN/nats-users.env"
