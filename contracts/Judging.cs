@@ -40,8 +40,17 @@ public sealed record SampleSide
     public int CompletionTokens { get; init; }
     public double TimeToFirstTokenMs { get; init; }
     public double TotalMs { get; init; }
+    /// <summary>CPU milliseconds the worker spent on this request (<see cref="InferResult.ComputeMs"/>).</summary>
+    public double ComputeMs { get; init; }
+    /// <summary>Tokens decoded for this request (<see cref="InferResult.ComputedTokens"/>).</summary>
+    public int ComputedTokens { get; init; }
     /// <summary>Error code when the side failed (including <c>deadline_exceeded</c> for a timeout).</summary>
     public string? Error { get; init; }
+    /// <summary>
+    /// Whether a worker took the request (it sent <c>accepted</c>). A side that failed without ever being taken
+    /// (its queue was full, no worker, or the deadline passed while queued) is a capacity miss, not a wrong answer.
+    /// </summary>
+    public bool Taken { get; init; } = true;
 }
 
 /// <summary>A live answer and the candidate's answer to the same request, for the judge.</summary>
@@ -58,7 +67,11 @@ public sealed record ShadowSample
 }
 
 /// <summary>One check of a verdict, with the value, the threshold and the samples behind it.</summary>
-public sealed record JudgeCheck(string Name, double? Value, string Threshold, bool Passed, int Samples, string Detail);
+public sealed record JudgeCheck(string Name, double? Value, string Threshold, bool Passed, int Samples, string Detail)
+{
+    /// <summary>For a sequential check: <c>pass</c>, <c>fail</c> or <c>undecided</c> (more pairs needed).</summary>
+    public string? Decision { get; init; }
+}
 
 /// <summary>The judge's decision about one rollout step.</summary>
 public sealed record Verdict
@@ -72,6 +85,8 @@ public sealed record Verdict
     public required string Reason { get; init; }
     public int Samples { get; init; }
     public IReadOnlyList<JudgeCheck> Checks { get; init; } = [];
+    /// <summary>Mirrors the candidate never took (full shadow queue, no worker, deadline while queued): capacity, not quality.</summary>
+    public int CapacityMisses { get; init; }
     public DateTimeOffset At { get; init; }
 }
 

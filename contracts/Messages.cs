@@ -85,6 +85,14 @@ public sealed record InferResult
     public double TimeToFirstTokenMs { get; init; }
     public double TotalMs { get; init; }
     public double QueueMs { get; init; }
+    /// <summary>
+    /// CPU time this request cost the worker, in milliseconds: every batched decode step it took part in
+    /// and its own sampling, measured as process CPU time (not wall-clock), so it does not grow when another
+    /// process competes for the cores. The judge compares it between colours.
+    /// </summary>
+    public double ComputeMs { get; init; }
+    /// <summary>Tokens this request had decoded for it: its prompt after the shared prefix, and what it generated.</summary>
+    public int ComputedTokens { get; init; }
     public required string WorkerId { get; init; }
     public required string Colour { get; init; }
     public required string ModelId { get; init; }

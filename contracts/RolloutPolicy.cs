@@ -4,58 +4,147 @@ using System.Text.Json.Serialization;
 namespace QwenNats.Contracts;
 
 /// <summary>
+/// One sequential test of the judge (Wald's SPRT on a paired event): each comparable pair either shows the
+/// event (for example "the candidate cost more than 1.5× live's compute") or not. The test decides between
+/// "the event rate is at most <see cref="P0"/>" (acceptable: pass) and "at least <see cref="P1"/>" (a
+/// regression: fail) with the policy's false-alarm and miss rates, taking as many pairs as the evidence
+/// needs: gross faults in a few pairs, subtle ones in more.
+/// </summary>
+public sealed record SequentialTest
+{
+    /// <summary>The check's cut-off where it has one (a ratio for latency and compute, a difference for
+    /// confidence, a similarity for text): which side of it makes a pair count as an event.</summary>
+    public double? Threshold { get; set; }
+    /// <summary>Event rate that is acceptable (the hypothesis a pass accepts).</summary>
+    public double P0 { get; set; }
+    /// <summary>Event rate that must be caught (the hypothesis a fail accepts).</summary>
+    public double P1 { get; set; }
+}
+
+/// <summary>
 /// deploy/rollout-policy.json: what the judge requires of a candidate (compared with live on the same
-/// requests) and how the promoter steps through a rollout. Shared by both.
+/// requests) and how the promoter steps through a rollout. Shared by both. docs/judge.md explains every
+/// check; <see cref="Validate"/> refuses a policy with a check that cannot fail.
 /// </summary>
 public sealed record RolloutPolicy
 {
-    public string Description { get; init; } = "";
-    /// <summary>Samples a step needs before any verdict other than inconclusive.</summary>
-    public int MinSamples { get; init; } = 50;
-    /// <summary>Pairs of one task needed before that task's checks count.</summary>
-    public int MinTaskSamples { get; init; } = 20;
-    public double WilsonZ { get; init; } = 1.96;
-    /// <summary>Lower Wilson bound of the sentiment label agreement rate.</summary>
-    public double SentimentAgreementMin { get; init; } = 0.85;
-    public double ConfidenceDriftMax { get; init; } = 0.25;
-    public double ChatEmptyRateIncreaseMax { get; init; } = 0.05;
-    public double ChatTruncatedRateIncreaseMax { get; init; } = 0.10;
-    public double ChatBrokenUtf8RateMax { get; init; } = 0.01;
-    public double ChatRepetitionRateIncreaseMax { get; init; } = 0.10;
-    public double ChatLengthRatioMin { get; init; } = 0.5;
-    public double ChatLengthRatioMax { get; init; } = 2.0;
-    public double ChatSimilarityMin { get; init; }
-    /// <summary>Paired total latency, candidate over live.</summary>
-    public double LatencyP50RatioMax { get; init; } = 1.5;
-    public double LatencyP95RatioMax { get; init; } = 2.0;
-    public double TtftP50RatioMax { get; init; } = 1.5;
-    /// <summary>Candidate error rate minus live error rate.</summary>
-    public double ErrorRateIncreaseMax { get; init; } = 0.02;
+    public string Description { get; set; } = "";
+    /// <summary>Samples a step needs before it can pass, whatever the tests say.</summary>
+    public int MinSamples { get; set; } = 20;
+    /// <summary>Probability that one check fails a good candidate in one step (Wald's α).</summary>
+    public double FalseAlarmRate { get; set; } = 0.001;
+    /// <summary>Probability that one check passes a candidate at its P1 (Wald's β).</summary>
+    public double MissRate { get; set; } = 0.05;
+    /// <summary>The false-rollback rate per whole rollout the policy promises; <see cref="Validate"/> checks
+    /// that the checks' false-alarm rates over every step stay under it.</summary>
+    public double MaxFalseRollbackRate { get; set; } = 0.02;
+    /// <summary>Tasks whose checks must all decide before a step passes (a task without traffic stays inconclusive).</summary>
+    public IReadOnlyList<string> RequiredTasks { get; set; } = [InferTasks.Sentiment, InferTasks.Chat];
+
+    /// <summary>Pair event: the candidate's compute (worker CPU time) over live's is above the threshold.</summary>
+    public SequentialTest Compute { get; set; } = new() { Threshold = 1.5, P0 = 0.2, P1 = 0.6 };
+    /// <summary>Pair event: the candidate's wall-clock time over live's is above the threshold (loose: shared machines).</summary>
+    public SequentialTest Latency { get; set; } = new() { Threshold = 3.0, P0 = 0.2, P1 = 0.6 };
+    /// <summary>Pair event: the candidate answered with an error where live answered.</summary>
+    public SequentialTest Errors { get; set; } = new() { P0 = 0.01, P1 = 0.08 };
+    /// <summary>Pair event: the candidate took the request and never answered (deadline, lost) where live answered.</summary>
+    public SequentialTest Unanswered { get; set; } = new() { P0 = 0.001, P1 = 0.05 };
+    /// <summary>Sentiment pair event: the labels differ.</summary>
+    public SequentialTest SentimentDisagreement { get; set; } = new() { P0 = 0.03, P1 = 0.15 };
+    /// <summary>Sentiment pair event: the confidences differ by more than the threshold.</summary>
+    public SequentialTest ConfidenceDrift { get; set; } = new() { Threshold = 0.25, P0 = 0.1, P1 = 0.4 };
+    /// <summary>Chat pair event: the candidate's answer is empty, has broken UTF-8, runs away repeating
+    /// itself or was cut at max tokens, where live's was not.</summary>
+    public SequentialTest ChatDefects { get; set; } = new() { P0 = 0.05, P1 = 0.25 };
+    /// <summary>Chat pair event: the candidate's answer is more than the threshold times shorter or longer than live's.</summary>
+    public SequentialTest ChatLength { get; set; } = new() { Threshold = 2.0, P0 = 0.15, P1 = 0.5 };
+    /// <summary>Chat pair event: the character-trigram similarity to live's answer is below the threshold.
+    /// Off when absent: different prompt profiles legitimately answer differently.</summary>
+    public SequentialTest? ChatSimilarity { get; set; }
+
     /// <summary>The candidate's golden-set accuracy may be at most this much below live's.</summary>
-    public double GoldenAccuracyTolerance { get; init; }
+    public double GoldenAccuracyTolerance { get; set; }
     /// <summary>A step inconclusive for this long is paused for an operator.</summary>
-    public TimeSpan InconclusivePauseAfter { get; init; } = TimeSpan.FromMinutes(10);
-    public IReadOnlyList<int> CanarySteps { get; init; } = [10, 25, 50];
-    public TimeSpan BakeWindow { get; init; } = TimeSpan.FromMinutes(5);
+    public TimeSpan InconclusivePauseAfter { get; set; } = TimeSpan.FromMinutes(10);
+    public IReadOnlyList<int> CanarySteps { get; set; } = [10, 25, 50];
+    public TimeSpan BakeWindow { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>The sequential checks by name, in the order the judge reports them.</summary>
+    public IEnumerable<(string Name, SequentialTest Test)> Checks()
+    {
+        yield return ("errors", Errors);
+        yield return ("unanswered", Unanswered);
+        yield return ("compute_ratio", Compute);
+        yield return ("latency_ratio", Latency);
+        yield return ("sentiment_disagreement", SentimentDisagreement);
+        yield return ("confidence_drift", ConfidenceDrift);
+        yield return ("chat_defects", ChatDefects);
+        yield return ("chat_length", ChatLength);
+        if (ChatSimilarity is { } s)
+            yield return ("chat_similarity", s);
+    }
+
+    /// <summary>Steps a rollout is judged in: Shadow and every canary step.</summary>
+    public int JudgedSteps => 1 + CanarySteps.Count;
+
+    /// <summary>
+    /// Upper bound of the chance that a candidate as good as live (every event rate at most its P0) is
+    /// rolled back somewhere in a rollout: Wald's bound α/(1−β) per check and step, over every check and step.
+    /// </summary>
+    public double FalseRollbackBound()
+    {
+        var perCheck = Math.Min(1, FalseAlarmRate / (1 - MissRate));
+        return 1 - Math.Pow(1 - perCheck, Checks().Count() * JudgedSteps);
+    }
+
+    /// <summary>Refuses a policy the judge could not apply honestly: a check that cannot fail, rates out of range.</summary>
+    public RolloutPolicy Validate(string source)
+    {
+        var problems = new List<string>();
+        if (FalseAlarmRate is <= 0 or >= 0.5) problems.Add("false_alarm_rate must be in (0, 0.5)");
+        if (MissRate is <= 0 or >= 0.5) problems.Add("miss_rate must be in (0, 0.5)");
+        if (MinSamples < 1) problems.Add("min_samples must be at least 1");
+        foreach (var (name, t) in Checks())
+        {
+            if (!(t.P0 > 0 && t.P0 < t.P1 && t.P1 < 1))
+                problems.Add($"{name}: needs 0 < p0 < p1 < 1 (has p0 {t.P0}, p1 {t.P1}); a check with p1 at or below p0 cannot fail");
+        }
+        if (Compute.Threshold is not > 1) problems.Add("compute: threshold must be a ratio above 1");
+        if (Latency.Threshold is not > 1) problems.Add("latency: threshold must be a ratio above 1");
+        if (ChatLength.Threshold is not > 1) problems.Add("chat_length: threshold must be a ratio above 1");
+        if (ConfidenceDrift.Threshold is not (> 0 and < 1)) problems.Add("confidence_drift: threshold must be in (0, 1); at 1 or more no pair can count");
+        if (ChatSimilarity is { Threshold: not (> 0 and <= 1) }) problems.Add("chat_similarity: threshold must be in (0, 1]; at 0 no pair can count");
+        if (RequiredTasks.Count == 0 || RequiredTasks.Any(t => t is not (InferTasks.Chat or InferTasks.Sentiment)))
+            problems.Add("required_tasks must name chat and/or sentiment");
+        if (MaxFalseRollbackRate is <= 0 or >= 1) problems.Add("max_false_rollback_rate must be in (0, 1)");
+        else if (FalseRollbackBound() > MaxFalseRollbackRate)
+            problems.Add($"false_alarm_rate {FalseAlarmRate} over {Checks().Count()} checks and {JudgedSteps} steps allows a false rollback rate up to {FalseRollbackBound():P2}, above max_false_rollback_rate {MaxFalseRollbackRate:P2}");
+        if (problems.Count > 0)
+            throw new InvalidOperationException($"Rollout policy '{source}' is refused: {string.Join("; ", problems)}.");
+        return this;
+    }
 
     public static RolloutPolicy Load(string? path)
     {
         if (string.IsNullOrWhiteSpace(path))
-            return new RolloutPolicy();
+            return new RolloutPolicy().Validate("(defaults)");
         if (!File.Exists(path))
             throw new FileNotFoundException($"Rollout policy '{path}' does not exist.", path);
+        RolloutPolicy policy;
         try
         {
-            return JsonSerializer.Deserialize(File.ReadAllText(path), PolicyJsonContext.Default.RolloutPolicy)
-                   ?? throw new InvalidOperationException($"Rollout policy '{path}' is empty.");
+            policy = JsonSerializer.Deserialize(File.ReadAllText(path), PolicyJsonContext.Default.RolloutPolicy)
+                     ?? throw new InvalidOperationException($"Rollout policy '{path}' is empty.");
         }
         catch (JsonException e)
         {
             throw new InvalidOperationException($"Rollout policy '{path}' is not valid: {e.Message}", e);
         }
+        return policy.Validate(path);
     }
 }
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true)]
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, ReadCommentHandling = JsonCommentHandling.Skip,
+    AllowTrailingCommas = true, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
 [JsonSerializable(typeof(RolloutPolicy))]
 internal sealed partial class PolicyJsonContext : JsonSerializerContext;

@@ -163,7 +163,7 @@ public sealed class ShadowMirror : BackgroundService
         {
             await foreach (var reply in call.ReadAsync())
                 if (reply.IsFinal)
-                    return Side(pair.CandidateColour, reply);
+                    return Side(pair.CandidateColour, reply) with { Taken = reply.Result is not null || call.Accepted is not null };
         }
         return null;
     }
@@ -172,7 +172,7 @@ public sealed class ShadowMirror : BackgroundService
         ? new SampleSide
         {
             Colour = colour, Profile = r.ProfileVersion, Text = r.Text, Label = r.Label, Confidence = r.Confidence, FinishReason = r.FinishReason,
-            CompletionTokens = r.CompletionTokens, TimeToFirstTokenMs = r.TimeToFirstTokenMs, TotalMs = r.TotalMs,
+            CompletionTokens = r.CompletionTokens, TimeToFirstTokenMs = r.TimeToFirstTokenMs, TotalMs = r.TotalMs, ComputeMs = r.ComputeMs, ComputedTokens = r.ComputedTokens,
         }
         : new SampleSide { Colour = colour, Error = reply.Error?.Code ?? ErrorCodes.InternalError };
 

@@ -64,7 +64,8 @@ public sealed class JudgeService(
                 await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
             }
         }
-        logger.LogInformation("Judge consuming {Stream}; policy: min {Min} samples", Judging.SamplesStream, _policy.MinSamples);
+        logger.LogInformation("Judge consuming {Stream}; policy: min {Min} samples, false alarm {Alpha} and miss {Beta} per check, false rollbacks per rollout at most {Bound:P2}",
+            Judging.SamplesStream, _policy.MinSamples, _policy.FalseAlarmRate, _policy.MissRate, _policy.FalseRollbackBound());
         await Task.WhenAll(ConsumeAsync(consumer, stoppingToken), EvaluateLoopAsync(stoppingToken));
     }
 
@@ -112,7 +113,7 @@ public sealed class JudgeService(
             card ??= new Scorecard { RolloutId = sample.RolloutId, Phase = sample.Phase, Step = sample.Step };
             if (sequence <= card.LastSequence)
                 return;
-            card.Add(sample, sequence);
+            card.Add(sample, sequence, _policy);
             _samples.Inc();
             await _cards.PutAsync(CardKey(card.RolloutId), card, serializer: JudgeJson.Scorecard, cancellationToken: ct);
             _card = card;

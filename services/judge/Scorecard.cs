@@ -2,9 +2,116 @@ using QwenNats.Contracts;
 
 namespace QwenNats.Judge;
 
+/// <summary>The running state of one sequential test (Wald's SPRT on paired events); bounded, serialisable.</summary>
+public sealed class SequentialState
+{
+    public int Pairs { get; set; }
+    public int Events { get; set; }
+    /// <summary>Log-likelihood ratio of "event rate p1" against "event rate p0" so far.</summary>
+    public double Llr { get; set; }
+    /// <summary><see cref="Judging.Outcomes.Pass"/> or <see cref="Judging.Outcomes.Fail"/> once decided; the decision then stands for the step.</summary>
+    public string? Decision { get; set; }
+    public int DecidedAt { get; set; }
+}
+
+/// <summary>Wald's sequential probability ratio test for a Bernoulli event rate; pure.</summary>
+public static class Sprt
+{
+    /// <summary>Fail when the log-likelihood ratio reaches this.</summary>
+    public static double Upper(double alpha, double beta) => Math.Log((1 - beta) / alpha);
+
+    /// <summary>Pass when the log-likelihood ratio falls to this.</summary>
+    public static double Lower(double alpha, double beta) => Math.Log(beta / (1 - alpha));
+
+    public static void Observe(SequentialState s, bool evt, SequentialTest t, double alpha, double beta)
+    {
+        s.Pairs++;
+        if (evt) s.Events++;
+        if (s.Decision is not null)
+            return; // a decision stands for the step; later pairs are still counted for the report
+        s.Llr += evt ? Math.Log(t.P1 / t.P0) : Math.Log((1 - t.P1) / (1 - t.P0));
+        if (s.Llr >= Upper(alpha, beta))
+            (s.Decision, s.DecidedAt) = (Judging.Outcomes.Fail, s.Pairs);
+        else if (s.Llr <= Lower(alpha, beta))
+            (s.Decision, s.DecidedAt) = (Judging.Outcomes.Pass, s.Pairs);
+    }
+
+    /// <summary>Wald's approximation of the probability that the test passes when the true event rate is <paramref name="p"/>.</summary>
+    public static double PassProbability(SequentialTest t, double p, double alpha, double beta)
+    {
+        var (a, b) = (Upper(alpha, beta), Lower(alpha, beta));
+        if (p <= 0) return 1;
+        if (p >= 1) return 0;
+        var (u, v) = (Math.Log(t.P1 / t.P0), Math.Log((1 - t.P1) / (1 - t.P0)));
+        // Solve p·e^{h·u} + (1−p)·e^{h·v} = 1 for h ≠ 0 by bisection; OC(p) = (e^{h·a} − 1) / (e^{h·a} − e^{h·b}).
+        double G(double h) => p * Math.Exp(h * u) + (1 - p) * Math.Exp(h * v) - 1;
+        var drift = p * u + (1 - p) * v;
+        if (Math.Abs(drift) < 1e-12)
+            return a / (a - b);
+        // G is convex with G(0) = 0 and G'(0) = drift: the other root lies on the side opposite the drift.
+        var sign = drift < 0 ? 1.0 : -1.0;
+        double near = sign * 1e-9, far = sign;
+        while (G(far) < 0 && Math.Abs(far) < 1e6)
+            far *= 2;
+        for (var i = 0; i < 200; i++)
+        {
+            var mid = (near + far) / 2;
+            if (G(mid) < 0) near = mid; else far = mid;
+        }
+        var h = (near + far) / 2;
+        // (e^{ha} − 1) / (e^{ha} − e^{hb}), rearranged so no exponential overflows.
+        return h > 0
+            ? (1 - Math.Exp(-h * a)) / (1 - Math.Exp(h * (b - a)))
+            : (Math.Exp(h * (a - b)) - Math.Exp(-h * b)) / (Math.Exp(h * (a - b)) - 1);
+    }
+
+    /// <summary>Wald's approximation of the expected number of pairs to a decision at true event rate <paramref name="p"/>.</summary>
+    public static double ExpectedPairs(SequentialTest t, double p, double alpha, double beta)
+    {
+        var (a, b) = (Upper(alpha, beta), Lower(alpha, beta));
+        var (u, v) = (Math.Log(t.P1 / t.P0), Math.Log((1 - t.P1) / (1 - t.P0)));
+        var drift = p * u + (1 - p) * v;
+        var pass = PassProbability(t, p, alpha, beta);
+        if (Math.Abs(drift) < 1e-9)
+            return -a * b / (p * u * u + (1 - p) * v * v);
+        return (pass * b + (1 - pass) * a) / drift;
+    }
+}
+
+/// <summary>A bounded histogram of ratios on a log₂ scale (1/64 to 64, eighth-octave bins): medians and p95 without keeping samples.</summary>
+public sealed class RatioSketch
+{
+    private const int Span = 6, PerOctave = 8, Size = 2 * Span * PerOctave + 1;
+    public int[] Bins { get; set; } = new int[Size];
+    public int Count { get; set; }
+
+    public void Add(double ratio)
+    {
+        if (!(ratio > 0) || double.IsInfinity(ratio)) return;
+        var i = (int)Math.Round(Math.Log2(ratio) * PerOctave) + Span * PerOctave;
+        Bins[Math.Clamp(i, 0, Size - 1)]++;
+        Count++;
+    }
+
+    public double Quantile(double q)
+    {
+        if (Count == 0) return double.NaN;
+        var rank = Math.Max(1, (int)Math.Ceiling(q * Count));
+        var seen = 0;
+        for (var i = 0; i < Size; i++)
+        {
+            seen += Bins[i];
+            if (seen >= rank) return Math.Pow(2, (i - Span * PerOctave) / (double)PerOctave);
+        }
+        return double.NaN;
+    }
+}
+
 /// <summary>
-/// Everything the judge has counted for one rollout step. It is persisted in KV with the stream
-/// sequence of the last sample applied, so a restarted judge neither loses nor double-counts a sample.
+/// Everything the judge has counted for one rollout step: bounded (test states, counts, sketches), so its
+/// size does not grow with traffic. It is persisted in KV with the stream sequence of the last sample
+/// applied, so a restarted judge neither loses nor double-counts a sample, and samples are applied in
+/// stream order, so the sequential tests reach the same decisions after a restart.
 /// </summary>
 public sealed class Scorecard
 {
@@ -16,61 +123,84 @@ public sealed class Scorecard
 
     public int Samples { get; set; }
     public int LiveErrors { get; set; }
-    public int CandidateErrors { get; set; }
-
+    /// <summary>Mirrors the candidate never took: capacity, not quality.</summary>
+    public int CapacityMisses { get; set; }
     public int SentimentPairs { get; set; }
-    public int Agreements { get; set; }
-    public List<double> ConfidenceDrifts { get; set; } = [];
-
     public int ChatPairs { get; set; }
-    public int LiveEmpty { get; set; }
-    public int CandidateEmpty { get; set; }
-    public int LiveTruncated { get; set; }
-    public int CandidateTruncated { get; set; }
-    public int CandidateBroken { get; set; }
-    public int LiveRepetitive { get; set; }
-    public int CandidateRepetitive { get; set; }
-    public List<double> LengthRatios { get; set; } = [];
-    public List<double> Similarities { get; set; } = [];
 
-    public List<double> TotalRatios { get; set; } = [];
-    public List<double> TtftRatios { get; set; } = [];
+    public Dictionary<string, SequentialState> Tests { get; set; } = [];
+    public RatioSketch ComputeRatios { get; set; } = new();
+    public RatioSketch LatencyRatios { get; set; } = new();
+    public RatioSketch LengthRatios { get; set; } = new();
 
-    public void Add(ShadowSample s, ulong sequence)
+    private void Observe(string name, bool evt, SequentialTest test, RolloutPolicy p)
+    {
+        if (!Tests.TryGetValue(name, out var state))
+            Tests[name] = state = new SequentialState();
+        Sprt.Observe(state, evt, test, p.FalseAlarmRate, p.MissRate);
+    }
+
+    public void Add(ShadowSample s, ulong sequence, RolloutPolicy p)
     {
         if (Samples == 0) FirstSampleAt = s.At;
         LastSequence = sequence;
         Samples++;
-        var liveOk = s.Live.Error is null;
-        var candOk = s.Candidate.Error is null;
-        if (!liveOk) LiveErrors++;
-        if (!candOk) CandidateErrors++;
-        if (!liveOk || !candOk) return;
+        if (s.Live.Error is not null)
+        {
+            LiveErrors++;
+            return; // nothing to compare the candidate with
+        }
+        if (s.Candidate.Error is { } error)
+        {
+            if (!s.Candidate.Taken)
+            {
+                CapacityMisses++;
+                return;
+            }
+            var unanswered = error is ErrorCodes.DeadlineExceeded or ErrorCodes.WorkerLost or ErrorCodes.Cancelled;
+            Observe("unanswered", unanswered, p.Unanswered, p);
+            Observe("errors", !unanswered, p.Errors, p);
+            return;
+        }
+        Observe("unanswered", false, p.Unanswered, p);
+        Observe("errors", false, p.Errors, p);
 
+        if (s.Live.ComputeMs > 0 && s.Candidate.ComputeMs > 0)
+        {
+            // Per token decoded: a profile whose prompts are longer does more work, not slower work.
+            var r = s.Candidate.ComputeMs / Math.Max(1, s.Candidate.ComputedTokens) / (s.Live.ComputeMs / Math.Max(1, s.Live.ComputedTokens));
+            ComputeRatios.Add(r);
+            Observe("compute_ratio", r > p.Compute.Threshold, p.Compute, p);
+        }
         if (s.Live.TotalMs > 0 && s.Candidate.TotalMs > 0)
-            TotalRatios.Add(s.Candidate.TotalMs / s.Live.TotalMs);
-        if (s.Live.TimeToFirstTokenMs > 0 && s.Candidate.TimeToFirstTokenMs > 0)
-            TtftRatios.Add(s.Candidate.TimeToFirstTokenMs / s.Live.TimeToFirstTokenMs);
+        {
+            var r = s.Candidate.TotalMs / s.Live.TotalMs;
+            LatencyRatios.Add(r);
+            Observe("latency_ratio", r > p.Latency.Threshold, p.Latency, p);
+        }
 
         if (s.Task == InferTasks.Sentiment)
         {
             SentimentPairs++;
-            if (s.Live.Label == s.Candidate.Label) Agreements++;
-            ConfidenceDrifts.Add(Math.Abs((s.Candidate.Confidence ?? 0) - (s.Live.Confidence ?? 0)));
+            Observe("sentiment_disagreement", s.Live.Label != s.Candidate.Label, p.SentimentDisagreement, p);
+            var drift = Math.Abs((s.Candidate.Confidence ?? 0) - (s.Live.Confidence ?? 0));
+            Observe("confidence_drift", drift > p.ConfidenceDrift.Threshold, p.ConfidenceDrift, p);
         }
         else if (s.Task == InferTasks.Chat)
         {
             ChatPairs++;
-            if (TextChecks.IsEmpty(s.Live.Text)) LiveEmpty++;
-            if (TextChecks.IsEmpty(s.Candidate.Text)) CandidateEmpty++;
-            if (s.Live.FinishReason == FinishReasons.Length) LiveTruncated++;
-            if (s.Candidate.FinishReason == FinishReasons.Length) CandidateTruncated++;
-            if (TextChecks.IsBrokenUtf8(s.Candidate.Text)) CandidateBroken++;
-            if (TextChecks.IsRepetitive(s.Live.Text)) LiveRepetitive++;
-            if (TextChecks.IsRepetitive(s.Candidate.Text)) CandidateRepetitive++;
-            var liveLen = Math.Max(1, s.Live.Text?.Length ?? 0);
-            LengthRatios.Add((s.Candidate.Text?.Length ?? 0) / (double)liveLen);
-            Similarities.Add(TextChecks.Similarity(s.Live.Text, s.Candidate.Text));
+            var defect =
+                (TextChecks.IsEmpty(s.Candidate.Text) && !TextChecks.IsEmpty(s.Live.Text)) ||
+                (TextChecks.IsBrokenUtf8(s.Candidate.Text) && !TextChecks.IsBrokenUtf8(s.Live.Text)) ||
+                (TextChecks.IsRepetitive(s.Candidate.Text) && !TextChecks.IsRepetitive(s.Live.Text)) ||
+                (s.Candidate.FinishReason == FinishReasons.Length && s.Live.FinishReason != FinishReasons.Length);
+            Observe("chat_defects", defect, p.ChatDefects, p);
+            var ratio = Math.Max(1, s.Candidate.Text?.Length ?? 0) / (double)Math.Max(1, s.Live.Text?.Length ?? 0);
+            LengthRatios.Add(ratio);
+            var limit = p.ChatLength.Threshold ?? 2;
+            Observe("chat_length", ratio > limit || ratio < 1 / limit, p.ChatLength, p);
+            if (p.ChatSimilarity is { } sim)
+                Observe("chat_similarity", TextChecks.Similarity(s.Live.Text, s.Candidate.Text) < sim.Threshold, sim, p);
         }
     }
 }
@@ -78,71 +208,70 @@ public sealed class Scorecard
 /// <summary>Turns a scorecard into a verdict under a policy; pure.</summary>
 public static class Evaluator
 {
+    private static readonly string[] SentimentChecks = ["sentiment_disagreement", "confidence_drift"];
+
+    /// <summary>The checks a step needs decided under this policy (task checks only for required tasks).</summary>
+    public static IEnumerable<(string Name, SequentialTest Test)> Required(RolloutPolicy p) =>
+        p.Checks().Where(c => SentimentChecks.Contains(c.Name) ? p.RequiredTasks.Contains(InferTasks.Sentiment)
+            : c.Name.StartsWith("chat_", StringComparison.Ordinal) ? p.RequiredTasks.Contains(InferTasks.Chat)
+            : true);
+
     public static Verdict Evaluate(Scorecard c, RolloutPolicy p, DateTimeOffset now)
     {
         var checks = new List<JudgeCheck>();
-        var n = c.Samples;
-        var liveErrorRate = n == 0 ? 0 : (double)c.LiveErrors / n;
-        var candErrorRate = n == 0 ? 0 : (double)c.CandidateErrors / n;
-        checks.Add(Max("error_rate_increase", candErrorRate - liveErrorRate, p.ErrorRateIncreaseMax, n,
-            $"candidate {candErrorRate:P1} vs live {liveErrorRate:P1} errors"));
-
-        if (c.SentimentPairs >= p.MinTaskSamples)
+        var undecided = new List<string>();
+        var failing = new List<string>();
+        foreach (var (name, test) in Required(p))
         {
-            var lower = Stats.WilsonLower(c.Agreements, c.SentimentPairs, p.WilsonZ);
-            checks.Add(Min("sentiment_agreement", lower, p.SentimentAgreementMin, c.SentimentPairs,
-                $"{c.Agreements}/{c.SentimentPairs} labels agree; Wilson lower bound {lower:F3}"));
-            var drift = c.ConfidenceDrifts.Average();
-            checks.Add(Max("confidence_drift", drift, p.ConfidenceDriftMax, c.SentimentPairs, $"mean |confidence difference| {drift:F3}"));
-        }
-        if (c.ChatPairs >= p.MinTaskSamples)
-        {
-            double Rate(int k) => (double)k / c.ChatPairs;
-            checks.Add(Max("chat_empty", Rate(c.CandidateEmpty) - Rate(c.LiveEmpty), p.ChatEmptyRateIncreaseMax, c.ChatPairs, $"{c.CandidateEmpty} empty vs {c.LiveEmpty} live"));
-            checks.Add(Max("chat_truncated", Rate(c.CandidateTruncated) - Rate(c.LiveTruncated), p.ChatTruncatedRateIncreaseMax, c.ChatPairs, $"{c.CandidateTruncated} cut at max tokens vs {c.LiveTruncated} live"));
-            checks.Add(Max("chat_broken_utf8", Rate(c.CandidateBroken), p.ChatBrokenUtf8RateMax, c.ChatPairs, $"{c.CandidateBroken} answers with broken UTF-8"));
-            checks.Add(Max("chat_repetition", Rate(c.CandidateRepetitive) - Rate(c.LiveRepetitive), p.ChatRepetitionRateIncreaseMax, c.ChatPairs, $"{c.CandidateRepetitive} runaway repetitions vs {c.LiveRepetitive} live"));
-            var ratio = Stats.Percentile(c.LengthRatios, 50);
-            checks.Add(new JudgeCheck("chat_length_ratio", Math.Round(ratio, 4), $"[{p.ChatLengthRatioMin}, {p.ChatLengthRatioMax}]",
-                ratio >= p.ChatLengthRatioMin && ratio <= p.ChatLengthRatioMax, c.ChatPairs, $"median candidate/live length {ratio:F2}"));
-            var sim = c.Similarities.Average();
-            checks.Add(Min("chat_similarity", sim, p.ChatSimilarityMin, c.ChatPairs, $"mean trigram similarity {sim:F3}"));
-        }
-        if (c.TotalRatios.Count >= p.MinTaskSamples)
-        {
-            var p50 = Stats.Percentile(c.TotalRatios, 50);
-            var p95 = Stats.Percentile(c.TotalRatios, 95);
-            checks.Add(Max("latency_p50_ratio", p50, p.LatencyP50RatioMax, c.TotalRatios.Count, $"paired total latency candidate/live p50 {p50:F2}"));
-            checks.Add(Max("latency_p95_ratio", p95, p.LatencyP95RatioMax, c.TotalRatios.Count, $"paired total latency candidate/live p95 {p95:F2}"));
-        }
-        if (c.TtftRatios.Count >= p.MinTaskSamples)
-        {
-            var t50 = Stats.Percentile(c.TtftRatios, 50);
-            checks.Add(Max("ttft_p50_ratio", t50, p.TtftP50RatioMax, c.TtftRatios.Count, $"paired time to first token candidate/live p50 {t50:F2}"));
+            var s = c.Tests.GetValueOrDefault(name) ?? new SequentialState();
+            var rate = s.Pairs == 0 ? 0 : (double)s.Events / s.Pairs;
+            var median = name switch
+            {
+                "compute_ratio" => c.ComputeRatios.Quantile(0.5),
+                "latency_ratio" => c.LatencyRatios.Quantile(0.5),
+                "chat_length" => c.LengthRatios.Quantile(0.5),
+                _ => double.NaN,
+            };
+            var cut = test.Threshold is { } th ? $"{Event(name, th)}; " : "";
+            var threshold = $"{cut}event rate <= {test.P0} passes, >= {test.P1} fails";
+            var state = s.Decision ?? "undecided";
+            var detail = $"{s.Events}/{s.Pairs} pairs with the event ({rate:P1}); {state}"
+                         + (s.Decision is not null ? $" after {s.DecidedAt} pairs" : $" (LLR {s.Llr:F2} in ({Sprt.Lower(p.FalseAlarmRate, p.MissRate):F2}, {Sprt.Upper(p.FalseAlarmRate, p.MissRate):F2}))")
+                         + (double.IsNaN(median) ? "" : $"; median ratio {median:F2}");
+            var value = double.IsNaN(median) ? Math.Round(rate, 4) : Math.Round(median, 4);
+            checks.Add(new JudgeCheck(name, value, threshold, s.Decision != Judging.Outcomes.Fail, s.Pairs, detail) { Decision = state });
+            if (s.Decision == Judging.Outcomes.Fail) failing.Add($"{name} {detail}");
+            else if (s.Decision is null) undecided.Add(s.Pairs == 0 ? $"{name} (no comparable pairs yet)" : $"{name} ({s.Events}/{s.Pairs})");
         }
 
         string outcome, reason;
-        var failing = checks.Where(k => !k.Passed).ToList();
-        if (n < p.MinSamples)
-            (outcome, reason) = (Judging.Outcomes.Inconclusive, $"too few samples: {n} of {p.MinSamples}");
-        else if (c.LiveErrors == n)
+        var n = c.Samples;
+        if (failing.Count > 0)
+            (outcome, reason) = (Judging.Outcomes.Fail, string.Join("; ", failing));
+        else if (n > 0 && c.LiveErrors == n)
             (outcome, reason) = (Judging.Outcomes.Inconclusive, "every live answer in this step errored; nothing to compare");
-        else if (failing.Count > 0)
-            (outcome, reason) = (Judging.Outcomes.Fail, string.Join("; ", failing.Select(f => $"{f.Name} {f.Value} outside {f.Threshold} ({f.Detail})")));
-        else if (c.SentimentPairs < p.MinTaskSamples && c.ChatPairs < p.MinTaskSamples)
-            (outcome, reason) = (Judging.Outcomes.Inconclusive, $"no task has {p.MinTaskSamples} comparable pairs yet");
+        else if (n < p.MinSamples)
+            (outcome, reason) = (Judging.Outcomes.Inconclusive, $"too few samples: {n} of {p.MinSamples}");
+        else if (undecided.Count > 0)
+            (outcome, reason) = (Judging.Outcomes.Inconclusive, $"not yet decided on {n} samples: {string.Join(", ", undecided)}");
         else
             (outcome, reason) = (Judging.Outcomes.Pass, $"all {checks.Count} checks pass on {n} samples");
+        if (c.CapacityMisses > 0)
+            reason += $"; {c.CapacityMisses} mirrors never taken by the candidate (capacity, not counted against it)";
 
         return new Verdict
         {
-            RolloutId = c.RolloutId, Step = c.Step, Phase = c.Phase, Outcome = outcome, Reason = reason, Samples = n, Checks = checks, At = now,
+            RolloutId = c.RolloutId, Step = c.Step, Phase = c.Phase, Outcome = outcome, Reason = reason, Samples = n, Checks = checks,
+            CapacityMisses = c.CapacityMisses, At = now,
         };
     }
 
-    private static JudgeCheck Max(string name, double value, double max, int samples, string detail) =>
-        new(name, Math.Round(value, 4), $"<= {max}", value <= max + 1e-12, samples, detail);
-
-    private static JudgeCheck Min(string name, double value, double min, int samples, string detail) =>
-        new(name, Math.Round(value, 4), $">= {min}", value >= min - 1e-12, samples, detail);
+    private static string Event(string name, double threshold) => name switch
+    {
+        "compute_ratio" or "latency_ratio" => $"event: candidate/live > {threshold}",
+        "confidence_drift" => $"event: |confidence difference| > {threshold}",
+        "chat_length" => $"event: length ratio outside [1/{threshold}, {threshold}]",
+        "chat_similarity" => $"event: similarity < {threshold}",
+        _ => $"threshold {threshold}",
+    };
 }

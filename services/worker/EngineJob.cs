@@ -39,6 +39,17 @@ public abstract class EngineJob
 
     public abstract bool RequiresInference { get; }
 
+    /// <summary>CPU milliseconds charged to this request so far (decode steps it took part in, its sampling).</summary>
+    public double ComputeMs { get; private set; }
+
+    /// <summary>
+    /// How many times the compute this request needs (1 = as measured). Fault injection sets it to make a
+    /// slower build: the engine burns the extra CPU in the decode loop, as a costlier model would.
+    /// </summary>
+    public double CostFactor { get; set; } = 1;
+
+    public void Charge(TimeSpan cpu) => ComputeMs += cpu.TotalMilliseconds;
+
     public abstract void Admit(BatchedExecutor executor, PrefixCache prefixes);
 
     /// <summary>Prompt tokens found in the shared prefix instead of being decoded for this request.</summary>
@@ -89,6 +100,8 @@ public abstract class EngineJob
         TimeToFirstTokenMs = ttftMs,
         TotalMs = Clock.Elapsed.TotalMilliseconds,
         QueueMs = QueueMs,
+        ComputeMs = Math.Round(ComputeMs, 3),
+        ComputedTokens = PromptTokens.Count - ReusedTokens + completionTokens,
         WorkerId = Stamp.WorkerId,
         Colour = Stamp.Colour,
         ModelId = Stamp.ModelId,

@@ -21,7 +21,8 @@ public sealed record FaultOptions
     /// <summary>Chat: cut the answer to a third and report finish reason <c>length</c>.</summary>
     public bool Truncate { get; init; }
 
-    /// <summary>Make the answer this many times slower (1 = unchanged).</summary>
+    /// <summary>Make the answer cost this many times the compute (1 = unchanged): the decode loop burns the extra
+    /// CPU, so it is slower in CPU time and in wall-clock time, like a costlier build.</summary>
     public double Slowdown { get; init; } = 1;
 
     /// <summary>Fraction of requests answered with an <c>injected_fault</c> error instead (independent of <see cref="Fraction"/>).</summary>
@@ -53,13 +54,12 @@ public sealed class FaultInjector
         ? default
         : new FaultDraw(Random.Shared.NextDouble() < _o.ErrorRate, Random.Shared.NextDouble() < _o.Fraction, Random.Shared.NextDouble() < _o.HangRate);
 
-    public async Task<InferResult> ApplyAsync(InferResult r, PromptProfile profile)
+    /// <summary>The compute factor of a request drawn for faults (see <see cref="EngineJob.CostFactor"/>).</summary>
+    public double Slowdown => Math.Max(1, _o.Slowdown);
+
+    /// <summary>Changes a finished answer as configured (the slowdown already happened in the decode loop).</summary>
+    public Task<InferResult> ApplyAsync(InferResult r, PromptProfile profile)
     {
-        if (_o.Slowdown > 1)
-        {
-            await Task.Delay(TimeSpan.FromMilliseconds(r.TotalMs * (_o.Slowdown - 1)));
-            r = r with { TotalMs = r.TotalMs * _o.Slowdown, TimeToFirstTokenMs = r.TimeToFirstTokenMs * _o.Slowdown };
-        }
         if (_o.FlipLabels && r.Label is { } label)
         {
             var labels = profile.Sentiment.Labels;
@@ -68,6 +68,6 @@ public sealed class FaultInjector
         }
         if (_o.Truncate && r.Task == InferTasks.Chat)
             r = r with { Text = r.Text[..(r.Text.Length / 3)], FinishReason = FinishReasons.Length, CompletionTokens = r.CompletionTokens / 3 };
-        return r;
+        return Task.FromResult(r);
     }
 }

@@ -25,6 +25,7 @@ public sealed class LlamaEngine : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly IReadOnlyList<int[]> _labelTokens;
     private BatchedExecutor _executor;
+    private readonly ComputeCost _cost = new();
     private Task _loop = Task.CompletedTask;
     private int _busy;
 
@@ -54,6 +55,7 @@ public sealed class LlamaEngine : IAsyncDisposable
         };
         _weights = LLamaWeights.LoadFromFile(_params);
         _executor = new BatchedExecutor(_weights, _params);
+        _cost.Attach(_executor.Context.NativeHandle);
 
         var hasTemplate = _weights.Metadata.ContainsKey("tokenizer.chat_template");
         Model = new ModelInfo(
@@ -104,6 +106,33 @@ public sealed class LlamaEngine : IAsyncDisposable
             Prefixes.Tokens[InferTasks.Chat].Length, Prefixes.Tokens[InferTasks.Sentiment].Length, Prefixes.Enabled ? "" : " (off: Worker:PrefixCache=false)");
         await RunAsync(_stop.Token);
     });
+
+    /// <summary>
+    /// Runs one short request of each task through the decode loop before the worker takes work, so the
+    /// first answers a client (or the judge) sees are not the ones that pay for code paths being compiled
+    /// and memory being touched for the first time.
+    /// </summary>
+    public async Task WarmUpAsync(AnswerStamp stamp, CancellationToken ct)
+    {
+        var requests = new[]
+        {
+            new InferRequest { Id = "warmup-sentiment", Task = InferTasks.Sentiment, Input = "A fine warm-up sentence.", ReplyTo = "" },
+            new InferRequest
+            {
+                Id = "warmup-chat", Task = InferTasks.Chat, Messages = [new ChatMessage(ChatRoles.User, "Hello")],
+                Sampling = new SamplingParams { Temperature = 0, MaxTokens = 4, Seed = 1 }, ReplyTo = "",
+            },
+        };
+        foreach (var request in requests)
+        {
+            var job = TryCreateJob(request, stamp, attempt: 1, queueMs: 0, ct, out var error)
+                      ?? throw new InvalidOperationException($"The warm-up {request.Task} request was refused: {error?.Message}");
+            Submit(job);
+            await foreach (var _ in job.Output.ReadAllAsync(ct))
+            {
+            }
+        }
+    }
 
     /// <summary>
     /// Checks a request and turns it into a job, or returns the error to answer with.
@@ -201,7 +230,10 @@ public sealed class LlamaEngine : IAsyncDisposable
 
                 if (_executor.BatchQueueCount > 0)
                 {
+                    var participants = active.Where(j => j.RequiresInference).ToArray();
+                    _cost.Begin();
                     var result = await _executor.Infer(stop);
+                    ComputeCost.Charge(participants, _cost.End());
                     if (result != DecodeResult.Ok)
                     {
                         _logger.LogWarning("Batched decode returned {Result} with {Active} requests; failing them and resetting the context", result, active.Count);
@@ -231,7 +263,9 @@ public sealed class LlamaEngine : IAsyncDisposable
                     {
                         try
                         {
+                            var cpuBefore = ThreadCpu.Now();
                             done = job.Step(_executor);
+                            ComputeCost.Charge([job], ThreadCpu.Now() - cpuBefore);
                         }
                         catch (Exception e)
                         {
@@ -277,6 +311,7 @@ public sealed class LlamaEngine : IAsyncDisposable
         active.Clear();
         _executor.Dispose();
         _executor = new BatchedExecutor(_weights, _params);
+        _cost.Attach(_executor.Context.NativeHandle);
         try
         {
             await Prefixes.WarmAsync(_executor, _stop.Token);
@@ -294,6 +329,7 @@ public sealed class LlamaEngine : IAsyncDisposable
         try { await _loop; } catch (OperationCanceledException) { }
         _executor.Dispose();
         _weights.Dispose();
+        _cost.Dispose();
         _stop.Dispose();
     }
 

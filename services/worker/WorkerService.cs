@@ -45,6 +45,14 @@ public sealed class WorkerService(
     {
         engine.PrefixReused += n => _reused.WithLabels(Colour).Inc(n);
         engine.Start();
+        try
+        {
+            await engine.WarmUpAsync(Stamp, stoppingToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            logger.LogWarning(e, "Warm-up inference failed; serving anyway");
+        }
         var (consumer, shadow) = await ConnectAsync(stoppingToken);
         using var heartbeat = new PeriodicTimer(_options.HeartbeatInterval);
         var heartbeats = HeartbeatLoopAsync(heartbeat, stoppingToken);
@@ -294,6 +302,8 @@ public sealed class WorkerService(
             return;
         }
 
+        if (fault.Active)
+            job.CostFactor = faults.Slowdown;
         engine.Submit(job);
         await foreach (var produced in job.Output.ReadAllAsync())
         {

@@ -27,12 +27,12 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         var path = Path.Combine(Path.GetTempPath(), $"qwen-test-policy-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, """
             {
-              "min_samples": 12, "min_task_samples": 5, "wilson_z": 1.96,
-              "sentiment_agreement_min": 0.5, "confidence_drift_max": 0.3,
-              "chat_empty_rate_increase_max": 0.2, "chat_truncated_rate_increase_max": 0.5, "chat_broken_utf8_rate_max": 0.2,
-              "chat_repetition_rate_increase_max": 0.5, "chat_length_ratio_min": 0.5, "chat_length_ratio_max": 2.0, "chat_similarity_min": 0.0,
-              "latency_p50_ratio_max": 2.0, "latency_p95_ratio_max": 8.0, "ttft_p50_ratio_max": 2.5,
-              "error_rate_increase_max": 0.05, "golden_accuracy_tolerance": 0.0,
+              "min_samples": 12, "false_alarm_rate": 0.001, "miss_rate": 0.05, "max_false_rollback_rate": 0.02,
+              "errors": { "p0": 0.01, "p1": 0.2 }, "unanswered": { "p0": 0.01, "p1": 0.2 },
+              "compute": { "threshold": 1.5, "p0": 0.2, "p1": 0.6 }, "latency": { "threshold": 3.0, "p0": 0.2, "p1": 0.6 },
+              "sentiment_disagreement": { "p0": 0.02, "p1": 0.3 }, "confidence_drift": { "threshold": 0.3, "p0": 0.1, "p1": 0.5 },
+              "chat_defects": { "p0": 0.05, "p1": 0.4 }, "chat_length": { "threshold": 2.0, "p0": 0.1, "p1": 0.5 },
+              "golden_accuracy_tolerance": 0.0,
               "inconclusive_pause_after": "PAUSE", "canary_steps": [50], "bake_window": "00:00:01"
             }
             """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal));
@@ -190,10 +190,10 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
     /// </summary>
     public static TheoryData<string, string, string> BadReleases => new()
     {
-        { "flips labels", "{\"Faults:Fraction\":\"1\",\"Faults:FlipLabels\":\"true\"}", "sentiment_agreement" },
-        { "is 3x slower", "{\"Faults:Fraction\":\"1\",\"Faults:Slowdown\":\"3\"}", "latency_p50_ratio|ttft_p50_ratio" },
-        { "truncates", "{\"Faults:Fraction\":\"1\",\"Faults:Truncate\":\"true\"}", "chat_length_ratio" },
-        { "errors on 20%", "{\"Faults:ErrorRate\":\"0.2\"}", "error_rate_increase|golden set" },
+        { "flips labels", "{\"Faults:Fraction\":\"1\",\"Faults:FlipLabels\":\"true\"}", "sentiment_disagreement" },
+        { "is 3x slower", "{\"Faults:Fraction\":\"1\",\"Faults:Slowdown\":\"3\"}", "compute_ratio" },
+        { "truncates", "{\"Faults:Fraction\":\"1\",\"Faults:Truncate\":\"true\"}", "chat_length" },
+        { "errors on 20%", "{\"Faults:ErrorRate\":\"0.2\"}", "errors|golden set" },
     };
 
     [Theory]
@@ -256,7 +256,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         {
             for (var i = from; i < from + count; i++)
             {
-                var sample = Samples.Agreeing($"syn-{i}", rolloutId);
+                var sample = i % 2 == 0 ? Samples.Agreeing($"syn-{i}", rolloutId) : Samples.AgreeingChat($"syn-{i}", rolloutId);
                 (await js.PublishAsync(Judging.Samples(rolloutId), sample)).EnsureSuccess();
             }
         }
@@ -285,6 +285,8 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         verdict = (await Ctl.SendAsync(rig.Operator, "status")).Verdict!;
         Assert.Equal(20, verdict.Samples);
         Assert.Equal("pass", verdict.Outcome);
-        Assert.Contains(verdict.Checks, c => c.Name == "sentiment_agreement" && c.Samples == 20);
+        Assert.Contains(verdict.Checks, c => c.Name == "errors" && c.Samples == 20 && c.Decision == "pass");
+        Assert.Contains(verdict.Checks, c => c.Name == "sentiment_disagreement" && c.Samples == 10);
+        Assert.Contains(verdict.Checks, c => c.Name == "chat_length" && c.Samples == 10);
     }
 }
