@@ -32,7 +32,7 @@ public sealed record RolloutPolicy
     /// <summary>Samples a step needs before it can pass, whatever the tests say.</summary>
     public int MinSamples { get; set; } = 20;
     /// <summary>Probability that one check fails a good candidate in one step (Wald's α).</summary>
-    public double FalseAlarmRate { get; set; } = 0.001;
+    public double FalseAlarmRate { get; set; } = 0.0005;
     /// <summary>Probability that one check passes a candidate at its P1 (Wald's β).</summary>
     public double MissRate { get; set; } = 0.05;
     /// <summary>The false-rollback rate per whole rollout the policy promises; <see cref="Validate"/> checks

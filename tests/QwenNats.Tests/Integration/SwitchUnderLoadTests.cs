@@ -29,8 +29,11 @@ public sealed class SwitchUnderLoadTests(RolloutFixture fx, ITestOutputHelper ou
             .ToArray();
 
         await Task.Delay(300);
-        const int cycles = 10;
-        for (var c = 0; c < cycles; c++)
+        // At least 10 rollout cycles, and as many more as it takes (up to 60) for 120 requests to have run
+        // across them: a busy machine serves fewer requests per cycle, which must not fail the test.
+        const int minCycles = 10, maxCycles = 60, minRequests = 120;
+        var cycles = 0;
+        for (; cycles < minCycles || (observations.Count < minRequests && cycles < maxCycles); cycles++)
         {
             Assert.True((await fx.CtlAsync("start", "{\"candidate\":\"green\",\"reason\":\"load test\"}")).Ok);
             await Task.Delay(100);
@@ -51,7 +54,7 @@ public sealed class SwitchUnderLoadTests(RolloutFixture fx, ITestOutputHelper ou
         var failed = all.Where(o => o.Error is not null).ToList();
         output.WriteLine($"{all.Count} requests, {failed.Count} failed, {all.Count(o => o.Colour == "green")} answered by green, {all.Select(o => o.Session).Distinct().Count()} sessions, {cycles} rollout cycles");
         Assert.Empty(failed.Select(f => $"{f.Kind} {f.Session}: {f.Error}"));
-        Assert.True(all.Count > 100, $"only {all.Count} requests ran");
+        Assert.True(all.Count >= minRequests, $"only {all.Count} requests ran in {cycles} rollout cycles");
         Assert.Contains(all, o => o.Colour == "green");
         Assert.Contains(all, o => o.Colour == "blue");
 
