@@ -73,6 +73,30 @@ fi
 [ -f "$MODEL" ] || { say "QWEN_MODEL=$MODEL does not exist" >&2; exit 1; }
 MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"
 
+# --- one up.sh at a time ------------------------------------------------------------------
+mkdir -p "$RUN"
+claim() { (set -C; echo $$ >"$RUN/starting") 2>/dev/null; }
+if ! claim; then
+  other="$(cat "$RUN/starting" 2>/dev/null || true)"
+  if [ -n "$other" ] && kill -0 "$other" 2>/dev/null; then
+    say "up.sh: another deploy/local/up.sh (pid $other) is starting the system right now; wait for it, or stop it with deploy/local/down.sh" >&2
+    exit 1
+  fi
+  rm -f "$RUN/starting"   # left by an up.sh that is gone
+  claim || { say "up.sh: another deploy/local/up.sh is starting the system right now; wait for it" >&2; exit 1; }
+fi
+started=""; up_ok=""
+cleanup() {
+  rm -f "$RUN/starting"
+  # A start that failed half-way stops everything it started: never a half-started pair.
+  if [ -n "$started" ] && [ -z "$up_ok" ]; then
+    "$ROOT/deploy/local/down.sh" --quiet >/dev/null 2>&1 || true
+    rm -f "$RUN/up.env"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
 # --- a system already running from this checkout -------------------------------------------
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 running=0; stale=0
@@ -80,10 +104,6 @@ for f in "$RUN"/pids/*.pid; do
   [ -e "$f" ] || continue
   if alive "$f"; then running=$((running + 1)); else stale=$((stale + 1)); fi
 done
-if [ -f "$RUN/starting" ] && kill -0 "$(cat "$RUN/starting")" 2>/dev/null; then
-  say "up.sh: another deploy/local/up.sh (pid $(cat "$RUN/starting")) is starting the system right now; wait for it, or stop it with deploy/local/down.sh" >&2
-  exit 1
-fi
 if [ "$running" -gt 0 ] && [ -z "$RESTART" ]; then
   RUNNING_PORT="$PORT"; RUNNING_NATS_PORT="$NATS_PORT"
   [ -f "$RUN/up.env" ] && . "$RUN/up.env"
@@ -96,6 +116,7 @@ if [ "$running" -gt 0 ] && [ -z "$RESTART" ]; then
   say "up.sh: found a partly running system ($running of $((running + stale)) processes alive, or the ingress not ready); stopping it and starting afresh"
 fi
 if [ "$running" -gt 0 ] || [ "$stale" -gt 0 ]; then
+  [ -n "$RESTART" ] && [ "$running" -gt 0 ] && say "up.sh --restart: stopping the running system ($running processes) first"
   "$ROOT/deploy/local/down.sh" --quiet || true
 fi
 
@@ -121,17 +142,7 @@ command -v dotnet >/dev/null 2>&1 || { say "The .NET 10 SDK (dotnet) is required
 
 # --- start: whatever fails from here on stops everything that was started -------------------
 mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/nats"
-echo $$ >"$RUN/starting"
-up_ok=""
-cleanup() {
-  rm -f "$RUN/starting"
-  if [ -z "$up_ok" ]; then
-    "$ROOT/deploy/local/down.sh" --quiet >/dev/null 2>&1 || true
-    rm -f "$RUN/up.env"
-  fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+started=1
 
 say "Building (Release)..."
 dotnet build "$ROOT/QwenNats.sln" -c Release -nologo -v quiet -clp:ErrorsOnly </dev/null >"$RUN/logs/build.log" 2>&1 || {
