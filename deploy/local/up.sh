@@ -110,7 +110,9 @@ if [ "$running" -gt 0 ] && [ -z "$RESTART" ]; then
   if [ "$stale" -eq 0 ] && curl -fsS "http://127.0.0.1:$RUNNING_PORT/readyz" >/dev/null 2>&1; then
     token=""
     if [ -n "$SHOW_TOKEN" ] && [ -f "$RUN/operator-token" ]; then token=", operator token $(cat "$RUN/operator-token")"; fi
-    say "QwenNats is already running: console http://127.0.0.1:$RUNNING_PORT/, NATS nats://127.0.0.1:$RUNNING_NATS_PORT ($running processes, logs $RUN/logs/$token); nothing changed — deploy/local/down.sh stops it, deploy/local/up.sh --restart restarts it"
+    other=""
+    if [ "$RUNNING_PORT" != "$PORT" ] || [ "$RUNNING_NATS_PORT" != "$NATS_PORT" ]; then other=" with the settings given now"; fi
+    say "QwenNats is already running: console http://127.0.0.1:$RUNNING_PORT/, NATS nats://127.0.0.1:$RUNNING_NATS_PORT ($running processes, logs $RUN/logs/$token); nothing changed — deploy/local/down.sh stops it, deploy/local/up.sh --restart restarts it$other"
     exit 0
   fi
   say "up.sh: found a partly running system ($running of $((running + stale)) processes alive, or the ingress not ready); stopping it and starting afresh"
