@@ -2,7 +2,7 @@
 # Runs the README's "First ten minutes" as a newcomer would: every line of its ```bash first-ten-minutes
 # blocks, in order, from the repository's root, against the local system that the first of them
 # (deploy/local/up.sh) starts. A line passes when it exits 0 and, when it ends with a comment
-# `# → text`, its output contains that text. Ends with one line: "N passed, N failed".
+# `# → text`, its output contains that text. Ends with one line: "readme check: N passed, N failed".
 #
 # Starts from what a fresh clone has: no running local system and an empty JetStream store (it stops
 # one started from this checkout and removes .run/nats first). The README's ports are the defaults;
@@ -18,7 +18,7 @@ mapfile -t commands < <(awk '
 ' README.md)
 if [ "${#commands[@]}" -eq 0 ]; then
   echo "readme: no \`\`\`bash first-ten-minutes block in README.md"
-  echo "0 passed, 1 failed"
+  echo "readme check: 0 passed, 1 failed"
   exit 1
 fi
 
@@ -46,5 +46,5 @@ for line in "${commands[@]}"; do
     passed=$((passed + 1)); echo "readme: $command: ok"
   fi
 done
-echo "${passed} passed, ${failed} failed"
+echo "readme check: ${passed} passed, ${failed} failed"
 [ "$failed" -eq 0 ]

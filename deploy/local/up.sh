@@ -115,7 +115,8 @@ if [ "$running" -gt 0 ] && [ -z "$RESTART" ]; then
     say "QwenNats is already running: console http://127.0.0.1:$RUNNING_PORT/, NATS nats://127.0.0.1:$RUNNING_NATS_PORT ($running processes, logs $RUN/logs/$token); nothing changed — deploy/local/down.sh stops it, deploy/local/up.sh --restart restarts it$other"
     exit 0
   fi
-  say "up.sh: found a partly running system ($running of $((running + stale)) processes alive, or the ingress not ready); stopping it and starting afresh"
+  if [ "$stale" -gt 0 ]; then what="$running of $((running + stale)) processes alive"; else what="the ingress on port $RUNNING_PORT is not ready"; fi
+  say "up.sh: found a partly running system ($what); stopping it and starting afresh"
 fi
 if [ "$running" -gt 0 ] || [ "$stale" -gt 0 ]; then
   [ -n "$RESTART" ] && [ "$running" -gt 0 ] && say "up.sh --restart: stopping the running system ($running processes) first"
