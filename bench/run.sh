@@ -13,7 +13,7 @@ PORT="${QWEN_PORT:-8080}"
 PORT2=$((PORT + 1))
 NATS_PORT="${QWEN_NATS_PORT:-4222}"
 
-QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" >/dev/null
+QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" --restart >/dev/null
 trap '"$ROOT/deploy/local/down.sh" --quiet' EXIT
 
 # A second ingress, so propagation is measured on two of them (NATS users: deploy/nats/auth.conf).

@@ -21,7 +21,7 @@ esac
 PORT="${QWEN_PORT:-18100}"
 NATS_PORT="${QWEN_NATS_PORT:-14242}"
 
-QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" >/dev/null
+QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" --restart >/dev/null
 trap '"$ROOT/deploy/local/down.sh" --quiet' EXIT
 . "$ROOT/.run/nats-users.env"
 

@@ -15,7 +15,7 @@ BASE="http://127.0.0.1:$PORT"
 ctl() { "$ROOT/deploy/local/ctl.py" "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
-QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" >/dev/null
+QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" --restart >/dev/null
 echo "System up on $BASE (policy $(basename "$QWEN_POLICY"))."
 
 # Start from a clean, stable, blue-live system.
@@ -91,4 +91,4 @@ for e in json.load(sys.stdin)['events']:
     print(f\"  {e['at'][11:23]}  {e['trigger']:<10} {e['from']:>10} -> {e['to']:<10} {e['cause']:<8} {e['actor']:<8} {e['reason']}\")
 " "$FIRST_VERSION"
 echo
-echo "The faulty green worker is still running; deploy/local/up.sh restarts a healthy system, deploy/local/down.sh stops it."
+echo "The faulty green worker is still running; deploy/local/up.sh --restart starts a healthy system, deploy/local/down.sh stops it."

@@ -22,4 +22,5 @@ stop() {
 for name in ingress worker-blue worker-green judge promoter; do stop "$name"; done
 for f in "$PIDS"/*.pid; do [ -e "$f" ] && [ "$(basename "$f" .pid)" != nats ] && stop "$(basename "$f" .pid)"; done
 stop nats
+rm -f "$ROOT/.run/up.env"
 exit 0

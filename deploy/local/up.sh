@@ -2,24 +2,45 @@
 # Starts the whole QwenNats system on this machine, on loopback:
 #   nats-server (JetStream, store in .run/nats), the ingress, one blue worker (profile v1),
 #   one green worker (profile v2), the judge and the promoter.
-# Logs: .run/logs/<service>.log, every line prefixed by service and colour. Stop with deploy/local/down.sh.
+# Logs: .run/logs/<service>.log. Stop with deploy/local/down.sh.
+#
+# usage: deploy/local/up.sh [--restart] [--show-token] [--help]
+#   --restart      stop a system this checkout already runs (deploy/local/down.sh) and start afresh
+#   --show-token   also print the console's operator token (by default only the file that holds it)
+#
+# Before starting anything it checks that every port it needs is free (ingress, NATS, metrics) and
+# installs nats-server and curl when missing (deploy/local/prereqs.sh). Run again while the system
+# is up, it reports the running system in one line and changes nothing; a start that fails stops
+# everything it started.
 #
 # Settings (environment):
-#   QWEN_MODEL      GGUF file to serve (default: ../shared/models/stories260K.gguf when present)
-#   QWEN_PORT       ingress HTTP port (default 8080)
-#   QWEN_NATS_PORT  NATS port (default 4222)
-#   QWEN_THREADS    CPU threads per worker (default: cores / 2, at least 1)
-#   QWEN_CTX        context tokens per request (default 2048)
-#   QWEN_SLOTS      requests decoded together per worker (default 2)
-#   QWEN_POLICY     rollout policy for the judge and promoter (default deploy/rollout-policy.json)
+#   QWEN_MODEL         GGUF file to serve (default: ../shared/models/stories260K.gguf when present)
+#   QWEN_PORT          ingress HTTP port (default 8080)
+#   QWEN_NATS_PORT     NATS port (default 4222)
+#   QWEN_THREADS       CPU threads per worker (default: cores / 2, at least 1)
+#   QWEN_CTX           context tokens per request (default 2048)
+#   QWEN_SLOTS         requests decoded together per worker (default 2)
+#   QWEN_POLICY        rollout policy for the judge and promoter (default deploy/rollout-policy.json)
 #   QWEN_METRICS_BASE  Prometheus ports: base+1 blue worker, base+2 green worker, base+3 judge, base+4 promoter (default 9100)
 #   QWEN_OPERATOR_TOKEN  token that unlocks the web console's operator actions (default: a random one,
-#                   written to .run/operator-token); set it to "none" for a read-only console
-#   QWEN_GREEN_ARGS extra arguments for the green worker (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
+#                      written to .run/operator-token); set it to "none" for a read-only console
+#   QWEN_SHOW_TOKEN    1 prints the operator token too, like --show-token (default: only where it is)
+#   QWEN_GREEN_ARGS    extra arguments for the green worker (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUN="$ROOT/.run"
+RESTART=""
+SHOW_TOKEN="${QWEN_SHOW_TOKEN:-}"
+[ "$SHOW_TOKEN" = 0 ] && SHOW_TOKEN=""
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) sed -n '2,/^set -euo pipefail/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --restart) RESTART=1 ;;
+    --show-token) SHOW_TOKEN=1 ;;
+    *) printf 'up.sh: unknown argument %s (deploy/local/up.sh --help lists the flags and settings)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 PORT="${QWEN_PORT:-8080}"
 NATS_PORT="${QWEN_NATS_PORT:-4222}"
 CORES="$(nproc 2>/dev/null || echo 2)"
@@ -52,20 +73,82 @@ fi
 [ -f "$MODEL" ] || { say "QWEN_MODEL=$MODEL does not exist" >&2; exit 1; }
 MODEL="$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")"
 
-# --- prerequisites -----------------------------------------------------------------------
-if ! command -v nats-server >/dev/null 2>&1; then
-  say "Installing nats-server (apt-get)..."
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server >/dev/null
+# --- one up.sh at a time ------------------------------------------------------------------
+mkdir -p "$RUN"
+claim() { (set -C; echo $$ >"$RUN/starting") 2>/dev/null; }
+if ! claim; then
+  other="$(cat "$RUN/starting" 2>/dev/null || true)"
+  if [ -n "$other" ] && kill -0 "$other" 2>/dev/null; then
+    say "up.sh: another deploy/local/up.sh (pid $other) is starting the system right now; wait for it, or stop it with deploy/local/down.sh" >&2
+    exit 1
+  fi
+  rm -f "$RUN/starting"   # left by an up.sh that is gone
+  claim || { say "up.sh: another deploy/local/up.sh is starting the system right now; wait for it" >&2; exit 1; }
 fi
+started=""; up_ok=""
+cleanup() {
+  rm -f "$RUN/starting"
+  # A start that failed half-way stops everything it started: never a half-started pair.
+  if [ -n "$started" ] && [ -z "$up_ok" ]; then
+    "$ROOT/deploy/local/down.sh" --quiet >/dev/null 2>&1 || true
+    rm -f "$RUN/up.env"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- a system already running from this checkout -------------------------------------------
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+running=0; stale=0
+for f in "$RUN"/pids/*.pid; do
+  [ -e "$f" ] || continue
+  if alive "$f"; then running=$((running + 1)); else stale=$((stale + 1)); fi
+done
+if [ "$running" -gt 0 ] && [ -z "$RESTART" ]; then
+  RUNNING_PORT="$PORT"; RUNNING_NATS_PORT="$NATS_PORT"
+  [ -f "$RUN/up.env" ] && . "$RUN/up.env"
+  if [ "$stale" -eq 0 ] && curl -fsS "http://127.0.0.1:$RUNNING_PORT/readyz" >/dev/null 2>&1; then
+    token=""
+    if [ -n "$SHOW_TOKEN" ] && [ -f "$RUN/operator-token" ]; then token=", operator token $(cat "$RUN/operator-token")"; fi
+    other=""
+    if [ "$RUNNING_PORT" != "$PORT" ] || [ "$RUNNING_NATS_PORT" != "$NATS_PORT" ]; then other=" with the settings given now"; fi
+    say "QwenNats is already running: console http://127.0.0.1:$RUNNING_PORT/, NATS nats://127.0.0.1:$RUNNING_NATS_PORT ($running processes, logs $RUN/logs/$token); nothing changed — deploy/local/down.sh stops it, deploy/local/up.sh --restart restarts it$other"
+    exit 0
+  fi
+  if [ "$stale" -gt 0 ]; then what="$running of $((running + stale)) processes alive"; else what="the ingress on port $RUNNING_PORT is not ready"; fi
+  say "up.sh: found a partly running system ($what); stopping it and starting afresh"
+fi
+if [ "$running" -gt 0 ] || [ "$stale" -gt 0 ]; then
+  [ -n "$RESTART" ] && [ "$running" -gt 0 ] && say "up.sh --restart: stopping the running system ($running processes) first"
+  "$ROOT/deploy/local/down.sh" --quiet || true
+fi
+
+# --- every port is free before anything starts ---------------------------------------------
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for entry in "$PORT:QWEN_PORT:ingress" "$NATS_PORT:QWEN_NATS_PORT:NATS" \
+             "$((METRICS_BASE + 1)):QWEN_METRICS_BASE:blue worker metrics" "$((METRICS_BASE + 2)):QWEN_METRICS_BASE:green worker metrics" \
+             "$((METRICS_BASE + 3)):QWEN_METRICS_BASE:judge metrics" "$((METRICS_BASE + 4)):QWEN_METRICS_BASE:promoter metrics"; do
+  p="${entry%%:*}"; rest="${entry#*:}"; setting="${rest%%:*}"; what="${rest#*:}"
+  if port_in_use "$p"; then
+    if [ "$setting" = QWEN_METRICS_BASE ]; then
+      say "up.sh: port $p ($what, $setting+$((p - METRICS_BASE))) is in use by another process; set $setting to another base (it uses base+1 to base+4), e.g. $setting=$((METRICS_BASE + 100))" >&2
+    else
+      say "up.sh: port $p ($what, $setting) is in use by another process; set $setting to another port, e.g. $setting=$((p + 10000 < 65536 ? p + 10000 : p - 10000))" >&2
+    fi
+    exit 1
+  fi
+done
+
+# --- prerequisites -----------------------------------------------------------------------
+"$ROOT/deploy/local/prereqs.sh" nats-server curl
 command -v dotnet >/dev/null 2>&1 || { say "The .NET 10 SDK (dotnet) is required." >&2; exit 1; }
 
-# --- clean start -------------------------------------------------------------------------
-"$ROOT/deploy/local/down.sh" --quiet || true
+# --- start: whatever fails from here on stops everything that was started -------------------
 mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/nats"
+started=1
 
 say "Building (Release)..."
-dotnet build "$ROOT/QwenNats.sln" -c Release -nologo -v quiet -clp:ErrorsOnly >"$RUN/logs/build.log" 2>&1 || {
+dotnet build "$ROOT/QwenNats.sln" -c Release -nologo -v quiet -clp:ErrorsOnly </dev/null >"$RUN/logs/build.log" 2>&1 || {
   say "Build failed; see $RUN/logs/build.log" >&2; tail -20 "$RUN/logs/build.log" >&2; exit 1; }
 
 bin() { echo "$ROOT/services/$1/bin/Release/net10.0/$2.dll"; }
@@ -73,10 +156,11 @@ bin() { echo "$ROOT/services/$1/bin/Release/net10.0/$2.dll"; }
 start() { # name, log prefix, command...
   local name="$1"; shift
   local prefix="$1"; shift
+  # No started process keeps the caller's stdin, stdout or stderr open (out=$(up.sh 2>&1) returns).
   if [ -n "$prefix" ]; then
-    "$@" > >(sed -u "s/^/$prefix /" >>"$RUN/logs/$name.log") 2>&1 &
+    "$@" </dev/null > >(exec sed -u "s/^/$prefix /" >>"$RUN/logs/$name.log" 2>&1) 2>&1 &
   else
-    "$@" >>"$RUN/logs/$name.log" 2>&1 &
+    "$@" </dev/null >>"$RUN/logs/$name.log" 2>&1 &
   fi
   echo $! >"$RUN/pids/$name.pid"
 }
@@ -130,7 +214,6 @@ for _ in $(seq 1 240); do
       name="$(basename "$f" .pid)"
       say "$name exited during start-up; last lines of $RUN/logs/$name.log:" >&2
       tail -20 "$RUN/logs/$name.log" >&2
-      "$ROOT/deploy/local/down.sh" --quiet || true
       exit 1
     fi
   done
@@ -141,18 +224,30 @@ for _ in $(seq 1 240); do
   sleep 0.5
 done
 if [ -z "$ready" ]; then
-  say "The system did not become ready in 120 s; see $RUN/logs/" >&2
+  say "The system did not become ready in 120 s; stopped it again; see $RUN/logs/" >&2
   exit 1
+fi
+
+up_ok=1
+NATS_URL_HINT=""; [ "$NATS_PORT" != 4222 ] && NATS_URL_HINT="NATS_URL=$NATS_URL "
+printf 'RUNNING_PORT=%s\nRUNNING_NATS_PORT=%s\n' "$PORT" "$NATS_PORT" >"$RUN/up.env"
+if [ -z "$OPERATOR_TOKEN" ]; then
+  token_line="none: the console is read-only (QWEN_OPERATOR_TOKEN=none)"
+elif [ -n "$SHOW_TOKEN" ]; then
+  token_line="console operator token $OPERATOR_TOKEN (also in $RUN/operator-token)"
+else
+  token_line="console operator token in $RUN/operator-token (cat it, or up.sh --show-token prints it)"
 fi
 
 cat <<MSG
 
 QwenNats is up.
-  console   http://127.0.0.1:$PORT/   (operator token: ${OPERATOR_TOKEN:+$RUN/operator-token}${OPERATOR_TOKEN:-none, read-only})
+  console   http://127.0.0.1:$PORT/
+  token     $token_line
   ingress   http://127.0.0.1:$PORT   (health /healthz, readiness /readyz, models /v1/models)
   websocket ws://127.0.0.1:$PORT/ws/chat
   nats      $NATS_URL  (JetStream store $RUN/nats; users and permissions deploy/nats/auth.conf, passwords $RUN/nats-users.env)
-  operator  deploy/local/ctl.py status   (uses the operator user from $RUN/nats-users.env)
+  operator  ${NATS_URL_HINT}deploy/local/ctl.py status   (--help lists its verbs; uses the operator user from $RUN/nats-users.env)
   model     $MODEL
   metrics   http://127.0.0.1:$PORT/metrics, workers :$((METRICS_BASE + 1)) :$((METRICS_BASE + 2)), judge :$((METRICS_BASE + 3)), promoter :$((METRICS_BASE + 4))
   logs      $RUN/logs/   stop: deploy/local/down.sh
