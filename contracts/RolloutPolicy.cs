@@ -64,6 +64,8 @@ public sealed record RolloutPolicy
 
     /// <summary>The candidate's golden-set accuracy may be at most this much below live's.</summary>
     public double GoldenAccuracyTolerance { get; set; }
+    /// <summary>An automatic rollout that has received no verdict at all for this long is paused (judge gone).</summary>
+    public TimeSpan NoVerdictPauseAfter { get; set; } = TimeSpan.FromMinutes(2);
     /// <summary>A step inconclusive for this long is paused for an operator.</summary>
     public TimeSpan InconclusivePauseAfter { get; set; } = TimeSpan.FromMinutes(10);
     public IReadOnlyList<int> CanarySteps { get; set; } = [10, 25, 50];
@@ -116,6 +118,7 @@ public sealed record RolloutPolicy
         if (ChatSimilarity is { Threshold: not (> 0 and <= 1) }) problems.Add("chat_similarity: threshold must be in (0, 1]; at 0 no pair can count");
         if (RequiredTasks.Count == 0 || RequiredTasks.Any(t => t is not (InferTasks.Chat or InferTasks.Sentiment)))
             problems.Add("required_tasks must name chat and/or sentiment");
+        if (NoVerdictPauseAfter <= TimeSpan.Zero) problems.Add("no_verdict_pause_after must be positive");
         if (MaxFalseRollbackRate is <= 0 or >= 1) problems.Add("max_false_rollback_rate must be in (0, 1)");
         else if (FalseRollbackBound() > MaxFalseRollbackRate)
             problems.Add($"false_alarm_rate {FalseAlarmRate} over {Checks().Count()} checks and {JudgedSteps} steps allows a false rollback rate up to {FalseRollbackBound():P2}, above max_false_rollback_rate {MaxFalseRollbackRate:P2}");

@@ -27,6 +27,8 @@ public sealed class PromoterService(
 {
     private readonly Prometheus.Counter _transitions = metrics.Factory.CreateCounter("qwen_rollout_transitions_total", "Rollout phase changes, by trigger and cause (operator, judge, timer).", ["trigger", "cause"]);
     private readonly Prometheus.Gauge _leader = metrics.Factory.CreateGauge("qwen_promoter_leader", "1 while this promoter holds the lease.");
+    private readonly Prometheus.Gauge _sinceVerdict = metrics.Factory.CreateGauge("qwen_rollout_seconds_since_verdict",
+        "While a rollout is in Shadow or Canary: seconds since the leading promoter last received a verdict for it (0 otherwise).");
 
     private readonly RolloutPolicy _policy = RolloutPolicy.Load(options.Value.PolicyPath);
     private readonly PromoterOptions _o = string.IsNullOrWhiteSpace(options.Value.PolicyPath)
@@ -37,6 +39,9 @@ public sealed class PromoterService(
     private CancellationTokenSource? _leading;
     private Task _serving = Task.CompletedTask;
     private DateTimeOffset _leaseRenewedAt;
+    // The last verdict received for a rollout, and when leadership began (the baseline before any verdict).
+    private (string? RolloutId, DateTimeOffset At) _lastVerdict;
+    private DateTimeOffset _leadingSince;
 
     public string Id => identity.InstanceId;
     public bool IsLeader => _leading is { IsCancellationRequested: false };
@@ -128,6 +133,7 @@ public sealed class PromoterService(
     private async Task LeadAsync(CancellationToken ct)
     {
         _leading = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        _leadingSince = clock.GetUtcNow();
         var sub = await nats.SubscribeCoreAsync<byte[]>(Rollouts.ControlWildcard, cancellationToken: _leading.Token);
         var token = _leading.Token;
         var verdicts = await nats.SubscribeCoreAsync<Verdict>(Judging.VerdictSubject, cancellationToken: _leading.Token);
@@ -184,7 +190,9 @@ public sealed class PromoterService(
             {
                 await foreach (var msg in sub.Msgs.ReadAllAsync(ct))
                 {
-                    if (!_o.Automatic || msg.Data is not { } v) continue;
+                    if (msg.Data is not { } v) continue;
+                    _lastVerdict = (v.RolloutId, clock.GetUtcNow());
+                    if (!_o.Automatic) continue;
                     try
                     {
                         await OnVerdictAsync(v, ct);
@@ -295,6 +303,32 @@ public sealed class PromoterService(
         var (state, _) = await store.GetAsync(ct);
         if (state.Phase is RolloutPhase.Promoted or RolloutPhase.RolledBack)
             await ChangeAsync("finish", r => r.FinishIfDue(), "timer", ct);
+        await WatchVerdictsAsync(state, ct);
+    }
+
+    /// <summary>
+    /// The judge publishes a verdict every evaluation interval while a rollout is judged. When none has
+    /// arrived for the policy's <c>no_verdict_pause_after</c> (judge down, partitioned, stuck), an automatic
+    /// rollout is paused with that reason rather than left running unjudged; the gauge lets an alert fire.
+    /// </summary>
+    private async Task WatchVerdictsAsync(RolloutState state, CancellationToken ct)
+    {
+        if (state.Phase is not (RolloutPhase.Shadow or RolloutPhase.Canary) || state.RolloutId is null)
+        {
+            _sinceVerdict.Set(0);
+            return;
+        }
+        var now = clock.GetUtcNow();
+        var heard = _lastVerdict.RolloutId == state.RolloutId ? _lastVerdict.At : DateTimeOffset.MinValue;
+        var since = new[] { heard, state.Since, _leadingSince }.Max();
+        var silent = now - since;
+        _sinceVerdict.Set(Math.Round(silent.TotalSeconds, 1));
+        if (_o.Automatic && silent >= _policy.NoVerdictPauseAfter)
+        {
+            var reason = $"no verdict from the judge for {_policy.NoVerdictPauseAfter} (is the judge running and connected?); paused rather than left unjudged";
+            await ChangeAsync("pause", r => r.State.RolloutId == state.RolloutId && r.State.Phase == state.Phase && r.State.Step == state.Step
+                ? r.Pause(reason, "promoter") : null, "timer", ct);
+        }
     }
 
     private async Task<ControlReply> ChangeAsync(string verb, Func<Rollout, RolloutOutcome?> act, string cause, CancellationToken ct)

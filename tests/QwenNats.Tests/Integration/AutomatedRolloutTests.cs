@@ -21,8 +21,9 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
 {
     private static readonly string PolicyPath = WritePolicy("00:00:40");
     private static readonly string QuickPausePolicyPath = WritePolicy("00:00:02");
+    private static readonly string NoVerdictPolicyPath = WritePolicy("00:00:40", noVerdictPauseAfter: "00:00:02");
 
-    private static string WritePolicy(string inconclusivePauseAfter)
+    private static string WritePolicy(string inconclusivePauseAfter, string noVerdictPauseAfter = "00:01:00")
     {
         var path = Path.Combine(Path.GetTempPath(), $"qwen-test-policy-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, """
@@ -33,9 +34,9 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
               "sentiment_disagreement": { "p0": 0.02, "p1": 0.3 }, "confidence_drift": { "threshold": 0.3, "p0": 0.1, "p1": 0.5 },
               "chat_defects": { "p0": 0.05, "p1": 0.4 }, "chat_length": { "threshold": 2.0, "p0": 0.1, "p1": 0.5 },
               "golden_accuracy_tolerance": 0.0,
-              "inconclusive_pause_after": "PAUSE", "canary_steps": [50], "bake_window": "00:00:01"
+              "inconclusive_pause_after": "PAUSE", "no_verdict_pause_after": "SILENT", "canary_steps": [50], "bake_window": "00:00:01"
             }
-            """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal));
+            """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal).Replace("SILENT", noVerdictPauseAfter, StringComparison.Ordinal));
         return path;
     }
 
@@ -74,7 +75,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         return judge;
     }
 
-    private static async Task<Rig> StartAsync(Dictionary<string, string?>? greenFaults, bool automatic = true, bool workers = true, string? policy = null, string greenProfile = "v2")
+    private static async Task<Rig> StartAsync(Dictionary<string, string?>? greenFaults, bool automatic = true, bool workers = true, string? policy = null, string greenProfile = "v2", bool judge = true)
     {
         policy ??= PolicyPath;
         var server = await NatsServer.StartAsync();
@@ -87,7 +88,8 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
         await promoter.StartAsync();
         hosts.Add(promoter);
-        hosts.Add(await StartJudgeAsync(server.Url, policy));
+        if (judge)
+            hosts.Add(await StartJudgeAsync(server.Url, policy));
         HttpClient http;
         if (workers)
         {
@@ -233,6 +235,18 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         var status = await Ctl.SendAsync(rig.Operator, "status");
         Assert.Equal("inconclusive", status.Verdict!.Outcome);
         Assert.Equal(0, status.Verdict.Samples);
+    }
+
+    [Fact]
+    public async Task A_rollout_that_gets_no_verdict_is_paused_with_the_reason()
+    {
+        await using var rig = await StartAsync(null, workers: false, policy: NoVerdictPolicyPath, judge: false);
+        Assert.True((await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\",\"reason\":\"judge is down\"}")).Ok);
+        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase != RolloutPhase.Shadow, TimeSpan.FromSeconds(30));
+        Assert.Equal(RolloutPhase.Paused, final.Phase);
+        Assert.Contains("no verdict from the judge", final.Reason);
+        var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}")).Events!;
+        Assert.Equal("timer", history.Last().Cause);
     }
 
     [Fact]
