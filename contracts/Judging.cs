@@ -44,6 +44,9 @@ public sealed record SampleSide
     public double ComputeMs { get; init; }
     /// <summary>Tokens decoded for this request (<see cref="InferResult.ComputedTokens"/>).</summary>
     public int ComputedTokens { get; init; }
+    /// <summary>Chat: this side's answer scored by a live-colour worker (mean log-probability per token under
+    /// the live model, <see cref="InferTasks.Score"/>); null when it was not scored.</summary>
+    public double? LiveModelLogProb { get; init; }
     /// <summary>Error code when the side failed (including <c>deadline_exceeded</c> for a timeout).</summary>
     public string? Error { get; init; }
     /// <summary>
@@ -61,6 +64,8 @@ public sealed record ShadowSample
     public RolloutPhase Phase { get; init; }
     public int Step { get; init; }
     public required string Task { get; init; }
+    /// <summary>Chat: the user's last message (for the answer-language check).</summary>
+    public string? UserText { get; init; }
     public required SampleSide Live { get; init; }
     public required SampleSide Candidate { get; init; }
     public DateTimeOffset At { get; init; }

@@ -80,6 +80,8 @@ public sealed record InferResult
     public double? Confidence { get; init; }
     /// <summary>Sentiment: log-probability of each label's continuation.</summary>
     public IReadOnlyDictionary<string, double>? Scores { get; init; }
+    /// <summary>Score: mean log-probability per token of the scored answer (natural log, at most 0).</summary>
+    public double? MeanLogProb { get; init; }
     public int PromptTokens { get; init; }
     public int CompletionTokens { get; init; }
     public double TimeToFirstTokenMs { get; init; }

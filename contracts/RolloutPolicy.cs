@@ -31,6 +31,9 @@ public sealed record RolloutPolicy
     public string Description { get; set; } = "";
     /// <summary>Samples a step needs before it can pass, whatever the tests say.</summary>
     public int MinSamples { get; set; } = 20;
+    /// <summary>Time from a step's first sample before it can pass: at least the mirrors' timeout
+    /// (<c>Shadow:Timeout</c>), so requests the candidate never answers — whose samples arrive last — are counted.</summary>
+    public TimeSpan MinStepDuration { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>Probability that one check fails a good candidate in one step (Wald's α).</summary>
     public double FalseAlarmRate { get; set; } = 0.0005;
     /// <summary>Probability that one check passes a candidate at its P1 (Wald's β).</summary>
@@ -58,6 +61,10 @@ public sealed record RolloutPolicy
     public SequentialTest ChatDefects { get; set; } = new() { P0 = 0.05, P1 = 0.25 };
     /// <summary>Chat pair event: the candidate's answer is more than the threshold times shorter or longer than live's.</summary>
     public SequentialTest ChatLength { get; set; } = new() { Threshold = 2.0, P0 = 0.15, P1 = 0.5 };
+    /// <summary>Chat pair event: a live-colour worker scores the candidate's answer (mean log-probability per
+    /// token under the live model) more than the threshold (nats per token) below live's own answer. Needs
+    /// the ingress's <c>Shadow:ScoreChat</c>; off when absent.</summary>
+    public SequentialTest? ChatLikelihood { get; set; }
     /// <summary>Chat pair event: the character-trigram similarity to live's answer is below the threshold.
     /// Off when absent: different prompt profiles legitimately answer differently.</summary>
     public SequentialTest? ChatSimilarity { get; set; }
@@ -82,6 +89,8 @@ public sealed record RolloutPolicy
         yield return ("confidence_drift", ConfidenceDrift);
         yield return ("chat_defects", ChatDefects);
         yield return ("chat_length", ChatLength);
+        if (ChatLikelihood is { } l)
+            yield return ("chat_likelihood", l);
         if (ChatSimilarity is { } s)
             yield return ("chat_similarity", s);
     }
@@ -115,9 +124,11 @@ public sealed record RolloutPolicy
         if (Latency.Threshold is not > 1) problems.Add("latency: threshold must be a ratio above 1");
         if (ChatLength.Threshold is not > 1) problems.Add("chat_length: threshold must be a ratio above 1");
         if (ConfidenceDrift.Threshold is not (> 0 and < 1)) problems.Add("confidence_drift: threshold must be in (0, 1); at 1 or more no pair can count");
+        if (ChatLikelihood is { Threshold: not > 0 }) problems.Add("chat_likelihood: threshold must be a positive drop in nats per token");
         if (ChatSimilarity is { Threshold: not (> 0 and <= 1) }) problems.Add("chat_similarity: threshold must be in (0, 1]; at 0 no pair can count");
         if (RequiredTasks.Count == 0 || RequiredTasks.Any(t => t is not (InferTasks.Chat or InferTasks.Sentiment)))
             problems.Add("required_tasks must name chat and/or sentiment");
+        if (MinStepDuration < TimeSpan.Zero) problems.Add("min_step_duration must not be negative");
         if (NoVerdictPauseAfter <= TimeSpan.Zero) problems.Add("no_verdict_pause_after must be positive");
         if (MaxFalseRollbackRate is <= 0 or >= 1) problems.Add("max_false_rollback_rate must be in (0, 1)");
         else if (FalseRollbackBound() > MaxFalseRollbackRate)

@@ -51,6 +51,12 @@ public static class InferTasks
 {
     public const string Chat = "chat";
     public const string Sentiment = "sentiment";
+    /// <summary>
+    /// Teacher-forced scoring: the worker reads <see cref="InferRequest.Input"/> as an assistant answer to
+    /// <see cref="InferRequest.Messages"/> and returns its mean log-probability per token under this
+    /// worker's model and profile (<see cref="InferResult.MeanLogProb"/>). The judge's model-based chat signal.
+    /// </summary>
+    public const string Score = "score";
 }
 
 public static class ChatRoles

@@ -126,6 +126,13 @@ public sealed class InferClient(
         return call;
     }
 
+    /// <summary>
+    /// Queues a judge's scoring request (<see cref="InferTasks.Score"/>) on a colour's live work queue: it is
+    /// short (one prompt decode, no generation) and must not starve behind live work the way mirrored work may.
+    /// </summary>
+    public Task<InferCall> StartScoringAsync(string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct) =>
+        PublishAsync(Subjects.Infer(colour), colour, draft, timeout, ct);
+
     /// <summary>Queues a mirrored copy on the candidate's shadow queue (lower priority than live work there).</summary>
     public Task<InferCall> StartShadowAsync(string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct) =>
         PublishAsync(Subjects.Shadow(colour), colour, draft, timeout, ct);

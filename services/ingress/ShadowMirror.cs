@@ -25,6 +25,17 @@ public sealed record ShadowOptions
 
     /// <summary>How long the candidate may take before its side of the sample is recorded as a timeout.</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Have a live-colour worker score both chat answers of a pair (mean log-probability per token
+    /// under the live model) before the sample goes to the judge. Scoring requests are short and go on the
+    /// live queue; <see cref="ScoreFraction"/> bounds what they add to the live pool's work.</summary>
+    public bool ScoreChat { get; init; } = true;
+
+    /// <summary>Share of compared chat pairs that are scored (two short requests each on the live pool).</summary>
+    public double ScoreFraction { get; init; } = 0.5;
+
+    /// <summary>How long scoring may take; a pair not scored in time goes to the judge without scores.</summary>
+    public TimeSpan ScoreTimeout { get; init; } = TimeSpan.FromSeconds(20);
 }
 
 /// <summary>
@@ -109,6 +120,15 @@ public sealed class ShadowMirror : BackgroundService
             }
             if (live is null)
                 return;
+            var liveSide = Side(pair.LiveColour, live);
+            if (_o.ScoreChat && pair.Request.Task == InferTasks.Chat && Random.Shared.NextDouble() < _o.ScoreFraction && pair.Request.Messages is { Count: > 0 } messages
+                && !string.IsNullOrEmpty(liveSide.Text) && !string.IsNullOrEmpty(candidateSide.Text))
+            {
+                var scores = await Task.WhenAll(
+                    ScoreAsync(pair, messages, liveSide.Text!, "live"), ScoreAsync(pair, messages, candidateSide.Text!, "candidate"));
+                liveSide = liveSide with { LiveModelLogProb = scores[0] };
+                candidateSide = candidateSide with { LiveModelLogProb = scores[1] };
+            }
             var sample = new ShadowSample
             {
                 Id = pair.Request.Id,
@@ -116,7 +136,8 @@ public sealed class ShadowMirror : BackgroundService
                 Phase = pair.State.Phase,
                 Step = pair.State.Step,
                 Task = pair.Request.Task,
-                Live = Side(pair.LiveColour, live),
+                UserText = LastUserText(pair.Request),
+                Live = liveSide,
                 Candidate = candidateSide,
                 At = DateTimeOffset.UtcNow,
             };
@@ -141,6 +162,37 @@ public sealed class ShadowMirror : BackgroundService
     {
         if (_pairs.TryRemove(pair, out _))
             _inFlight.Release();
+    }
+
+    /// <summary>The user's last message (its first 500 characters), for the judge's answer-language check.</summary>
+    private static string? LastUserText(InferRequest request)
+    {
+        var text = request.Messages?.LastOrDefault(m => m.Role == ChatRoles.User)?.Content;
+        return text is { Length: > 500 } ? text[..500] : text;
+    }
+
+    /// <summary>
+    /// Scores one answer of a chat pair on a worker of the live colour: the mean
+    /// log-probability per token of the answer under the live model. Null when it could not be scored in time.
+    /// </summary>
+    private async Task<double?> ScoreAsync(ShadowPair pair, IReadOnlyList<ChatMessage> messages, string answer, string which)
+    {
+        var request = new InferRequest
+        {
+            Id = $"{pair.Request.Id}-score-{which}", SessionId = pair.Request.SessionId, Task = InferTasks.Score,
+            Messages = messages, Input = answer, ReplyTo = "",
+        };
+        try
+        {
+            await using var call = await _client.StartScoringAsync(pair.LiveColour, request, _o.ScoreTimeout, CancellationToken.None);
+            await foreach (var reply in call.ReadAsync())
+                if (reply.IsFinal)
+                    return reply.Result?.MeanLogProb;
+        }
+        catch (DispatchException)
+        {
+        }
+        return null;
     }
 
     private async Task<SampleSide?> CandidateAsync(ShadowPair pair)

@@ -27,13 +27,21 @@ public static class Sprt
     {
         s.Pairs++;
         if (evt) s.Events++;
-        if (s.Decision is not null)
-            return; // a decision stands for the step; later pairs are still counted for the report
-        s.Llr += evt ? Math.Log(t.P1 / t.P0) : Math.Log((1 - t.P1) / (1 - t.P0));
+        if (s.Decision == Judging.Outcomes.Fail)
+            return; // a failure stands for the step; later pairs are still counted for the report
+        // A pass is provisional: evidence keeps coming (answers that never come arrive last, at the mirror's
+        // timeout), so the ratio keeps moving, floored at the pass boundary — a late fault must still travel
+        // the whole way from there to the fail boundary, which a good candidate almost never does.
+        s.Llr = Math.Max(Lower(alpha, beta), s.Llr + (evt ? Math.Log(t.P1 / t.P0) : Math.Log((1 - t.P1) / (1 - t.P0))));
         if (s.Llr >= Upper(alpha, beta))
             (s.Decision, s.DecidedAt) = (Judging.Outcomes.Fail, s.Pairs);
         else if (s.Llr <= Lower(alpha, beta))
-            (s.Decision, s.DecidedAt) = (Judging.Outcomes.Pass, s.Pairs);
+        {
+            if (s.Decision is null) s.DecidedAt = s.Pairs;
+            s.Decision = Judging.Outcomes.Pass;
+        }
+        else
+            s.Decision = null;
     }
 
     /// <summary>Wald's approximation of the probability that the test passes when the true event rate is <paramref name="p"/>.</summary>
@@ -132,6 +140,8 @@ public sealed class Scorecard
     public RatioSketch ComputeRatios { get; set; } = new();
     public RatioSketch LatencyRatios { get; set; } = new();
     public RatioSketch LengthRatios { get; set; } = new();
+    /// <summary>How much lower (nats per token) the live model scores the candidate's chat answer than live's own; 0 when not lower.</summary>
+    public RatioSketch LikelihoodDrops { get; set; } = new();
 
     private void Observe(string name, bool evt, SequentialTest test, RolloutPolicy p)
     {
@@ -193,12 +203,19 @@ public sealed class Scorecard
                 (TextChecks.IsEmpty(s.Candidate.Text) && !TextChecks.IsEmpty(s.Live.Text)) ||
                 (TextChecks.IsBrokenUtf8(s.Candidate.Text) && !TextChecks.IsBrokenUtf8(s.Live.Text)) ||
                 (TextChecks.IsRepetitive(s.Candidate.Text) && !TextChecks.IsRepetitive(s.Live.Text)) ||
-                (s.Candidate.FinishReason == FinishReasons.Length && s.Live.FinishReason != FinishReasons.Length);
+                (s.Candidate.FinishReason == FinishReasons.Length && s.Live.FinishReason != FinishReasons.Length) ||
+                (TextChecks.IsRefusal(s.Candidate.Text) && !TextChecks.IsRefusal(s.Live.Text)) ||
+                (TextChecks.IsWrongLanguage(s.UserText, s.Candidate.Text) && !TextChecks.IsWrongLanguage(s.UserText, s.Live.Text));
             Observe("chat_defects", defect, p.ChatDefects, p);
             var ratio = Math.Max(1, s.Candidate.Text?.Length ?? 0) / (double)Math.Max(1, s.Live.Text?.Length ?? 0);
             LengthRatios.Add(ratio);
             var limit = p.ChatLength.Threshold ?? 2;
             Observe("chat_length", ratio > limit || ratio < 1 / limit, p.ChatLength, p);
+            if (p.ChatLikelihood is { } likelihood && s.Live.LiveModelLogProb is { } liveScore && s.Candidate.LiveModelLogProb is { } candScore)
+            {
+                LikelihoodDrops.Add(Math.Max(0, liveScore - candScore));
+                Observe("chat_likelihood", candScore < liveScore - likelihood.Threshold, likelihood, p);
+            }
             if (p.ChatSimilarity is { } sim)
                 Observe("chat_similarity", TextChecks.Similarity(s.Live.Text, s.Candidate.Text) < sim.Threshold, sim, p);
         }
@@ -230,6 +247,7 @@ public static class Evaluator
                 "compute_ratio" => c.ComputeRatios.Quantile(0.5),
                 "latency_ratio" => c.LatencyRatios.Quantile(0.5),
                 "chat_length" => c.LengthRatios.Quantile(0.5),
+                "chat_likelihood" => c.LikelihoodDrops.Count == 0 ? double.NaN : c.LikelihoodDrops.Quantile(0.5),
                 _ => double.NaN,
             };
             var cut = test.Threshold is { } th ? $"{Event(name, th)}; " : "";
@@ -237,7 +255,7 @@ public static class Evaluator
             var state = s.Decision ?? "undecided";
             var detail = $"{s.Events}/{s.Pairs} pairs with the event ({rate:P1}); {state}"
                          + (s.Decision is not null ? $" after {s.DecidedAt} pairs" : $" (LLR {s.Llr:F2} in ({Sprt.Lower(p.FalseAlarmRate, p.MissRate):F2}, {Sprt.Upper(p.FalseAlarmRate, p.MissRate):F2}))")
-                         + (double.IsNaN(median) ? "" : $"; median ratio {median:F2}");
+                         + (double.IsNaN(median) ? "" : name == "chat_likelihood" ? $"; median drop {median:F2} nats/token" : $"; median ratio {median:F2}");
             var value = double.IsNaN(median) ? Math.Round(rate, 4) : Math.Round(median, 4);
             checks.Add(new JudgeCheck(name, value, threshold, s.Decision != Judging.Outcomes.Fail, s.Pairs, detail) { Decision = state });
             if (s.Decision == Judging.Outcomes.Fail) failing.Add($"{name} {detail}");
@@ -252,6 +270,9 @@ public static class Evaluator
             (outcome, reason) = (Judging.Outcomes.Inconclusive, "every live answer in this step errored; nothing to compare");
         else if (n < p.MinSamples)
             (outcome, reason) = (Judging.Outcomes.Inconclusive, $"too few samples: {n} of {p.MinSamples}");
+        else if (undecided.Count == 0 && now - c.FirstSampleAt < p.MinStepDuration)
+            (outcome, reason) = (Judging.Outcomes.Inconclusive,
+                $"every check passes on {n} samples; waiting {p.MinStepDuration - (now - c.FirstSampleAt):mm\\:ss} more of min_step_duration {p.MinStepDuration} so that answers still outstanding (timeouts arrive last) are counted");
         else if (undecided.Count > 0)
             (outcome, reason) = (Judging.Outcomes.Inconclusive, $"not yet decided on {n} samples: {string.Join(", ", undecided)}");
         else
@@ -272,6 +293,7 @@ public static class Evaluator
         "confidence_drift" => $"event: |confidence difference| > {threshold}",
         "chat_length" => $"event: length ratio outside [1/{threshold}, {threshold}]",
         "chat_similarity" => $"event: similarity < {threshold}",
+        "chat_likelihood" => $"event: the live model scores the candidate's answer more than {threshold} nats/token below live's",
         _ => $"threshold {threshold}",
     };
 }

@@ -31,6 +31,48 @@ public static class TextChecks
         return 1.0 - (double)distinct / grams.Count > maxRepeatShare;
     }
 
+    /// <summary>The writing system most of a text's letters are in: <c>"cjk"</c>, <c>"latin"</c>, or null when it has too few letters to tell.</summary>
+    public static string? Script(string? text, int minLetters = 4)
+    {
+        if (text is null) return null;
+        int cjk = 0, latin = 0;
+        foreach (var c in text)
+        {
+            if (c is >= '\u4E00' and <= '\u9FFF' or >= '\u3400' and <= '\u4DBF' or >= '\u3040' and <= '\u30FF' or >= '\uAC00' and <= '\uD7AF') cjk++;
+            else if (char.IsAsciiLetter(c) || (c is >= '\u00C0' and <= '\u024F')) latin++;
+        }
+        // A CJK character carries about as much as a Latin word: weigh them so mixed text leans the right way.
+        if (cjk + latin < minLetters && cjk < 2) return null;
+        return cjk * 4 >= latin ? "cjk" : "latin";
+    }
+
+    /// <summary>
+    /// The answer is in another writing system than the user's last message (a Chinese question answered in
+    /// English, or the reverse). Unknown when either is too short to tell.
+    /// </summary>
+    public static bool IsWrongLanguage(string? userText, string? answer)
+    {
+        var asked = Script(userText);
+        var answered = Script(answer);
+        return asked is not null && answered is not null && asked != answered;
+    }
+
+    private static readonly string[] RefusalMarkers =
+    [
+        "i'm sorry, but i can't", "i am sorry, but i can't", "i cannot help with", "i can't help with", "i can't assist with",
+        "i cannot assist with", "i'm unable to", "i am unable to", "as an ai language model", "i won't be able to",
+        "抱歉,我无法", "抱歉，我无法", "对不起,我不能", "对不起，我不能", "我无法回答", "我不能回答", "作为一个ai", "作为一个人工智能", "我无法提供", "我不能提供",
+    ];
+
+    /// <summary>The answer opens with a refusal (English or Chinese) instead of answering.</summary>
+    public static bool IsRefusal(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return false;
+        var head = text.Trim().ToLowerInvariant();
+        if (head.Length > 160) head = head[..160];
+        return RefusalMarkers.Any(m => head.Contains(m, StringComparison.Ordinal));
+    }
+
     /// <summary>Character-trigram Jaccard similarity in [0, 1].</summary>
     public static double Similarity(string? a, string? b)
     {

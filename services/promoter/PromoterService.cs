@@ -42,6 +42,7 @@ public sealed class PromoterService(
     // The last verdict received for a rollout, and when leadership began (the baseline before any verdict).
     private (string? RolloutId, DateTimeOffset At) _lastVerdict;
     private DateTimeOffset _leadingSince;
+    private volatile bool _acting;
 
     public string Id => identity.InstanceId;
     public bool IsLeader => _leading is { IsCancellationRequested: false };
@@ -195,11 +196,19 @@ public sealed class PromoterService(
                     if (!_o.Automatic) continue;
                     try
                     {
+                        // Acting on a verdict can take long (the golden set runs before leaving Shadow); verdicts
+                        // queue meanwhile, and the silence watchdog must not count that time as the judge's.
+                        _acting = true;
                         await OnVerdictAsync(v, ct);
                     }
                     catch (Exception e) when (e is not OperationCanceledException)
                     {
                         logger.LogError(e, "Acting on a verdict failed");
+                    }
+                    finally
+                    {
+                        _acting = false;
+                        _lastVerdict = (v.RolloutId, clock.GetUtcNow());
                     }
                 }
             }
@@ -313,7 +322,7 @@ public sealed class PromoterService(
     /// </summary>
     private async Task WatchVerdictsAsync(RolloutState state, CancellationToken ct)
     {
-        if (state.Phase is not (RolloutPhase.Shadow or RolloutPhase.Canary) || state.RolloutId is null)
+        if (state.Phase is not (RolloutPhase.Shadow or RolloutPhase.Canary) || state.RolloutId is null || _acting)
         {
             _sinceVerdict.Set(0);
             return;

@@ -21,6 +21,10 @@ public sealed record FaultOptions
     /// <summary>Chat: cut the answer to a third and report finish reason <c>length</c>.</summary>
     public bool Truncate { get; init; }
 
+    /// <summary>Chat: replace the answer with letters and spaces drawn at random (same length): fluent-looking
+    /// length, no meaning — what a broken tokenizer or a corrupt model file produces.</summary>
+    public bool Nonsense { get; init; }
+
     /// <summary>Make the answer cost this many times the compute (1 = unchanged): the decode loop burns the extra
     /// CPU, so it is slower in CPU time and in wall-clock time, like a costlier build.</summary>
     public double Slowdown { get; init; } = 1;
@@ -32,7 +36,7 @@ public sealed record FaultOptions
     /// ingress cancels them at their deadline. Independent of the others.</summary>
     public double HangRate { get; init; }
 
-    public bool Enabled => ErrorRate > 0 || HangRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Slowdown > 1));
+    public bool Enabled => ErrorRate > 0 || HangRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Nonsense || Slowdown > 1));
 }
 
 public readonly record struct FaultDraw(bool Error, bool Active, bool Hang = false);
@@ -46,8 +50,8 @@ public sealed class FaultInjector
     {
         _o = options.Value;
         if (_o.Enabled)
-            logger.LogWarning("FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, slowdown x{Slowdown}, error rate {ErrorRate}, hang rate {HangRate}",
-                _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Slowdown, _o.ErrorRate, _o.HangRate);
+            logger.LogWarning("FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, nonsense {Nonsense}, slowdown x{Slowdown}, error rate {ErrorRate}, hang rate {HangRate}",
+                _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Nonsense, _o.Slowdown, _o.ErrorRate, _o.HangRate);
     }
 
     public FaultDraw Draw() => !_o.Enabled
@@ -65,6 +69,11 @@ public sealed class FaultInjector
             var labels = profile.Sentiment.Labels;
             var flipped = labels[(labels.ToList().IndexOf(label) + 1) % labels.Count];
             r = r with { Label = flipped, Text = flipped };
+        }
+        if (_o.Nonsense && r.Task == InferTasks.Chat && r.Text.Length > 0)
+        {
+            const string letters = "abcdefghijklmnopqrstuvwxyz    ";
+            r = r with { Text = string.Create(r.Text.Length, 0, (span, _) => { for (var i = 0; i < span.Length; i++) span[i] = letters[Random.Shared.Next(letters.Length)]; }) };
         }
         if (_o.Truncate && r.Task == InferTasks.Chat)
             r = r with { Text = r.Text[..(r.Text.Length / 3)], FinishReason = FinishReasons.Length, CompletionTokens = r.CompletionTokens / 3 };

@@ -157,8 +157,17 @@ public sealed class LlamaEngine : IAsyncDisposable
                     return Refuse(ErrorCodes.InvalidRequest, "The input text is empty.", out error);
                 prompt = Prompts.Sentiment(request.Input);
                 break;
+            case InferTasks.Score:
+                if (request.Messages is not { Count: > 0 })
+                    return Refuse(ErrorCodes.EmptyConversation, "The conversation to score an answer in has no messages.", out error);
+                if (request.Messages.FirstOrDefault(m => !ChatRoles.IsKnown(m.Role)) is { } unknown)
+                    return Refuse(ErrorCodes.InvalidRequest, $"Unknown role '{unknown.Role}'.", out error);
+                if (string.IsNullOrEmpty(request.Input))
+                    return Refuse(ErrorCodes.InvalidRequest, "There is no answer to score (input is empty).", out error);
+                prompt = Prompts.Chat(request.Messages);
+                break;
             default:
-                return Refuse(ErrorCodes.UnknownTask, $"Unknown task '{request.Task}'; expected 'chat' or 'sentiment'.", out error);
+                return Refuse(ErrorCodes.UnknownTask, $"Unknown task '{request.Task}'; expected 'chat', 'sentiment' or 'score'.", out error);
         }
 
         var tokens = Tokenize(prompt, addBos: true);
@@ -167,6 +176,17 @@ public sealed class LlamaEngine : IAsyncDisposable
         if (tokens.Length == 0 || room < 0)
             return Refuse(ErrorCodes.ContextLengthExceeded,
                 $"The prompt is {tokens.Length} tokens; this worker's context holds {_options.ContextSize} per request.", out error);
+
+        if (request.Task == InferTasks.Score)
+        {
+            var answer = Tokenize(request.Input!, addBos: false);
+            if (answer.Length == 0)
+                return Refuse(ErrorCodes.InvalidRequest, "The answer to score tokenizes to nothing.", out error);
+            if (tokens.Length + answer.Length > _options.ContextSize)
+                return Refuse(ErrorCodes.ContextLengthExceeded,
+                    $"The conversation and answer are {tokens.Length + answer.Length} tokens; this worker's context holds {_options.ContextSize} per request.", out error);
+            return new ScoreJob(request, tokens, answer, stamp, attempt, queueMs, cancel);
+        }
 
         if (request.Task == InferTasks.Sentiment)
             return new SentimentJob(request, tokens, stamp, attempt, queueMs, cancel, Profile.Sentiment.Labels, _labelTokens);

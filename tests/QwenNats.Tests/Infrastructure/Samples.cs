@@ -15,7 +15,7 @@ public static class Samples
     public static ShadowSample AgreeingChat(string id, string rolloutId) => new()
     {
         Id = id, RolloutId = rolloutId, Phase = RolloutPhase.Shadow, Step = 0, Task = InferTasks.Chat, At = DateTimeOffset.UtcNow,
-        Live = new SampleSide { Colour = "blue", Text = "Once upon a time there was a cat.", FinishReason = FinishReasons.Stop, TotalMs = 80, TimeToFirstTokenMs = 10, ComputeMs = 8 },
-        Candidate = new SampleSide { Colour = "green", Text = "Once upon a time there was a dog.", FinishReason = FinishReasons.Stop, TotalMs = 84, TimeToFirstTokenMs = 11, ComputeMs = 8.3 },
+        Live = new SampleSide { Colour = "blue", Text = "Once upon a time there was a cat.", FinishReason = FinishReasons.Stop, TotalMs = 80, TimeToFirstTokenMs = 10, ComputeMs = 8, LiveModelLogProb = -2.0 },
+        Candidate = new SampleSide { Colour = "green", Text = "Once upon a time there was a dog.", FinishReason = FinishReasons.Stop, TotalMs = 84, TimeToFirstTokenMs = 11, ComputeMs = 8.3, LiveModelLogProb = -2.1 },
     };
 }

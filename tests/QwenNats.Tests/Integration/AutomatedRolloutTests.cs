@@ -28,11 +28,12 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         var path = Path.Combine(Path.GetTempPath(), $"qwen-test-policy-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, """
             {
-              "min_samples": 12, "false_alarm_rate": 0.001, "miss_rate": 0.05, "max_false_rollback_rate": 0.02,
-              "errors": { "p0": 0.01, "p1": 0.25 }, "unanswered": { "p0": 0.01, "p1": 0.25 },
+              "min_samples": 12, "min_step_duration": "00:00:12", "false_alarm_rate": 0.001, "miss_rate": 0.05, "max_false_rollback_rate": 0.02,
+              "errors": { "p0": 0.01, "p1": 0.25 }, "unanswered": { "p0": 0.005, "p1": 0.1 },
               "compute": { "threshold": 2.0, "p0": 0.2, "p1": 0.6 }, "latency": { "threshold": 4.0, "p0": 0.3, "p1": 0.8 },
               "sentiment_disagreement": { "p0": 0.02, "p1": 0.3 }, "confidence_drift": { "threshold": 0.3, "p0": 0.1, "p1": 0.5 },
               "chat_defects": { "p0": 0.05, "p1": 0.4 }, "chat_length": { "threshold": 2.0, "p0": 0.1, "p1": 0.5 },
+              "chat_likelihood": { "threshold": 1.5, "p0": 0.1, "p1": 0.5 },
               "golden_accuracy_tolerance": 0.0,
               "inconclusive_pause_after": "PAUSE", "no_verdict_pause_after": "SILENT", "canary_steps": [50], "bake_window": "00:00:01"
             }
@@ -95,7 +96,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         {
             await system.StartWorkerAsync("blue", "v1", slots: 2);
             await system.StartWorkerAsync("green", greenProfile, slots: 2, extra: greenFaults);
-            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1" });
+            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1", ["Shadow:Timeout"] = "00:00:10" });
             await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
             await QwenSystem.WaitForWorkersAsync(http, "green", 1);
         }
@@ -199,6 +200,8 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         { "is 3x slower", "{\"Faults:Fraction\":\"1\",\"Faults:Slowdown\":\"3\"}", "compute_ratio" },
         { "truncates", "{\"Faults:Fraction\":\"1\",\"Faults:Truncate\":\"true\"}", "chat_length" },
         { "errors on 20%", "{\"Faults:ErrorRate\":\"0.2\"}", "errors|golden set" },
+        { "answers nonsense", "{\"Faults:Fraction\":\"1\",\"Faults:Nonsense\":\"true\"}", "chat_likelihood" },
+        { "hangs on 10%", "{\"Faults:HangRate\":\"0.1\"}", "unanswered|golden set" },
     };
 
     [Theory]
@@ -294,16 +297,21 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         await judge.StopAsync();
         judge.Dispose();
         rig.Hosts.RemoveAt(1);
-        await PublishAsync(8, 12);
+        await PublishAsync(8, 32);
         rig.Hosts.Add(await StartJudgeAsync(rig.Server.Url));
 
-        var verdict = await VerdictWithAsync(20);
-        await Task.Delay(1000);
-        verdict = (await Ctl.SendAsync(rig.Operator, "status")).Verdict!;
-        Assert.Equal(20, verdict.Samples);
+        var verdict = await VerdictWithAsync(40);
+        // The step may pass once min_step_duration has gone by since its first sample.
+        using (var passing = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+            while (verdict.Outcome != "pass")
+            {
+                await Task.Delay(250, passing.Token);
+                verdict = (await Ctl.SendAsync(rig.Operator, "status", ct: passing.Token)).Verdict!;
+            }
+        Assert.Equal(40, verdict.Samples);
         Assert.Equal("pass", verdict.Outcome);
-        Assert.Contains(verdict.Checks, c => c.Name == "errors" && c.Samples == 20 && c.Decision == "pass");
-        Assert.Contains(verdict.Checks, c => c.Name == "sentiment_disagreement" && c.Samples == 10);
-        Assert.Contains(verdict.Checks, c => c.Name == "chat_length" && c.Samples == 10);
+        Assert.Contains(verdict.Checks, c => c.Name == "errors" && c.Samples == 40 && c.Decision == "pass");
+        Assert.Contains(verdict.Checks, c => c.Name == "sentiment_disagreement" && c.Samples == 20);
+        Assert.Contains(verdict.Checks, c => c.Name == "chat_length" && c.Samples == 20);
     }
 }

@@ -8,7 +8,7 @@ public sealed class JudgeTests
     private static readonly DateTimeOffset Now = new(2026, 11, 25, 12, 0, 0, TimeSpan.Zero);
     private static readonly RolloutPolicy Policy = new()
     {
-        MinSamples = 20, FalseAlarmRate = 0.001, MissRate = 0.05,
+        MinSamples = 20, MinStepDuration = TimeSpan.Zero, FalseAlarmRate = 0.001, MissRate = 0.05,
         Errors = new() { P0 = 0.01, P1 = 0.2 }, Unanswered = new() { P0 = 0.01, P1 = 0.2 },
         SentimentDisagreement = new() { P0 = 0.02, P1 = 0.3 }, ChatDefects = new() { P0 = 0.05, P1 = 0.4 },
     };
@@ -177,16 +177,77 @@ public sealed class JudgeTests
     }
 
     [Fact]
-    public void A_decision_stands_for_the_step()
+    public void A_pass_is_provisional_and_a_late_fault_still_fails()
     {
+        // 30 agreeing pairs pass the disagreement check; then every label flips (a fault that shows late).
         var samples = Enumerable.Range(0, 30).Select(i => Sentiment(i)).Concat(Enumerable.Range(30, 10).Select(i => Sentiment(i, candLabel: "negative")));
         var card = new Scorecard { RolloutId = "r1" };
         ulong seq = 0;
-        foreach (var s in samples) card.Add(s, ++seq, Policy);
+        var passedAt = 0;
+        foreach (var s in samples)
+        {
+            card.Add(s, ++seq, Policy);
+            if (passedAt == 0 && card.Tests["sentiment_disagreement"].Decision == "pass") passedAt = (int)seq;
+        }
+        Assert.InRange(passedAt, 1, 30);
         var state = card.Tests["sentiment_disagreement"];
-        Assert.Equal("pass", state.Decision);
+        Assert.Equal("fail", state.Decision);
         Assert.Equal(40, state.Pairs);
         Assert.Equal(10, state.Events);
+        Assert.Equal("fail", Evaluator.Evaluate(card, Policy, Now).Outcome);
+    }
+
+    [Fact]
+    public void A_failure_stands_for_the_step()
+    {
+        var samples = Enumerable.Range(0, 5).Select(i => Sentiment(i, candLabel: "negative")).Concat(Enumerable.Range(5, 200).Select(i => Sentiment(i)));
+        var card = new Scorecard { RolloutId = "r1" };
+        ulong seq = 0;
+        foreach (var s in samples) card.Add(s, ++seq, Policy);
+        Assert.Equal("fail", card.Tests["sentiment_disagreement"].Decision);
+        Assert.Equal(205, card.Tests["sentiment_disagreement"].Pairs);
+    }
+
+    [Fact]
+    public void A_step_cannot_pass_before_its_minimum_duration()
+    {
+        var policy = Policy with { MinStepDuration = TimeSpan.FromSeconds(30) };
+        var samples = Enumerable.Range(0, 40).Select(i => Sentiment(i)).Concat(GoodChat(20)).ToList();
+        var card = new Scorecard { RolloutId = "r1" };
+        ulong seq = 0;
+        foreach (var s in samples) card.Add(s, ++seq, policy);
+        var early = Evaluator.Evaluate(card, policy, Now + TimeSpan.FromSeconds(10));
+        Assert.Equal("inconclusive", early.Outcome);
+        Assert.Contains("min_step_duration", early.Reason);
+        Assert.Equal("pass", Evaluator.Evaluate(card, policy, Now + TimeSpan.FromSeconds(31)).Outcome);
+    }
+
+    [Fact]
+    public void Chat_answers_the_live_model_finds_improbable_fail_the_likelihood_check()
+    {
+        var policy = Policy with { ChatLikelihood = new() { Threshold = 1.5, P0 = 0.1, P1 = 0.5 } };
+        var samples = Enumerable.Range(0, 20).Select(i => Chat(i, "Once upon a time there was a cat.", "xq zpt wkeo bnnq slaoei")
+            with { Live = new SampleSide { Colour = "blue", Text = "Once upon a time there was a cat.", FinishReason = "stop", TotalMs = 200, ComputeMs = 20, LiveModelLogProb = -1.9 } }
+            ).Select(s => s with { Candidate = s.Candidate with { LiveModelLogProb = -6.5 } });
+        var v = Judge(samples, policy);
+        Assert.Equal("fail", v.Outcome);
+        Assert.Contains("chat_likelihood", v.Reason);
+        Assert.Contains("median drop 4.", v.Reason);
+    }
+
+    [Fact]
+    public void Refusals_and_answers_in_the_wrong_language_are_chat_defects()
+    {
+        Assert.True(TextChecks.IsRefusal("I'm sorry, but I can't help with that."));
+        Assert.True(TextChecks.IsRefusal("抱歉，我无法回答这个问题。"));
+        Assert.False(TextChecks.IsRefusal("Sure! Here is a short story about a cat."));
+        Assert.True(TextChecks.IsWrongLanguage("今天天气怎么样？", "The weather is nice today."));
+        Assert.False(TextChecks.IsWrongLanguage("今天天气怎么样？", "今天天气很好。"));
+        Assert.False(TextChecks.IsWrongLanguage("Hi", "你好"));
+        var samples = Enumerable.Range(0, 20).Select(i => Chat(i, "今天天气很好，阳光明媚。", "The weather is nice and sunny today.") with { UserText = "今天天气怎么样？" });
+        var v = Judge(samples);
+        Assert.Equal("fail", v.Outcome);
+        Assert.Contains("chat_defects", v.Reason);
     }
 
     [Fact]
