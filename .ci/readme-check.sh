@@ -23,7 +23,8 @@ if [ "${#commands[@]}" -eq 0 ]; then
 fi
 
 port="${QWEN_PORT:-8080}"
-[ -n "${QWEN_NATS_PORT:-}" ] && export NATS_URL="nats://127.0.0.1:$QWEN_NATS_PORT"
+# A newcomer's shell has no NATS_URL: one left by an earlier step (CI's smoke test) must not leak in.
+if [ -n "${QWEN_NATS_PORT:-}" ]; then export NATS_URL="nats://127.0.0.1:$QWEN_NATS_PORT"; else unset NATS_URL; fi
 
 deploy/local/down.sh --quiet || true
 rm -rf .run/nats
