@@ -19,9 +19,9 @@ namespace QwenNats.Tests.Integration;
 /// </summary>
 public sealed class AutomatedRolloutTests(ITestOutputHelper output)
 {
-    private static readonly string PolicyPath = WritePolicy("00:00:40");
+    private static readonly string PolicyPath = WritePolicy("00:01:00");
     private static readonly string QuickPausePolicyPath = WritePolicy("00:00:02");
-    private static readonly string NoVerdictPolicyPath = WritePolicy("00:00:40", noVerdictPauseAfter: "00:00:02");
+    private static readonly string NoVerdictPolicyPath = WritePolicy("00:01:00", noVerdictPauseAfter: "00:00:02");
 
     private static string WritePolicy(string inconclusivePauseAfter, string noVerdictPauseAfter = "00:01:00")
     {
@@ -96,7 +96,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         {
             await system.StartWorkerAsync("blue", "v1", slots: 2);
             await system.StartWorkerAsync("green", greenProfile, slots: 2, extra: greenFaults);
-            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1", ["Shadow:Timeout"] = "00:00:10" });
+            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1", ["Shadow:Timeout"] = "00:00:10", ["Shadow:ScoreFraction"] = "1" });
             await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
             await QwenSystem.WaitForWorkersAsync(http, "green", 1);
         }
@@ -171,7 +171,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         using var stop = new CancellationTokenSource();
         var load = LoadAsync(rig.Http, stop.Token);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"profile {profile}\"}}")).Ok);
-        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused, TimeSpan.FromSeconds(120));
+        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused, TimeSpan.FromSeconds(180));
         await stop.CancelAsync();
         var (ok, failed) = await load;
 
@@ -213,7 +213,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         using var stop = new CancellationTokenSource();
         var load = LoadAsync(rig.Http, stop.Token);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"a candidate that {what}\"}}")).Ok);
-        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused or RolloutPhase.Promoted, TimeSpan.FromSeconds(120));
+        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused or RolloutPhase.Promoted, TimeSpan.FromSeconds(180));
         await stop.CancelAsync();
         await load;
 
