@@ -28,7 +28,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         var path = Path.Combine(Path.GetTempPath(), $"qwen-test-policy-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, """
             {
-              "min_samples": 12, "min_step_duration": "00:00:12", "false_alarm_rate": 0.001, "miss_rate": 0.05, "max_false_rollback_rate": 0.02,
+              "min_samples": 12, "min_step_duration": "00:00:22", "false_alarm_rate": 0.001, "miss_rate": 0.05, "max_false_rollback_rate": 0.02,
               "errors": { "p0": 0.01, "p1": 0.25 }, "unanswered": { "p0": 0.005, "p1": 0.1 },
               "compute": { "threshold": 2.0, "p0": 0.2, "p1": 0.6 }, "latency": { "threshold": 4.0, "p0": 0.3, "p1": 0.8 },
               "sentiment_disagreement": { "p0": 0.02, "p1": 0.3 }, "confidence_drift": { "threshold": 0.3, "p0": 0.1, "p1": 0.5 },
@@ -96,7 +96,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         {
             await system.StartWorkerAsync("blue", "v1", slots: 2);
             await system.StartWorkerAsync("green", greenProfile, slots: 2, extra: greenFaults);
-            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1", ["Shadow:Timeout"] = "00:00:10", ["Shadow:ScoreFraction"] = "1" });
+            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1", ["Shadow:Timeout"] = "00:00:20", ["Shadow:ScoreFraction"] = "1" });
             await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
             await QwenSystem.WaitForWorkersAsync(http, "green", 1);
         }
@@ -302,7 +302,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
 
         var verdict = await VerdictWithAsync(40);
         // The step may pass once min_step_duration has gone by since its first sample.
-        using (var passing = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+        using (var passing = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
             while (verdict.Outcome != "pass")
             {
                 await Task.Delay(250, passing.Token);
