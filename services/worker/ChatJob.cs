@@ -51,6 +51,7 @@ public sealed class ChatJob(
             return Finish(FinishReasons.Length);
 
         conversation.Prompt(token);
+        Queued(1);
         return false;
     }
 

@@ -53,9 +53,12 @@ public sealed unsafe class ComputeCost : IDisposable
     }
 
     /// <summary>
-    /// Charges a step's cost to every participant. When one of them has a <see cref="EngineJob.CostFactor"/>
-    /// above 1 (fault injection), the extra compute is burnt here on the decode loop's thread first, so the
-    /// step really is that much dearer, in CPU and in time, for everyone in the batch.
+    /// Charges a step's cost to its participants. A step in which every participant decodes one token (the
+    /// usual generation step) costs about the same alone or batched, so each is charged the whole step; a step
+    /// that carries a prompt is dominated by that prompt's tokens, so it is shared by tokens, and a request is
+    /// not charged for another's prompt (a pool that batches more is then not made to look dearer). When one
+    /// participant has a <see cref="EngineJob.CostFactor"/> above 1 (fault injection), the extra compute is
+    /// burnt on the decode loop's thread first, so the step really is that much dearer for everyone in it.
     /// </summary>
     public static void Charge(IReadOnlyList<EngineJob> participants, TimeSpan used)
     {
@@ -64,8 +67,21 @@ public sealed unsafe class ComputeCost : IDisposable
         var factor = participants.Max(j => j.CostFactor);
         if (factor > 1)
             used += Burn(used * (factor - 1));
+        var total = participants.Sum(j => Math.Max(1, j.PendingTokens));
+        var decodeOnly = total == participants.Count;
         foreach (var job in participants)
-            job.Charge(used);
+        {
+            job.Charge(decodeOnly ? used : used * (Math.Max(1, job.PendingTokens) / (double)total));
+            job.PendingTokens = 0;
+        }
+    }
+
+    /// <summary>Charges a request's own sampling (on the decode loop's thread), with its fault factor.</summary>
+    public static void ChargeSampling(EngineJob job, TimeSpan used)
+    {
+        if (job.CostFactor > 1)
+            used += Burn(used * (job.CostFactor - 1));
+        job.Charge(used);
     }
 
     /// <summary>Spins on this thread until it has used <paramref name="cpu"/> more CPU time (bounded in wall time).</summary>

@@ -50,6 +50,12 @@ public abstract class EngineJob
 
     public void Charge(TimeSpan cpu) => ComputeMs += cpu.TotalMilliseconds;
 
+    /// <summary>Tokens this request queued for the next batched decode (read and cleared by the engine).</summary>
+    public int PendingTokens { get; set; }
+
+    /// <summary>Records tokens queued for decoding on this request's behalf.</summary>
+    protected void Queued(int tokens) => PendingTokens += tokens;
+
     public abstract void Admit(BatchedExecutor executor, PrefixCache prefixes);
 
     /// <summary>Prompt tokens found in the shared prefix instead of being decoded for this request.</summary>
@@ -61,6 +67,7 @@ public abstract class EngineJob
         var (conversation, reused) = prefixes.Begin(executor, Request.Task, PromptTokens);
         ReusedTokens = reused;
         conversation.Prompt(PromptTokens.Skip(reused).Select(t => (LLama.Native.LLamaToken)t).ToArray());
+        Queued(PromptTokens.Count - reused);
         return conversation;
     }
 

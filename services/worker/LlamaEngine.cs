@@ -285,7 +285,7 @@ public sealed class LlamaEngine : IAsyncDisposable
                         {
                             var cpuBefore = ThreadCpu.Now();
                             done = job.Step(_executor);
-                            ComputeCost.Charge([job], ThreadCpu.Now() - cpuBefore);
+                            ComputeCost.ChargeSampling(job, ThreadCpu.Now() - cpuBefore);
                         }
                         catch (Exception e)
                         {

@@ -96,7 +96,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         {
             await system.StartWorkerAsync("blue", "v1", slots: 2);
             await system.StartWorkerAsync("green", greenProfile, slots: 2, extra: greenFaults);
-            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "1", ["Shadow:Timeout"] = "00:00:20", ["Shadow:ScoreFraction"] = "1" });
+            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "0.5", ["Shadow:Timeout"] = "00:00:20", ["Shadow:ScoreFraction"] = "1" });
             await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
             await QwenSystem.WaitForWorkersAsync(http, "green", 1);
         }
