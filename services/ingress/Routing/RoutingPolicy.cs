@@ -52,6 +52,14 @@ public static class RoutingPolicy
         return new RouteDecision(colour, pin is null ? RouteReason.NewSession : RouteReason.Repinned, true);
     }
 
+    /// <summary>
+    /// Where a session goes when its pin could not be read (the pins bucket is not available, or reading
+    /// the pin failed): the live colour, with no pin written. Unlike a session known to be new, it must
+    /// never be sent to the candidate by the hash of its id: it may already be pinned to live, and the
+    /// canary hash would move it to the candidate mid-conversation.
+    /// </summary>
+    public static RouteDecision DecideUnknownPin(RolloutState state) => new(state.Live, RouteReason.NewSession, false);
+
     /// <summary>Whether sessions already pinned to this colour may keep it.</summary>
     public static bool Serves(RolloutState state, string colour) =>
         colour == state.Live

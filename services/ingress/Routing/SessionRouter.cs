@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using NATS.Client.KeyValueStore;
 using QwenNats.Contracts;
 
 namespace QwenNats.Ingress.Routing;
@@ -12,7 +13,7 @@ public sealed class SessionRouter(RolloutView view, TimeProvider clock, IOptions
         var store = await view.GetSessionsAsync(ct);
         var now = clock.GetUtcNow();
         if (store is null)
-            return RoutingPolicy.Decide(state, null, sessionId, now) with { WritePin = false };
+            return RoutingPolicy.DecideUnknownPin(state);
 
         var key = SessionKeys.For(sessionId);
         SessionPin? pin = null;
@@ -25,11 +26,18 @@ public sealed class SessionRouter(RolloutView view, TimeProvider clock, IOptions
                 pin = p;
                 written = entry.Value.Created;
             }
+            else if (!(entry.Success ? entry.Value.Error is null : entry.Error is NatsKVKeyNotFoundException or NatsKVKeyDeletedException))
+            {
+                // Not "no pin" but "pin unknown" (an error result, or a value that did not deserialize).
+                logger.LogWarning("Reading the pin of a session failed ({Reason}); routing to live without it",
+                    entry.Success ? entry.Value.Error!.Message : entry.Error.Message);
+                return RoutingPolicy.DecideUnknownPin(state);
+            }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            logger.LogWarning("Reading the pin of a session failed ({Reason}); routing without it", e.Message);
-            return RoutingPolicy.Decide(state, null, sessionId, now) with { WritePin = false };
+            logger.LogWarning("Reading the pin of a session failed ({Reason}); routing to live without it", e.Message);
+            return RoutingPolicy.DecideUnknownPin(state);
         }
 
         var decision = RoutingPolicy.Decide(state, pin, sessionId, now);

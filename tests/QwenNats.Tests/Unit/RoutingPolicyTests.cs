@@ -35,6 +35,17 @@ public sealed class RoutingPolicyTests
         Assert.Equal(new RouteDecision("green", RouteReason.Repinned, true), after);
     }
 
+    [Fact]
+    public void A_session_whose_pin_could_not_be_read_goes_live_never_to_the_canary_by_its_hash()
+    {
+        // "load-4-0" hashes into bucket 2029: a session known to be new goes to the candidate at weight 50.
+        Assert.True(RoutingPolicy.Bucket("load-4-0") < 5000);
+        Assert.Equal("green", RoutingPolicy.Decide(Canary(50), null, "load-4-0", Now).Colour);
+        // But when its pin is unknown it may be pinned to live already: it stays live, and nothing is written.
+        foreach (var state in new[] { Canary(50), Canary(100), Stable, new RolloutState { Phase = RolloutPhase.Shadow, Live = "blue", Candidate = "green" } })
+            Assert.Equal(new RouteDecision("blue", RouteReason.NewSession, false), RoutingPolicy.DecideUnknownPin(state));
+    }
+
     [Theory]
     [InlineData(RolloutPhase.RolledBack)]
     [InlineData(RolloutPhase.Stable)]
