@@ -201,7 +201,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         { "truncates", "{\"Faults:Fraction\":\"1\",\"Faults:Truncate\":\"true\"}", "chat_length" },
         { "errors on 20%", "{\"Faults:ErrorRate\":\"0.2\"}", "errors|golden set" },
         { "answers nonsense", "{\"Faults:Fraction\":\"1\",\"Faults:Nonsense\":\"true\"}", "chat_likelihood" },
-        { "hangs on 10%", "{\"Faults:HangRate\":\"0.1\"}", "unanswered|golden set" },
+        { "hangs on 20%", "{\"Faults:HangRate\":\"0.2\"}", "unanswered|golden set" },
     };
 
     [Theory]
