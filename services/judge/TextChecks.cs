@@ -116,27 +116,3 @@ public static class TextChecks
         return units;
     }
 }
-
-/// <summary>Statistics helpers; pure.</summary>
-public static class Stats
-{
-    /// <summary>Wilson score interval lower bound of a proportion.</summary>
-    public static double WilsonLower(int successes, int n, double z)
-    {
-        if (n == 0) return 0;
-        var p = (double)successes / n;
-        var z2 = z * z;
-        var centre = p + z2 / (2 * n);
-        var margin = z * Math.Sqrt(p * (1 - p) / n + z2 / (4.0 * n * n));
-        return Math.Max(0, (centre - margin) / (1 + z2 / n));
-    }
-
-    /// <summary>Nearest-rank percentile.</summary>
-    public static double Percentile(IReadOnlyCollection<double> values, double percentile)
-    {
-        if (values.Count == 0) return double.NaN;
-        var sorted = values.OrderBy(v => v).ToArray();
-        var rank = (int)Math.Ceiling(percentile / 100 * sorted.Length) - 1;
-        return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
-    }
-}

@@ -314,15 +314,6 @@ public sealed class JudgeTests
         Assert.Equal(1, card.Samples);
     }
 
-    [Theory]
-    [InlineData(0, 0, 0.0)]
-    [InlineData(10, 10, 0.7225)]
-    [InlineData(50, 100, 0.4038)]
-    public void Wilson_lower_bound_matches_known_values(int k, int n, double expected)
-    {
-        Assert.Equal(expected, Stats.WilsonLower(k, n, 1.96), 3);
-    }
-
     [Fact]
     public void Text_checks_read_the_answers()
     {
