@@ -9,7 +9,7 @@ using LLama.Common;
 using LLama.Native;
 using LLama.Sampling;
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.ServiceDefaults;
 using QwenNats.Worker;
 

@@ -5,7 +5,7 @@ using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Bench;

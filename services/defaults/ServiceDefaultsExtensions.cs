@@ -1,3 +1,4 @@
+using QwenNats.Messaging;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -35,7 +36,7 @@ public static class ServiceDefaultsExtensions
                 .AddConsoleFormatter<QwenConsoleFormatter, QwenConsoleFormatterOptions>(o =>
                 {
                     o.IncludeScopes = true;
-                    o.Prefix = colour is null ? $"[{service}]" : $"[{service}]{Contracts.Colours.Tag(colour)}";
+                    o.Prefix = colour is null ? $"[{service}]" : $"[{service}]{Messaging.Colours.Tag(colour)}";
                 });
         }
 

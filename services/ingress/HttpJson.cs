@@ -2,7 +2,7 @@ using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Http.Features;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress;

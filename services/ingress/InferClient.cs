@@ -4,7 +4,7 @@ using System.Threading.Channels;
 using Microsoft.Extensions.Options;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Ingress;

@@ -1,3 +1,4 @@
+using QwenNats.Messaging;
 using QwenNats.Ingress.Console;
 using QwenNats.Ingress.Endpoints;
 using QwenNats.Ingress.OpenAi;
@@ -97,7 +98,7 @@ public sealed class ErrorBoundary(RequestDelegate next, ILogger<ErrorBoundary> l
         catch (Exception e)
         {
             logger.LogError(e, "Unhandled error on {Method} {Path}", http.Request.Method, http.Request.Path);
-            await HttpJson.WriteErrorAsync(http, new ApiError(502, Contracts.ErrorCodes.InternalError, "The ingress failed to handle this request."));
+            await HttpJson.WriteErrorAsync(http, new ApiError(502, Messaging.ErrorCodes.InternalError, "The ingress failed to handle this request."));
         }
     }
 }

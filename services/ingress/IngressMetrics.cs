@@ -1,5 +1,5 @@
 using Prometheus;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Ingress;

@@ -6,10 +6,10 @@ public sealed record IngressOptions
     public const string Section = "Ingress";
 
     /// <summary>The colour that serves traffic until the rollout control plane decides otherwise.</summary>
-    public string LiveColour { get; init; } = Contracts.Colours.Blue;
+    public string LiveColour { get; init; } = Messaging.Colours.Blue;
 
     /// <summary>Colours a request may name explicitly (header <c>X-Qwen-Colour</c>, WebSocket query <c>colour</c>).</summary>
-    public IReadOnlyList<string> Colours { get; init; } = [Contracts.Colours.Blue, Contracts.Colours.Green];
+    public IReadOnlyList<string> Colours { get; init; } = [Messaging.Colours.Blue, Messaging.Colours.Green];
 
     /// <summary>How long a request may take end to end before the client gets a 504.</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(60);

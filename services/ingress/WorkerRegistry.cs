@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Ingress;
 

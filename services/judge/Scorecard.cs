@@ -1,4 +1,4 @@
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Judge;
 

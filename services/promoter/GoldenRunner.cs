@@ -3,7 +3,7 @@ using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Promoter;

@@ -6,10 +6,10 @@ public sealed record PromoterOptions
     public const string Section = "Promoter";
 
     /// <summary>The live colour written when no rollout state exists yet.</summary>
-    public string InitialLive { get; init; } = Contracts.Colours.Blue;
+    public string InitialLive { get; init; } = Messaging.Colours.Blue;
 
     /// <summary>Colours a rollout may name.</summary>
-    public IReadOnlyList<string> Colours { get; init; } = [Contracts.Colours.Blue, Contracts.Colours.Green];
+    public IReadOnlyList<string> Colours { get; init; } = [Messaging.Colours.Blue, Messaging.Colours.Green];
 
     /// <summary>Canary weights (percent of new sessions), one per step.</summary>
     public IReadOnlyList<int> CanarySteps { get; init; } = [10, 25, 50];

@@ -1,4 +1,4 @@
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using Stateless;
 using Stateless.Graph;
 

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Options;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 using NATS.Client.KeyValueStore;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Promoter;
 

@@ -3,7 +3,7 @@ using LLama;
 using LLama.Batched;
 using LLama.Native;
 using LLama.Sampling;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Worker;
 

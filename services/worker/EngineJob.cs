@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using LLama.Batched;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Worker;
 

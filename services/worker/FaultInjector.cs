@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Worker;
 

@@ -6,7 +6,7 @@ using LLama.Common;
 using LLama.Native;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Worker;
 

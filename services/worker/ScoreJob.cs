@@ -1,6 +1,6 @@
 using LLama.Batched;
 using LLama.Native;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Worker;
 

@@ -1,3 +1,4 @@
+using QwenNats.Messaging;
 using LLama.Native;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -15,8 +16,8 @@ public static class WorkerHost
     {
         var builder = QwenHost.CreateBuilder(args, "worker", configure, config =>
         {
-            var colour = config[$"{WorkerOptions.Section}:Colour"] ?? Contracts.Colours.Blue;
-            return Contracts.Colours.IsWellFormed(colour)
+            var colour = config[$"{WorkerOptions.Section}:Colour"] ?? Messaging.Colours.Blue;
+            return Messaging.Colours.IsWellFormed(colour)
                 ? colour
                 : throw new InvalidOperationException($"Worker:Colour '{colour}' is not a valid colour (lowercase letters, digits, '-').");
         });
@@ -37,7 +38,7 @@ public static class WorkerHost
             var engine = sp.GetRequiredService<LlamaEngine>();
             var o = sp.GetRequiredService<IOptions<WorkerOptions>>().Value;
             var inv = System.Globalization.CultureInfo.InvariantCulture;
-            return new ServiceDescription(Contracts.Subjects.WorkerService, "QwenNats llama.cpp worker", new Dictionary<string, string>
+            return new ServiceDescription(Messaging.Subjects.WorkerService, "QwenNats llama.cpp worker", new Dictionary<string, string>
             {
                 ["worker_id"] = o.WorkerId ?? sp.GetRequiredService<ServiceIdentity>().InstanceId,
                 ["model"] = engine.Model.Id,

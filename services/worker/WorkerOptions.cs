@@ -5,7 +5,7 @@ public sealed record WorkerOptions
 {
     public const string Section = "Worker";
 
-    public string Colour { get; init; } = Contracts.Colours.Blue;
+    public string Colour { get; init; } = Messaging.Colours.Blue;
 
     /// <summary>Path to the GGUF file; required.</summary>
     public string ModelPath { get; init; } = "";

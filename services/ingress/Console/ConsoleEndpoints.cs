@@ -4,7 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.Extensions.Options;
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Console;
@@ -219,7 +219,7 @@ public sealed class OperatorBus : IAsyncDisposable
 {
     private readonly NatsConnection? _own;
 
-    public OperatorBus(NatsConnection ingress, IOptions<ConsoleOptions> console, IOptions<ServiceDefaults.NatsOptions> nats, ILoggerFactory loggers)
+    public OperatorBus(NatsConnection ingress, IOptions<ConsoleOptions> console, IOptions<QwenNats.Messaging.NatsOptions> nats, ILoggerFactory loggers)
     {
         var o = console.Value;
         if (string.IsNullOrEmpty(o.NatsUser))
@@ -231,7 +231,7 @@ public sealed class OperatorBus : IAsyncDisposable
         {
             Url = nats.Value.Url,
             Name = "console-operator",
-            SerializerRegistry = ServiceDefaults.QwenSerializerRegistry.Default,
+            SerializerRegistry = QwenNats.Messaging.QwenSerializerRegistry.Default,
             LoggerFactory = loggers,
             RetryOnInitialConnect = true,
             MaxReconnectRetry = -1,

@@ -4,7 +4,7 @@ using Microsoft.Extensions.Options;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 using NATS.Client.KeyValueStore;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Console;

@@ -1,6 +1,6 @@
 using System.Text.Json;
 using Microsoft.Extensions.Options;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Endpoints;

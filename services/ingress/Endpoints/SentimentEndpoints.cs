@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Options;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Endpoints;

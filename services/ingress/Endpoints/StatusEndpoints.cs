@@ -28,11 +28,11 @@ public static class StatusEndpoints
 
         app.MapGet("/api/rollout", async (Routing.RolloutView view, InferClient client, WorkerRegistry workers, ShadowMirror mirror, NATS.Client.KeyValueStore.INatsKVContext kv, CancellationToken ct) =>
         {
-            Contracts.Verdict? verdict = null;
+            Messaging.Verdict? verdict = null;
             try
             {
-                var judge = await kv.GetStoreAsync(Contracts.Judging.Bucket, ct);
-                var entry = await judge.TryGetEntryAsync<Contracts.Verdict>(Contracts.Judging.LatestKey, cancellationToken: ct);
+                var judge = await kv.GetStoreAsync(Messaging.Judging.Bucket, ct);
+                var entry = await judge.TryGetEntryAsync<Messaging.Verdict>(Messaging.Judging.LatestKey, cancellationToken: ct);
                 if (entry.Success) verdict = entry.Value.Value;
             }
             catch (Exception e) when (e is NATS.Client.KeyValueStore.NatsKVException or NATS.Client.JetStream.NatsJSApiException)

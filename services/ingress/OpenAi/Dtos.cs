@@ -1,5 +1,5 @@
 using System.Text.Json.Serialization;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Ingress.OpenAi;
 

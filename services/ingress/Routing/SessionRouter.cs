@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Options;
 using NATS.Client.KeyValueStore;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Ingress.Routing;
 

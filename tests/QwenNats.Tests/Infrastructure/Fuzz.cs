@@ -161,7 +161,7 @@ public sealed class Fuzz(int seed)
     /// <summary>A bad qwen.ctl payload: (verb, bytes).</summary>
     public (string Kind, string Verb, byte[] Payload) NextControl()
     {
-        var verb = _rng.Next(10) == 0 ? Pick(new[] { "nope", "shutdown", "Start", "promote.now", "pause_all" }) : Pick(QwenNats.Contracts.Rollouts.Verbs.All);
+        var verb = _rng.Next(10) == 0 ? Pick(new[] { "nope", "shutdown", "Start", "promote.now", "pause_all" }) : Pick(QwenNats.Messaging.Rollouts.Verbs.All);
         switch (_rng.Next(8))
         {
             case 0: return ("invalid-json", verb, Utf8(Pick(new[] { "{", "{\"reason\":}", "nope", "{'candidate':'green'}", "{\"a\":1}{" })));

@@ -2,7 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Promoter;
 using QwenNats.ServiceDefaults;
 

@@ -3,7 +3,7 @@ using System.Text.Json;
 using Microsoft.Playwright;
 using NATS.Client.JetStream;
 using NATS.Client.KeyValueStore;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
 
 namespace QwenNats.Tests.Integration;

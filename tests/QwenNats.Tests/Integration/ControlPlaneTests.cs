@@ -1,6 +1,6 @@
 using System.Net;
 using System.Text.Json;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
 
 namespace QwenNats.Tests.Integration;

@@ -2,7 +2,7 @@ using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Ingress;
 using QwenNats.ServiceDefaults;
 using QwenNats.Tests.Infrastructure;

@@ -1,7 +1,7 @@
 using System.Net;
 using NATS.Client.JetStream;
 using NATS.Client.KeyValueStore;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
 using Xunit.Abstractions;
 

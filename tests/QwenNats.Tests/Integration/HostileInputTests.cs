@@ -4,7 +4,7 @@ using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
 using Xunit.Abstractions;
 

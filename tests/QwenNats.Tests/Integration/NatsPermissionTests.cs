@@ -5,7 +5,7 @@ using Microsoft.Extensions.Hosting;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
 using NATS.Client.KeyValueStore;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.ServiceDefaults;
 using QwenNats.Tests.Infrastructure;
 using Xunit.Abstractions;

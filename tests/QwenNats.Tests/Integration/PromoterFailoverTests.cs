@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Configuration;
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Promoter;
 using QwenNats.ServiceDefaults;
 using QwenNats.Tests.Infrastructure;

@@ -1,6 +1,6 @@
 using NATS.Client.Core;
 using NATS.Client.JetStream;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.ServiceDefaults;
 using QwenNats.Tests.Infrastructure;
 

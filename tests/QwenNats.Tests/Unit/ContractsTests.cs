@@ -1,5 +1,5 @@
 using System.Text.Json;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
 namespace QwenNats.Tests.Unit;
 

@@ -1,5 +1,5 @@
 using System.Text.RegularExpressions;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
 
 namespace QwenNats.Tests.Unit;

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Tests.Unit;

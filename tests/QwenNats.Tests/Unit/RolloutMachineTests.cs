@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Time.Testing;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 using QwenNats.Promoter;
 
 namespace QwenNats.Tests.Unit;

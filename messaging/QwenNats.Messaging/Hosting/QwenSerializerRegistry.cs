@@ -1,7 +1,7 @@
 using NATS.Client.Core;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
-namespace QwenNats.ServiceDefaults;
+namespace QwenNats.Messaging;
 
 /// <summary>Serializes the project's messages with the source-generated <see cref="QwenJsonContext"/>;
 /// strings, bytes and primitives keep NATS.Net's defaults.</summary>

@@ -3,9 +3,9 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using NATS.Client.Core;
 using NATS.Client.Services;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
-namespace QwenNats.ServiceDefaults;
+namespace QwenNats.Messaging;
 
 /// <summary>What a service announces in the NATS services framework (<c>nats micro ls/info</c>).</summary>
 public sealed record ServiceDescription(string Name, string Description, IReadOnlyDictionary<string, string> Metadata);

@@ -1,4 +1,4 @@
-namespace QwenNats.Contracts;
+namespace QwenNats.Messaging;
 
 public sealed record ChatMessage(string Role, string Content);
 

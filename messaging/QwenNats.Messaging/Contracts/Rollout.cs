@@ -1,6 +1,6 @@
 using System.Text.Json.Serialization;
 
-namespace QwenNats.Contracts;
+namespace QwenNats.Messaging;
 
 /// <summary>Names of the rollout control plane: KV buckets, the audit stream and operator subjects.</summary>
 public static class Rollouts

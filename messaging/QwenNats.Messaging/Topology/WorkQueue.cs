@@ -2,9 +2,9 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
-using QwenNats.Contracts;
+using QwenNats.Messaging;
 
-namespace QwenNats.ServiceDefaults;
+namespace QwenNats.Messaging;
 
 /// <summary>The <c>WorkQueue</c> section: the bounds of each colour's JetStream work queue.</summary>
 public sealed record WorkQueueOptions

@@ -1,4 +1,4 @@
-namespace QwenNats.ServiceDefaults;
+namespace QwenNats.Messaging;
 
 /// <summary>Who this process is, for logs, NATS connection names and discovery.</summary>
 public sealed record ServiceIdentity(string Service, string? Colour, string InstanceId)

@@ -1,4 +1,4 @@
-namespace QwenNats.Contracts;
+namespace QwenNats.Messaging;
 
 /// <summary>Names used by mirroring and the judge.</summary>
 public static class Judging

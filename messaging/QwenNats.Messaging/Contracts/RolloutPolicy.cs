@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace QwenNats.Contracts;
+namespace QwenNats.Messaging;
 
 /// <summary>
 /// One sequential test of the judge (Wald's SPRT on a paired event): each comparable pair either shows the

@@ -1,6 +1,6 @@
 using System.Text.Json.Serialization;
 
-namespace QwenNats.Contracts;
+namespace QwenNats.Messaging;
 
 /// <summary>The one source-generated JSON context for every message on the wire (snake_case names).</summary>
 [JsonSourceGenerationOptions(

@@ -1,4 +1,4 @@
-namespace QwenNats.ServiceDefaults;
+namespace QwenNats.Messaging;
 
 /// <summary>The <c>Nats</c> configuration section every service reads.</summary>
 public sealed record NatsOptions

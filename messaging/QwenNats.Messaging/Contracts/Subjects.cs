@@ -1,4 +1,4 @@
-namespace QwenNats.Contracts;
+namespace QwenNats.Messaging;
 
 /// <summary>Every NATS subject, stream and bucket name the services share.</summary>
 public static class Subjects
