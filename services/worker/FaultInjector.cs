@@ -50,7 +50,7 @@ public sealed class FaultInjector
     {
         _o = options.Value;
         if (_o.Enabled)
-            logger.LogWarning("FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, nonsense {Nonsense}, slowdown x{Slowdown}, error rate {ErrorRate}, hang rate {HangRate}",
+            EngineLog.FaultsOn(logger,
                 _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Nonsense, _o.Slowdown, _o.ErrorRate, _o.HangRate);
     }
 

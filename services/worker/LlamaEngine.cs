@@ -82,7 +82,7 @@ public sealed class LlamaEngine : IAsyncDisposable
             throw new InvalidOperationException($"The profile's prompt prefixes ({Prefixes.TotalTokens} tokens) do not fit Worker:ContextSize.");
         if (_labelTokens.Any(t => t.Length == 0))
             throw new InvalidOperationException("A sentiment label tokenizes to nothing.");
-        _logger.LogInformation("Loaded model {Model} ({Bytes} bytes, sha256 {Sha}) with profile {Profile}; {Slots} slots x {Context} tokens, {Threads} threads, {Template} template",
+        EngineLog.ModelLoaded(_logger,
             Model.Id, Model.SizeBytes, Model.Sha256[..12], profile.Version, _options.Slots, _options.ContextSize, threads, hasTemplate && profile.Template.UseModelTemplate ? "model" : "profile");
     }
 
@@ -102,7 +102,7 @@ public sealed class LlamaEngine : IAsyncDisposable
     public void Start() => _loop = Task.Run(async () =>
     {
         await Prefixes.WarmAsync(_executor, _stop.Token);
-        _logger.LogInformation("Prompt prefixes decoded once and shared: chat {Chat} tokens, sentiment {Sentiment} tokens{Off}",
+        EngineLog.PrefixesShared(_logger,
             Prefixes.Tokens[InferTasks.Chat].Length, Prefixes.Tokens[InferTasks.Sentiment].Length, Prefixes.Enabled ? "" : " (off: Worker:PrefixCache=false)");
         await RunAsync(_stop.Token);
     });
@@ -238,7 +238,7 @@ public sealed class LlamaEngine : IAsyncDisposable
                     }
                     catch (Exception e)
                     {
-                        _logger.LogError(e, "Could not admit request {RequestId}", job.Request.Id);
+                        EngineLog.AdmitFailed(_logger, job.Request.Id, e);
                         End(job, ErrorCodes.InternalError, "The worker could not start this request.");
                     }
                 }
@@ -256,7 +256,7 @@ public sealed class LlamaEngine : IAsyncDisposable
                     ComputeCost.Charge(participants, _cost.End());
                     if (result != DecodeResult.Ok)
                     {
-                        _logger.LogWarning("Batched decode returned {Result} with {Active} requests; failing them and resetting the context", result, active.Count);
+                        EngineLog.DecodeFailed(_logger, result.ToString(), active.Count);
                         await ResetAsync(active, result == DecodeResult.NoKvSlot ? ErrorCodes.Overloaded : ErrorCodes.InternalError,
                             result == DecodeResult.NoKvSlot ? "The worker ran out of KV cache; retry." : $"Decoding failed ({result}).");
                         continue;
@@ -289,7 +289,7 @@ public sealed class LlamaEngine : IAsyncDisposable
                         }
                         catch (Exception e)
                         {
-                            _logger.LogError(e, "Request {RequestId} failed in the decode loop", job.Request.Id);
+                            EngineLog.RequestFailed(_logger, job.Request.Id, e);
                             job.Fail(ErrorCodes.InternalError, "The worker failed while generating.");
                             done = true;
                         }
@@ -307,7 +307,7 @@ public sealed class LlamaEngine : IAsyncDisposable
             }
             catch (Exception e)
             {
-                _logger.LogError(e, "Decode loop error with {Active} requests; failing them and resetting the context", active.Count);
+                EngineLog.LoopFailed(_logger, active.Count, e);
                 await ResetAsync(active, ErrorCodes.InternalError, "The worker failed while generating.");
             }
         }
@@ -338,7 +338,7 @@ public sealed class LlamaEngine : IAsyncDisposable
         }
         catch (InvalidOperationException e)
         {
-            _logger.LogWarning("Prompt prefixes not shared after the reset: {Reason}", e.Message);
+            EngineLog.PrefixesNotShared(_logger, e);
         }
     }
 
