@@ -327,7 +327,7 @@ internal static class Perf
             var url = $"nats://127.0.0.1:{port}";
             var nats = Proc.Nats(port, dir);
             await Task.Delay(300);
-            var common = new Dictionary<string, string> { ["Nats:Url"] = url, ["Logging:LogLevel:Default"] = "Warning", ["WorkQueue:Storage"] = "memory" };
+            var common = new Dictionary<string, string> { ["Nats:Url"] = url, ["Logging:LogLevel:Default"] = "Warning", ["Topology:Storage"] = "memory" };
             var ws = workers.Select(w => Proc.Service($"worker-{w.Colour}", "worker", "QwenNats.Worker", new Dictionary<string, string>(common)
             {
                 ["Worker:Colour"] = w.Colour, ["Worker:ModelPath"] = w.Model, ["Worker:ProfilePath"] = Path.Combine(Proc.Root, "deploy", "profiles", w.Colour == "blue" ? "v1.json" : "v2.json"),
@@ -337,8 +337,8 @@ internal static class Perf
             Proc? promoter = null, judge = null;
             if (controlPlane)
             {
-                promoter = Proc.Service("promoter", "promoter", "QwenNats.Promoter", new Dictionary<string, string>(common) { ["Promoter:Storage"] = "memory", ["Promoter:Automatic"] = "false" });
-                judge = Proc.Service("judge", "judge", "QwenNats.Judge", new Dictionary<string, string>(common) { ["Judge:Storage"] = "memory" });
+                promoter = Proc.Service("promoter", "promoter", "QwenNats.Promoter", new Dictionary<string, string>(common) { ["Topology:Storage"] = "memory", ["Promoter:Automatic"] = "false" });
+                judge = Proc.Service("judge", "judge", "QwenNats.Judge", new Dictionary<string, string>(common) { ["Topology:Storage"] = "memory" });
             }
             var ingresses = new List<Proc>();
             var http = new List<HttpClient>();

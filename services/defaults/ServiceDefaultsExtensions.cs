@@ -22,7 +22,6 @@ public static class ServiceDefaultsExtensions
     public static IHostApplicationBuilder AddQwenDefaults(this IHostApplicationBuilder builder, string service, string? colour = null)
     {
         var identity = new ServiceIdentity(service, colour, ServiceIdentity.NewInstanceId(service));
-        builder.Services.AddSingleton(identity);
 
         builder.Logging.ClearProviders();
         var format = builder.Configuration["Logging:Format"];
@@ -40,41 +39,10 @@ public static class ServiceDefaultsExtensions
                 });
         }
 
-        builder.Services.Configure<NatsOptions>(builder.Configuration.GetSection(NatsOptions.Section));
-        builder.Services.AddSingleton(sp =>
-        {
-            var o = sp.GetRequiredService<IOptions<NatsOptions>>().Value;
-            var opts = NatsOpts.Default with
-            {
-                Url = o.Url,
-                Name = identity.InstanceId,
-                SerializerRegistry = QwenSerializerRegistry.Default,
-                LoggerFactory = sp.GetRequiredService<ILoggerFactory>(),
-                ConnectTimeout = o.ConnectTimeout,
-                RequestTimeout = o.RequestTimeout,
-                RetryOnInitialConnect = true,
-                MaxReconnectRetry = -1,
-                AuthOpts = NatsAuthOpts.Default with { Username = o.User, Password = o.Password, Token = o.Token },
-            };
-            return new NatsConnection(opts);
-        });
-        builder.Services.AddSingleton<INatsConnection>(sp => sp.GetRequiredService<NatsConnection>());
-        builder.Services.AddSingleton<INatsJSContext>(sp => new NatsJSContext(sp.GetRequiredService<NatsConnection>()));
-        builder.Services.AddSingleton<INatsKVContext>(sp => new NatsKVContext(sp.GetRequiredService<INatsJSContext>()));
-
-        builder.Services.AddHealthChecks().AddCheck<NatsHealthCheck>("nats");
+        builder.AddQwenMessaging(identity);
         builder.Services.AddSingleton<QwenMetrics>();
         builder.Services.Configure<MetricsOptions>(builder.Configuration.GetSection(MetricsOptions.Section));
         builder.Services.AddHostedService<MetricsServer>();
         return builder;
     }
-}
-
-/// <summary>Healthy while the NATS connection is open.</summary>
-public sealed class NatsHealthCheck(NatsConnection connection) : IHealthCheck
-{
-    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
-        Task.FromResult(connection.ConnectionState == NatsConnectionState.Open
-            ? HealthCheckResult.Healthy("connected")
-            : HealthCheckResult.Unhealthy($"NATS connection is {connection.ConnectionState}"));
 }

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Ingress;
@@ -25,7 +26,7 @@ public sealed class InferClient(
     NatsConnection nats,
     INatsJSContext js,
     WorkerRegistry workers,
-    WorkQueueTopology topology,
+    TopologyClient topology,
     ServiceIdentity identity,
     IOptions<IngressOptions> options,
     IngressMetrics metrics,
@@ -46,9 +47,7 @@ public sealed class InferClient(
             try
             {
                 await nats.ConnectAsync();
-                foreach (var colour in options.Value.Colours)
-                    await topology.EnsureStreamAsync(colour, stoppingToken);
-                await topology.EnsureSamplesStreamAsync(stoppingToken);
+                await topology.EnsureOwnedAsync(Owners.Ingress, null, stoppingToken);
                 await using var sub = await nats.SubscribeCoreAsync<InferReply>(Subjects.ReplyWildcard(InstanceId), cancellationToken: stoppingToken);
                 _ready.TrySetResult();
                 logger.LogInformation("Ingress {Instance} receiving replies on {Subject}", InstanceId, Subjects.ReplyWildcard(InstanceId));

@@ -15,9 +15,8 @@ public static class IngressApp
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
         builder.AddQwenDefaults("ingress");
-        builder.Services.Configure<IngressOptions>(builder.Configuration.GetSection(IngressOptions.Section));
-        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
-        builder.Services.AddSingleton<WorkQueueTopology>();
+        builder.Services.AddOptions<IngressOptions>().Bind(builder.Configuration.GetSection(IngressOptions.Section))
+            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.Configure<Console.ConsoleOptions>(builder.Configuration.GetSection(Console.ConsoleOptions.Section));
         builder.Services.AddSingleton(sp => new Console.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Console.ConsoleOptions>>().Value.LatencyWindow));

@@ -8,8 +8,9 @@ public sealed record IngressOptions
     /// <summary>The colour that serves traffic until the rollout control plane decides otherwise.</summary>
     public string LiveColour { get; init; } = Messaging.Colours.Blue;
 
-    /// <summary>Colours a request may name explicitly (header <c>X-Qwen-Colour</c>, WebSocket query <c>colour</c>).</summary>
-    public IReadOnlyList<string> Colours { get; init; } = [Messaging.Colours.Blue, Messaging.Colours.Green];
+    /// <summary>Colours a request may name explicitly (header <c>X-Qwen-Colour</c>, WebSocket query <c>colour</c>):
+    /// those of the topology (<c>Topology:Colours</c>), set when the options are built.</summary>
+    public IReadOnlyList<string> Colours { get; internal set; } = Messaging.Colours.Default;
 
     /// <summary>How long a request may take end to end before the client gets a 504.</summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(60);

@@ -17,8 +17,6 @@ public static class JudgeHost
         builder.Services.AddDiscovery(_ => new ServiceDescription(Subjects.JudgeService, "QwenNats judge: compares candidate answers with live",
             new Dictionary<string, string> { ["role"] = "judge" }));
         builder.Services.Configure<JudgeOptions>(builder.Configuration.GetSection(JudgeOptions.Section));
-        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
-        builder.Services.AddSingleton<WorkQueueTopology>();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddHostedService<JudgeService>();
         return builder.Build();

@@ -10,7 +10,4 @@ public sealed record JudgeOptions
 
     /// <summary>How often the current step is evaluated and its verdict published.</summary>
     public TimeSpan EvaluateInterval { get; init; } = TimeSpan.FromSeconds(1);
-
-    public string Storage { get; init; } = "file";
-    public int Replicas { get; init; } = 1;
 }

@@ -6,6 +6,7 @@ using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 using NATS.Client.KeyValueStore;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Judge;
@@ -17,9 +18,7 @@ namespace QwenNats.Judge;
 /// </summary>
 public sealed class JudgeService(
     NatsConnection nats,
-    INatsJSContext js,
-    INatsKVContext kv,
-    WorkQueueTopology topology,
+    TopologyClient topology,
     IOptions<JudgeOptions> options,
     TimeProvider clock,
     QwenMetrics metrics,
@@ -44,18 +43,9 @@ public sealed class JudgeService(
             try
             {
                 await nats.ConnectAsync();
-                await topology.EnsureSamplesStreamAsync(stoppingToken);
-                var storage = string.Equals(options.Value.Storage, "memory", StringComparison.OrdinalIgnoreCase) ? NatsKVStorageType.Memory : NatsKVStorageType.File;
-                _cards = await kv.CreateOrUpdateStoreAsync(new NatsKVConfig(Judging.Bucket)
-                {
-                    Description = "QwenNats judge scorecards and latest verdict", History = 1, Storage = storage, NumberOfReplicas = options.Value.Replicas,
-                }, stoppingToken);
-                consumer = await js.CreateOrUpdateConsumerAsync(Judging.SamplesStream, new ConsumerConfig(Judging.JudgeConsumer)
-                {
-                    AckPolicy = ConsumerConfigAckPolicy.Explicit,
-                    AckWait = TimeSpan.FromSeconds(30),
-                    DeliverPolicy = ConsumerConfigDeliverPolicy.All,
-                }, stoppingToken);
+                await topology.EnsureOwnedAsync(Owners.Judge, null, stoppingToken);
+                _cards = await topology.BucketAsync(Judging.Bucket, stoppingToken);
+                consumer = await topology.ConsumerAsync(Judging.SamplesStream, Judging.JudgeConsumer, stoppingToken);
                 break;
             }
             catch (Exception e) when (e is not OperationCanceledException)
@@ -143,7 +133,7 @@ public sealed class JudgeService(
         {
             try
             {
-                rollouts ??= await kv.GetStoreAsync(Rollouts.Bucket, ct);
+                rollouts ??= await topology.BucketAsync(Rollouts.Bucket, ct);
                 var entry = await rollouts.TryGetEntryAsync<RolloutState>(Rollouts.StateKey, cancellationToken: ct);
                 if (!entry.Success || entry.Value.Value is not { RolloutId: { } id } state || state.Phase is not (RolloutPhase.Shadow or RolloutPhase.Canary))
                     continue;

@@ -17,7 +17,8 @@ public static class PromoterHost
         var builder = QwenHost.CreateBuilder(args, "promoter", configure);
         builder.Services.AddDiscovery(_ => new ServiceDescription(Subjects.PromoterService, "QwenNats promoter: drives rollouts",
             new Dictionary<string, string> { ["role"] = "promoter" }));
-        builder.Services.Configure<PromoterOptions>(builder.Configuration.GetSection(PromoterOptions.Section));
+        builder.Services.AddOptions<PromoterOptions>().Bind(builder.Configuration.GetSection(PromoterOptions.Section))
+            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();
         builder.Services.AddSingleton<GoldenRunner>();

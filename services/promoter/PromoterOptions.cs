@@ -8,8 +8,8 @@ public sealed record PromoterOptions
     /// <summary>The live colour written when no rollout state exists yet.</summary>
     public string InitialLive { get; init; } = Messaging.Colours.Blue;
 
-    /// <summary>Colours a rollout may name.</summary>
-    public IReadOnlyList<string> Colours { get; init; } = [Messaging.Colours.Blue, Messaging.Colours.Green];
+    /// <summary>Colours a rollout may name: those of the topology (<c>Topology:Colours</c>), set when the options are built.</summary>
+    public IReadOnlyList<string> Colours { get; internal set; } = Messaging.Colours.Default;
 
     /// <summary>Canary weights (percent of new sessions), one per step.</summary>
     public IReadOnlyList<int> CanarySteps { get; init; } = [10, 25, 50];
@@ -19,9 +19,6 @@ public sealed record PromoterOptions
 
     /// <summary>How long a rollback stays visible as <c>RolledBack</c> before the phase returns to <c>Stable</c>.</summary>
     public TimeSpan RolledBackHold { get; init; } = TimeSpan.FromSeconds(30);
-
-    /// <summary>Session idle timeout: the TTL of the session pins bucket.</summary>
-    public TimeSpan SessionIdle { get; init; } = TimeSpan.FromMinutes(30);
 
     /// <summary>The leader lease's lifetime; a standby promoter takes over within about this long after the leader dies.</summary>
     public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(3);
@@ -50,8 +47,4 @@ public sealed record PromoterOptions
 
     /// <summary>Let the judge's verdicts drive the rollout (operators can always override).</summary>
     public bool Automatic { get; init; } = true;
-
-    /// <summary>File or Memory storage for the buckets and the audit stream.</summary>
-    public string Storage { get; init; } = "file";
-    public int Replicas { get; init; } = 1;
 }

@@ -3,11 +3,12 @@ using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 using NATS.Client.KeyValueStore;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
 
 namespace QwenNats.Promoter;
 
 /// <summary>The promoter's JetStream resources: the rollout and session buckets and the audit stream.</summary>
-public sealed class RolloutStore(INatsKVContext kv, INatsJSContext js, IOptions<PromoterOptions> options, TimeProvider clock)
+public sealed class RolloutStore(TopologyClient topology, INatsJSContext js, IOptions<PromoterOptions> options, TimeProvider clock)
 {
     private INatsKVStore? _rollout;
     private INatsKVStore? _sessions;
@@ -15,26 +16,13 @@ public sealed class RolloutStore(INatsKVContext kv, INatsJSContext js, IOptions<
     public INatsKVStore Rollout => _rollout ?? throw new InvalidOperationException("RolloutStore is not initialised.");
     public INatsKVStore Sessions => _sessions ?? throw new InvalidOperationException("RolloutStore is not initialised.");
 
-    /// <summary>Creates (or updates) the buckets and the stream, and writes the initial state when there is none.</summary>
+    /// <summary>Creates (or updates) the promoter's buckets and audit stream from the topology table, and writes the initial state when there is none.</summary>
     public async Task EnsureAsync(CancellationToken ct)
     {
         var o = options.Value;
-        var storage = string.Equals(o.Storage, "memory", StringComparison.OrdinalIgnoreCase) ? NatsKVStorageType.Memory : NatsKVStorageType.File;
-        _rollout = await kv.CreateOrUpdateStoreAsync(new NatsKVConfig(Rollouts.Bucket)
-        {
-            Description = "QwenNats rollout state and promoter lease", History = 16, Storage = storage, NumberOfReplicas = o.Replicas,
-        }, ct);
-        _sessions = await kv.CreateOrUpdateStoreAsync(new NatsKVConfig(Rollouts.SessionsBucket)
-        {
-            Description = "QwenNats session pins (TTL = session idle timeout)", History = 1, MaxAge = o.SessionIdle, Storage = storage, NumberOfReplicas = o.Replicas,
-        }, ct);
-        await js.CreateOrUpdateStreamAsync(new StreamConfig(Rollouts.EventsStream, [Rollouts.EventsSubjects])
-        {
-            Description = "QwenNats audit log",
-            Storage = storage == NatsKVStorageType.Memory ? StreamConfigStorage.Memory : StreamConfigStorage.File,
-            NumReplicas = o.Replicas,
-            MaxAge = TimeSpan.FromDays(90),
-        }, ct);
+        await topology.EnsureOwnedAsync(Owners.Promoter, null, ct);
+        _rollout = await topology.BucketAsync(Rollouts.Bucket, ct);
+        _sessions = await topology.BucketAsync(Rollouts.SessionsBucket, ct);
 
         var initial = new RolloutState { Live = o.InitialLive, Reason = "initial state", Actor = "promoter", Since = clock.GetUtcNow() };
         await _rollout.TryCreateAsync(Rollouts.StateKey, initial, cancellationToken: ct);
@@ -62,15 +50,11 @@ public sealed class RolloutStore(INatsKVContext kv, INatsJSContext js, IOptions<
     {
         try
         {
-            var bucket = await kv.GetStoreAsync(Judging.Bucket, ct);
+            var bucket = await topology.BucketAsync(Judging.Bucket, ct);
             var entry = await bucket.TryGetEntryAsync<Verdict>(Judging.LatestKey, cancellationToken: ct);
             return entry.Success ? entry.Value.Value : null;
         }
-        catch (NatsKVException)
-        {
-            return null;
-        }
-        catch (NatsJSApiException)
+        catch (TopologyMissingException)
         {
             return null;
         }
@@ -79,7 +63,7 @@ public sealed class RolloutStore(INatsKVContext kv, INatsJSContext js, IOptions<
     /// <summary>The last <paramref name="limit"/> events, oldest first.</summary>
     public async Task<IReadOnlyList<RolloutEvent>> HistoryAsync(int limit, CancellationToken ct)
     {
-        var stream = await js.GetStreamAsync(Rollouts.EventsStream, cancellationToken: ct);
+        var stream = await topology.StreamAsync(Rollouts.EventsStream, ct);
         var state = stream.Info.State;
         if (state.Messages == 0 || limit <= 0)
             return [];

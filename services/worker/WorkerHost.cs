@@ -22,8 +22,6 @@ public static class WorkerHost
                 : throw new InvalidOperationException($"Worker:Colour '{colour}' is not a valid colour (lowercase letters, digits, '-').");
         });
         builder.Services.Configure<WorkerOptions>(builder.Configuration.GetSection(WorkerOptions.Section));
-        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
-        builder.Services.AddSingleton<WorkQueueTopology>();
         builder.Services.Configure<FaultOptions>(builder.Configuration.GetSection(FaultOptions.Section));
         builder.Services.AddSingleton<FaultInjector>();
         builder.Services.AddSingleton(sp => PromptProfile.Load(sp.GetRequiredService<IOptions<WorkerOptions>>().Value.ProfilePath));

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Options;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Worker;
@@ -19,7 +20,7 @@ namespace QwenNats.Worker;
 public sealed class WorkerService(
     LlamaEngine engine,
     NatsConnection nats,
-    WorkQueueTopology topology,
+    TopologyClient topology,
     ServiceIdentity identity,
     IOptions<WorkerOptions> options,
     FaultInjector faults,
@@ -174,7 +175,9 @@ public sealed class WorkerService(
             try
             {
                 await nats.ConnectAsync();
-                return await topology.EnsureConsumersAsync(Colour, ct);
+                await topology.EnsureOwnedAsync(Owners.Worker, Colour, ct);
+                return (await topology.ConsumerAsync(Subjects.WorkStream(Colour), Subjects.WorkConsumer, ct),
+                        await topology.ConsumerAsync(Judging.ShadowStream(Colour), Subjects.WorkConsumer, ct));
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
@@ -236,7 +239,7 @@ public sealed class WorkerService(
             // The message stays ours while the job runs, however long the prompt takes to evaluate: progress
             // acks on a timer, so a short AckWait redelivers the work of a dead worker quickly.
             using var keepAlive = new CancellationTokenSource();
-            var keepingAlive = KeepAliveAsync(msg, topology.Options.AckWait / 3, keepAlive.Token);
+            var keepingAlive = KeepAliveAsync(msg, topology.Table.Options.AckWait / 3, keepAlive.Token);
             try
             {
                 await RunAsync(msg, request, attempt, queueMs, cancel.Token);

@@ -39,6 +39,9 @@ public static class Colours
     public const string Blue = "blue";
     public const string Green = "green";
 
+    /// <summary>The colours of a deployment unless <c>Topology:Colours</c> says otherwise.</summary>
+    public static readonly IReadOnlyList<string> Default = [Blue, Green];
+
     /// <summary>A colour is a lowercase token usable inside a subject.</summary>
     public static bool IsWellFormed(string? colour) =>
         !string.IsNullOrEmpty(colour) && colour.Length <= 32 && colour.All(c => c is >= 'a' and <= 'z' or >= '0' and <= '9' or '-');

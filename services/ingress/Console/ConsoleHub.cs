@@ -29,7 +29,7 @@ public sealed record ConsoleTick(
 public sealed class ConsoleHub : BackgroundService
 {
     private readonly Routing.RolloutView _view;
-    private readonly INatsKVContext _kv;
+    private readonly Messaging.Topology.TopologyClient _topology;
     private readonly INatsJSContext _js;
     private readonly WorkerRegistry _workers;
     private readonly ShadowMirror _mirror;
@@ -41,10 +41,10 @@ public sealed class ConsoleHub : BackgroundService
     private readonly LinkedList<RolloutEvent> _events = new();
     private Verdict? _verdict;
 
-    public ConsoleHub(Routing.RolloutView view, INatsKVContext kv, INatsJSContext js, WorkerRegistry workers, ShadowMirror mirror,
+    public ConsoleHub(Routing.RolloutView view, Messaging.Topology.TopologyClient topology, INatsJSContext js, WorkerRegistry workers, ShadowMirror mirror,
         RecentLatency latency, IOptions<ConsoleOptions> options, ILogger<ConsoleHub> logger)
     {
-        (_view, _kv, _js, _workers, _mirror, _latency, _options, _logger) = (view, kv, js, workers, mirror, latency, options.Value, logger);
+        (_view, _topology, _js, _workers, _mirror, _latency, _options, _logger) = (view, topology, js, workers, mirror, latency, options.Value, logger);
         _view.Changed += state => Publish(State(state));
     }
 
@@ -125,7 +125,7 @@ public sealed class ConsoleHub : BackgroundService
 
     private async Task WatchVerdictsAsync(CancellationToken ct)
     {
-        var store = await _kv.GetStoreAsync(Judging.Bucket, ct);
+        var store = await _topology.BucketAsync(Judging.Bucket, ct);
         await foreach (var entry in store.WatchAsync<Verdict>(Judging.LatestKey, cancellationToken: ct))
         {
             if (entry.Value is not { } verdict) continue;
@@ -136,7 +136,7 @@ public sealed class ConsoleHub : BackgroundService
 
     private async Task FollowEventsAsync(CancellationToken ct)
     {
-        var stream = await _js.GetStreamAsync(Rollouts.EventsStream, cancellationToken: ct);
+        var stream = await _topology.StreamAsync(Rollouts.EventsStream, ct);
         var last = stream.Info.State.LastSeq;
         var start = last >= (ulong)_options.EventsBacklog ? last - (ulong)_options.EventsBacklog + 1 : 1;
         // Resume after what was already seen when the follower restarts.

@@ -26,16 +26,16 @@ public static class StatusEndpoints
             return Results.Json(body, statusCode: ready ? 200 : 503);
         });
 
-        app.MapGet("/api/rollout", async (Routing.RolloutView view, InferClient client, WorkerRegistry workers, ShadowMirror mirror, NATS.Client.KeyValueStore.INatsKVContext kv, CancellationToken ct) =>
+        app.MapGet("/api/rollout", async (Routing.RolloutView view, InferClient client, WorkerRegistry workers, ShadowMirror mirror, Messaging.Topology.TopologyClient topology, CancellationToken ct) =>
         {
             Messaging.Verdict? verdict = null;
             try
             {
-                var judge = await kv.GetStoreAsync(Messaging.Judging.Bucket, ct);
+                var judge = await topology.BucketAsync(Messaging.Judging.Bucket, ct);
                 var entry = await judge.TryGetEntryAsync<Messaging.Verdict>(Messaging.Judging.LatestKey, cancellationToken: ct);
                 if (entry.Success) verdict = entry.Value.Value;
             }
-            catch (Exception e) when (e is NATS.Client.KeyValueStore.NatsKVException or NATS.Client.JetStream.NatsJSApiException)
+            catch (Messaging.Topology.TopologyMissingException)
             {
             }
             return Results.Json(new RolloutSnapshot(client.InstanceId, view.Current,

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using NATS.Client.KeyValueStore;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
 
 namespace QwenNats.Ingress.Routing;
 
@@ -9,7 +10,7 @@ namespace QwenNats.Ingress.Routing;
 /// or a rollback written by the promoter applies here within milliseconds, without a restart. Until the
 /// bucket exists (no promoter has run yet) the live colour comes from <c>Ingress:LiveColour</c>.
 /// </summary>
-public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> options, IngressMetrics metrics, ILogger<RolloutView> logger) : BackgroundService
+public sealed class RolloutView(TopologyClient topology, IOptions<IngressOptions> options, IngressMetrics metrics, ILogger<RolloutView> logger) : BackgroundService
 {
     private volatile RolloutState _current = new() { Live = options.Value.LiveColour, Reason = "configured live colour" };
     private volatile INatsKVStore? _sessions;
@@ -40,7 +41,7 @@ public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> opti
         {
             try
             {
-                var store = await kv.GetStoreAsync(Rollouts.Bucket, stoppingToken);
+                var store = await topology.BucketAsync(Rollouts.Bucket, stoppingToken);
                 _sessions ??= await TryGetSessionsAsync(stoppingToken);
                 await foreach (var entry in store.WatchAsync<RolloutState>(Rollouts.StateKey, cancellationToken: stoppingToken))
                 {
@@ -73,13 +74,9 @@ public sealed class RolloutView(INatsKVContext kv, IOptions<IngressOptions> opti
     {
         try
         {
-            return await kv.GetStoreAsync(Rollouts.SessionsBucket, ct);
+            return await topology.BucketAsync(Rollouts.SessionsBucket, ct);
         }
-        catch (NatsKVException)
-        {
-            return null;
-        }
-        catch (NATS.Client.JetStream.NatsJSApiException)
+        catch (TopologyMissingException)
         {
             return null;
         }

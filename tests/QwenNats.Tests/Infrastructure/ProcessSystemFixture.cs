@@ -42,7 +42,7 @@ public sealed class ProcessSystemFixture : IAsyncLifetime
             ["Nats:Url"] = Nats.Url, ["Logging:LogLevel:Default"] = "Debug", ["Logging:LogLevel:LLama"] = "Warning", ["Logging:LogLevel:NATS"] = "Warning",
             ["Worker:Colour"] = "blue", ["Worker:WorkerId"] = "blue-p1", ["Worker:ModelPath"] = Paths.Model, ["Worker:ProfilePath"] = Paths.Profile("v1"),
             ["Worker:Slots"] = "2", ["Worker:ContextSize"] = "512", ["Worker:Threads"] = "1", ["Worker:HeartbeatInterval"] = "00:00:00.250",
-            ["WorkQueue:Storage"] = "memory",
+            ["Topology:Storage"] = "memory",
         });
         var port = ServiceProcess.FreePort();
         Base = new Uri($"http://127.0.0.1:{port}");
@@ -50,7 +50,7 @@ public sealed class ProcessSystemFixture : IAsyncLifetime
         {
             ["urls"] = Base.ToString().TrimEnd('/'), ["Nats:Url"] = Nats.Url,
             ["Logging:LogLevel:Default"] = "Debug", ["Logging:LogLevel:Microsoft.AspNetCore"] = "Information", ["Logging:LogLevel:NATS"] = "Warning",
-            ["WorkQueue:Storage"] = "memory", ["Ingress:WorkerStaleAfter"] = "00:00:01.500", ["Ingress:RequestTimeout"] = "00:00:20",
+            ["Topology:Storage"] = "memory", ["Ingress:WorkerStaleAfter"] = "00:00:01.500", ["Ingress:RequestTimeout"] = "00:00:20",
             ["Console:OperatorToken"] = OperatorToken,
             ["Security:ApiKeys:0:Name"] = "limited", ["Security:ApiKeys:0:Key"] = KeyLimited,
             ["Security:ApiKeys:0:RequestsPerMinute"] = "60", ["Security:ApiKeys:0:Burst"] = "3",

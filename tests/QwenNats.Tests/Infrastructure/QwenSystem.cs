@@ -27,7 +27,7 @@ public sealed class QwenSystem : IAsyncDisposable
         ["Nats:Url"] = Nats.Url,
         ["Logging:LogLevel:Default"] = "Warning",
         ["Logging:LogLevel:LLama"] = "Error",
-        ["WorkQueue:Storage"] = "memory",
+        ["Topology:Storage"] = "memory",
     };
 
     public async Task<IHost> StartWorkerAsync(string colour, string profile, int slots = 1, Dictionary<string, string?>? extra = null)

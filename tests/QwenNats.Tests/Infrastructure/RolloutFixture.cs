@@ -30,7 +30,7 @@ public sealed class RolloutFixture : IAsyncLifetime
         ["Promoter:RolledBackHold"] = "00:00:00.500",
         ["Promoter:LeaseTtl"] = "00:00:01.500",
         ["Promoter:TickInterval"] = "00:00:00.100",
-        ["Promoter:Storage"] = "memory",
+        ["Topology:Storage"] = "memory",
     };
 
     public async Task InitializeAsync()

@@ -22,9 +22,9 @@ public sealed class SystemFixture : IAsyncLifetime
         await System.StartWorkerAsync("green", "v2", extra: new() { ["Worker:WorkerId"] = "green-1" });
         (Ingress, Http) = await System.StartIngressAsync(new()
         {
-            ["Ingress:Colours:0"] = "blue",
-            ["Ingress:Colours:1"] = "green",
-            ["Ingress:Colours:2"] = "red",
+            ["Topology:Colours:0"] = "blue",
+            ["Topology:Colours:1"] = "green",
+            ["Topology:Colours:2"] = "red",
             ["Ingress:MaxBodyBytes"] = "65536",
         });
         await QwenSystem.WaitForWorkersAsync(Http, "blue", 2);

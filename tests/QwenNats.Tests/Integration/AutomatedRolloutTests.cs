@@ -66,7 +66,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
     private static Dictionary<string, string?> JudgeSettings(string url, string policy) => new()
     {
         ["Nats:Url"] = url, ["Logging:LogLevel:Default"] = "Warning",
-        ["Judge:PolicyPath"] = policy, ["Judge:EvaluateInterval"] = "00:00:00.250", ["Judge:Storage"] = "memory", ["WorkQueue:Storage"] = "memory",
+        ["Judge:PolicyPath"] = policy, ["Judge:EvaluateInterval"] = "00:00:00.250", ["Topology:Storage"] = "memory",
     };
 
     private static async Task<IHost> StartJudgeAsync(string url, string? policy = null)

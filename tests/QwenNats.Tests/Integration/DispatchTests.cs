@@ -17,7 +17,7 @@ public sealed class DispatchTests
     {
         await using var server = await NatsServer.StartAsync();
         await using var system = new QwenSystem(server);
-        var queue = new Dictionary<string, string?> { ["WorkQueue:AckWait"] = "00:00:01.500" };
+        var queue = new Dictionary<string, string?> { ["Topology:AckWait"] = "00:00:01.500" };
         var (ingress, http) = await system.StartIngressAsync(queue);
         await system.StartWorkerAsync("blue", "v1", extra: new(queue) { ["Worker:WorkerId"] = "survivor" });
         await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
@@ -73,7 +73,7 @@ public sealed class DispatchTests
     {
         await using var server = await NatsServer.StartAsync();
         await using var system = new QwenSystem(server);
-        var queue = new Dictionary<string, string?> { ["WorkQueue:MaxMessages"] = "1" };
+        var queue = new Dictionary<string, string?> { ["Topology:MaxMessages"] = "1" };
         var (_, http) = await system.StartIngressAsync(queue);
         await system.StartWorkerAsync("blue", "v1", extra: queue);
         await QwenSystem.WaitForWorkersAsync(http, "blue", 1);

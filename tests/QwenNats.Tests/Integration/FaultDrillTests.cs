@@ -27,8 +27,8 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         ["Worker:Threads"] = "1",
         ["Worker:HeartbeatInterval"] = "00:00:00.250",
         ["Worker:FetchExpiry"] = "00:00:02",
-        ["WorkQueue:AckWait"] = ackWait,
-        ["WorkQueue:Storage"] = "file",
+        ["Topology:AckWait"] = ackWait,
+        ["Topology:Storage"] = "file",
     };
 
     [Fact]
@@ -38,7 +38,7 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         await using var system = new QwenSystem(nats);
         var (_, http) = await system.StartIngressAsync(new()
         {
-            ["Ingress:RequestTimeout"] = "00:00:20", ["WorkQueue:AckWait"] = "00:00:03", ["WorkQueue:Storage"] = "file",
+            ["Ingress:RequestTimeout"] = "00:00:20", ["Topology:AckWait"] = "00:00:03", ["Topology:Storage"] = "file",
         });
         http.Timeout = TimeSpan.FromSeconds(40);
         await using var a = ServiceProcess.Start("worker", "QwenNats.Worker", WorkerSettings(nats, "blue", "blue-a", "v1"));
@@ -82,7 +82,7 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         await using var system = new QwenSystem(nats);
         var (_, http) = await system.StartIngressAsync(new()
         {
-            ["Ingress:RequestTimeout"] = "00:00:03", ["WorkQueue:AckWait"] = "00:00:03", ["WorkQueue:Storage"] = "file",
+            ["Ingress:RequestTimeout"] = "00:00:03", ["Topology:AckWait"] = "00:00:03", ["Topology:Storage"] = "file",
         });
         var settings = WorkerSettings(nats, "blue", "blue-hangs", "v1");
         settings["Faults:HangRate"] = "0.3";
@@ -116,14 +116,14 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         await using var system = new QwenSystem(nats);
         var ingressSettings = new Dictionary<string, string?>
         {
-            ["Ingress:RequestTimeout"] = "00:00:15", ["WorkQueue:Storage"] = "file", ["WorkQueue:AckWait"] = "00:00:03",
+            ["Ingress:RequestTimeout"] = "00:00:15", ["Topology:Storage"] = "file", ["Topology:AckWait"] = "00:00:03",
         };
         var (_, http) = await system.StartIngressAsync(ingressSettings);
         http.Timeout = TimeSpan.FromSeconds(30);
         await using var blue = ServiceProcess.Start("worker", "QwenNats.Worker", WorkerSettings(nats, "blue", "blue-1", "v1"));
         await using var green = ServiceProcess.Start("worker", "QwenNats.Worker", WorkerSettings(nats, "green", "green-1", "v2"));
         var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
-        promoterSettings["Promoter:Storage"] = "file";
+        promoterSettings["Topology:Storage"] = "file";
         promoterSettings["Promoter:Automatic"] = "false";
         await using var promoter = ServiceProcess.Start("promoter", "QwenNats.Promoter", promoterSettings);
         await QwenSystem.WaitForWorkersAsync(http, "blue", 1, TimeSpan.FromSeconds(60));
@@ -191,7 +191,7 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         var judge = ServiceProcess.Start("judge", "QwenNats.Judge", new Dictionary<string, string?>
         {
             ["Nats:Url"] = nats.Url, ["Judge:PolicyPath"] = Path.Combine(Paths.RepoRoot, "deploy", "rollout-policy.json"),
-            ["Judge:EvaluateInterval"] = "00:00:00.250", ["Judge:Storage"] = "file", ["WorkQueue:Storage"] = "file",
+            ["Judge:EvaluateInterval"] = "00:00:00.250", ["Topology:Storage"] = "file",
         });
         await using var _ = judge;
         var rolloutId = (await Ctl.SendAsync(op, "start", "{\"candidate\":\"green\",\"reason\":\"judge drill\"}")).State!.RolloutId!;

@@ -37,7 +37,7 @@ public sealed class MetricsTests
         await promoter.StartAsync();
         using var judge = JudgeHost.Build([], c => c.AddInMemoryCollection(new Dictionary<string, string?>
         {
-            ["Nats:Url"] = server.Url, ["Logging:LogLevel:Default"] = "Warning", ["Judge:Storage"] = "memory", ["WorkQueue:Storage"] = "memory",
+            ["Nats:Url"] = server.Url, ["Logging:LogLevel:Default"] = "Warning", ["Topology:Storage"] = "memory",
             ["Judge:EvaluateInterval"] = "00:00:00.200", ["Metrics:Port"] = judgePort.ToString(System.Globalization.CultureInfo.InvariantCulture),
         }));
         await judge.StartAsync();

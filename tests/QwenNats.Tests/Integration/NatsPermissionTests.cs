@@ -47,7 +47,7 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             var judge = new Dictionary<string, string?>
             {
                 ["Nats:Url"] = nats.Url, ["Logging:LogLevel:Default"] = "Warning", ["Judge:PolicyPath"] = Path.Combine(Paths.RepoRoot, "deploy", "rollout-policy.json"),
-                ["Judge:EvaluateInterval"] = "00:00:00.250", ["Judge:Storage"] = "memory", ["WorkQueue:Storage"] = "memory",
+                ["Judge:EvaluateInterval"] = "00:00:00.250", ["Topology:Storage"] = "memory",
             };
             foreach (var (k, v) in As("judge")) judge[k] = v;
             hosts.Add(Judge.JudgeHost.Build([], c => c.AddInMemoryCollection(judge)));

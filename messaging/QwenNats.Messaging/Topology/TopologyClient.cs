@@ -1,0 +1,103 @@
+using Microsoft.Extensions.Logging;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+using NATS.Client.KeyValueStore;
+
+namespace QwenNats.Messaging.Topology;
+
+/// <summary>A resource another service should have created is not there (yet).</summary>
+public sealed class TopologyMissingException(TopologyResource resource, Exception? inner = null)
+    : Exception($"{resource.Display} does not exist: it is created by the {resource.Owner} service. Start the {resource.Owner} (or check that it reaches this NATS server and JetStream domain).", inner)
+{
+    public TopologyResource Resource { get; } = resource;
+}
+
+/// <summary>
+/// Applies the <see cref="QwenTopology"/> table: the owner of a resource creates or updates it with the table's
+/// configuration (<see cref="EnsureOwnedAsync"/>); every other service only binds to it (<see cref="StreamAsync"/>,
+/// <see cref="ConsumerAsync"/>, <see cref="BucketAsync"/>), and a missing resource is a
+/// <see cref="TopologyMissingException"/> that names its owner.
+/// </summary>
+public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv, QwenTopology table, ILogger<TopologyClient> logger)
+{
+    private const int NotFound = 404;
+
+    public QwenTopology Table => table;
+
+    /// <summary>Creates or updates every resource <paramref name="owner"/> owns (for a worker: of its colour).</summary>
+    public async Task EnsureOwnedAsync(string owner, string? colour, CancellationToken ct)
+    {
+        foreach (var r in table.OwnedBy(owner, colour))
+        {
+            switch (r.Kind)
+            {
+                case ResourceKind.Stream:
+                    await js.CreateOrUpdateStreamAsync(table.StreamConfig(r.Name), ct);
+                    break;
+                case ResourceKind.Consumer:
+                    try
+                    {
+                        await js.CreateOrUpdateConsumerAsync(r.Stream!, table.ConsumerConfig(r.Stream!, r.Name), ct);
+                    }
+                    catch (NatsJSApiException e) when (e.Error.Code == NotFound)
+                    {
+                        throw new TopologyMissingException(table.Find(ResourceKind.Stream, r.Stream!), e);
+                    }
+                    break;
+                case ResourceKind.Bucket:
+                    await kv.CreateOrUpdateStoreAsync(table.BucketConfig(r.Name), ct);
+                    break;
+            }
+            LogEnsured(logger, r.Display, owner);
+        }
+    }
+
+    /// <summary>Binds to a stream of the table.</summary>
+    public async Task<INatsJSStream> StreamAsync(string name, CancellationToken ct)
+    {
+        var r = table.Find(ResourceKind.Stream, name);
+        try
+        {
+            return await js.GetStreamAsync(name, cancellationToken: ct);
+        }
+        catch (NatsJSApiException e) when (e.Error.Code == NotFound)
+        {
+            throw new TopologyMissingException(r, e);
+        }
+    }
+
+    /// <summary>Binds to a consumer of the table.</summary>
+    public async Task<INatsJSConsumer> ConsumerAsync(string stream, string name, CancellationToken ct)
+    {
+        var r = table.Find(ResourceKind.Consumer, name, stream);
+        try
+        {
+            return await js.GetConsumerAsync(stream, name, ct);
+        }
+        catch (NatsJSApiException e) when (e.Error.Code == NotFound)
+        {
+            throw new TopologyMissingException(r, e);
+        }
+    }
+
+    /// <summary>Binds to a KV bucket of the table.</summary>
+    public async Task<INatsKVStore> BucketAsync(string name, CancellationToken ct)
+    {
+        var r = table.Find(ResourceKind.Bucket, name);
+        try
+        {
+            return await kv.GetStoreAsync(name, ct);
+        }
+        catch (NatsJSApiException e) when (e.Error.Code == NotFound)
+        {
+            throw new TopologyMissingException(r, e);
+        }
+        catch (NatsKVException e)
+        {
+            throw new TopologyMissingException(r, e);
+        }
+    }
+
+    [LoggerMessage(EventId = 1100, Level = LogLevel.Debug, Message = "{Resource} ensured by its owner, the {Owner}")]
+    private static partial void LogEnsured(ILogger logger, string resource, string owner);
+}
