@@ -120,12 +120,8 @@ public static class SwitchPropagation
         return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
     }
 
-    internal static async Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json)
-    {
-        var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), Encoding.UTF8.GetBytes(json),
-            replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(5) });
-        return JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
-    }
+    internal static Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json) =>
+        new QwenNats.Messaging.Control.ControlClient(nats).SendAsync(verb, json);
 }
 
 internal static class Args

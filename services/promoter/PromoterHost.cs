@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Control;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Promoter;
@@ -24,6 +25,8 @@ public static class PromoterHost
         builder.Services.AddSingleton<GoldenRunner>();
         builder.Services.AddSingleton<PromoterService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<PromoterService>());
+        builder.Services.AddSingleton<IControlHandler>(sp => sp.GetRequiredService<PromoterService>());
+        builder.Services.AddSingleton<IServiceEndpoints, ControlEndpoints>();
         return builder.Build();
     }
 }

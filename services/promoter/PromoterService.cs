@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using NATS.Client.Core;
 using NATS.Client.KeyValueStore;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Control;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Promoter;
@@ -23,7 +24,7 @@ public sealed class PromoterService(
     IOptions<PromoterOptions> options,
     TimeProvider clock,
     QwenMetrics metrics,
-    ILogger<PromoterService> logger) : BackgroundService
+    ILogger<PromoterService> logger) : BackgroundService, IControlHandler
 {
     private readonly Prometheus.Counter _transitions = metrics.Factory.CreateCounter("qwen_rollout_transitions_total", "Rollout phase changes, by trigger and cause (operator, judge, timer).", ["trigger", "cause"]);
     private readonly Prometheus.Gauge _leader = metrics.Factory.CreateGauge("qwen_promoter_leader", "1 while this promoter holds the lease.");
@@ -45,6 +46,9 @@ public sealed class PromoterService(
     private volatile bool _acting;
 
     public string Id => identity.InstanceId;
+
+    /// <summary>A command forwarded by a standby waits for the leader this long (a golden run takes longest).</summary>
+    public TimeSpan ForwardTimeout(string verb) => verb == Rollouts.Verbs.Golden ? _o.GoldenTimeout + TimeSpan.FromSeconds(5) : TimeSpan.FromSeconds(30);
     public bool IsLeader => _leading is { IsCancellationRequested: false };
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -135,7 +139,7 @@ public sealed class PromoterService(
     {
         _leading = CancellationTokenSource.CreateLinkedTokenSource(ct);
         _leadingSince = clock.GetUtcNow();
-        var sub = await nats.SubscribeCoreAsync<byte[]>(Rollouts.ControlWildcard, cancellationToken: _leading.Token);
+        var sub = await nats.SubscribeCoreAsync<byte[]>(Rollouts.LeaderControlWildcard, cancellationToken: _leading.Token);
         var token = _leading.Token;
         var verdicts = await nats.SubscribeCoreAsync<Verdict>(Judging.VerdictSubject, cancellationToken: _leading.Token);
         _serving = Task.WhenAll(ServeAsync(sub, token), FollowVerdictsAsync(verdicts, token));
@@ -164,7 +168,7 @@ public sealed class PromoterService(
                     ControlReply reply;
                     try
                     {
-                        reply = await HandleAsync(msg.Subject[(Rollouts.ControlWildcard.Length - 1)..], msg.Data, ct);
+                        reply = await HandleAsync(msg.Subject[(Rollouts.LeaderControlWildcard.Length - 1)..], msg.Data, ct);
                     }
                     catch (Exception e) when (e is not OperationCanceledException)
                     {

@@ -22,6 +22,11 @@ public static class Rollouts
     public static string Control(string verb) => $"qwen.ctl.{verb}";
     public const string ControlWildcard = "qwen.ctl.>";
 
+    /// <summary>Where only the leading promoter listens; any promoter's <c>qwen.ctl.&lt;verb&gt;</c> endpoint forwards here
+    /// (outside <c>qwen.ctl.&gt;</c>, so the operator API's own subscriptions never answer or swallow it).</summary>
+    public static string LeaderControl(string verb) => $"qwen.promoter.leader.{verb}";
+    public const string LeaderControlWildcard = "qwen.promoter.leader.>";
+
     public static class Verbs
     {
         public const string Status = "status";

@@ -28,6 +28,9 @@ public static class Subjects
     /// <summary>Workers announce themselves (and their free slots) here.</summary>
     public const string WorkerHeartbeat = "qwen.workers.heartbeat";
 
+    /// <summary>A process's own status endpoint in the services framework.</summary>
+    public static string ServiceStatus(string instanceId) => $"{Root}.svc.{instanceId}.status";
+
     /// <summary>Services framework names (<c>nats micro ls</c>).</summary>
     public const string WorkerService = "qwen-worker";
     public const string JudgeService = "qwen-judge";

@@ -129,9 +129,7 @@ public static class ConsoleEndpoints
         ControlReply reply;
         try
         {
-            var msg = await bus.Connection.RequestAsync<ControlRequest, ControlReply>(Rollouts.Control(verb), request,
-                replyOpts: new NatsSubOpts { Timeout = o.ActionTimeout }, cancellationToken: http.RequestAborted);
-            reply = msg.Data ?? ControlReply.Refused("empty_reply", "The promoter sent an empty answer.");
+            reply = await bus.Control.SendAsync(verb, request, o.ActionTimeout, http.RequestAborted);
         }
         catch (Exception e) when (e is NatsNoRespondersException or NatsNoReplyException or NatsException)
         {
@@ -241,6 +239,11 @@ public sealed class OperatorBus : IAsyncDisposable
     }
 
     public NatsConnection Connection { get; }
+
+    /// <summary>The operator API client on <see cref="Connection"/>.</summary>
+    public QwenNats.Messaging.Control.ControlClient Control => _control ??= new(Connection);
+
+    private QwenNats.Messaging.Control.ControlClient? _control;
 
     public ValueTask DisposeAsync() => _own?.DisposeAsync() ?? ValueTask.CompletedTask;
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using NATS.Client.Core;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Control;
 using QwenNats.Promoter;
 using QwenNats.ServiceDefaults;
 
@@ -116,31 +117,11 @@ public static class Ctl
         return nats;
     }
 
-    public static async Task<ControlReply> SendAsync(NatsConnection nats, string verb, string json = "", CancellationToken ct = default, TimeSpan? timeout = null)
-    {
-        var reply = await nats.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), global::System.Text.Encoding.UTF8.GetBytes(json),
-            replyOpts: new NatsSubOpts { Timeout = timeout ?? TimeSpan.FromSeconds(5) }, cancellationToken: ct);
-        return global::System.Text.Json.JsonSerializer.Deserialize(reply.Data!, QwenJsonContext.Default.ControlReply)!;
-    }
+    /// <summary>Through the library's typed control client, with a raw JSON body.</summary>
+    public static Task<ControlReply> SendAsync(NatsConnection nats, string verb, string json = "", CancellationToken ct = default, TimeSpan? timeout = null) =>
+        new ControlClient(nats).SendAsync(verb, json, timeout, ct);
 
     /// <summary>Waits until some promoter leads and answers; returns its id.</summary>
-    public static async Task<string> WaitForLeaderAsync(NatsConnection nats, TimeSpan? timeout = null)
-    {
-        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(15));
-        while (true)
-        {
-            try
-            {
-                var r = await SendAsync(nats, "status", ct: cts.Token);
-                if (r.Ok) return r.Leader!;
-            }
-            catch (NatsNoRespondersException)
-            {
-            }
-            catch (NatsNoReplyException)
-            {
-            }
-            await Task.Delay(100, cts.Token);
-        }
-    }
+    public static Task<string> WaitForLeaderAsync(NatsConnection nats, TimeSpan? timeout = null) =>
+        new ControlClient(nats).WaitForLeaderAsync(timeout ?? TimeSpan.FromSeconds(15));
 }
