@@ -30,7 +30,7 @@ case "$GREEN" in v1|v2) ;; *) echo "--green must be v1 or v2" >&2; exit 2 ;; esa
 PORT="${QWEN_PORT:-8080}"; NATS_PORT="${QWEN_NATS_PORT:-4222}"
 export NATS_URL="nats://127.0.0.1:$NATS_PORT" QWEN_POLICY="$POLICY"
 [ "$GREEN" = v1 ] && export QWEN_GREEN_ARGS="--Worker:ProfilePath=$ROOT/deploy/profiles/v1.json ${QWEN_GREEN_ARGS:-}"
-ctl() { "$ROOT/deploy/local/ctl.py" "$@"; }
+ctl() { "$ROOT/deploy/local/qwenctl" "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
 QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" --restart >/dev/null || { echo "up.sh failed" >&2; exit 1; }

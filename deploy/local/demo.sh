@@ -12,7 +12,7 @@ NATS_PORT="${QWEN_NATS_PORT:-4222}"
 export QWEN_POLICY="${QWEN_POLICY:-$ROOT/deploy/demo-policy.json}"
 export NATS_URL="nats://127.0.0.1:$NATS_PORT"
 BASE="http://127.0.0.1:$PORT"
-ctl() { "$ROOT/deploy/local/ctl.py" "$@"; }
+ctl() { "$ROOT/deploy/local/qwenctl" "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
 QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" --restart >/dev/null

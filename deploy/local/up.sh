@@ -247,7 +247,7 @@ QwenNats is up.
   ingress   http://127.0.0.1:$PORT   (health /healthz, readiness /readyz, models /v1/models)
   websocket ws://127.0.0.1:$PORT/ws/chat
   nats      $NATS_URL  (JetStream store $RUN/nats; users and permissions deploy/nats/auth.conf, passwords $RUN/nats-users.env)
-  operator  ${NATS_URL_HINT}deploy/local/ctl.py status   (--help lists its verbs; uses the operator user from $RUN/nats-users.env)
+  operator  ${NATS_URL_HINT}deploy/local/qwenctl status   (--help lists its verbs; uses the operator user from $RUN/nats-users.env)
   model     $MODEL
   metrics   http://127.0.0.1:$PORT/metrics, workers :$((METRICS_BASE + 1)) :$((METRICS_BASE + 2)), judge :$((METRICS_BASE + 3)), promoter :$((METRICS_BASE + 4))
   logs      $RUN/logs/   stop: deploy/local/down.sh

@@ -1,0 +1,28 @@
+namespace QwenNats.Messaging.Control;
+
+/// <summary>What each operator verb does, its JSON fields and examples: the help of <c>qwenctl</c> and the docs.</summary>
+public static class VerbHelp
+{
+    public sealed record Entry(string Summary, string Fields, IReadOnlyList<string> Examples);
+
+    public static readonly IReadOnlyDictionary<string, Entry> Verbs = new Dictionary<string, Entry>
+    {
+        [Rollouts.Verbs.Status] = new("the rollout state, the judge's latest verdict and the leading promoter", "none", ["status"]),
+        [Rollouts.Verbs.Start] = new("start a rollout: the candidate colour enters Shadow (it gets mirrored traffic, clients still get live answers)",
+            "candidate (colour, required), reason, actor", ["start '{\"candidate\":\"green\",\"reason\":\"profile v2\",\"actor\":\"alice\"}'"]),
+        [Rollouts.Verbs.Promote] = new("next step: Shadow -> first canary step -> next steps -> Promoted; in Promoted it closes the bake window",
+            "full (true: straight to Promoted), reason, actor", ["promote", "promote '{\"full\":true,\"reason\":\"looks good\"}'"]),
+        [Rollouts.Verbs.SetWeight] = new("set the canary weight (percent of new sessions that get the candidate)",
+            "weight (0-100, required), reason, actor", ["set-weight '{\"weight\":25}'"]),
+        [Rollouts.Verbs.Pause] = new("hold the rollout where it is (the judge no longer moves it)", "reason, actor", ["pause '{\"reason\":\"look closer\"}'"]),
+        [Rollouts.Verbs.Resume] = new("continue a paused rollout in the phase it was paused in", "reason, actor", ["resume"]),
+        [Rollouts.Verbs.Rollback] = new("send everything back to the live colour at once (from Shadow, Canary, Paused or Promoted)",
+            "reason, actor", ["rollback '{\"reason\":\"answers got colder\"}'"]),
+        [Rollouts.Verbs.Abort] = new("cancel a rollout that is not yet promoted, back to Stable", "reason, actor", ["abort", "abort '{\"reason\":\"wrong profile\"}'"]),
+        [Rollouts.Verbs.History] = new("the audit log: the latest rollout events", "limit (number of events)", ["history", "history '{\"limit\":20}'"]),
+        [Rollouts.Verbs.Pin] = new("pin a session to a colour for a while (grey testing)", "session (required), colour (required), ttl_seconds",
+            ["pin '{\"session\":\"my-session\",\"colour\":\"green\",\"ttl_seconds\":600}'"]),
+        [Rollouts.Verbs.Golden] = new("run the golden sentiment set against the colours and report accuracy per colour", "colour (one colour; default all)",
+            ["golden", "golden '{\"colour\":\"green\"}'"]),
+    };
+}
