@@ -1,0 +1,90 @@
+using System.Diagnostics;
+using System.Text.Json;
+using QwenNats.Messaging;
+using QwenNats.Tests.Infrastructure;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>The operator command line, run as a process against the real promoter.</summary>
+[Collection(RolloutCollection.Name)]
+public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
+{
+    public Task InitializeAsync() => fx.ResetAsync();
+    public Task DisposeAsync() => fx.ResetAsync();
+
+    [Fact]
+    public async Task Every_verb_gets_the_promoters_answer_and_the_exit_code_says_whether_it_was_ok()
+    {
+        var bodies = new Dictionary<string, string>
+        {
+            [Rollouts.Verbs.Start] = "{\"candidate\":\"green\",\"reason\":\"qwenctl test\"}",
+            [Rollouts.Verbs.SetWeight] = "{\"weight\":20}",
+            [Rollouts.Verbs.Pause] = "{\"reason\":\"qwenctl test\"}",
+            [Rollouts.Verbs.Resume] = "",
+            [Rollouts.Verbs.Promote] = "",
+            [Rollouts.Verbs.Abort] = "{\"reason\":\"qwenctl test\"}",
+            [Rollouts.Verbs.Rollback] = "",
+            [Rollouts.Verbs.History] = "{\"limit\":3}",
+            [Rollouts.Verbs.Pin] = "{\"session\":\"qwenctl-test\",\"colour\":\"green\",\"ttl_seconds\":5}",
+            [Rollouts.Verbs.Golden] = "{\"colour\":\"blue\"}",
+            [Rollouts.Verbs.Status] = "",
+        };
+        Assert.Equal(Rollouts.Verbs.All.Order(), bodies.Keys.Order());
+        var answers = new Dictionary<string, bool>();
+        foreach (var (verb, body) in bodies)
+        {
+            var (exit, stdout, _) = await RunAsync(verb, body);
+            var reply = JsonDocument.Parse(stdout).RootElement;
+            var ok = reply.GetProperty("ok").GetBoolean();
+            Assert.Equal(ok ? 0 : 1, exit);
+            if (!ok) Assert.NotEqual("unavailable", reply.GetProperty("code").GetString());
+            answers[verb] = ok;
+        }
+        // start, set-weight, pause, resume, promote and abort are legal in that order; rollback is not (nothing to roll back).
+        Assert.True(answers[Rollouts.Verbs.Start] && answers[Rollouts.Verbs.SetWeight] && answers[Rollouts.Verbs.Pause]
+                    && answers[Rollouts.Verbs.Resume] && answers[Rollouts.Verbs.Promote] && answers[Rollouts.Verbs.Abort]);
+        Assert.False(answers[Rollouts.Verbs.Rollback]);
+        Assert.True(answers[Rollouts.Verbs.Status] && answers[Rollouts.Verbs.History] && answers[Rollouts.Verbs.Pin]);
+    }
+
+    [Fact]
+    public async Task Usage_errors_exit_2_and_send_nothing()
+    {
+        var before = (await fx.CtlAsync("status")).State!.Version;
+        Assert.Equal(2, (await RunAsync("launch", "")).Exit);
+        Assert.Equal(2, (await RunAsync("start", "{}", "extra")).Exit);
+        var help = await RunAsync("rollback", "--help");
+        Assert.Equal(0, help.Exit);
+        Assert.Contains("qwen.ctl.rollback", help.Stdout);
+        Assert.Equal(before, (await fx.CtlAsync("status")).State!.Version);
+    }
+
+    [Fact]
+    public async Task No_promoter_is_an_answer_with_exit_1()
+    {
+        await using var empty = await NatsServer.StartAsync();
+        var (exit, stdout, _) = await RunAsync("status", "", url: empty.Url);
+        Assert.Equal(1, exit);
+        Assert.Equal("unavailable", JsonDocument.Parse(stdout).RootElement.GetProperty("code").GetString());
+    }
+
+    private async Task<(int Exit, string Stdout, string Stderr)> RunAsync(string verb, string body, string? extra = null, string? url = null)
+    {
+        var config = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
+        var dll = Path.Combine(Paths.RepoRoot, "tools", "qwenctl", "bin", config, "net10.0", "qwenctl.dll");
+        Assert.True(File.Exists(dll), $"{dll} is not built");
+        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(dll);
+        psi.ArgumentList.Add(verb);
+        if (body.Length > 0) psi.ArgumentList.Add(body);
+        if (extra is not null) psi.ArgumentList.Add(extra);
+        psi.Environment["NATS_URL"] = url ?? fx.Nats.Url;
+        psi.Environment["QWEN_CTL_TIMEOUT"] = "60";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        await p.WaitForExitAsync(cts.Token);
+        return (p.ExitCode, await stdout, await stderr);
+    }
+}
