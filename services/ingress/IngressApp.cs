@@ -28,12 +28,8 @@ public static class IngressApp
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
         builder.Services.AddSingleton<Routing.SessionRouter>();
         builder.Services.AddSingleton<RequestRouting>();
-        builder.Services.AddSingleton(sp => Microsoft.Extensions.Options.Options.Create(IngressInference(sp.GetRequiredService<ServiceIdentity>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value)));
-        builder.Services.AddSingleton<WorkerRegistry>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerRegistry>());
+        builder.Services.AddInferenceClient(sp => IngressInference(sp.GetRequiredService<ServiceIdentity>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value));
         builder.Services.AddSingleton<IInferenceObserver, IngressInferenceObserver>();
-        builder.Services.AddSingleton<InferenceClient>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<InferenceClient>());
         builder.Services.AddSingleton<IInferenceClient, MirroringInferenceClient>();
         builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
         builder.Services.AddSingleton<ShadowMirror>();

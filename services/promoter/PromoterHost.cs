@@ -20,6 +20,7 @@ public static class PromoterHost
         builder.Services.Configure<PromoterOptions>(builder.Configuration.GetSection(PromoterOptions.Section));
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();
+        builder.Services.AddInferenceClient(sp => new InferenceOptions { InstanceId = sp.GetRequiredService<ServiceIdentity>().InstanceId });
         builder.Services.AddSingleton<GoldenRunner>();
         builder.Services.AddSingleton<PromoterService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<PromoterService>());

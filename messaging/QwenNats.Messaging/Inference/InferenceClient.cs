@@ -35,10 +35,10 @@ public sealed class InferenceClient(
     NatsConnection nats,
     INatsJSContext js,
     WorkerRegistry workers,
-    WorkQueueTopology topology,
     IOptions<InferenceOptions> options,
     IEnumerable<IInferenceObserver> observers,
-    ILogger<InferenceClient> logger) : BackgroundService, IInferenceClient
+    ILogger<InferenceClient> logger,
+    WorkQueueTopology? topology = null) : BackgroundService, IInferenceClient
 {
     private const int MaxMessagesExceeded = 10077;
     private readonly ConcurrentDictionary<string, Channel<InferReply>> _calls = new();
@@ -60,6 +60,8 @@ public sealed class InferenceClient(
                 await nats.ConnectAsync();
                 if (options.Value.EnsureColours.Count > 0)
                 {
+                    if (topology is null)
+                        throw new InvalidOperationException($"{nameof(InferenceOptions.EnsureColours)} is set but no {nameof(WorkQueueTopology)} is registered.");
                     foreach (var colour in options.Value.EnsureColours)
                         await topology.EnsureStreamAsync(colour, stoppingToken);
                     await topology.EnsureSamplesStreamAsync(stoppingToken);
