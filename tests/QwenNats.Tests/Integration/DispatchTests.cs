@@ -101,6 +101,27 @@ public sealed class DispatchTests
     }
 
     [Fact]
+    public async Task A_request_the_bus_cannot_take_answers_503_bus_unavailable_not_no_workers()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        var (ingress, http) = await system.StartIngressAsync();
+        await using var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        var js = new NatsJSContext(nats);
+        // The blue pool has a worker (its heartbeat is recorded), but the blue work stream is gone, so
+        // publishing the request fails on the bus rather than for want of workers.
+        await js.DeleteStreamAsync(Subjects.WorkStream("blue"));
+        ingress.Services.GetRequiredService<WorkerRegistry>().Record(new WorkerHeartbeat
+        {
+            WorkerId = "phantom", Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 1,
+        }, DateTimeOffset.UtcNow);
+
+        using var response = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("bus_unavailable", (await Api.JsonAsync(response)).GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
     public async Task A_request_past_its_deadline_gets_504_and_the_worker_frees_its_slot()
     {
         await using var server = await NatsServer.StartAsync();
