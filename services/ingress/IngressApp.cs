@@ -27,10 +27,9 @@ public static class IngressApp
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
         builder.Services.AddSingleton<Routing.SessionRouter>();
         builder.Services.AddSingleton<RequestRouting>();
-        builder.Services.AddSingleton<WorkerRegistry>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerRegistry>());
-        builder.Services.AddSingleton<InferClient>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<InferClient>());
+        builder.Services.AddInferenceClient(sp => IngressInference(sp.GetRequiredService<ServiceIdentity>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value));
+        builder.Services.AddSingleton<IInferenceObserver, IngressInferenceObserver>();
+        builder.Services.AddSingleton<IInferenceClient, MirroringInferenceClient>();
         builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
         builder.Services.AddSingleton<ShadowMirror>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
@@ -74,6 +73,15 @@ public static class IngressApp
             : HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
         return app;
     }
+
+    /// <summary>The inference client's settings from the ingress's: its instance id, liveness and bus grace, and the topology it owns (the work queues).</summary>
+    private static InferenceOptions IngressInference(ServiceIdentity identity, IngressOptions o) => new()
+    {
+        InstanceId = o.InstanceId ?? identity.InstanceId,
+        WorkerStaleAfter = o.WorkerStaleAfter,
+        BusLostGrace = o.BusLostGrace,
+        TopologyOwner = Messaging.Topology.Owners.Ingress,
+    };
 }
 
 /// <summary>The last line of defence: whatever escapes a handler becomes an OpenAI-shaped error, never a bare 500 page.</summary>

@@ -48,7 +48,7 @@ public sealed record ShadowOptions
 /// </summary>
 public sealed class ShadowMirror : BackgroundService
 {
-    private readonly InferClient _client;
+    private readonly InferenceClient _client;
     private readonly RolloutView _view;
     private readonly INatsJSContext _js;
     private readonly ShadowOptions _o;
@@ -59,7 +59,7 @@ public sealed class ShadowMirror : BackgroundService
 
     private readonly IngressMetrics _metrics;
 
-    public ShadowMirror(InferClient client, RolloutView view, INatsJSContext js, IOptions<ShadowOptions> options, IngressMetrics metrics, ILogger<ShadowMirror> logger)
+    public ShadowMirror(InferenceClient client, RolloutView view, INatsJSContext js, IOptions<ShadowOptions> options, IngressMetrics metrics, ILogger<ShadowMirror> logger)
     {
         _metrics = metrics;
         _client = client;
@@ -68,7 +68,6 @@ public sealed class ShadowMirror : BackgroundService
         _o = options.Value;
         _logger = logger;
         _inFlight = new SemaphoreSlim(Math.Max(1, _o.MaxInFlight));
-        client.Mirror = this;
     }
 
     public long Sent => Interlocked.Read(ref _sent);
@@ -182,33 +181,27 @@ public sealed class ShadowMirror : BackgroundService
             Id = $"{pair.Request.Id}-score-{which}", SessionId = pair.Request.SessionId, Task = InferTasks.Score,
             Messages = messages, Input = answer, ReplyTo = "",
         };
-        try
-        {
-            await using var call = await _client.StartScoringAsync(pair.LiveColour, request, _o.ScoreTimeout, CancellationToken.None);
-            await foreach (var reply in call.ReadAsync())
-                if (reply.IsFinal)
-                    return reply.Result?.MeanLogProb;
-        }
-        catch (DispatchException)
-        {
-        }
+        var start = await _client.TryStartAsync(InferenceQueue.Scoring, pair.LiveColour, request, _o.ScoreTimeout, CancellationToken.None);
+        if (!start.Started)
+            return null;
+        await using var call = start.Call;
+        await foreach (var reply in call.ReadAsync())
+            if (reply.IsFinal)
+                return reply.Result?.MeanLogProb;
         return null;
     }
 
     private async Task<SampleSide?> CandidateAsync(ShadowPair pair)
     {
         var copy = pair.Request with { Id = pair.Request.Id + "-shadow", Stream = false, ReplyTo = "" };
-        InferCall call;
-        try
-        {
-            call = await _client.StartShadowAsync(pair.CandidateColour, copy, _o.Timeout, CancellationToken.None);
-        }
-        catch (DispatchException)
+        var start = await _client.TryStartAsync(InferenceQueue.Shadow, pair.CandidateColour, copy, _o.Timeout, CancellationToken.None);
+        if (!start.Started)
         {
             Interlocked.Increment(ref _dropped);
             _metrics.Mirrors.WithLabels("dropped").Inc();
             return null;
         }
+        var call = start.Call;
         Interlocked.Increment(ref _sent);
         _metrics.Mirrors.WithLabels("sent").Inc();
         await using (call)

@@ -1,10 +1,6 @@
-using System.Collections.Concurrent;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
-using NATS.Client.Core;
-using NATS.Client.JetStream;
 using QwenNats.Messaging;
-using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Promoter;
 
@@ -15,7 +11,7 @@ public sealed record GoldenCase(string Id, string Text, string Label, string Kin
 /// Runs the golden set (labelled sentiment cases) against colours through their work queues, the same
 /// path live traffic takes, and reports accuracy per colour.
 /// </summary>
-public sealed class GoldenRunner(NatsConnection nats, INatsJSContext js, ServiceIdentity identity, ILogger<GoldenRunner> logger)
+public sealed partial class GoldenRunner(InferenceClient client, ILogger<GoldenRunner> logger)
 {
     public static IReadOnlyList<GoldenCase> Load(string path)
     {
@@ -47,46 +43,60 @@ public sealed class GoldenRunner(NatsConnection nats, INatsJSContext js, Service
     private async Task<GoldenScore> RunColourAsync(IReadOnlyList<GoldenCase> cases, string colour, TimeSpan timeout, CancellationToken ct)
     {
         var run = Guid.NewGuid().ToString("N")[..8];
-        var prefix = $"{identity.InstanceId}-golden-{run}";
-        var results = new ConcurrentDictionary<string, InferReply>();
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        cts.CancelAfter(timeout);
-        await using var sub = await nats.SubscribeCoreAsync<InferReply>(Subjects.ReplyWildcard(prefix), cancellationToken: cts.Token);
-        var deadline = DateTimeOffset.UtcNow + timeout;
+        await client.Ready.WaitAsync(timeout, ct);
+        var calls = new List<(GoldenCase Case, Task<InferReply?> Final)>();
         foreach (var c in cases)
         {
-            var id = $"g{run}{c.Id}";
-            var ack = await js.PublishAsync(Subjects.Infer(colour), new InferRequest
+            var start = await client.TryStartAsync(InferenceQueue.Scoring, colour, new InferRequest
             {
-                Id = id, Task = InferTasks.Sentiment, Input = c.Text, ReplyTo = Subjects.Reply(prefix, id),
-                CreatedUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), DeadlineUnixMs = deadline.ToUnixTimeMilliseconds(),
-            }, cancellationToken: cts.Token);
-            ack.EnsureSuccess();
-        }
-        try
-        {
-            await foreach (var msg in sub.Msgs.ReadAllAsync(cts.Token))
+                Id = $"g{run}{c.Id}", Task = InferTasks.Sentiment, Input = c.Text, ReplyTo = "",
+            }, timeout, ct);
+            if (!start.Started)
             {
-                if (msg.Data is { IsFinal: true } reply)
-                    results[msg.Subject[(msg.Subject.LastIndexOf('.') + 1)..]] = reply;
-                if (results.Count == cases.Count) break;
+                NotStarted(logger, colour, start.Code, start.Message);
+                calls.Add((c, Task.FromResult<InferReply?>(null)));
+                continue;
             }
+            calls.Add((c, FinalAsync(start.Call, ct)));
         }
-        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-        {
-            logger.LogWarning("Golden set on {Colour}: {Missing} answers missing after {Timeout}", colour, cases.Count - results.Count, timeout);
-        }
+        var results = new Dictionary<string, InferReply>();
+        foreach (var (c, final) in calls)
+            if (await final is { } reply)
+                results[c.Id] = reply;
+        var answered = results.Values.Count(r => r.Result is not null);
+        if (answered < cases.Count)
+            Missing(logger, colour, cases.Count - answered, timeout);
         var correct = 0;
         var errors = 0;
         string? profile = null;
         foreach (var c in cases)
         {
-            if (!results.TryGetValue($"g{run}{c.Id}", out var r) || r.Result is null) { errors++; continue; }
+            if (!results.TryGetValue(c.Id, out var r) || r.Result is null) { errors++; continue; }
             profile ??= r.Result.ProfileVersion;
             if (r.Result.Label == c.Label) correct++;
         }
         var accuracy = cases.Count == 0 ? 0 : Math.Round((double)correct / cases.Count, 4);
-        logger.LogInformation("Golden set on {Colour} ({Profile}): {Correct}/{Total} correct, {Errors} errors", colour, profile, correct, cases.Count, errors);
+        Scored(logger, colour, profile, correct, cases.Count, errors);
         return new GoldenScore(colour, profile, cases.Count, correct, errors, accuracy);
     }
+
+    private static async Task<InferReply?> FinalAsync(InferenceCall call, CancellationToken ct)
+    {
+        await using (call)
+        {
+            await foreach (var reply in call.ReadAsync(ct))
+                if (reply.IsFinal)
+                    return reply;
+        }
+        return null;
+    }
+
+    [LoggerMessage(EventId = 1292, Level = LogLevel.Warning, Message = "Golden set on {Colour}: a case was not queued ({Code}: {Reason})")]
+    private static partial void NotStarted(ILogger logger, string colour, string code, string reason);
+
+    [LoggerMessage(EventId = 1293, Level = LogLevel.Warning, Message = "Golden set on {Colour}: {Missing} answers missing (errors, or no answer within {Timeout})")]
+    private static partial void Missing(ILogger logger, string colour, int missing, TimeSpan timeout);
+
+    [LoggerMessage(EventId = 1294, Level = LogLevel.Information, Message = "Golden set on {Colour} ({Profile}): {Correct}/{Total} correct, {Errors} errors")]
+    private static partial void Scored(ILogger logger, string colour, string? profile, int correct, int total, int errors);
 }

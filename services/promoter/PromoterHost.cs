@@ -22,6 +22,7 @@ public static class PromoterHost
             .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList);
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();
+        builder.Services.AddInferenceClient(sp => new InferenceOptions { InstanceId = sp.GetRequiredService<ServiceIdentity>().InstanceId });
         builder.Services.AddSingleton<GoldenRunner>();
         builder.Services.AddSingleton<PromoterService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<PromoterService>());

@@ -30,6 +30,7 @@ public static class WorkerHost
             NativeLogging.Route(sp.GetRequiredService<ILoggerFactory>());
             return new LlamaEngine(sp.GetRequiredService<IOptions<WorkerOptions>>(), sp.GetRequiredService<PromptProfile>(), sp.GetRequiredService<ILogger<LlamaEngine>>());
         });
+        builder.Services.AddSingleton<InferenceServer>();
         builder.Services.AddHostedService<WorkerService>();
         builder.Services.AddDiscovery(sp =>
         {

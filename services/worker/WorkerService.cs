@@ -1,31 +1,24 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using NATS.Client.Core;
-using NATS.Client.JetStream;
 using QwenNats.Messaging;
-using QwenNats.Messaging.Topology;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Worker;
 
 /// <summary>
-/// Pulls work from its colour's JetStream work queue — one message per free slot, so a busy worker
-/// never holds work another idle worker could do — runs it on the engine, streams the replies to the
-/// request's reply subject, and acks only after the final reply (a worker that dies leaves its
-/// work unacked, and JetStream redelivers it to another worker).
+/// The worker: warms up its <see cref="LlamaEngine"/>, then feeds the library's <see cref="InferenceServer"/>
+/// (pull per free slot, progress acks, heartbeats, cancel, drain) with a handler that runs each request on
+/// the engine, with the configured fault injection, and counts the outcome.
 /// </summary>
-public sealed class WorkerService(
+public sealed partial class WorkerService(
     LlamaEngine engine,
-    NatsConnection nats,
-    TopologyClient topology,
+    InferenceServer server,
     ServiceIdentity identity,
     IOptions<WorkerOptions> options,
     FaultInjector faults,
     QwenMetrics metrics,
-    ILogger<WorkerService> logger) : BackgroundService
+    ILogger<WorkerService> logger) : BackgroundService, IInferenceHandler
 {
     private readonly Prometheus.Gauge _slots = metrics.Factory.CreateGauge("qwen_worker_slots", "Parallel decoding slots of this worker.", ["colour"]);
     private readonly Prometheus.Gauge _busy = metrics.Factory.CreateGauge("qwen_worker_slots_busy", "Slots decoding a request now.", ["colour"]);
@@ -34,8 +27,6 @@ public sealed class WorkerService(
     private readonly Prometheus.Counter _reused = metrics.Factory.CreateCounter("qwen_worker_prefix_tokens_reused_total", "Prompt tokens taken from the shared, already decoded prompt prefix instead of being decoded.", ["colour"]);
 
     private readonly WorkerOptions _options = options.Value;
-    private readonly ConcurrentDictionary<string, CancellationTokenSource> _running = new();
-    private readonly ConcurrentDictionary<Task, byte> _inFlight = new();
 
     public string WorkerId => _options.WorkerId ?? identity.InstanceId;
     private string Colour => _options.Colour;
@@ -52,233 +43,22 @@ public sealed class WorkerService(
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            logger.LogWarning(e, "Warm-up inference failed; serving anyway");
+            WarmUpFailed(logger, e);
         }
-        var (consumer, shadow) = await ConnectAsync(stoppingToken);
-        using var heartbeat = new PeriodicTimer(_options.HeartbeatInterval);
-        var heartbeats = HeartbeatLoopAsync(heartbeat, stoppingToken);
-        var cancels = CancelLoopAsync(stoppingToken);
-        logger.LogInformation("Worker {WorkerId} serving {Subject} with {Slots} slots", WorkerId, Subjects.Infer(Colour), engine.Slots);
-
-        using var slots = new SemaphoreSlim(engine.Slots, engine.Slots);
-        await Task.WhenAll(LiveLoopAsync(consumer, slots, stoppingToken), ShadowLoopAsync(shadow, slots, stoppingToken));
-
-        await DrainAsync();
-        await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
-        await PublishHeartbeatAsync(leaving: true, CancellationToken.None);
+        await server.RunAsync(this, new InferenceServerOptions
+        {
+            WorkerId = WorkerId, Colour = Colour, Slots = engine.Slots,
+            FetchExpiry = _options.FetchExpiry, HeartbeatInterval = _options.HeartbeatInterval, DrainTimeout = _options.DrainTimeout,
+        }, stoppingToken);
     }
 
-    /// <summary>Live work: one long-poll pull per free slot.</summary>
-    private async Task LiveLoopAsync(INatsJSConsumer consumer, SemaphoreSlim slots, CancellationToken ct)
+    public async Task HandleAsync(InferenceWork work, CancellationToken cancelled)
     {
-        while (!ct.IsCancellationRequested)
-        {
-            try
-            {
-                await slots.WaitAsync(ct);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-            INatsJSMsg<InferRequest>? next;
-            try
-            {
-                next = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = _options.FetchExpiry }, cancellationToken: ct);
-            }
-            catch (Exception e)
-            {
-                slots.Release();
-                if (ct.IsCancellationRequested) return;
-                logger.LogWarning(e, "Fetching work failed; retrying");
-                await Delay(TimeSpan.FromMilliseconds(500), ct);
-                continue;
-            }
-            Dispatch(next, slots);
-        }
-    }
-
-    /// <summary>
-    /// Mirrored work is lower priority: it only takes a slot that is free while the live loop already holds
-    /// one for the next live request (a one-slot worker alternates its slot between the two loops), with a
-    /// no-wait pull that backs off while there is no mirrored work.
-    /// </summary>
-    private async Task ShadowLoopAsync(INatsJSConsumer shadow, SemaphoreSlim slots, CancellationToken ct)
-    {
-        var idle = ShadowPollMin;
-        while (!ct.IsCancellationRequested)
-        {
-            if (engine.Slots == 1)
-            {
-                try
-                {
-                    await slots.WaitAsync(ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-            else if (!slots.Wait(0))
-            {
-                await Delay(ShadowPollMin, ct);
-                continue;
-            }
-            INatsJSMsg<InferRequest>? next = null;
-            try
-            {
-                await foreach (var m in shadow.FetchNoWaitAsync<InferRequest>(new NatsJSFetchOpts { MaxMsgs = 1 }, cancellationToken: ct))
-                    next = m;
-            }
-            catch (Exception e)
-            {
-                if (ct.IsCancellationRequested) { slots.Release(); return; }
-                logger.LogDebug(e, "Fetching shadow work failed");
-            }
-            Dispatch(next, slots);
-            idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, ShadowPollMax.Ticks)) : ShadowPollMin;
-            if (next is null)
-                await Delay(idle, ct);
-        }
-    }
-
-    private static readonly TimeSpan ShadowPollMin = TimeSpan.FromMilliseconds(20);
-    private static readonly TimeSpan ShadowPollMax = TimeSpan.FromMilliseconds(250);
-
-    private void Dispatch(INatsJSMsg<InferRequest>? next, SemaphoreSlim slots)
-    {
-        if (next is not { } msg)
-        {
-            slots.Release();
-            return;
-        }
-        var task = HandleAsync(msg, slots);
-        _inFlight.TryAdd(task, 0);
-        _ = task.ContinueWith(t => _inFlight.TryRemove(t, out _), TaskScheduler.Default);
-    }
-
-    private static async Task Delay(TimeSpan delay, CancellationToken ct)
-    {
-        try
-        {
-            await Task.Delay(delay, ct);
-        }
-        catch (OperationCanceledException)
-        {
-        }
-    }
-
-    private async Task<(INatsJSConsumer Live, INatsJSConsumer Shadow)> ConnectAsync(CancellationToken ct)
-    {
-        while (true)
-        {
-            try
-            {
-                await nats.ConnectAsync();
-                await topology.EnsureOwnedAsync(Owners.Worker, Colour, ct);
-                return (await topology.ConsumerAsync(Subjects.WorkStream(Colour), Subjects.WorkConsumer, ct),
-                        await topology.ConsumerAsync(Judging.ShadowStream(Colour), Subjects.WorkConsumer, ct));
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                logger.LogWarning("Work queue not ready ({Reason}); retrying", e.Message);
-                await Task.Delay(TimeSpan.FromSeconds(1), ct);
-            }
-        }
-    }
-
-    private async Task HandleAsync(INatsJSMsg<InferRequest> msg, SemaphoreSlim slots)
-    {
-        try
-        {
-            await ProcessAsync(msg);
-        }
-        catch (Exception e)
-        {
-            logger.LogError(e, "Unexpected failure handling a message; leaving it unacked for redelivery");
-        }
-        finally
-        {
-            slots.Release();
-        }
-    }
-
-    private async Task ProcessAsync(INatsJSMsg<InferRequest> msg)
-    {
-        if (msg.Error is not null || msg.Data is null)
-        {
-            logger.LogWarning("Dropping an undecodable work message ({Reason})", msg.Error?.Message ?? "empty");
-            await msg.AckTerminateAsync();
-            return;
-        }
-        var request = msg.Data;
-        var attempt = (int)(msg.Metadata?.NumDelivered ?? 1);
-        var traceId = msg.Headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
-        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["trace_id"] = traceId, ["attempt"] = attempt });
-        var queueMs = request.CreatedUnixMs > 0 ? Math.Max(0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - request.CreatedUnixMs) : 0;
-
-        if (request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > request.DeadlineUnixMs)
-        {
-            logger.LogInformation("Skipping request whose deadline passed while queued ({QueueMs} ms)", queueMs);
-            await ReplyAsync(request, InferReply.Of(new InferError { Id = request.Id, Code = ErrorCodes.DeadlineExceeded, Message = "The deadline passed while the request was queued.", WorkerId = WorkerId, Colour = Colour }));
-            await msg.AckAsync();
-            return;
-        }
-
-        if (attempt > 1)
-            logger.LogInformation("Taking over a request another worker did not finish (attempt {Attempt})", attempt);
-        using var cancel = new CancellationTokenSource();
-        _running[request.Id] = cancel;
-        try
-        {
-            await ReplyAsync(request, InferReply.Of(new InferAccepted
-            {
-                Id = request.Id, WorkerId = WorkerId, Colour = Colour, ModelId = engine.Model.Id, ProfileVersion = engine.Profile.Version, Attempt = attempt,
-                TraceId = traceId,
-            }));
-            // The message stays ours while the job runs, however long the prompt takes to evaluate: progress
-            // acks on a timer, so a short AckWait redelivers the work of a dead worker quickly.
-            using var keepAlive = new CancellationTokenSource();
-            var keepingAlive = KeepAliveAsync(msg, topology.Table.Options.AckWait / 3, keepAlive.Token);
-            try
-            {
-                await RunAsync(msg, request, attempt, queueMs, cancel.Token);
-            }
-            finally
-            {
-                await keepAlive.CancelAsync();
-                await keepingAlive;
-            }
-        }
-        finally
-        {
-            _running.TryRemove(request.Id, out _);
-        }
-    }
-
-    private async Task KeepAliveAsync(INatsJSMsg<InferRequest> msg, TimeSpan every, CancellationToken ct)
-    {
-        using var timer = new PeriodicTimer(every > TimeSpan.FromMilliseconds(100) ? every : TimeSpan.FromMilliseconds(100));
-        try
-        {
-            while (await timer.WaitForNextTickAsync(ct))
-                await msg.AckProgressAsync(cancellationToken: ct);
-        }
-        catch (OperationCanceledException)
-        {
-        }
-        catch (Exception e)
-        {
-            logger.LogDebug("Progress ack failed: {Reason}", e.Message);
-        }
-    }
-
-    private async Task RunAsync(INatsJSMsg<InferRequest> msg, InferRequest request, int attempt, double queueMs, CancellationToken cancelled)
-    {
+        var request = work.Request;
         var fault = faults.Draw();
         if (fault.Hang)
         {
-            logger.LogWarning("Injected fault: hanging on this request (Faults:HangRate) until it is cancelled");
+            Hanging(logger);
             try
             {
                 await Task.Delay(Timeout.Infinite, cancelled);
@@ -286,22 +66,19 @@ public sealed class WorkerService(
             catch (OperationCanceledException)
             {
             }
-            await ReplyAsync(request, InferReply.Of(new InferError { Id = request.Id, Code = ErrorCodes.Cancelled, Message = "Cancelled while hung (Faults:HangRate).", WorkerId = WorkerId, Colour = Colour }));
-            await msg.AckAsync();
+            await work.ReplyAsync(InferReply.Of(new InferError { Id = request.Id, Code = ErrorCodes.Cancelled, Message = "Cancelled while hung (Faults:HangRate).", WorkerId = WorkerId, Colour = Colour }));
             return;
         }
         if (fault.Error)
         {
-            await ReplyAsync(request, InferReply.Of(new InferError { Id = request.Id, Code = FaultInjector.ErrorCode, Message = "Injected fault (Faults:ErrorRate).", WorkerId = WorkerId, Colour = Colour }));
-            await msg.AckAsync();
+            await work.ReplyAsync(InferReply.Of(new InferError { Id = request.Id, Code = FaultInjector.ErrorCode, Message = "Injected fault (Faults:ErrorRate).", WorkerId = WorkerId, Colour = Colour }));
             return;
         }
-        var job = engine.TryCreateJob(request, Stamp, attempt, queueMs, cancelled, out var error);
+        var job = engine.TryCreateJob(request, Stamp, work.Attempt, work.QueueMs, cancelled, out var error);
         if (job is null)
         {
-            logger.LogInformation("Refused request: {Code}", error!.Code);
-            await ReplyAsync(request, InferReply.Of(error with { Id = request.Id, WorkerId = WorkerId, Colour = Colour }));
-            await msg.AckAsync();
+            Refused(logger, error!.Code);
+            await work.ReplyAsync(InferReply.Of(error with { Id = request.Id, WorkerId = WorkerId, Colour = Colour }));
             return;
         }
 
@@ -311,7 +88,7 @@ public sealed class WorkerService(
         await foreach (var produced in job.Output.ReadAllAsync())
         {
             var reply = fault.Active && produced.Result is { } done ? InferReply.Of(await faults.ApplyAsync(done, engine.Profile)) : produced;
-            await ReplyAsync(request, reply);
+            await work.ReplyAsync(reply);
             if (reply.Result is { } finished)
             {
                 _done.WithLabels(Colour, request.Task, "ok").Inc();
@@ -322,44 +99,17 @@ public sealed class WorkerService(
                 _done.WithLabels(Colour, request.Task, failed.Code).Inc();
             }
             if (reply.Result is { } r)
-                logger.LogInformation("Done: {Task} {Finish} {Prompt}+{Completion} tokens in {TotalMs:F0} ms (ttft {TtftMs:F0} ms)",
-                    r.Task, r.FinishReason, r.PromptTokens, r.CompletionTokens, r.TotalMs, r.TimeToFirstTokenMs);
+                Done(logger, r.Task, r.FinishReason, r.PromptTokens, r.CompletionTokens, r.TotalMs, r.TimeToFirstTokenMs);
             else if (reply.Error is { } err)
-                logger.LogWarning("Failed: {Code} {Message}", err.Code, err.Message);
-        }
-        await msg.AckAsync();
-    }
-
-    private ValueTask ReplyAsync(InferRequest request, InferReply reply) =>
-        nats.PublishAsync(request.ReplyTo, reply);
-
-    private async Task HeartbeatLoopAsync(PeriodicTimer timer, CancellationToken ct)
-    {
-        try
-        {
-            do
-            {
-                try
-                {
-                    await PublishHeartbeatAsync(leaving: false, ct);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    logger.LogDebug(e, "Heartbeat not sent");
-                }
-            }
-            while (await timer.WaitForNextTickAsync(ct));
-        }
-        catch (OperationCanceledException)
-        {
+                Failed(logger, err.Code, err.Message);
         }
     }
 
-    private ValueTask PublishHeartbeatAsync(bool leaving, CancellationToken ct)
+    public WorkerHeartbeat Heartbeat(bool leaving)
     {
         _slots.WithLabels(Colour).Set(engine.Slots);
         _busy.WithLabels(Colour).Set(engine.Busy);
-        return nats.PublishAsync(Subjects.WorkerHeartbeat, new WorkerHeartbeat
+        return new WorkerHeartbeat
         {
             WorkerId = WorkerId,
             Colour = Colour,
@@ -371,33 +121,21 @@ public sealed class WorkerService(
             ContextSize = engine.ContextSize,
             UnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
             Leaving = leaving,
-        }, cancellationToken: ct);
+        };
     }
 
-    private async Task CancelLoopAsync(CancellationToken ct)
-    {
-        try
-        {
-            await foreach (var msg in nats.SubscribeAsync<CancelRequest>(Subjects.Cancel, cancellationToken: ct))
-            {
-                if (msg.Data is { } c && _running.TryGetValue(c.Id, out var cts))
-                {
-                    logger.LogInformation("Cancelling request {RequestId} at the client's request", c.Id);
-                    await cts.CancelAsync();
-                }
-            }
-        }
-        catch (OperationCanceledException)
-        {
-        }
-    }
+    [LoggerMessage(EventId = 3000, Level = LogLevel.Warning, Message = "Warm-up inference failed; serving anyway")]
+    private static partial void WarmUpFailed(ILogger logger, Exception exception);
 
-    /// <summary>On shutdown: stop pulling (done), let requests in flight finish within the drain timeout.</summary>
-    private async Task DrainAsync()
-    {
-        var pending = _inFlight.Keys.ToArray();
-        if (pending.Length == 0) return;
-        logger.LogInformation("Draining {Count} requests in flight", pending.Length);
-        await Task.WhenAny(Task.WhenAll(pending), Task.Delay(_options.DrainTimeout));
-    }
+    [LoggerMessage(EventId = 3001, Level = LogLevel.Warning, Message = "Injected fault: hanging on this request (Faults:HangRate) until it is cancelled")]
+    private static partial void Hanging(ILogger logger);
+
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Information, Message = "Refused request: {Code}")]
+    private static partial void Refused(ILogger logger, string code);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Information, Message = "Done: {Task} {Finish} {Prompt}+{Completion} tokens in {TotalMs:F0} ms (ttft {TtftMs:F0} ms)")]
+    private static partial void Done(ILogger logger, string task, string finish, int prompt, int completion, double totalMs, double ttftMs);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "Failed: {Code} {Message}")]
+    private static partial void Failed(ILogger logger, string code, string message);
 }

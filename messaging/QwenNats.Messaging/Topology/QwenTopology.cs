@@ -89,7 +89,7 @@ public sealed class QwenTopology
             MaxBytes = _o.SamplesMaxBytes,
             Storage = streamStorage,
             NumReplicas = _o.Replicas,
-        }, Owners.Judge);
+        }, Owners.Ingress);
         AddConsumer(Judging.SamplesStream, new ConsumerConfig(Judging.JudgeConsumer)
         {
             Description = "The judge's scorecards",

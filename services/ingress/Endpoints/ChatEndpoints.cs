@@ -14,7 +14,7 @@ public static class ChatEndpoints
         return app;
     }
 
-    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
+    private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
     {
         var o = options.Value;
         var (doc, readError) = await HttpJson.ReadAsync(http, o.MaxBodyBytes);
@@ -48,17 +48,14 @@ public static class ChatEndpoints
             Id = id, SessionId = session, Task = InferTasks.Chat, Messages = chat.Messages, Sampling = chat.Sampling, Stream = chat.Stream, ReplyTo = "",
         };
 
-        InferCall call;
-        try
-        {
-            call = await client.StartAsync(colour, draft, http.RequestAborted);
-        }
-        catch (DispatchException e)
+        var start = await client.TryStartAsync(InferenceQueue.Live, colour, draft, o.RequestTimeout, http.RequestAborted);
+        if (!start.Started)
         {
             HttpJson.Stamp(http, colour, null, null, id);
-            await HttpJson.WriteErrorAsync(http, new ApiError(e.Status, e.Code, e.Message), o.RetryAfterSeconds);
+            await HttpJson.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
             return;
         }
+        var call = start.Call;
 
         await using (call)
         {
@@ -70,7 +67,7 @@ public static class ChatEndpoints
         }
     }
 
-    private static async Task RespondAsync(HttpContext http, InferCall call, DateTimeOffset started, IngressOptions o)
+    private static async Task RespondAsync(HttpContext http, InferenceCall call, DateTimeOffset started, IngressOptions o)
     {
         await foreach (var reply in call.ReadAsync(http.RequestAborted))
         {
@@ -95,7 +92,7 @@ public static class ChatEndpoints
         }
     }
 
-    private static async Task StreamAsync(HttpContext http, InferCall call, ChatCompletionRequest chat, IngressOptions o)
+    private static async Task StreamAsync(HttpContext http, InferenceCall call, ChatCompletionRequest chat, IngressOptions o)
     {
         var created = HttpJson.Now();
         var started = false;
@@ -148,7 +145,7 @@ public static class ChatEndpoints
         }
     }
 
-    private static ChatCompletionChunk Chunk(InferCall call, InferAccepted a, long created, Delta delta, string? finish) =>
+    private static ChatCompletionChunk Chunk(InferenceCall call, InferAccepted a, long created, Delta delta, string? finish) =>
         new(call.Id, "chat.completion.chunk", created, a.ModelId, [new ChunkChoice(0, delta, finish)], a.Colour, a.ProfileVersion);
 
     private static async Task SendAsync(HttpContext http, ChatCompletionChunk chunk)

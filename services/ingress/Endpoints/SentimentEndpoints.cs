@@ -13,7 +13,7 @@ public static class SentimentEndpoints
         return app;
     }
 
-    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, IOptions<IngressOptions> options)
+    private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, IOptions<IngressOptions> options)
     {
         var o = options.Value;
         var (doc, readError) = await HttpJson.ReadAsync(http, o.MaxBodyBytes);
@@ -44,20 +44,17 @@ public static class SentimentEndpoints
 
         var id = HttpJson.NewId("sent");
         var started = DateTimeOffset.UtcNow;
-        InferCall call;
-        try
+        var start = await client.TryStartAsync(InferenceQueue.Live, colour, new InferRequest
         {
-            call = await client.StartAsync(colour, new InferRequest
-            {
-                Id = id, SessionId = route.Session, Task = InferTasks.Sentiment, Input = input, ReplyTo = "",
-            }, http.RequestAborted);
-        }
-        catch (DispatchException e)
+            Id = id, SessionId = route.Session, Task = InferTasks.Sentiment, Input = input, ReplyTo = "",
+        }, o.RequestTimeout, http.RequestAborted);
+        if (!start.Started)
         {
             HttpJson.Stamp(http, colour, null, null, id);
-            await HttpJson.WriteErrorAsync(http, new ApiError(e.Status, e.Code, e.Message), o.RetryAfterSeconds);
+            await HttpJson.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
             return;
         }
+        var call = start.Call;
 
         await using (call)
         {

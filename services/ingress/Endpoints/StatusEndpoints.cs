@@ -1,3 +1,4 @@
+using QwenNats.Messaging;
 using NATS.Client.Core;
 using QwenNats.Ingress.OpenAi;
 
@@ -10,7 +11,7 @@ public static class StatusEndpoints
     {
         app.MapGet("/healthz", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }));
 
-        app.MapGet("/readyz", (NatsConnection nats, WorkerRegistry workers, RequestRouting routing, InferClient client) =>
+        app.MapGet("/readyz", (NatsConnection nats, WorkerRegistry workers, RequestRouting routing, IInferenceClient client) =>
         {
             var live = routing.LiveColour;
             var connected = nats.ConnectionState == NatsConnectionState.Open && client.Ready.IsCompleted;
@@ -26,7 +27,7 @@ public static class StatusEndpoints
             return Results.Json(body, statusCode: ready ? 200 : 503);
         });
 
-        app.MapGet("/api/rollout", async (Routing.RolloutView view, InferClient client, WorkerRegistry workers, ShadowMirror mirror, Messaging.Topology.TopologyClient topology, CancellationToken ct) =>
+        app.MapGet("/api/rollout", async (Routing.RolloutView view, IInferenceClient client, WorkerRegistry workers, ShadowMirror mirror, Messaging.Topology.TopologyClient topology, CancellationToken ct) =>
         {
             Messaging.Verdict? verdict = null;
             try

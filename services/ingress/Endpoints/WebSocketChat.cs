@@ -21,7 +21,7 @@ public static class WebSocketChat
         return app;
     }
 
-    private static async Task HandleAsync(HttpContext http, InferClient client, RequestRouting routing, Routing.SessionRouter router, IOptions<IngressOptions> options, ILoggerFactory loggers)
+    private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, Routing.SessionRouter router, IOptions<IngressOptions> options, ILoggerFactory loggers)
     {
         if (!http.WebSockets.IsWebSocketRequest)
         {
@@ -87,7 +87,7 @@ public static class WebSocketChat
                 // switches and moves to live only when its colour is rolled back.
                 if (string.IsNullOrEmpty(requested))
                     colour = (await router.RouteAsync(session, ct)).Colour;
-                await TurnAsync(ws, client, colour, session, history, frame, logger, ct);
+                await TurnAsync(ws, client, colour, session, history, frame, o.RequestTimeout, logger, ct);
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -99,23 +99,20 @@ public static class WebSocketChat
         }
     }
 
-    private static async Task TurnAsync(WebSocket ws, InferClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, ILogger logger, CancellationToken ct)
+    private static async Task TurnAsync(WebSocket ws, IInferenceClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, TimeSpan timeout, ILogger logger, CancellationToken ct)
     {
         var id = HttpJson.NewId("wschat");
         var messages = new List<ChatMessage>(history) { new(ChatRoles.User, frame.Content) };
-        InferCall call;
-        try
+        var start = await client.TryStartAsync(InferenceQueue.Live, colour, new InferRequest
         {
-            call = await client.StartAsync(colour, new InferRequest
-            {
-                Id = id, SessionId = session, Task = InferTasks.Chat, Messages = messages, Sampling = frame.Sampling, Stream = true, ReplyTo = "",
-            }, ct);
-        }
-        catch (DispatchException e)
+            Id = id, SessionId = session, Task = InferTasks.Chat, Messages = messages, Sampling = frame.Sampling, Stream = true, ReplyTo = "",
+        }, timeout, ct);
+        if (!start.Started)
         {
-            await SendErrorAsync(ws, e.Code, e.Message, ct);
+            await SendErrorAsync(ws, start.Code, start.Message, ct);
             return;
         }
+        var call = start.Call;
         await using (call)
         {
             await foreach (var reply in call.ReadAsync(ct))

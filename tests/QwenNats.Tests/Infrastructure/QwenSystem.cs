@@ -57,7 +57,7 @@ public sealed class QwenSystem : IAsyncDisposable
         var app = IngressApp.Build([], c => c.AddInMemoryCollection(settings));
         await app.StartAsync();
         _ingresses.Add(app);
-        await app.Services.GetRequiredService<InferClient>().Ready.WaitAsync(TimeSpan.FromSeconds(15));
+        await app.Services.GetRequiredService<QwenNats.Messaging.IInferenceClient>().Ready.WaitAsync(TimeSpan.FromSeconds(15));
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         var http = new HttpClient(new SocketsHttpHandler { UseCookies = false }) { BaseAddress = new Uri(address), Timeout = TimeSpan.FromSeconds(60) };
         return (app, http);

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Hosting;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
 using QwenNats.Judge;
 using QwenNats.Promoter;
 using QwenNats.Tests.Infrastructure;
@@ -102,6 +103,8 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         }
         else
         {
+            // The test publishes samples itself, as an ingress would: it applies the ingress's part of the topology.
+            await TopologySetup.EnsureAsync(server, Owners.Ingress, "memory");
             http = new HttpClient();
         }
         var op = await Ctl.ConnectAsync(server);

@@ -30,24 +30,24 @@ public sealed class DispatchTests
         var registry = ingress.Services.GetRequiredService<WorkerRegistry>();
         Assert.Single(registry.Live("blue"));
 
-        var client = ingress.Services.GetRequiredService<InferClient>();
+        var client = ingress.Services.GetRequiredService<IInferenceClient>();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
 
         // Pause the survivor's pulling by filling its only slot with a long generation, so the doomed consumer wins the next request.
-        var busy = client.StartAsync("blue", new InferRequest
+        var busy = client.TryStartAsync(InferenceQueue.Live, "blue", new InferRequest
         {
             Id = "busy", Task = InferTasks.Chat, Messages = [new ChatMessage(ChatRoles.User, "Once upon a time")],
             Sampling = new SamplingParams { Temperature = 0, MaxTokens = 400 }, ReplyTo = "",
-        }, cts.Token);
-        await using var busyCall = await busy;
+        }, TimeSpan.FromSeconds(60), cts.Token);
+        await using var busyCall = (await busy).Call!;
         await foreach (var r in busyCall.ReadAsync(cts.Token))
             if (r.Accepted is not null) break;
 
         var doomedFetch = consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(10) }, cancellationToken: cts.Token);
-        await using var call = await client.StartAsync("blue", new InferRequest
+        await using var call = (await client.TryStartAsync(InferenceQueue.Live, "blue", new InferRequest
         {
             Id = "orphan", Task = InferTasks.Sentiment, Input = "What a great day", ReplyTo = "",
-        }, cts.Token);
+        }, TimeSpan.FromSeconds(60), cts.Token)).Call!;
         var taken = await doomedFetch;
         Assert.NotNull(taken);
         Assert.Equal("orphan", taken.Data!.Id);
@@ -98,6 +98,27 @@ public sealed class DispatchTests
         }
         using var after = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}"));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_request_the_bus_cannot_take_answers_503_bus_unavailable_not_no_workers()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        var (ingress, http) = await system.StartIngressAsync();
+        await using var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        var js = new NatsJSContext(nats);
+        // The blue pool has a worker (its heartbeat is recorded), but the blue work stream is gone, so
+        // publishing the request fails on the bus rather than for want of workers.
+        await js.DeleteStreamAsync(Subjects.WorkStream("blue"));
+        ingress.Services.GetRequiredService<WorkerRegistry>().Record(new WorkerHeartbeat
+        {
+            WorkerId = "phantom", Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 1,
+        }, DateTimeOffset.UtcNow);
+
+        using var response = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("bus_unavailable", (await Api.JsonAsync(response)).GetProperty("error").GetProperty("code").GetString());
     }
 
     [Fact]

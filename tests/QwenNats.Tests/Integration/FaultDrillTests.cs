@@ -2,6 +2,7 @@ using System.Net;
 using NATS.Client.JetStream;
 using NATS.Client.KeyValueStore;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
 using QwenNats.Tests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -196,6 +197,8 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         await using var _ = judge;
         var rolloutId = (await Ctl.SendAsync(op, "start", "{\"candidate\":\"green\",\"reason\":\"judge drill\"}")).State!.RolloutId!;
         var js = new NatsJSContext(op);
+        // The test publishes samples itself, as an ingress would: it applies the ingress's part of the topology.
+        await TopologySetup.EnsureAsync(nats, Owners.Ingress, "file");
         using (var ready = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
             while (true)
             {

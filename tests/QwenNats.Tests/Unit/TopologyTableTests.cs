@@ -28,7 +28,7 @@ public sealed class TopologyTableTests
             Assert.Equal(Owners.Worker, Table.Find(ResourceKind.Consumer, Subjects.WorkConsumer, Subjects.WorkStream(colour)).Owner);
             Assert.Equal(Owners.Worker, Table.Find(ResourceKind.Consumer, Subjects.WorkConsumer, Judging.ShadowStream(colour)).Owner);
         }
-        Assert.Equal(Owners.Judge, Table.Find(ResourceKind.Stream, Judging.SamplesStream).Owner);
+        Assert.Equal(Owners.Ingress, Table.Find(ResourceKind.Stream, Judging.SamplesStream).Owner);
         Assert.Equal(Owners.Judge, Table.Find(ResourceKind.Consumer, Judging.JudgeConsumer, Judging.SamplesStream).Owner);
         Assert.Equal(Owners.Judge, Table.Find(ResourceKind.Bucket, Judging.Bucket).Owner);
         Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.Bucket, Rollouts.Bucket).Owner);

@@ -1,0 +1,153 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+
+namespace QwenNats.Messaging;
+
+/// <summary>
+/// One request in flight. <see cref="ReadAsync"/> yields the worker's replies and always ends with exactly
+/// one final reply: the worker's result or error, or a deadline / worker-lost / bus-lost error made here.
+/// Disposing a call that has not finished cancels it on the workers.
+/// </summary>
+public sealed class InferenceCall : IAsyncDisposable
+{
+    private readonly InferenceClient _client;
+    private readonly ChannelReader<InferReply> _replies;
+    private readonly CancellationTokenSource _deadline;
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private bool _finished;
+
+    internal InferenceCall(InferenceClient client, InferRequest request, string colour, InferenceQueue queue, ChannelReader<InferReply> replies, TimeSpan timeout)
+    {
+        _client = client;
+        Request = request;
+        Colour = colour;
+        Queue = queue;
+        _replies = replies;
+        _deadline = new CancellationTokenSource(timeout);
+    }
+
+    public InferRequest Request { get; }
+    public string Id => Request.Id;
+    public string Colour { get; }
+    public InferenceQueue Queue { get; }
+    public InferAccepted? Accepted { get; private set; }
+
+    /// <summary>Raised once with the final reply, before it is yielded.</summary>
+    public event Action<InferenceCall, InferReply>? Finished;
+
+    /// <summary>Raised when the call is disposed (finished or not).</summary>
+    public event Action<InferenceCall>? Disposing;
+
+    private void Finish(InferReply final)
+    {
+        _finished = true;
+        Finished?.Invoke(this, final);
+        _client.Finished(this, final, _clock.Elapsed);
+    }
+
+    /// <summary>Ends the call here with an error of our own: cancels it on the workers and reports it.</summary>
+    private async ValueTask<InferReply> EndWithAsync(string code, string message, string? workerId = null)
+    {
+        _finished = true;
+        await _client.EndAsync(this, finished: false);
+        var error = InferReply.Of(new InferError { Id = Id, Code = code, Message = message, Colour = Colour, WorkerId = workerId });
+        Finish(error);
+        return error;
+    }
+
+    private const string WorkerLostMessage = "The worker serving this request stopped mid-answer; retry the request.";
+
+    public async IAsyncEnumerable<InferReply> ReadAsync([EnumeratorCancellation] CancellationToken ct = default)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, _deadline.Token);
+        var chunksSent = 0;
+        DateTimeOffset? busDownSince = null;
+        while (!_finished)
+        {
+            InferReply? reply = null;
+            var workerGone = false;
+            var busGone = false;
+            try
+            {
+                while (reply is null)
+                {
+                    // A reply already waiting is taken without any timer (the common case while streaming).
+                    if (_replies.TryRead(out reply))
+                        break;
+                    // Otherwise wake up every second to check that the worker streaming this answer is still
+                    // alive: its heartbeats stop when it dies, long before JetStream would redeliver the work.
+                    using var tick = CancellationTokenSource.CreateLinkedTokenSource(linked.Token);
+                    tick.CancelAfter(TimeSpan.FromSeconds(1));
+                    try
+                    {
+                        reply = await _replies.ReadAsync(tick.Token);
+                    }
+                    catch (OperationCanceledException) when (!linked.IsCancellationRequested)
+                    {
+                        if (chunksSent > 0 && Accepted is { } serving && _client.IsGone(serving.WorkerId))
+                        {
+                            workerGone = true;
+                            break;
+                        }
+                        if (_client.BusUp)
+                            busDownSince = null;
+                        else if ((busDownSince ??= DateTimeOffset.UtcNow) < DateTimeOffset.UtcNow - _client.BusLostGrace)
+                        {
+                            busGone = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (_deadline.IsCancellationRequested && !ct.IsCancellationRequested)
+            {
+            }
+            if (workerGone)
+            {
+                yield return await EndWithAsync(ErrorCodes.WorkerLost, WorkerLostMessage, Accepted?.WorkerId);
+                yield break;
+            }
+            if (busGone)
+            {
+                yield return await EndWithAsync(ErrorCodes.BusUnavailable, "The ingress lost its connection to the message bus while this request was in flight; retry the request.");
+                yield break;
+            }
+            if (reply is null)
+            {
+                yield return await EndWithAsync(ErrorCodes.DeadlineExceeded, "The request did not complete before its deadline.");
+                yield break;
+            }
+
+            if (reply.Accepted is { } accepted)
+            {
+                if (Accepted is not null && accepted.Attempt > Accepted.Attempt && chunksSent > 0)
+                {
+                    // The first worker died after part of the answer was streamed: the client cannot be
+                    // given a second, different beginning, so end clearly instead.
+                    yield return await EndWithAsync(ErrorCodes.WorkerLost, WorkerLostMessage);
+                    yield break;
+                }
+                Accepted = accepted;
+            }
+            else if (reply.Chunk is { } chunk && Accepted is { } current && chunk.Attempt != current.Attempt)
+            {
+                continue;
+            }
+            else if (reply.Chunk is not null)
+            {
+                chunksSent++;
+            }
+            if (reply.IsFinal)
+                Finish(reply);
+            yield return reply;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Disposing?.Invoke(this);
+        await _client.EndAsync(this, _finished);
+        _deadline.Dispose();
+    }
+}

@@ -1,0 +1,179 @@
+using QwenNats.Messaging.Topology;
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using QwenNats.Messaging.Internal;
+
+namespace QwenNats.Messaging;
+
+/// <summary>Starts inference requests on a colour's work queues.</summary>
+public interface IInferenceClient
+{
+    /// <summary>Unique id of this client (its reply subjects live under it).</summary>
+    string InstanceId { get; }
+
+    /// <summary>Completes once the reply subscription is up.</summary>
+    Task Ready { get; }
+
+    /// <summary>
+    /// Queues a request on <paramref name="colour"/>'s <paramref name="queue"/>. Expected refusals (no
+    /// workers, queue full, bus unavailable) come back as a refused <see cref="InferenceStart"/>, never as exceptions.
+    /// </summary>
+    ValueTask<InferenceStart> TryStartAsync(InferenceQueue queue, string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct);
+}
+
+/// <summary>
+/// Publishes inference work on a colour's JetStream work queue and routes the replies (sent by the worker
+/// to <see cref="Subjects.Reply"/> of this client) to the call waiting for them, through one wildcard
+/// subscription per client.
+/// </summary>
+public sealed class InferenceClient(
+    NatsConnection nats,
+    INatsJSContext js,
+    WorkerRegistry workers,
+    IOptions<InferenceOptions> options,
+    IEnumerable<IInferenceObserver> observers,
+    ILogger<InferenceClient> logger,
+    TopologyClient topology) : BackgroundService, IInferenceClient
+{
+    private const int MaxMessagesExceeded = 10077;
+    private readonly ConcurrentDictionary<string, Channel<InferReply>> _calls = new();
+    private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly IInferenceObserver[] _observers = observers.ToArray();
+
+    public string InstanceId { get; } = options.Value.InstanceId;
+
+    public Task Ready => _ready.Task;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var wildcard = Subjects.ReplyWildcard(InstanceId);
+        var prefixLength = wildcard.Length - 1;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await nats.ConnectAsync();
+                if (options.Value.TopologyOwner is { } owner)
+                    await topology.EnsureOwnedAsync(owner, null, stoppingToken);
+                await using var sub = await nats.SubscribeCoreAsync<InferReply>(wildcard, cancellationToken: stoppingToken);
+                _ready.TrySetResult();
+                Log.ReceivingReplies(logger, InstanceId, wildcard);
+                await foreach (var msg in sub.Msgs.ReadAllAsync(stoppingToken))
+                {
+                    if (msg.Subject.Length > prefixLength && msg.Data is { } reply && _calls.TryGetValue(msg.Subject[prefixLength..], out var channel))
+                        channel.Writer.TryWrite(reply);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                Log.ReplySubscriptionFailed(logger, e);
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+            }
+        }
+    }
+
+    public async ValueTask<InferenceStart> TryStartAsync(InferenceQueue queue, string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct)
+    {
+        var start = await StartAsync(queue, colour, draft, timeout, ct);
+        if (!start.Started && queue == InferenceQueue.Live)
+            foreach (var observer in _observers)
+                observer.Refused(colour, draft, start);
+        return start;
+    }
+
+    private async ValueTask<InferenceStart> StartAsync(InferenceQueue queue, string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct)
+    {
+        if (queue == InferenceQueue.Live)
+        {
+            if (!workers.HasWorkers(colour))
+                return InferenceStart.NoWorkers($"No worker of the {colour} pool is available.");
+            if (!_ready.Task.IsCompleted)
+                return InferenceStart.NoWorkers("The ingress is not connected to NATS yet.");
+            if (!BusUp)
+                return InferenceStart.BusUnavailable("The ingress has lost its connection to the message bus; retry shortly.");
+        }
+        var subject = queue == InferenceQueue.Shadow ? Subjects.Shadow(colour) : Subjects.Infer(colour);
+        var now = DateTimeOffset.UtcNow;
+        var request = draft with
+        {
+            ReplyTo = Subjects.Reply(InstanceId, draft.Id),
+            CreatedUnixMs = now.ToUnixTimeMilliseconds(),
+            DeadlineUnixMs = (now + timeout).ToUnixTimeMilliseconds(),
+        };
+        var channel = Channel.CreateUnbounded<InferReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        _calls[request.Id] = channel;
+        var refused = await PublishAsync(subject, colour, request, ct);
+        if (refused is not null)
+        {
+            _calls.TryRemove(request.Id, out _);
+            return refused;
+        }
+        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout));
+    }
+
+    /// <summary>Publishes the request; null when JetStream took it, otherwise why not.</summary>
+    private async ValueTask<InferenceStart?> PublishAsync(string subject, string colour, InferRequest request, CancellationToken ct)
+    {
+        try
+        {
+            var traceparent = Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity
+                ? activity.Id!
+                : $"00-{ActivityTraceId.CreateRandom()}-{ActivitySpanId.CreateRandom()}-01";
+            var headers = new NatsHeaders { [Headers.RequestId] = request.Id, [Headers.TraceParent] = traceparent };
+            var ack = await js.PublishAsync(subject, request, headers: headers, cancellationToken: ct);
+            if (ack.Error is { } err)
+                return err.ErrCode == MaxMessagesExceeded
+                    ? QueueFull(colour)
+                    : InferenceStart.QueueFull($"The {colour} work queue refused the request: {err.Description}");
+            return null;
+        }
+        catch (NatsJSApiException e) when (e.Error.ErrCode == MaxMessagesExceeded)
+        {
+            return QueueFull(colour);
+        }
+        catch (Exception e) when (e is NatsException or TimeoutException)
+        {
+            Log.PublishFailed(logger, request.Id, e);
+            return InferenceStart.BusUnavailable("The message bus is unavailable; retry shortly.");
+        }
+    }
+
+    private static InferenceStart QueueFull(string colour) => InferenceStart.QueueFull($"The {colour} pool's queue is full; retry shortly.");
+
+    internal bool BusUp => nats.ConnectionState == NatsConnectionState.Open;
+
+    internal TimeSpan BusLostGrace => options.Value.BusLostGrace;
+
+    internal bool IsGone(string workerId) => workers.IsGone(workerId);
+
+    internal void Finished(InferenceCall call, InferReply final, TimeSpan elapsed)
+    {
+        if (call.Queue != InferenceQueue.Live) return;
+        foreach (var observer in _observers)
+            observer.Finished(call, final, elapsed);
+    }
+
+    internal async ValueTask EndAsync(InferenceCall call, bool finished)
+    {
+        _calls.TryRemove(call.Id, out _);
+        if (finished) return;
+        try
+        {
+            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(call.Id));
+        }
+        catch (Exception e)
+        {
+            Log.CancelNotSent(logger, call.Id, e);
+        }
+    }
+}

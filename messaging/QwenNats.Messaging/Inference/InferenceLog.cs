@@ -1,0 +1,67 @@
+using Microsoft.Extensions.Logging;
+
+namespace QwenNats.Messaging.Internal;
+
+/// <summary>Log events of the inference client and registry: ids 1200-1299.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Client {Instance} receiving replies on {Subject}")]
+    public static partial void ReceivingReplies(ILogger logger, string instance, string subject);
+
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Reply subscription not ready; retrying")]
+    public static partial void ReplySubscriptionFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1202, Level = LogLevel.Warning, Message = "Publishing request {RequestId} failed")]
+    public static partial void PublishFailed(ILogger logger, string requestId, Exception exception);
+
+    [LoggerMessage(EventId = 1203, Level = LogLevel.Debug, Message = "Cancel for {RequestId} not sent")]
+    public static partial void CancelNotSent(ILogger logger, string requestId, Exception exception);
+
+    [LoggerMessage(EventId = 1210, Level = LogLevel.Information, Message = "Worker {WorkerId} joined the {Colour} pool (model {Model}, profile {Profile}, {Slots} slots)")]
+    public static partial void WorkerJoined(ILogger logger, string workerId, string colour, string model, string profile, int slots);
+
+    [LoggerMessage(EventId = 1211, Level = LogLevel.Information, Message = "Worker {WorkerId} ({Colour}) left")]
+    public static partial void WorkerLeft(ILogger logger, string workerId, string colour);
+
+    [LoggerMessage(EventId = 1212, Level = LogLevel.Warning, Message = "Worker {WorkerId} ({Colour}) stopped sending heartbeats; forgotten")]
+    public static partial void WorkerForgotten(ILogger logger, string workerId, string colour);
+
+    [LoggerMessage(EventId = 1213, Level = LogLevel.Warning, Message = "Heartbeat subscription failed; resubscribing")]
+    public static partial void HeartbeatSubscriptionFailed(ILogger logger, Exception exception);
+}
+
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1230, Level = LogLevel.Information, Message = "Worker {WorkerId} serving {Subject} with {Slots} slots")]
+    public static partial void Serving(ILogger logger, string workerId, string subject, int slots);
+
+    [LoggerMessage(EventId = 1231, Level = LogLevel.Warning, Message = "Fetching work failed; retrying")]
+    public static partial void FetchFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1232, Level = LogLevel.Debug, Message = "Fetching shadow work failed")]
+    public static partial void ShadowFetchFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1233, Level = LogLevel.Error, Message = "Unexpected failure handling a message; leaving it unacked for redelivery")]
+    public static partial void HandlerFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1234, Level = LogLevel.Warning, Message = "Dropping an undecodable work message")]
+    public static partial void Undecodable(ILogger logger, Exception? exception);
+
+    [LoggerMessage(EventId = 1235, Level = LogLevel.Information, Message = "Skipping request whose deadline passed while queued ({QueueMs} ms)")]
+    public static partial void SkippingExpired(ILogger logger, double queueMs);
+
+    [LoggerMessage(EventId = 1236, Level = LogLevel.Information, Message = "Taking over a request another worker did not finish (attempt {Attempt})")]
+    public static partial void TakingOver(ILogger logger, int attempt);
+
+    [LoggerMessage(EventId = 1237, Level = LogLevel.Debug, Message = "Progress ack failed")]
+    public static partial void ProgressAckFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1238, Level = LogLevel.Debug, Message = "Heartbeat not sent")]
+    public static partial void HeartbeatNotSent(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1239, Level = LogLevel.Information, Message = "Cancelling request {RequestId} at the client's request")]
+    public static partial void Cancelling(ILogger logger, string requestId);
+
+    [LoggerMessage(EventId = 1240, Level = LogLevel.Information, Message = "Draining {Count} requests in flight")]
+    public static partial void Draining(ILogger logger, int count);
+}

@@ -1,0 +1,340 @@
+using QwenNats.Messaging.Topology;
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using QwenNats.Messaging.Internal;
+
+namespace QwenNats.Messaging;
+
+/// <summary>Settings of one worker's <see cref="InferenceServer"/>.</summary>
+public sealed record InferenceServerOptions
+{
+    public required string WorkerId { get; init; }
+    public required string Colour { get; init; }
+
+    /// <summary>Requests handled at once: one pull per free slot.</summary>
+    public required int Slots { get; init; }
+
+    /// <summary>How long one pull waits for live work.</summary>
+    public TimeSpan FetchExpiry { get; init; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>On stop, how long requests in flight may take to finish.</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>One request taken from a work queue, handed to the <see cref="IInferenceHandler"/>.</summary>
+public sealed class InferenceWork(NatsConnection nats, InferRequest request, int attempt, double queueMs, string? traceId)
+{
+    public InferRequest Request { get; } = request;
+
+    /// <summary>1 on first delivery; higher when another worker took it and did not finish.</summary>
+    public int Attempt { get; } = attempt;
+
+    /// <summary>Time the request spent queued, in milliseconds.</summary>
+    public double QueueMs { get; } = queueMs;
+
+    public string? TraceId { get; } = traceId;
+
+    /// <summary>Sends one reply (chunk, result or error) to the client waiting for this request.</summary>
+    public ValueTask ReplyAsync(InferReply reply) => nats.PublishAsync(Request.ReplyTo, reply);
+}
+
+/// <summary>What a worker does with the work its <see cref="InferenceServer"/> takes.</summary>
+public interface IInferenceHandler
+{
+    /// <summary>
+    /// The worker's heartbeat now (identity, model, profile, slots, busy). Its identity fields also stamp
+    /// the <see cref="InferAccepted"/> reply sent before each request is handled.
+    /// </summary>
+    WorkerHeartbeat Heartbeat(bool leaving);
+
+    /// <summary>
+    /// Runs one request, replying through <see cref="InferenceWork.ReplyAsync"/> and ending with exactly one
+    /// final reply. Returning acks the message; throwing leaves it unacked, so JetStream redelivers it.
+    /// </summary>
+    Task HandleAsync(InferenceWork work, CancellationToken cancelled);
+}
+
+/// <summary>
+/// The worker side of the inference protocol: pulls from its colour's JetStream work queue one message per
+/// free slot (so a busy worker never holds work an idle one could do), takes mirrored work from the shadow
+/// queue only with a slot to spare, keeps each message with progress acks while it runs, acks only after
+/// the final reply (a worker that dies leaves its work unacked for redelivery), sends heartbeats with its
+/// free slots, stops requests on <see cref="Subjects.Cancel"/>, and drains requests in flight on stop.
+/// </summary>
+public sealed class InferenceServer(NatsConnection nats, TopologyClient topology, ILogger<InferenceServer> logger)
+{
+    private static readonly TimeSpan ShadowPollMin = TimeSpan.FromMilliseconds(20);
+    private static readonly TimeSpan ShadowPollMax = TimeSpan.FromMilliseconds(250);
+
+    private readonly ConcurrentDictionary<string, CancellationTokenSource> _running = new();
+    private readonly ConcurrentDictionary<Task, byte> _inFlight = new();
+
+    /// <summary>Serves until <paramref name="stoppingToken"/> is cancelled, then drains and says it is leaving.</summary>
+    public async Task RunAsync(IInferenceHandler handler, InferenceServerOptions options, CancellationToken stoppingToken)
+    {
+        var (consumer, shadow) = await ConnectAsync(options.Colour, stoppingToken);
+        using var heartbeat = new PeriodicTimer(options.HeartbeatInterval);
+        var heartbeats = HeartbeatLoopAsync(handler, heartbeat, stoppingToken);
+        var cancels = CancelLoopAsync(stoppingToken);
+        Log.Serving(logger, options.WorkerId, Subjects.Infer(options.Colour), options.Slots);
+
+        using var slots = new SemaphoreSlim(options.Slots, options.Slots);
+        await Task.WhenAll(
+            LiveLoopAsync(handler, options, consumer, slots, stoppingToken),
+            ShadowLoopAsync(handler, options, shadow, slots, stoppingToken));
+
+        await DrainAsync(options.DrainTimeout);
+        await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
+        await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: true), cancellationToken: CancellationToken.None);
+    }
+
+    private async Task<(INatsJSConsumer Live, INatsJSConsumer Shadow)> ConnectAsync(string colour, CancellationToken ct)
+    {
+        return await Retry.UntilDoneAsync(logger, "Binding the work queue consumers", async token =>
+        {
+            await nats.ConnectAsync();
+            await topology.EnsureOwnedAsync(Owners.Worker, colour, token);
+            return (await topology.ConsumerAsync(Subjects.WorkStream(colour), Subjects.WorkConsumer, token),
+                    await topology.ConsumerAsync(Judging.ShadowStream(colour), Subjects.WorkConsumer, token));
+        }, ct);
+    }
+
+    /// <summary>Live work: one long-poll pull per free slot.</summary>
+    private async Task LiveLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer consumer, SemaphoreSlim slots, CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await slots.WaitAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            INatsJSMsg<InferRequest>? next;
+            try
+            {
+                next = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = options.FetchExpiry }, cancellationToken: ct);
+            }
+            catch (Exception e)
+            {
+                slots.Release();
+                if (ct.IsCancellationRequested) return;
+                Log.FetchFailed(logger, e);
+                await Delay(TimeSpan.FromMilliseconds(500), ct);
+                continue;
+            }
+            Dispatch(handler, options, next, slots);
+        }
+    }
+
+    /// <summary>
+    /// Mirrored work is lower priority: it only takes a slot that is free while the live loop already holds
+    /// one for the next live request (a one-slot worker alternates its slot between the two loops), with a
+    /// no-wait pull that backs off while there is no mirrored work.
+    /// </summary>
+    private async Task ShadowLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer shadow, SemaphoreSlim slots, CancellationToken ct)
+    {
+        var idle = ShadowPollMin;
+        while (!ct.IsCancellationRequested)
+        {
+            if (options.Slots == 1)
+            {
+                try
+                {
+                    await slots.WaitAsync(ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+            else if (!slots.Wait(0))
+            {
+                await Delay(ShadowPollMin, ct);
+                continue;
+            }
+            INatsJSMsg<InferRequest>? next = null;
+            try
+            {
+                await foreach (var m in shadow.FetchNoWaitAsync<InferRequest>(new NatsJSFetchOpts { MaxMsgs = 1 }, cancellationToken: ct))
+                    next = m;
+            }
+            catch (Exception e)
+            {
+                if (ct.IsCancellationRequested) { slots.Release(); return; }
+                Log.ShadowFetchFailed(logger, e);
+            }
+            Dispatch(handler, options, next, slots);
+            idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, ShadowPollMax.Ticks)) : ShadowPollMin;
+            if (next is null)
+                await Delay(idle, ct);
+        }
+    }
+
+    private void Dispatch(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest>? next, SemaphoreSlim slots)
+    {
+        if (next is not { } msg)
+        {
+            slots.Release();
+            return;
+        }
+        var task = HandleAsync(handler, options, msg, slots);
+        _inFlight.TryAdd(task, 0);
+        _ = task.ContinueWith(t => _inFlight.TryRemove(t, out _), TaskScheduler.Default);
+    }
+
+    private static async Task Delay(TimeSpan delay, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(delay, ct);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task HandleAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, SemaphoreSlim slots)
+    {
+        try
+        {
+            await ProcessAsync(handler, options, msg);
+        }
+        catch (Exception e)
+        {
+            Log.HandlerFailed(logger, e);
+        }
+        finally
+        {
+            slots.Release();
+        }
+    }
+
+    private async Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg)
+    {
+        if (msg.Error is not null || msg.Data is null)
+        {
+            Log.Undecodable(logger, msg.Error);
+            await msg.AckTerminateAsync();
+            return;
+        }
+        var request = msg.Data;
+        var attempt = (int)(msg.Metadata?.NumDelivered ?? 1);
+        var traceId = msg.Headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
+        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["trace_id"] = traceId, ["attempt"] = attempt });
+        var queueMs = request.CreatedUnixMs > 0 ? Math.Max(0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - request.CreatedUnixMs) : 0;
+        var work = new InferenceWork(nats, request, attempt, queueMs, traceId);
+
+        if (request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > request.DeadlineUnixMs)
+        {
+            Log.SkippingExpired(logger, queueMs);
+            await work.ReplyAsync(InferReply.Of(new InferError { Id = request.Id, Code = ErrorCodes.DeadlineExceeded, Message = "The deadline passed while the request was queued.", WorkerId = options.WorkerId, Colour = options.Colour }));
+            await msg.AckAsync();
+            return;
+        }
+
+        if (attempt > 1)
+            Log.TakingOver(logger, attempt);
+        using var cancel = new CancellationTokenSource();
+        _running[request.Id] = cancel;
+        try
+        {
+            var me = handler.Heartbeat(leaving: false);
+            await work.ReplyAsync(InferReply.Of(new InferAccepted
+            {
+                Id = request.Id, WorkerId = options.WorkerId, Colour = options.Colour, ModelId = me.ModelId, ProfileVersion = me.ProfileVersion, Attempt = attempt,
+                TraceId = traceId,
+            }));
+            // The message stays ours while the job runs, however long the prompt takes to evaluate: progress
+            // acks on a timer, so a short AckWait redelivers the work of a dead worker quickly.
+            using var keepAlive = new CancellationTokenSource();
+            var keepingAlive = KeepAliveAsync(msg, topology.Table.Options.AckWait / 3, keepAlive.Token);
+            try
+            {
+                await handler.HandleAsync(work, cancel.Token);
+            }
+            finally
+            {
+                await keepAlive.CancelAsync();
+                await keepingAlive;
+            }
+            await msg.AckAsync();
+        }
+        finally
+        {
+            _running.TryRemove(request.Id, out _);
+        }
+    }
+
+    private async Task KeepAliveAsync(INatsJSMsg<InferRequest> msg, TimeSpan every, CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(every > TimeSpan.FromMilliseconds(100) ? every : TimeSpan.FromMilliseconds(100));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct))
+                await msg.AckProgressAsync(cancellationToken: ct);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (Exception e)
+        {
+            Log.ProgressAckFailed(logger, e);
+        }
+    }
+
+    private async Task HeartbeatLoopAsync(IInferenceHandler handler, PeriodicTimer timer, CancellationToken ct)
+    {
+        try
+        {
+            do
+            {
+                try
+                {
+                    await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: false), cancellationToken: ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    Log.HeartbeatNotSent(logger, e);
+                }
+            }
+            while (await timer.WaitForNextTickAsync(ct));
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task CancelLoopAsync(CancellationToken ct)
+    {
+        try
+        {
+            await foreach (var msg in nats.SubscribeAsync<CancelRequest>(Subjects.Cancel, cancellationToken: ct))
+            {
+                if (msg.Data is { } c && _running.TryGetValue(c.Id, out var cts))
+                {
+                    Log.Cancelling(logger, c.Id);
+                    await cts.CancelAsync();
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>On shutdown: stop pulling (done), let requests in flight finish within the drain timeout.</summary>
+    private async Task DrainAsync(TimeSpan timeout)
+    {
+        var pending = _inFlight.Keys.ToArray();
+        if (pending.Length == 0) return;
+        Log.Draining(logger, pending.Length);
+        await Task.WhenAny(Task.WhenAll(pending), Task.Delay(timeout));
+    }
+}

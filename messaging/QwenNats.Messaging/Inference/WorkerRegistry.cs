@@ -1,0 +1,91 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using QwenNats.Messaging.Internal;
+
+namespace QwenNats.Messaging;
+
+/// <summary>
+/// Tracks live workers from their heartbeats on <see cref="Subjects.WorkerHeartbeat"/>, so a client can
+/// refuse at once when a pool is empty and notice a worker that died mid-answer. A worker whose heartbeats
+/// stopped is forgotten, so crashed workers do not accumulate.
+/// </summary>
+public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOptions> options, ILogger<WorkerRegistry> logger) : BackgroundService
+{
+    private readonly ConcurrentDictionary<string, (WorkerHeartbeat Beat, DateTimeOffset Seen)> _workers = new();
+
+    /// <summary>Workers currently tracked, live or not yet pruned.</summary>
+    public int Tracked => _workers.Count;
+
+    public IReadOnlyList<WorkerHeartbeat> Live(string? colour = null)
+    {
+        Prune(DateTimeOffset.UtcNow);
+        return _workers.Values
+            .Where(w => !w.Beat.Leaving && (colour is null || w.Beat.Colour == colour))
+            .Select(w => w.Beat)
+            .OrderBy(w => w.WorkerId, StringComparer.Ordinal)
+            .ToArray();
+    }
+
+    public bool HasWorkers(string colour) => Live(colour).Count > 0;
+
+    /// <summary>True when the worker has stopped sending heartbeats (or said it is leaving).</summary>
+    public bool IsGone(string workerId) => !Live().Any(w => w.WorkerId == workerId);
+
+    /// <summary>Records one heartbeat seen at <paramref name="seen"/>.</summary>
+    public void Record(WorkerHeartbeat beat, DateTimeOffset seen)
+    {
+        if (beat.Leaving)
+        {
+            if (_workers.TryRemove(beat.WorkerId, out _))
+                Log.WorkerLeft(logger, beat.WorkerId, beat.Colour);
+            return;
+        }
+        if (_workers.TryAdd(beat.WorkerId, (beat, seen)))
+            Log.WorkerJoined(logger, beat.WorkerId, beat.Colour, beat.ModelId, beat.ProfileVersion, beat.Slots);
+        else
+            _workers[beat.WorkerId] = (beat, seen);
+        Prune(seen);
+    }
+
+    /// <summary>Forgets every worker not heard from since <c>now - WorkerStaleAfter</c>; returns how many.</summary>
+    public int Prune(DateTimeOffset now)
+    {
+        var cutoff = now - options.Value.WorkerStaleAfter;
+        var pruned = 0;
+        foreach (var (id, entry) in _workers)
+        {
+            if (entry.Seen >= cutoff) continue;
+            if (_workers.TryRemove(new KeyValuePair<string, (WorkerHeartbeat, DateTimeOffset)>(id, entry)))
+            {
+                pruned++;
+                Log.WorkerForgotten(logger, id, entry.Beat.Colour);
+            }
+        }
+        return pruned;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await foreach (var msg in nats.SubscribeAsync<WorkerHeartbeat>(Subjects.WorkerHeartbeat, cancellationToken: stoppingToken))
+                    if (msg.Data is { } beat)
+                        Record(beat, DateTimeOffset.UtcNow);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                Log.HeartbeatSubscriptionFailed(logger, e);
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using NATS.Client.Core;
+using QwenNats.Messaging;
+
+namespace QwenNats.Tests.Unit;
+
+public sealed class WorkerRegistryTests
+{
+    private static WorkerHeartbeat Beat(string id, string colour = "blue", bool leaving = false) => new()
+    {
+        WorkerId = id, Colour = colour, ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 1, Leaving = leaving,
+    };
+
+    [Fact]
+    public async Task A_worker_whose_heartbeats_stopped_is_forgotten_not_kept_forever()
+    {
+        await using var nats = new NatsConnection();
+        var registry = new WorkerRegistry(nats, Options.Create(new InferenceOptions { InstanceId = "t", WorkerStaleAfter = TimeSpan.FromSeconds(3) }), NullLogger<WorkerRegistry>.Instance);
+        var start = DateTimeOffset.UtcNow.AddMinutes(-10);
+        for (var i = 0; i < 100; i++)
+            registry.Record(Beat($"crashed{i}"), start);
+        Assert.Equal(100, registry.Tracked);
+
+        // A live worker's heartbeat, ten minutes later: the crashed ones have been silent far beyond the stale time.
+        registry.Record(Beat("alive", "green"), DateTimeOffset.UtcNow);
+
+        Assert.Equal(1, registry.Tracked);
+        Assert.False(registry.HasWorkers("blue"));
+        Assert.True(registry.HasWorkers("green"));
+        Assert.True(registry.IsGone("crashed0"));
+        Assert.False(registry.IsGone("alive"));
+    }
+
+    [Fact]
+    public async Task A_worker_that_says_it_is_leaving_is_removed_at_once()
+    {
+        await using var nats = new NatsConnection();
+        var registry = new WorkerRegistry(nats, Options.Create(new InferenceOptions { InstanceId = "t" }), NullLogger<WorkerRegistry>.Instance);
+        registry.Record(Beat("w1"), DateTimeOffset.UtcNow);
+        Assert.True(registry.HasWorkers("blue"));
+        registry.Record(Beat("w1", leaving: true), DateTimeOffset.UtcNow);
+        Assert.Equal(0, registry.Tracked);
+        Assert.False(registry.HasWorkers("blue"));
+    }
+
+    [Fact]
+    public async Task Prune_keeps_workers_heard_from_within_the_stale_time()
+    {
+        await using var nats = new NatsConnection();
+        var registry = new WorkerRegistry(nats, Options.Create(new InferenceOptions { InstanceId = "t", WorkerStaleAfter = TimeSpan.FromSeconds(3) }), NullLogger<WorkerRegistry>.Instance);
+        var now = DateTimeOffset.UtcNow;
+        registry.Record(Beat("recent"), now.AddSeconds(-1));
+        registry.Record(Beat("old"), now.AddSeconds(-30));
+        Assert.Equal(1, registry.Prune(now));
+        Assert.Equal(1, registry.Tracked);
+    }
+}
