@@ -76,29 +76,3 @@ public static class IngressApp
         return app;
     }
 }
-
-/// <summary>The last line of defence: whatever escapes a handler becomes an OpenAI-shaped error, never a bare 500 page.</summary>
-public sealed class ErrorBoundary(RequestDelegate next, ILogger<ErrorBoundary> logger)
-{
-    public async Task InvokeAsync(HttpContext http)
-    {
-        try
-        {
-            await next(http);
-            if (http.Response.StatusCode == StatusCodes.Status405MethodNotAllowed && !http.Response.HasStarted)
-                await HttpJson.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."));
-        }
-        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
-        {
-        }
-        catch (BadHttpRequestException e)
-        {
-            await HttpJson.WriteErrorAsync(http, e.StatusCode == 413 ? HttpJson.TooLarge(0) with { Message = "The request body is too large." } : ApiError.Invalid(e.Message));
-        }
-        catch (Exception e)
-        {
-            logger.LogError(e, "Unhandled error on {Method} {Path}", http.Request.Method, http.Request.Path);
-            await HttpJson.WriteErrorAsync(http, new ApiError(502, Messaging.ErrorCodes.InternalError, "The ingress failed to handle this request."));
-        }
-    }
-}

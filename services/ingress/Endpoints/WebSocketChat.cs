@@ -38,7 +38,7 @@ public static class WebSocketChat
         var (colour, session) = (route.Colour, route.Session);
         // A browser that sent its API key as a subprotocol must get the plain "qwen" protocol back.
         using var ws = await http.WebSockets.AcceptWebSocketAsync(
-            http.WebSockets.WebSocketRequestedProtocols.Contains(Security.ApiKeys.Protocol) ? Security.ApiKeys.Protocol : null);
+            http.WebSockets.WebSocketRequestedProtocols.Contains(WebSocketProtocol.Name) ? WebSocketProtocol.Name : null);
         var logger = loggers.CreateLogger("QwenNats.Ingress.WebSocket");
         var o = options.Value;
         var history = new List<ChatMessage>();
