@@ -17,24 +17,24 @@ public sealed partial class ErrorBoundary(RequestDelegate next, ILogger<ErrorBou
         {
             await next(http);
             if (http.Response.StatusCode == StatusCodes.Status405MethodNotAllowed && !http.Response.HasStarted)
-                await HttpJson.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."));
+                await JsonAnswers.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."));
         }
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {
         }
         catch (BadHttpRequestException e)
         {
-            await HttpJson.WriteErrorAsync(http, e.StatusCode == 413 ? HttpJson.TooLarge(0) with { Message = "The request body is too large." } : ApiError.Invalid(e.Message));
+            await JsonAnswers.WriteErrorAsync(http, e.StatusCode == 413 ? JsonBodyReader.TooLarge(0) with { Message = "The request body is too large." } : ApiError.Invalid(e.Message));
         }
         catch (NatsException e)
         {
             LogBusFailure(logger, e, http.Request.Method, http.Request.Path);
-            await HttpJson.WriteErrorAsync(http, new ApiError(StatusCodes.Status503ServiceUnavailable, ErrorCodes.BusUnavailable, "The ingress could not reach NATS; retry after the time in Retry-After."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(StatusCodes.Status503ServiceUnavailable, ErrorCodes.BusUnavailable, "The ingress could not reach NATS; retry after the time in Retry-After."));
         }
         catch (Exception e)
         {
             LogUnhandled(logger, e, http.Request.Method, http.Request.Path);
-            await HttpJson.WriteErrorAsync(http, new ApiError(StatusCodes.Status500InternalServerError, ErrorCodes.InternalError, "The ingress failed to handle this request."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(StatusCodes.Status500InternalServerError, ErrorCodes.InternalError, "The ingress failed to handle this request."));
         }
     }
 

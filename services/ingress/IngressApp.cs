@@ -1,5 +1,5 @@
 using QwenNats.Messaging;
-using QwenNats.Ingress.Console;
+using QwenNats.Ingress.OperatorConsole;
 using QwenNats.Ingress.Endpoints;
 using QwenNats.Ingress.OpenAi;
 using Prometheus;
@@ -19,8 +19,8 @@ public static class IngressApp
         builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
         builder.Services.AddSingleton<WorkQueueTopology>();
         builder.Services.AddSingleton(TimeProvider.System);
-        builder.Services.Configure<Console.ConsoleOptions>(builder.Configuration.GetSection(Console.ConsoleOptions.Section));
-        builder.Services.AddSingleton(sp => new Console.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Console.ConsoleOptions>>().Value.LatencyWindow));
+        builder.Services.Configure<OperatorConsole.ConsoleOptions>(builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section));
+        builder.Services.AddSingleton(sp => new OperatorConsole.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<OperatorConsole.ConsoleOptions>>().Value.LatencyWindow));
         builder.Services.AddSingleton<IngressMetrics>();
         builder.Services.Configure<Security.SecurityOptions>(builder.Configuration.GetSection(Security.SecurityOptions.Section));
         builder.Services.AddSingleton<Security.ApiKeys>();
@@ -35,12 +35,12 @@ public static class IngressApp
         builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
         builder.Services.AddSingleton<ShadowMirror>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
-        var console = builder.Configuration.GetSection(Console.ConsoleOptions.Section).Get<Console.ConsoleOptions>() ?? new Console.ConsoleOptions();
+        var console = builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section).Get<OperatorConsole.ConsoleOptions>() ?? new OperatorConsole.ConsoleOptions();
         if (console.Enabled)
         {
-            builder.Services.AddSingleton<Console.ConsoleHub>();
-            builder.Services.AddSingleton<Console.OperatorBus>();
-            builder.Services.AddHostedService(sp => sp.GetRequiredService<Console.ConsoleHub>());
+            builder.Services.AddSingleton<OperatorConsole.ConsoleHub>();
+            builder.Services.AddSingleton<OperatorConsole.OperatorBus>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<OperatorConsole.ConsoleHub>());
         }
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
         if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
@@ -71,8 +71,8 @@ public static class IngressApp
         var routes = ((IEndpointRouteBuilder)app).DataSources.SelectMany(d => d.Endpoints).OfType<RouteEndpoint>()
             .Select(e => "/" + e.RoutePattern.RawText?.TrimStart('/')).ToHashSet(StringComparer.OrdinalIgnoreCase);
         app.MapFallback(http => routes.Contains(http.Request.Path.Value ?? "")
-            ? HttpJson.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."))
-            : HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
+            ? JsonAnswers.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."))
+            : JsonAnswers.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
         return app;
     }
 }

@@ -25,14 +25,14 @@ public static class WebSocketChat
     {
         if (!http.WebSockets.IsWebSocketRequest)
         {
-            await HttpJson.WriteErrorAsync(http, ApiError.Invalid("This endpoint speaks WebSocket only."));
+            await JsonAnswers.WriteErrorAsync(http, ApiError.Invalid("This endpoint speaks WebSocket only."));
             return;
         }
         var requested = http.Request.Query["colour"].FirstOrDefault() ?? http.Request.Headers[RequestRouting.ColourHeader].FirstOrDefault();
         var (route, routeError) = await routing.RouteAsync(http, http.Request.Query["session"].FirstOrDefault(), requested);
         if (route is null)
         {
-            await HttpJson.WriteErrorAsync(http, routeError!);
+            await JsonAnswers.WriteErrorAsync(http, routeError!);
             return;
         }
         var (colour, session) = (route.Colour, route.Session);
@@ -101,7 +101,7 @@ public static class WebSocketChat
 
     private static async Task TurnAsync(WebSocket ws, InferClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, ILogger logger, CancellationToken ct)
     {
-        var id = HttpJson.NewId("wschat");
+        var id = ServedBy.NewId("wschat");
         var messages = new List<ChatMessage>(history) { new(ChatRoles.User, frame.Content) };
         InferCall call;
         try

@@ -167,7 +167,7 @@ public sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeys keys)
         if (caller is null)
         {
             http.Response.Headers.WWWAuthenticate = "Bearer";
-            await HttpJson.WriteErrorAsync(http, error!);
+            await JsonAnswers.WriteErrorAsync(http, error!);
             return;
         }
         http.Items[ApiKeys.ItemKey] = caller;
@@ -177,7 +177,7 @@ public sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeys keys)
             var (allowed, retryAfter) = ApiKeys.Take(caller);
             if (!allowed)
             {
-                await HttpJson.WriteErrorAsync(http, ApiKeys.RateLimited(caller), retryAfter);
+                await JsonAnswers.WriteErrorAsync(http, ApiKeys.RateLimited(caller), retryAfter);
                 return;
             }
         }
