@@ -15,36 +15,7 @@ public static class IngressApp
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
         builder.AddQwenDefaults("ingress");
-        builder.Services.Configure<IngressOptions>(builder.Configuration.GetSection(IngressOptions.Section));
-        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
-        builder.Services.AddSingleton<WorkQueueTopology>();
-        builder.Services.AddSingleton(TimeProvider.System);
-        builder.Services.Configure<OperatorConsole.ConsoleOptions>(builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section));
-        builder.Services.AddSingleton(sp => new OperatorConsole.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<OperatorConsole.ConsoleOptions>>().Value.LatencyWindow));
-        builder.Services.AddSingleton<IngressMetrics>();
-        builder.Services.Configure<Security.SecurityOptions>(builder.Configuration.GetSection(Security.SecurityOptions.Section));
-        builder.Services.AddSingleton<Security.ApiKeys>();
-        builder.Services.AddSingleton<Routing.RolloutView>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
-        builder.Services.AddSingleton<Routing.SessionRouter>();
-        builder.Services.AddSingleton<RequestRouting>();
-        builder.Services.AddSingleton<WorkerRegistry>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerRegistry>());
-        builder.Services.AddSingleton<InferClient>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<InferClient>());
-        builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
-        builder.Services.AddSingleton<ShadowMirror>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
-        var console = builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section).Get<OperatorConsole.ConsoleOptions>() ?? new OperatorConsole.ConsoleOptions();
-        if (console.Enabled)
-        {
-            builder.Services.AddSingleton<OperatorConsole.ConsoleHub>();
-            builder.Services.AddSingleton<OperatorConsole.OperatorBus>();
-            builder.Services.AddHostedService(sp => sp.GetRequiredService<OperatorConsole.ConsoleHub>());
-        }
-        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
-        if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
-            builder.WebHost.UseUrls($"http://127.0.0.1:{builder.Configuration.GetValue<int?>($"{IngressOptions.Section}:Port") ?? 8080}");
+        builder.AddIngressServices();
 
         var app = builder.Build();
         app.UseMiddleware<ErrorBoundary>();
@@ -54,7 +25,7 @@ public static class IngressApp
         app.MapSentimentApi();
         app.MapStatusApi();
         app.MapWebSocketChat();
-        if (console.Enabled)
+        if (ConsoleEnabled(app.Configuration))
             app.MapConsole();
         var registry = app.Services.GetRequiredService<QwenMetrics>().Registry;
         registry.AddBeforeCollectCallback(() =>
@@ -75,4 +46,46 @@ public static class IngressApp
             : JsonAnswers.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
         return app;
     }
+
+    /// <summary>
+    /// Registers everything the ingress runs: options, routing and rollout state, the worker registry, the
+    /// inference client and shadow mirror, API keys and limits, metrics, and the operator console when enabled.
+    /// </summary>
+    public static WebApplicationBuilder AddIngressServices(this WebApplicationBuilder builder)
+    {
+        builder.Services.Configure<IngressOptions>(builder.Configuration.GetSection(IngressOptions.Section));
+        builder.Services.Configure<WorkQueueOptions>(builder.Configuration.GetSection(WorkQueueOptions.Section));
+        builder.Services.AddSingleton<WorkQueueTopology>();
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.Configure<OperatorConsole.ConsoleOptions>(builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section));
+        builder.Services.AddSingleton(sp => new OperatorConsole.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<OperatorConsole.ConsoleOptions>>().Value.LatencyWindow));
+        builder.Services.AddSingleton<IngressMetrics>();
+        builder.Services.Configure<Security.SecurityOptions>(builder.Configuration.GetSection(Security.SecurityOptions.Section));
+        builder.Services.AddSingleton<Security.ApiKeys>();
+        builder.Services.AddSingleton<Routing.RolloutView>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
+        builder.Services.AddSingleton<Routing.SessionRouter>();
+        builder.Services.AddSingleton<RequestRouting>();
+        builder.Services.AddSingleton<WorkerRegistry>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerRegistry>());
+        builder.Services.AddSingleton<InferClient>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<InferClient>());
+        builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
+        builder.Services.AddSingleton<ShadowMirror>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
+        if (ConsoleEnabled(builder.Configuration))
+        {
+            builder.Services.AddSingleton<OperatorConsole.ConsoleHub>();
+            builder.Services.AddSingleton<OperatorConsole.OperatorBus>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<OperatorConsole.ConsoleHub>());
+        }
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
+        if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
+            builder.WebHost.UseUrls($"http://127.0.0.1:{builder.Configuration.GetValue<int?>($"{IngressOptions.Section}:Port") ?? 8080}");
+
+        return builder;
+    }
+
+    private static bool ConsoleEnabled(IConfiguration configuration) =>
+        (configuration.GetSection(OperatorConsole.ConsoleOptions.Section).Get<OperatorConsole.ConsoleOptions>() ?? new OperatorConsole.ConsoleOptions()).Enabled;
 }
