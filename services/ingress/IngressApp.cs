@@ -1,5 +1,5 @@
 using QwenNats.Messaging;
-using QwenNats.Ingress.Console;
+using QwenNats.Ingress.OperatorConsole;
 using QwenNats.Ingress.Endpoints;
 using QwenNats.Ingress.OpenAi;
 using Prometheus;
@@ -15,34 +15,7 @@ public static class IngressApp
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
         builder.AddQwenDefaults("ingress");
-        builder.Services.AddOptions<IngressOptions>().Bind(builder.Configuration.GetSection(IngressOptions.Section))
-            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList);
-        builder.Services.AddSingleton(TimeProvider.System);
-        builder.Services.Configure<Console.ConsoleOptions>(builder.Configuration.GetSection(Console.ConsoleOptions.Section));
-        builder.Services.AddSingleton(sp => new Console.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<Console.ConsoleOptions>>().Value.LatencyWindow));
-        builder.Services.AddSingleton<IngressMetrics>();
-        builder.Services.Configure<Security.SecurityOptions>(builder.Configuration.GetSection(Security.SecurityOptions.Section));
-        builder.Services.AddSingleton<Security.ApiKeys>();
-        builder.Services.AddSingleton<Routing.RolloutView>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
-        builder.Services.AddSingleton<Routing.SessionRouter>();
-        builder.Services.AddSingleton<RequestRouting>();
-        builder.Services.AddInferenceClient(sp => IngressInference(sp.GetRequiredService<ServiceIdentity>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value));
-        builder.Services.AddSingleton<IInferenceObserver, IngressInferenceObserver>();
-        builder.Services.AddSingleton<IInferenceClient, MirroringInferenceClient>();
-        builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
-        builder.Services.AddSingleton<ShadowMirror>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
-        var console = builder.Configuration.GetSection(Console.ConsoleOptions.Section).Get<Console.ConsoleOptions>() ?? new Console.ConsoleOptions();
-        if (console.Enabled)
-        {
-            builder.Services.AddSingleton<Console.ConsoleHub>();
-            builder.Services.AddSingleton<Console.OperatorBus>();
-            builder.Services.AddHostedService(sp => sp.GetRequiredService<Console.ConsoleHub>());
-        }
-        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
-        if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
-            builder.WebHost.UseUrls($"http://127.0.0.1:{builder.Configuration.GetValue<int?>($"{IngressOptions.Section}:Port") ?? 8080}");
+        builder.AddIngressServices();
 
         var app = builder.Build();
         app.UseMiddleware<ErrorBoundary>();
@@ -52,7 +25,7 @@ public static class IngressApp
         app.MapSentimentApi();
         app.MapStatusApi();
         app.MapWebSocketChat();
-        if (console.Enabled)
+        if (ConsoleEnabled(app.Configuration))
             app.MapConsole();
         var registry = app.Services.GetRequiredService<QwenMetrics>().Registry;
         registry.AddBeforeCollectCallback(() =>
@@ -69,9 +42,46 @@ public static class IngressApp
         var routes = ((IEndpointRouteBuilder)app).DataSources.SelectMany(d => d.Endpoints).OfType<RouteEndpoint>()
             .Select(e => "/" + e.RoutePattern.RawText?.TrimStart('/')).ToHashSet(StringComparer.OrdinalIgnoreCase);
         app.MapFallback(http => routes.Contains(http.Request.Path.Value ?? "")
-            ? HttpJson.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."))
-            : HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
+            ? JsonAnswers.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."))
+            : JsonAnswers.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
         return app;
+    }
+
+    /// <summary>
+    /// Registers everything the ingress runs: options, routing and rollout state, the worker registry, the
+    /// inference client and shadow mirror, API keys and limits, metrics, and the operator console when enabled.
+    /// </summary>
+    public static WebApplicationBuilder AddIngressServices(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<IngressOptions>().Bind(builder.Configuration.GetSection(IngressOptions.Section))
+            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList);
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.Configure<OperatorConsole.ConsoleOptions>(builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section));
+        builder.Services.AddSingleton(sp => new OperatorConsole.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<OperatorConsole.ConsoleOptions>>().Value.LatencyWindow));
+        builder.Services.AddSingleton<IngressMetrics>();
+        builder.Services.Configure<Security.SecurityOptions>(builder.Configuration.GetSection(Security.SecurityOptions.Section));
+        builder.Services.AddSingleton<Security.ApiKeys>();
+        builder.Services.AddSingleton<Routing.RolloutView>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
+        builder.Services.AddSingleton<Routing.SessionRouter>();
+        builder.Services.AddSingleton<RequestRouting>();
+        builder.Services.AddInferenceClient(sp => IngressInference(sp.GetRequiredService<ServiceIdentity>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value));
+        builder.Services.AddSingleton<IInferenceObserver, IngressInferenceObserver>();
+        builder.Services.AddSingleton<IInferenceClient, MirroringInferenceClient>();
+        builder.Services.Configure<ShadowOptions>(builder.Configuration.GetSection(ShadowOptions.Section));
+        builder.Services.AddSingleton<ShadowMirror>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ShadowMirror>());
+        if (ConsoleEnabled(builder.Configuration))
+        {
+            builder.Services.AddSingleton<OperatorConsole.ConsoleHub>();
+            builder.Services.AddSingleton<OperatorConsole.OperatorBus>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<OperatorConsole.ConsoleHub>());
+        }
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = builder.Configuration.GetValue<long?>($"{IngressOptions.Section}:MaxBodyBytes") ?? 1_048_576);
+        if (string.IsNullOrEmpty(builder.Configuration["urls"]) && string.IsNullOrEmpty(builder.Configuration["ASPNETCORE_URLS"]))
+            builder.WebHost.UseUrls($"http://127.0.0.1:{builder.Configuration.GetValue<int?>($"{IngressOptions.Section}:Port") ?? 8080}");
+
+        return builder;
     }
 
     /// <summary>The inference client's settings from the ingress's: its instance id, liveness and bus grace, and the topology it owns (the work queues).</summary>
@@ -82,30 +92,7 @@ public static class IngressApp
         BusLostGrace = o.BusLostGrace,
         TopologyOwner = Messaging.Topology.Owners.Ingress,
     };
-}
 
-/// <summary>The last line of defence: whatever escapes a handler becomes an OpenAI-shaped error, never a bare 500 page.</summary>
-public sealed class ErrorBoundary(RequestDelegate next, ILogger<ErrorBoundary> logger)
-{
-    public async Task InvokeAsync(HttpContext http)
-    {
-        try
-        {
-            await next(http);
-            if (http.Response.StatusCode == StatusCodes.Status405MethodNotAllowed && !http.Response.HasStarted)
-                await HttpJson.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."));
-        }
-        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
-        {
-        }
-        catch (BadHttpRequestException e)
-        {
-            await HttpJson.WriteErrorAsync(http, e.StatusCode == 413 ? HttpJson.TooLarge(0) with { Message = "The request body is too large." } : ApiError.Invalid(e.Message));
-        }
-        catch (Exception e)
-        {
-            logger.LogError(e, "Unhandled error on {Method} {Path}", http.Request.Method, http.Request.Path);
-            await HttpJson.WriteErrorAsync(http, new ApiError(502, Messaging.ErrorCodes.InternalError, "The ingress failed to handle this request."));
-        }
-    }
+    private static bool ConsoleEnabled(IConfiguration configuration) =>
+        (configuration.GetSection(OperatorConsole.ConsoleOptions.Section).Get<OperatorConsole.ConsoleOptions>() ?? new OperatorConsole.ConsoleOptions()).Enabled;
 }

@@ -7,7 +7,7 @@ namespace QwenNats.Ingress;
 /// <summary>The ingress's metric families (docs/metrics.md).</summary>
 public sealed class IngressMetrics
 {
-    public IngressMetrics(QwenMetrics metrics, Console.RecentLatency recent)
+    public IngressMetrics(QwenMetrics metrics, OperatorConsole.RecentLatency recent)
     {
         Recent = recent;
         var f = metrics.Factory;
@@ -40,7 +40,7 @@ public sealed class IngressMetrics
     public Gauge LivePoolWorkers { get; }
 
     /// <summary>The last seconds of request latencies by colour, for the console's live chart.</summary>
-    public Console.RecentLatency Recent { get; }
+    public OperatorConsole.RecentLatency Recent { get; }
 
     public void Rollout(RolloutState state)
     {

@@ -17,10 +17,10 @@ public static class ChatEndpoints
     private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
     {
         var o = options.Value;
-        var (doc, readError) = await HttpJson.ReadAsync(http, o.MaxBodyBytes);
+        var (doc, readError) = await JsonBodyReader.ReadAsync(http, o.MaxBodyBytes);
         if (doc is null)
         {
-            await HttpJson.WriteErrorAsync(http, readError!);
+            await JsonAnswers.WriteErrorAsync(http, readError!);
             return;
         }
         ChatCompletionRequest chat;
@@ -28,19 +28,19 @@ public static class ChatEndpoints
         {
             if (!RequestParser.TryParseChat(doc.RootElement, o.MaxTokensLimit, out chat, out var parseError, o.MaxPromptChars))
             {
-                await HttpJson.WriteErrorAsync(http, parseError!);
+                await JsonAnswers.WriteErrorAsync(http, parseError!);
                 return;
             }
         }
         var (route, routeError) = await routing.RouteAsync(http, chat.User, http.Request.Headers[RequestRouting.ColourHeader]);
         if (route is null)
         {
-            await HttpJson.WriteErrorAsync(http, routeError!);
+            await JsonAnswers.WriteErrorAsync(http, routeError!);
             return;
         }
         var (colour, session) = (route.Colour, route.Session);
 
-        var id = HttpJson.NewId("chatcmpl");
+        var id = ServedBy.NewId("chatcmpl");
         var logger = loggers.CreateLogger("QwenNats.Ingress.Chat");
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = id, ["session_id"] = session });
         var draft = new InferRequest
@@ -51,8 +51,8 @@ public static class ChatEndpoints
         var start = await client.TryStartAsync(InferenceQueue.Live, colour, draft, o.RequestTimeout, http.RequestAborted);
         if (!start.Started)
         {
-            HttpJson.Stamp(http, colour, null, null, id);
-            await HttpJson.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
+            ServedBy.Stamp(http, colour, null, null, id);
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
             return;
         }
         var call = start.Call;
@@ -73,10 +73,10 @@ public static class ChatEndpoints
         {
             if (reply.Result is { } r)
             {
-                HttpJson.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id);
+                ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id);
                 var latency = (DateTimeOffset.UtcNow - started).TotalMilliseconds;
-                await HttpJson.WriteAsync(http, 200, new ChatCompletion(
-                    call.Id, "chat.completion", HttpJson.Now(), r.ModelId,
+                await JsonAnswers.WriteAsync(http, 200, new ChatCompletion(
+                    call.Id, "chat.completion", ServedBy.Now(), r.ModelId,
                     [new ChatChoice(0, new AssistantMessage(ChatRoles.Assistant, r.Text), r.FinishReason)],
                     new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens),
                     r.Colour, r.ProfileVersion, r.WorkerId,
@@ -85,8 +85,8 @@ public static class ChatEndpoints
             }
             if (reply.Error is { } e)
             {
-                HttpJson.Stamp(http, e.Colour ?? call.Colour, call.Accepted?.ProfileVersion, e.WorkerId, call.Id);
-                await HttpJson.WriteErrorAsync(http, ApiError.FromInfer(e), o.RetryAfterSeconds);
+                ServedBy.Stamp(http, e.Colour ?? call.Colour, call.Accepted?.ProfileVersion, e.WorkerId, call.Id);
+                await JsonAnswers.WriteErrorAsync(http, ApiError.FromInfer(e), o.RetryAfterSeconds);
                 return;
             }
         }
@@ -94,11 +94,11 @@ public static class ChatEndpoints
 
     private static async Task StreamAsync(HttpContext http, InferenceCall call, ChatCompletionRequest chat, IngressOptions o)
     {
-        var created = HttpJson.Now();
+        var created = ServedBy.Now();
         var started = false;
         async Task StartAsync(InferAccepted a)
         {
-            HttpJson.Stamp(http, a.Colour, a.ProfileVersion, a.WorkerId, call.Id);
+            ServedBy.Stamp(http, a.Colour, a.ProfileVersion, a.WorkerId, call.Id);
             http.Response.StatusCode = 200;
             http.Response.ContentType = "text/event-stream; charset=utf-8";
             http.Response.Headers.CacheControl = "no-cache";
@@ -133,8 +133,8 @@ public static class ChatEndpoints
                 var error = ApiError.FromInfer(e);
                 if (!started)
                 {
-                    HttpJson.Stamp(http, e.Colour ?? call.Colour, null, e.WorkerId, call.Id);
-                    await HttpJson.WriteErrorAsync(http, error, o.RetryAfterSeconds);
+                    ServedBy.Stamp(http, e.Colour ?? call.Colour, null, e.WorkerId, call.Id);
+                    await JsonAnswers.WriteErrorAsync(http, error, o.RetryAfterSeconds);
                     return;
                 }
                 await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(error.ToBody(), IngressJson.Context.ErrorBody)}\n\n", http.RequestAborted);

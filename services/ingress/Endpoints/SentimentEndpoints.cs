@@ -16,10 +16,10 @@ public static class SentimentEndpoints
     private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, IOptions<IngressOptions> options)
     {
         var o = options.Value;
-        var (doc, readError) = await HttpJson.ReadAsync(http, o.MaxBodyBytes);
+        var (doc, readError) = await JsonBodyReader.ReadAsync(http, o.MaxBodyBytes);
         if (doc is null)
         {
-            await HttpJson.WriteErrorAsync(http, readError!);
+            await JsonAnswers.WriteErrorAsync(http, readError!);
             return;
         }
         string input;
@@ -28,7 +28,7 @@ public static class SentimentEndpoints
         {
             if (!RequestParser.TryParseSentiment(doc.RootElement, o.MaxInputChars, out input, out var parseError))
             {
-                await HttpJson.WriteErrorAsync(http, parseError!);
+                await JsonAnswers.WriteErrorAsync(http, parseError!);
                 return;
             }
             if (doc.RootElement.TryGetProperty("user", out var u) && u.ValueKind == System.Text.Json.JsonValueKind.String)
@@ -37,12 +37,12 @@ public static class SentimentEndpoints
         var (route, routeError) = await routing.RouteAsync(http, user, http.Request.Headers[RequestRouting.ColourHeader]);
         if (route is null)
         {
-            await HttpJson.WriteErrorAsync(http, routeError!);
+            await JsonAnswers.WriteErrorAsync(http, routeError!);
             return;
         }
         var colour = route.Colour;
 
-        var id = HttpJson.NewId("sent");
+        var id = ServedBy.NewId("sent");
         var started = DateTimeOffset.UtcNow;
         var start = await client.TryStartAsync(InferenceQueue.Live, colour, new InferRequest
         {
@@ -50,8 +50,8 @@ public static class SentimentEndpoints
         }, o.RequestTimeout, http.RequestAborted);
         if (!start.Started)
         {
-            HttpJson.Stamp(http, colour, null, null, id);
-            await HttpJson.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
+            ServedBy.Stamp(http, colour, null, null, id);
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
             return;
         }
         var call = start.Call;
@@ -62,17 +62,17 @@ public static class SentimentEndpoints
             {
                 if (reply.Result is { Label: { } label } r)
                 {
-                    HttpJson.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, id);
-                    await HttpJson.WriteAsync(http, 200, new SentimentResponse(
+                    ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, id);
+                    await JsonAnswers.WriteAsync(http, 200, new SentimentResponse(
                         label, r.Confidence ?? 0, r.Scores ?? new Dictionary<string, double>(), r.Colour, r.ModelId, r.ProfileVersion, r.WorkerId,
                         Math.Round((DateTimeOffset.UtcNow - started).TotalMilliseconds, 3)), IngressJson.Context.SentimentResponse);
                     return;
                 }
-                var error = reply.Error ?? (reply.Result is not null ? HttpJson.Synthetic(id, ErrorCodes.InternalError, "The worker answered without a label.") : null);
+                var error = reply.Error ?? (reply.Result is not null ? new InferError { Id = id, Code = ErrorCodes.InternalError, Message = "The worker answered without a label." } : null);
                 if (error is not null)
                 {
-                    HttpJson.Stamp(http, error.Colour ?? colour, call.Accepted?.ProfileVersion, error.WorkerId, id);
-                    await HttpJson.WriteErrorAsync(http, ApiError.FromInfer(error), o.RetryAfterSeconds);
+                    ServedBy.Stamp(http, error.Colour ?? colour, call.Accepted?.ProfileVersion, error.WorkerId, id);
+                    await JsonAnswers.WriteErrorAsync(http, ApiError.FromInfer(error), o.RetryAfterSeconds);
                     return;
                 }
             }

@@ -25,20 +25,20 @@ public static class WebSocketChat
     {
         if (!http.WebSockets.IsWebSocketRequest)
         {
-            await HttpJson.WriteErrorAsync(http, ApiError.Invalid("This endpoint speaks WebSocket only."));
+            await JsonAnswers.WriteErrorAsync(http, ApiError.Invalid("This endpoint speaks WebSocket only."));
             return;
         }
         var requested = http.Request.Query["colour"].FirstOrDefault() ?? http.Request.Headers[RequestRouting.ColourHeader].FirstOrDefault();
         var (route, routeError) = await routing.RouteAsync(http, http.Request.Query["session"].FirstOrDefault(), requested);
         if (route is null)
         {
-            await HttpJson.WriteErrorAsync(http, routeError!);
+            await JsonAnswers.WriteErrorAsync(http, routeError!);
             return;
         }
         var (colour, session) = (route.Colour, route.Session);
         // A browser that sent its API key as a subprotocol must get the plain "qwen" protocol back.
         using var ws = await http.WebSockets.AcceptWebSocketAsync(
-            http.WebSockets.WebSocketRequestedProtocols.Contains(Security.ApiKeys.Protocol) ? Security.ApiKeys.Protocol : null);
+            http.WebSockets.WebSocketRequestedProtocols.Contains(WebSocketProtocol.Name) ? WebSocketProtocol.Name : null);
         var logger = loggers.CreateLogger("QwenNats.Ingress.WebSocket");
         var o = options.Value;
         var history = new List<ChatMessage>();
@@ -101,7 +101,7 @@ public static class WebSocketChat
 
     private static async Task TurnAsync(WebSocket ws, IInferenceClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, TimeSpan timeout, ILogger logger, CancellationToken ct)
     {
-        var id = HttpJson.NewId("wschat");
+        var id = ServedBy.NewId("wschat");
         var messages = new List<ChatMessage>(history) { new(ChatRoles.User, frame.Content) };
         var start = await client.TryStartAsync(InferenceQueue.Live, colour, new InferRequest
         {

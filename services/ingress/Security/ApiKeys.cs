@@ -4,11 +4,16 @@ using System.Text;
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Options;
 using QwenNats.Ingress.OpenAi;
+using QwenNats.Messaging;
 
 namespace QwenNats.Ingress.Security;
 
-/// <summary>Who a request is, for limits and logs: an API key's name or <c>anonymous</c>.</summary>
-public sealed record Caller(string Name, RateLimiter? Limiter);
+/// <summary>
+/// Who a request is, for limits and logs: an API key's name or <c>anonymous</c>. <paramref name="Acquire"/>
+/// takes one request from the caller's bucket (null = unlimited); it looks the bucket up on every call, so a
+/// WebSocket that outlives a pruned bucket takes from its successor.
+/// </summary>
+public sealed record Caller(string Name, Func<RateLimitLease>? Acquire);
 
 /// <summary>
 /// Checks API keys on the inference endpoints and applies each caller's token-bucket rate limit
@@ -18,12 +23,12 @@ public sealed record Caller(string Name, RateLimiter? Limiter);
 /// </summary>
 public sealed class ApiKeys : IDisposable
 {
-    public const string ItemKey = "qwen.caller";
-    public const string KeyProtocolPrefix = "qwen.key.";
-    public const string Protocol = "qwen";
+    /// <summary>The <see cref="HttpContext.Items"/> key of the request's <see cref="Caller"/> (an object, so no string can collide with it).</summary>
+    public static readonly object ItemKey = new();
     private readonly SecurityOptions _o;
     private readonly Dictionary<string, ApiKeyOptions> _byHash = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, RateLimiter> _limiters = new(StringComparer.Ordinal);
+    private readonly Lock _pruneLock = new();
 
     public ApiKeys(IOptions<SecurityOptions> options)
     {
@@ -55,27 +60,26 @@ public sealed class ApiKeys : IDisposable
             if (_o.AnonymousRequestsPerMinute <= 0)
                 return (new Caller("anonymous", null), null);
             var address = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-            return (new Caller("anonymous", Limiter("ip:" + address, _o.AnonymousRequestsPerMinute, _o.AnonymousBurst)), null);
+            return (new Caller("anonymous", Acquirer("ip:" + address, _o.AnonymousRequestsPerMinute, _o.AnonymousBurst)), null);
         }
         var token = Bearer(http);
-        // Browsers cannot set headers on a WebSocket: they offer the key as a subprotocol
-        // (new WebSocket(url, ["qwen", "qwen.key.<key>"])), which keeps it out of URLs and access logs.
+        // Browsers cannot set headers on a WebSocket: they offer the key as a subprotocol (WebSocketProtocol).
         if (token is null && http.WebSockets.IsWebSocketRequest)
-            token = http.WebSockets.WebSocketRequestedProtocols.FirstOrDefault(p => p.StartsWith(KeyProtocolPrefix, StringComparison.Ordinal))?[KeyProtocolPrefix.Length..];
+            token = http.WebSockets.WebSocketRequestedProtocols.FirstOrDefault(p => p.StartsWith(WebSocketProtocol.KeyPrefix, StringComparison.Ordinal))?[WebSocketProtocol.KeyPrefix.Length..];
         if (string.IsNullOrEmpty(token))
             return (null, new ApiError(401, "missing_api_key", "This endpoint needs an API key: send Authorization: Bearer <key>."));
         if (!_byHash.TryGetValue(Hash(token), out var key))
             return (null, new ApiError(401, "invalid_api_key", "The API key is not valid."));
         var rpm = key.RequestsPerMinute > 0 ? key.RequestsPerMinute : _o.DefaultRequestsPerMinute;
         var burst = key.Burst > 0 ? key.Burst : _o.DefaultBurst;
-        return (new Caller(key.Name, Limiter("key:" + key.Name, rpm, burst)), null);
+        return (new Caller(key.Name, Acquirer("key:" + key.Name, rpm, burst)), null);
     }
 
     /// <summary>Takes one request from the caller's bucket; the refusal carries the seconds to wait.</summary>
     public static (bool Allowed, int RetryAfterSeconds) Take(Caller caller)
     {
-        if (caller.Limiter is null) return (true, 0);
-        using var lease = caller.Limiter.AttemptAcquire();
+        if (caller.Acquire is null) return (true, 0);
+        using var lease = caller.Acquire();
         if (lease.IsAcquired) return (true, 0);
         var retry = lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? (int)Math.Ceiling(after.TotalSeconds) : 1;
         return (false, Math.Max(1, retry));
@@ -84,8 +88,33 @@ public sealed class ApiKeys : IDisposable
     public static ApiError RateLimited(Caller caller) =>
         new(429, "rate_limit_exceeded", $"Rate limit of '{caller.Name}' reached; retry after the time in Retry-After.");
 
-    private RateLimiter Limiter(string partition, int perMinute, int burst) =>
-        _limiters.GetOrAdd(partition, _ => new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
+    /// <summary>How many buckets are held (one per API key and per client address seen and not yet pruned).</summary>
+    internal int TrackedLimiters => _limiters.Count;
+
+    private Func<RateLimitLease> Acquirer(string partition, int perMinute, int burst)
+    {
+        Limiter(partition, perMinute, burst);
+        return () =>
+        {
+            try
+            {
+                return Limiter(partition, perMinute, burst).AttemptAcquire();
+            }
+            catch (ObjectDisposedException)
+            {
+                // Pruned between the look-up and the take: its successor is a full bucket, as the pruned one was.
+                return Limiter(partition, perMinute, burst).AttemptAcquire();
+            }
+        };
+    }
+
+    private RateLimiter Limiter(string partition, int perMinute, int burst)
+    {
+        if (_limiters.TryGetValue(partition, out var existing))
+            return existing;
+        if (_limiters.Count >= _o.MaxTrackedLimiters)
+            PruneIdle();
+        return _limiters.GetOrAdd(partition, _ => new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
         {
             TokenLimit = Math.Max(1, burst),
             TokensPerPeriod = 1,
@@ -93,6 +122,24 @@ public sealed class ApiKeys : IDisposable
             QueueLimit = 0,
             AutoReplenishment = true,
         }));
+    }
+
+    /// <summary>
+    /// Drops the buckets that are full again (<see cref="RateLimiter.IdleDuration"/> set): a fresh bucket is
+    /// full too, so forgetting them changes no answer, and the map holds only callers that are being limited.
+    /// </summary>
+    private void PruneIdle()
+    {
+        lock (_pruneLock)
+        {
+            if (_limiters.Count < _o.MaxTrackedLimiters) return;
+            foreach (var (partition, limiter) in _limiters)
+            {
+                if (limiter.IdleDuration is not null && _limiters.TryRemove(new KeyValuePair<string, RateLimiter>(partition, limiter)))
+                    limiter.Dispose();
+            }
+        }
+    }
 
     private static string? Bearer(HttpContext http)
     {
@@ -120,7 +167,7 @@ public sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeys keys)
         if (caller is null)
         {
             http.Response.Headers.WWWAuthenticate = "Bearer";
-            await HttpJson.WriteErrorAsync(http, error!);
+            await JsonAnswers.WriteErrorAsync(http, error!);
             return;
         }
         http.Items[ApiKeys.ItemKey] = caller;
@@ -130,7 +177,7 @@ public sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeys keys)
             var (allowed, retryAfter) = ApiKeys.Take(caller);
             if (!allowed)
             {
-                await HttpJson.WriteErrorAsync(http, ApiKeys.RateLimited(caller), retryAfter);
+                await JsonAnswers.WriteErrorAsync(http, ApiKeys.RateLimited(caller), retryAfter);
                 return;
             }
         }

@@ -39,4 +39,10 @@ public sealed record SecurityOptions
     public int AnonymousRequestsPerMinute { get; init; }
 
     public int AnonymousBurst { get; init; } = 20;
+
+    /// <summary>
+    /// Rate-limit buckets held before the full (idle) ones are dropped, so addresses seen once do not
+    /// accumulate; a bucket that is limiting someone is never dropped.
+    /// </summary>
+    public int MaxTrackedLimiters { get; init; } = 10_000;
 }

@@ -1,5 +1,5 @@
 using System.Text.Json;
-using QwenNats.Ingress.Console;
+using QwenNats.Ingress.OperatorConsole;
 
 namespace QwenNats.Tests.Unit;
 

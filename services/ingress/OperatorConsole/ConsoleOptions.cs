@@ -1,4 +1,4 @@
-namespace QwenNats.Ingress.Console;
+namespace QwenNats.Ingress.OperatorConsole;
 
 /// <summary>The <c>Console</c> section: the web console served at <c>/</c>.</summary>
 public sealed record ConsoleOptions

@@ -1,14 +1,12 @@
 using System.Buffers;
 using System.Text.Json;
-using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Http.Features;
-using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress;
 
-/// <summary>Reading bounded JSON bodies and writing JSON answers and OpenAI-shaped errors.</summary>
-public static class HttpJson
+/// <summary>Reads a bounded JSON request body: the document, or the 400/413 that says why not.</summary>
+public static class JsonBodyReader
 {
     private static readonly JsonDocumentOptions DocOptions = new() { MaxDepth = 64 };
 
@@ -61,44 +59,9 @@ public static class HttpJson
 
     public static ApiError TooLarge(long maxBytes) => new(413, "body_too_large", $"The request body is larger than the limit of {maxBytes} bytes.");
 
-    public static Task WriteAsync<T>(HttpContext http, int status, T value, JsonTypeInfo<T> type)
-    {
-        http.Response.StatusCode = status;
-        http.Response.ContentType = "application/json; charset=utf-8";
-        return JsonSerializer.SerializeAsync(http.Response.Body, value, type, http.RequestAborted);
-    }
-
-    public static Task WriteErrorAsync(HttpContext http, ApiError error, int retryAfterSeconds = 1)
-    {
-        if (http.Response.HasStarted)
-            return Task.CompletedTask;
-        if (error.Status is 503 or 429)
-            http.Response.Headers.RetryAfter = retryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        // The rest of an oversized body is never read: close the connection after this answer, so the client
-        // does not send its next request on a connection the server is about to drop.
-        if (error.Status == StatusCodes.Status413PayloadTooLarge)
-            http.Response.Headers.Connection = "close";
-        return WriteAsync(http, error.Status, error.ToBody(), IngressJson.Context.ErrorBody);
-    }
-
     private static string FirstSentence(string message)
     {
         var cut = message.IndexOf(". ", StringComparison.Ordinal);
         return cut > 0 ? message[..(cut + 1)] : message;
     }
-
-    public static string NewId(string prefix) => $"{prefix}-{Guid.NewGuid():N}";
-
-    public static long Now() => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-
-    public static void Stamp(HttpContext http, string colour, string? profile, string? worker, string requestId)
-    {
-        if (http.Response.HasStarted) return;
-        http.Response.Headers[RequestRouting.ColourHeader] = colour;
-        if (profile is not null) http.Response.Headers[RequestRouting.ProfileHeader] = profile;
-        if (worker is not null) http.Response.Headers[RequestRouting.WorkerHeader] = worker;
-        http.Response.Headers[RequestRouting.RequestIdHeader] = requestId;
-    }
-
-    public static InferError Synthetic(string id, string code, string message) => new() { Id = id, Code = code, Message = message };
 }

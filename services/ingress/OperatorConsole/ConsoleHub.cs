@@ -7,7 +7,7 @@ using NATS.Client.KeyValueStore;
 using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
-namespace QwenNats.Ingress.Console;
+namespace QwenNats.Ingress.OperatorConsole;
 
 /// <summary>One server-sent event for the console: its name and its JSON data.</summary>
 public sealed record ConsoleMessage(string Event, string Data);

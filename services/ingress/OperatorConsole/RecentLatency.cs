@@ -1,4 +1,4 @@
-namespace QwenNats.Ingress.Console;
+namespace QwenNats.Ingress.OperatorConsole;
 
 /// <summary>One colour's request latency over the recent window.</summary>
 public sealed record ColourLatency(string Colour, int Requests, int Errors, double P50Ms, double P95Ms);

@@ -1,10 +1,8 @@
 using Microsoft.Extensions.Options;
 using QwenNats.Ingress.OpenAi;
-using QwenNats.Ingress.Routing;
 
-namespace QwenNats.Ingress;
+namespace QwenNats.Ingress.Routing;
 
-/// <summary>Decides which colour serves a request and which session it belongs to.</summary>
 /// <summary>Where one request goes: its colour and session.</summary>
 public sealed record RouteResult(string Colour, string Session, RouteReason Reason);
 

@@ -7,7 +7,7 @@ using NATS.Client.Core;
 using QwenNats.Messaging;
 using QwenNats.Ingress.OpenAi;
 
-namespace QwenNats.Ingress.Console;
+namespace QwenNats.Ingress.OperatorConsole;
 
 /// <summary>What the console page needs to know about this ingress before it draws itself.</summary>
 public sealed record ConsoleConfig(string Ingress, bool OperatorActions, IReadOnlyList<string> Colours, IReadOnlyList<string> Actions);
@@ -48,7 +48,7 @@ public static class ConsoleEndpoints
         await using var stream = typeof(ConsoleEndpoints).Assembly.GetManifestResourceStream($"console/{file}");
         if (stream is null)
         {
-            await HttpJson.WriteErrorAsync(http, new ApiError(404, "not_found", $"The console asset {file} is missing from this build."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(404, "not_found", $"The console asset {file} is missing from this build."));
             return;
         }
         http.Response.ContentType = Path.GetExtension(file) switch
@@ -92,29 +92,29 @@ public static class ConsoleEndpoints
         var o = options.Value;
         if (!Actions.Contains(verb, StringComparer.Ordinal))
         {
-            await HttpJson.WriteErrorAsync(http, new ApiError(404, "unknown_action", $"'{verb}' is not a console action; use one of {string.Join(", ", Actions)}."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(404, "unknown_action", $"'{verb}' is not a console action; use one of {string.Join(", ", Actions)}."));
             return;
         }
         if (string.IsNullOrEmpty(o.OperatorToken))
         {
-            await HttpJson.WriteErrorAsync(http, new ApiError(403, "console_read_only", "This console is read-only: no operator token is configured (Console:OperatorToken)."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(403, "console_read_only", "This console is read-only: no operator token is configured (Console:OperatorToken)."));
             return;
         }
         var given = OperatorToken(http);
         if (given is null)
         {
-            await HttpJson.WriteErrorAsync(http, new ApiError(401, "operator_token_required", "Operator actions need the operator token (Authorization: Bearer <token>)."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(401, "operator_token_required", "Operator actions need the operator token (Authorization: Bearer <token>)."));
             return;
         }
         if (!SameSecret(given, o.OperatorToken))
         {
-            await HttpJson.WriteErrorAsync(http, new ApiError(401, "invalid_operator_token", "The operator token is not valid."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(401, "invalid_operator_token", "The operator token is not valid."));
             return;
         }
-        var (doc, readError) = await HttpJson.ReadAsync(http, 16_384);
+        var (doc, readError) = await JsonBodyReader.ReadAsync(http, 16_384);
         if (doc is null)
         {
-            await HttpJson.WriteErrorAsync(http, readError!);
+            await JsonAnswers.WriteErrorAsync(http, readError!);
             return;
         }
         ControlRequest request;
@@ -122,7 +122,7 @@ public static class ConsoleEndpoints
         {
             if (!TryParseAction(doc.RootElement, verb, o, out request, out var error))
             {
-                await HttpJson.WriteErrorAsync(http, error!);
+                await JsonAnswers.WriteErrorAsync(http, error!);
                 return;
             }
         }
@@ -133,16 +133,16 @@ public static class ConsoleEndpoints
         }
         catch (Exception e) when (e is NatsNoRespondersException or NatsNoReplyException or NatsException)
         {
-            await HttpJson.WriteErrorAsync(http, new ApiError(503, "promoter_unavailable", $"No promoter answered qwen.ctl.{verb}: {e.Message}"));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(503, "promoter_unavailable", $"No promoter answered qwen.ctl.{verb}: {e.Message}"));
             return;
         }
-        loggers.CreateLogger("QwenNats.Ingress.Console").LogInformation("Console action {Verb} by {Actor}: {Outcome}", verb, request.Actor, reply.Ok ? "ok" : reply.Code);
+        loggers.CreateLogger("QwenNats.Ingress.OperatorConsole").LogInformation("Console action {Verb} by {Actor}: {Outcome}", verb, request.Actor, reply.Ok ? "ok" : reply.Code);
         if (!reply.Ok)
         {
-            await HttpJson.WriteErrorAsync(http, new ApiError(409, reply.Code ?? "refused", reply.Error ?? "The promoter refused the action."));
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(409, reply.Code ?? "refused", reply.Error ?? "The promoter refused the action."));
             return;
         }
-        await HttpJson.WriteAsync(http, 200, reply, QwenJsonContext.Default.ControlReply);
+        await JsonAnswers.WriteAsync(http, 200, reply, QwenJsonContext.Default.ControlReply);
     }
 
     /// <summary>Validates an action body: a reason is required; start may name a candidate, set-weight needs a weight.</summary>
