@@ -384,7 +384,7 @@ internal static class Perf
 
         private async Task<NatsConnection> ConnectAsync()
         {
-            var n = new NatsConnection(NatsOpts.Default with { Url = NatsUrl, SerializerRegistry = QwenSerializerRegistry.Default });
+            var n = QwenNats.Testing.Nats.Connect(NatsUrl, "qwen-bench");
             await n.ConnectAsync();
             return n;
         }

@@ -33,7 +33,7 @@ internal static class Soak
         var maxGrowth = double.Parse(o.GetValueOrDefault("max-growth", "10"), CultureInfo.InvariantCulture);
         var pidDir = o.GetValueOrDefault("pids", ".run/pids");
 
-        await using var nats = new NatsConnection(NatsOpts.Default with { Url = natsUrl, SerializerRegistry = QwenSerializerRegistry.Default });
+        await using var nats = Nats.Connect(natsUrl, "qwen-bench");
         await nats.ConnectAsync();
         using var http = new HttpClient(new SocketsHttpHandler { UseCookies = false, MaxConnectionsPerServer = 32 }) { BaseAddress = ingress, Timeout = TimeSpan.FromSeconds(90) };
         var results = new ConcurrentQueue<Outcome>();

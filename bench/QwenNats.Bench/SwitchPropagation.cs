@@ -22,7 +22,7 @@ public static class SwitchPropagation
         var ingresses = opts.GetValueOrDefault("ingress", "http://127.0.0.1:8080").Split(',', StringSplitOptions.RemoveEmptyEntries);
         var switches = int.Parse(opts.GetValueOrDefault("switches", "100"), System.Globalization.CultureInfo.InvariantCulture);
 
-        await using var nats = new NatsConnection(NatsOpts.Default with { Url = natsUrl, SerializerRegistry = QwenSerializerRegistry.Default });
+        await using var nats = Nats.Connect(natsUrl, "qwen-bench");
         await nats.ConnectAsync();
         using var http = new HttpClient(new SocketsHttpHandler { UseCookies = false, MaxConnectionsPerServer = 16 }) { Timeout = TimeSpan.FromSeconds(30) };
 
