@@ -6,6 +6,7 @@ using System.Text;
 using System.Text.Json;
 using NATS.Client.Core;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Internal;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Bench;
@@ -118,7 +119,7 @@ internal static class Soak
         return 0;
     }
 
-    private static double P(double[] sorted, double q) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
+    private static double P(double[] sorted, double q) => Percentiles.NearestRank(sorted, q);
 
     private static Dictionary<string, long> Memory(string pidDir)
     {

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using NATS.Client.Core;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Internal;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Bench;
@@ -113,12 +114,7 @@ public static class SwitchPropagation
         }
     }
 
-    private static double P(List<double> values, double percentile)
-    {
-        var sorted = values.OrderBy(v => v).ToArray();
-        var rank = (int)Math.Ceiling(percentile / 100 * sorted.Length) - 1;
-        return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
-    }
+    private static double P(List<double> values, double percentile) => Percentiles.Of(values, percentile / 100);
 
     internal static async Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json)
     {
