@@ -10,6 +10,7 @@ using LLama.Native;
 using LLama.Sampling;
 using NATS.Client.Core;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Internal;
 using QwenNats.ServiceDefaults;
 using QwenNats.Worker;
 
@@ -198,12 +199,7 @@ internal static class Perf
         return (ta, tb);
     }
 
-    public static double P(IReadOnlyList<double> values, double q)
-    {
-        if (values.Count == 0) return 0;
-        var sorted = values.Order().ToArray();
-        return sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
-    }
+    public static double P(IReadOnlyList<double> values, double q) => Percentiles.Of(values, q);
 
     private static async Task<List<double>> RepeatAsync(int n, Func<Task<double>> f)
     {
@@ -384,7 +380,7 @@ internal static class Perf
 
         private async Task<NatsConnection> ConnectAsync()
         {
-            var n = new NatsConnection(NatsOpts.Default with { Url = NatsUrl, SerializerRegistry = QwenSerializerRegistry.Default });
+            var n = QwenNats.Testing.Nats.Connect(NatsUrl, "qwen-bench");
             await n.ConnectAsync();
             return n;
         }

@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 
 namespace QwenNats.Bench;
 
@@ -32,14 +30,7 @@ internal sealed class Proc : IAsyncDisposable
         lock (_tail) { _tail.Add(line); if (_tail.Count > 200) _tail.RemoveRange(0, 100); }
     }
 
-    public static string Root { get; } = FindRoot();
-
-    private static string FindRoot()
-    {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "QwenNats.sln"))) d = d.Parent;
-        return d?.FullName ?? throw new InvalidOperationException("QwenNats.sln not found");
-    }
+    public static string Root => Paths.RepoRoot;
 
     public static Proc Nats(int port, string dir)
     {
@@ -60,12 +51,7 @@ internal sealed class Proc : IAsyncDisposable
 
     public long Resident() => ProcessMemory.Resident(_p.Id);
 
-    public static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
+    public static int FreePort() => Ports.Free();
 
     public async ValueTask DisposeAsync()
     {

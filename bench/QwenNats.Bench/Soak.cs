@@ -6,6 +6,7 @@ using System.Text;
 using System.Text.Json;
 using NATS.Client.Core;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Internal;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Bench;
@@ -33,7 +34,7 @@ internal static class Soak
         var maxGrowth = double.Parse(o.GetValueOrDefault("max-growth", "10"), CultureInfo.InvariantCulture);
         var pidDir = o.GetValueOrDefault("pids", ".run/pids");
 
-        await using var nats = new NatsConnection(NatsOpts.Default with { Url = natsUrl, SerializerRegistry = QwenSerializerRegistry.Default });
+        await using var nats = Nats.Connect(natsUrl, "qwen-bench");
         await nats.ConnectAsync();
         using var http = new HttpClient(new SocketsHttpHandler { UseCookies = false, MaxConnectionsPerServer = 32 }) { BaseAddress = ingress, Timeout = TimeSpan.FromSeconds(90) };
         var results = new ConcurrentQueue<Outcome>();
@@ -118,7 +119,7 @@ internal static class Soak
         return 0;
     }
 
-    private static double P(double[] sorted, double q) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
+    private static double P(double[] sorted, double q) => Percentiles.NearestRank(sorted, q);
 
     private static Dictionary<string, long> Memory(string pidDir)
     {

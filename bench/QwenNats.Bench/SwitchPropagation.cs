@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using NATS.Client.Core;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Internal;
 using QwenNats.ServiceDefaults;
 
 namespace QwenNats.Bench;
@@ -22,7 +23,7 @@ public static class SwitchPropagation
         var ingresses = opts.GetValueOrDefault("ingress", "http://127.0.0.1:8080").Split(',', StringSplitOptions.RemoveEmptyEntries);
         var switches = int.Parse(opts.GetValueOrDefault("switches", "100"), System.Globalization.CultureInfo.InvariantCulture);
 
-        await using var nats = new NatsConnection(NatsOpts.Default with { Url = natsUrl, SerializerRegistry = QwenSerializerRegistry.Default });
+        await using var nats = Nats.Connect(natsUrl, "qwen-bench");
         await nats.ConnectAsync();
         using var http = new HttpClient(new SocketsHttpHandler { UseCookies = false, MaxConnectionsPerServer = 16 }) { Timeout = TimeSpan.FromSeconds(30) };
 
@@ -113,12 +114,7 @@ public static class SwitchPropagation
         }
     }
 
-    private static double P(List<double> values, double percentile)
-    {
-        var sorted = values.OrderBy(v => v).ToArray();
-        var rank = (int)Math.Ceiling(percentile / 100 * sorted.Length) - 1;
-        return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
-    }
+    private static double P(List<double> values, double percentile) => Percentiles.Of(values, percentile / 100);
 
     internal static Task<ControlReply> CtlAsync(NatsConnection nats, string verb, string json) =>
         new QwenNats.Messaging.Control.ControlClient(nats).SendAsync(verb, json);

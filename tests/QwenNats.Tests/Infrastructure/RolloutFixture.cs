@@ -112,7 +112,7 @@ public static class Ctl
 {
     public static async Task<NatsConnection> ConnectAsync(NatsServer server)
     {
-        var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        var nats = Nats.Connect(server.Url);
         await nats.ConnectAsync();
         return nats;
     }

@@ -22,7 +22,7 @@ public sealed class DiscoveryTests(SystemFixture fx)
         await promoter.StartAsync();
         try
         {
-            await using var nats = new NatsConnection(NatsOpts.Default with { Url = fx.Nats.Url });
+            await using var nats = Nats.Connect(fx.Nats.Url);
             using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
             List<JsonElement> infos;
             do

@@ -24,7 +24,7 @@ public sealed class DispatchTests
 
         // A worker process that takes the next request and dies before answering: it pulls from the same
         // durable consumer and never acks. Stop the real worker first so the doomed one gets the request.
-        await using var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        await using var nats = Nats.Connect(server.Url);
         var js = new NatsJSContext(nats);
         var consumer = await js.GetConsumerAsync(Subjects.WorkStream("blue"), Subjects.WorkConsumer);
         var registry = ingress.Services.GetRequiredService<WorkerRegistry>();

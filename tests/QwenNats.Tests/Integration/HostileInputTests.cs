@@ -209,11 +209,11 @@ public sealed class HostileInputTests(ProcessSystemFixture fx, ITestOutputHelper
                 var reply = await fx.Operator.RequestAsync<byte[], byte[]>(Rollouts.Control(verb), payload, replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(10) });
                 var answer = JsonDocument.Parse(reply.Data!).RootElement;
                 if (answer.GetProperty("ok").GetBoolean() || string.IsNullOrEmpty(answer.GetProperty("code").GetString()))
-                    problems.Enqueue($"qwen.ctl.{verb} {kind}: {Encoding.UTF8.GetString(reply.Data!)[..Math.Min(200, reply.Data!.Length)]}");
+                    problems.Enqueue($"{Rollouts.Control(verb)} {kind}: {Encoding.UTF8.GetString(reply.Data!)[..Math.Min(200, reply.Data!.Length)]}");
             }
             catch (Exception e) when (e is NatsException or JsonException or KeyNotFoundException)
             {
-                problems.Enqueue($"qwen.ctl.{verb} {kind}: {e.GetType().Name} {e.Message}");
+                problems.Enqueue($"{Rollouts.Control(verb)} {kind}: {e.GetType().Name} {e.Message}");
             }
         }
     }

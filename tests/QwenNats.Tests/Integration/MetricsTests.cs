@@ -11,14 +11,7 @@ namespace QwenNats.Tests.Integration;
 /// <summary>Every service exposes Prometheus metrics, and they move when traffic flows.</summary>
 public sealed class MetricsTests
 {
-    private static int FreePort()
-    {
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        var port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
-        return port;
-    }
+    private static int FreePort() => Ports.Free();
 
     private static double Sum(string text, string family, string? labelFilter = null) =>
         Regex.Matches(text, $@"^{family}(\{{[^}}]*\}})? ([0-9.eE+-]+)$", RegexOptions.Multiline)

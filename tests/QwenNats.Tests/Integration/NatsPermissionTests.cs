@@ -111,20 +111,20 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
                 await c.PingAsync();
                 refused.Add((user, what, subject));
             }
-            await TryPublishAsync("ingress", "qwen.ctl.start", "send an operator command");
+            await TryPublishAsync("ingress", Rollouts.Control("start"), "send an operator command");
             await TryPublishAsync("ingress", "$KV.qwen_rollout.state", "write the rollout state");
             await TryPublishAsync("worker_blue", "$JS.API.CONSUMER.MSG.NEXT.QWEN_WORK_GREEN.workers", "take green work");
-            await TryPublishAsync("worker_blue", "qwen.ctl.promote", "send an operator command");
-            await TryPublishAsync("worker_blue", "qwen.blue.infer", "publish inference work");
+            await TryPublishAsync("worker_blue", Rollouts.Control("promote"), "send an operator command");
+            await TryPublishAsync("worker_blue", Subjects.Infer("blue"), "publish inference work");
             await TryPublishAsync("worker_green", "$JS.API.CONSUMER.MSG.NEXT.QWEN_WORK_BLUE.workers", "take blue work");
-            await TryPublishAsync("judge", "qwen.green.infer", "publish inference work");
+            await TryPublishAsync("judge", Subjects.Infer("green"), "publish inference work");
             await TryPublishAsync("judge", "$KV.qwen_rollout.state", "write the rollout state");
-            await TryPublishAsync("judge", "qwen.ctl.rollback", "send an operator command");
+            await TryPublishAsync("judge", Rollouts.Control("rollback"), "send an operator command");
             await TryPublishAsync("operator", "$KV.qwen_rollout.state", "write the rollout state");
             await TryPublishAsync("operator", "$JS.API.STREAM.DELETE.QWEN_EVENTS", "delete the audit log");
-            await TrySubscribeAsync("worker_blue", "qwen.reply.>", "read other services' replies");
-            await TrySubscribeAsync("judge", "qwen.ctl.>", "listen to operator commands");
-            await TrySubscribeAsync("operator", "qwen.samples.>", "read shadow samples");
+            await TrySubscribeAsync("worker_blue", Subjects.Root + ".reply.>", "read other services' replies");
+            await TrySubscribeAsync("judge", Rollouts.ControlWildcard, "listen to operator commands");
+            await TrySubscribeAsync("operator", Judging.SamplesSubjects, "read shadow samples");
             await Task.Delay(500);
 
             var log = nats.Log;
@@ -137,10 +137,7 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             var after = (await Ctl.SendAsync(op, "status")).State!;
             Assert.Equal(before.Version, after.Version);
             // A wrong password gets no connection at all.
-            await using var intruder = new NatsConnection(NatsOpts.Default with
-            {
-                Url = nats.Url, AuthOpts = NatsAuthOpts.Default with { Username = "operator", Password = "wrong" }, MaxReconnectRetry = 0,
-            });
+            await using var intruder = new NatsConnection(Nats.Options(nats.Url, user: "operator", password: "wrong") with { MaxReconnectRetry = 0 });
             await Assert.ThrowsAnyAsync<NatsException>(async () => await intruder.ConnectAsync());
         }
         finally
@@ -155,11 +152,7 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
 
     private static async Task<NatsConnection> ConnectAsync(NatsServer nats, string user)
     {
-        var c = new NatsConnection(NatsOpts.Default with
-        {
-            Url = nats.Url, SerializerRegistry = QwenSerializerRegistry.Default,
-            AuthOpts = NatsAuthOpts.Default with { Username = user, Password = Passwords[user] },
-        });
+        var c = Nats.Connect(nats.Url, user: user, password: Passwords[user]);
         await c.ConnectAsync();
         return c;
     }

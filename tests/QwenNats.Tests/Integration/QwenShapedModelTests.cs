@@ -1,6 +1,5 @@
 using System.Net;
 using LLama;
-using QwenNats.Bench;
 using QwenNats.Tests.Infrastructure;
 
 namespace QwenNats.Tests.Integration;

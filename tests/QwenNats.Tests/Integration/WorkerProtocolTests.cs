@@ -99,7 +99,7 @@ public sealed class WorkerProtocolTests(SystemFixture fx)
 
     private async Task<NatsConnection> ConnectAsync()
     {
-        var nats = new NatsConnection(NatsOpts.Default with { Url = fx.Nats.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        var nats = Nats.Connect(fx.Nats.Url);
         await nats.ConnectAsync();
         return nats;
     }

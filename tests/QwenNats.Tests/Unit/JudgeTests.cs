@@ -330,11 +330,11 @@ public sealed class JudgeTests
     [Fact]
     public void The_shipped_policy_loads()
     {
-        var p = RolloutPolicy.Load(Path.Combine(Infrastructure.Paths.RepoRoot, "deploy", "rollout-policy.json"));
+        var p = RolloutPolicy.Load(Path.Combine(Paths.RepoRoot, "deploy", "rollout-policy.json"));
         Assert.Equal(30, p.MinSamples);
         Assert.True(p.FalseRollbackBound() <= p.MaxFalseRollbackRate);
         Assert.Null(p.ChatSimilarity);
-        RolloutPolicy.Load(Path.Combine(Infrastructure.Paths.RepoRoot, "deploy", "demo-policy.json"));
+        RolloutPolicy.Load(Path.Combine(Paths.RepoRoot, "deploy", "demo-policy.json"));
         Assert.Equal(new[] { 10, 25, 50 }, p.CanarySteps);
         Assert.Equal(TimeSpan.FromMinutes(5), p.BakeWindow);
     }
@@ -342,7 +342,7 @@ public sealed class JudgeTests
     [Fact]
     public void The_golden_set_has_at_least_60_labelled_cases_in_both_languages()
     {
-        var cases = QwenNats.Promoter.GoldenRunner.Load(Path.Combine(Infrastructure.Paths.RepoRoot, "deploy", "golden", "sentiment.jsonl"));
+        var cases = QwenNats.Promoter.GoldenRunner.Load(Path.Combine(Paths.RepoRoot, "deploy", "golden", "sentiment.jsonl"));
         Assert.True(cases.Count >= 60);
         Assert.Contains(cases, c => c.Text == "今天心情真好" && c.Label == "positive");
         Assert.Contains(cases, c => c.Text == "这个实验太难了,我快崩溃了" && c.Label == "negative");

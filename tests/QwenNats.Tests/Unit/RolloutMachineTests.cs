@@ -245,7 +245,7 @@ public sealed class RolloutMachineTests
     [Fact]
     public void The_committed_state_graph_matches_the_code()
     {
-        var path = Path.Combine(Infrastructure.Paths.RepoRoot, "docs", "rollout-states.md");
+        var path = Path.Combine(Paths.RepoRoot, "docs", "rollout-states.md");
         var doc = File.ReadAllText(path).ReplaceLineEndings("\n");
         var graph = Rollout.MermaidGraphText().ReplaceLineEndings("\n").Trim();
         Assert.True(doc.Contains(graph, StringComparison.Ordinal),

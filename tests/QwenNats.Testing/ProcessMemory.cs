@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace QwenNats.Bench;
+namespace QwenNats.Testing;
 
 /// <summary>Resident memory of a process, from <c>/proc/&lt;pid&gt;/status</c> (0 when it is gone).</summary>
 public static class ProcessMemory

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
 
-namespace QwenNats.Bench;
+namespace QwenNats.Testing;
 
 /// <summary>The shape of a Qwen2-architecture model; <see cref="Qwen15_0_5B"/> is Qwen1.5-0.5B's.</summary>
 public sealed record QwenShape(int Layers, int Hidden, int Heads, int KvHeads, int FeedForward, int Vocab, int ContextLength, bool TiedOutput, string Name)

@@ -1,9 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 
-namespace QwenNats.Tests.Infrastructure;
+namespace QwenNats.Testing;
 
 /// <summary>
 /// A QwenNats service run as its own process (<c>dotnet services/&lt;name&gt;/bin/.../QwenNats.&lt;Name&gt;.dll
@@ -92,15 +90,10 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// <summary>Resident set size from <c>/proc/&lt;pid&gt;/status</c>.</summary>
     public long ResidentBytes() => Resident(_process.Id);
 
-    public static long Resident(int pid) => QwenNats.Bench.ProcessMemory.Resident(pid);
+    public static long Resident(int pid) => ProcessMemory.Resident(pid);
 
     /// <summary>A free loopback TCP port (bound and released).</summary>
-    public static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
+    public static int FreePort() => Ports.Free();
 
     public async ValueTask DisposeAsync()
     {

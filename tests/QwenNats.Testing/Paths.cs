@@ -1,4 +1,4 @@
-namespace QwenNats.Tests.Infrastructure;
+namespace QwenNats.Testing;
 
 /// <summary>Where the repository, its profiles and the shared test model are.</summary>
 public static class Paths

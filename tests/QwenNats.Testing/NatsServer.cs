@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 
-namespace QwenNats.Tests.Infrastructure;
+namespace QwenNats.Testing;
 
 /// <summary>
 /// A real <c>nats-server</c> with JetStream on a random port and a temporary store, killed and
