@@ -24,6 +24,13 @@ public static class PromoterHost
         builder.Services.AddSingleton<RolloutStore>();
         builder.Services.AddInferenceClient(sp => new InferenceOptions { InstanceId = sp.GetRequiredService<ServiceIdentity>().InstanceId });
         builder.Services.AddSingleton<GoldenRunner>();
+        builder.Services.AddSingleton(sp => PromoterSettings.Load(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<PromoterOptions>>()));
+        builder.Services.AddSingleton<PromoterMetrics>();
+        builder.Services.AddSingleton<IRolloutLog>(sp => sp.GetRequiredService<RolloutStore>());
+        builder.Services.AddSingleton<LeaderLease>();
+        builder.Services.AddSingleton<RolloutChanges>();
+        builder.Services.AddSingleton<ControlCommands>();
+        builder.Services.AddSingleton<VerdictFollower>();
         builder.Services.AddSingleton<PromoterService>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<PromoterService>());
         builder.Services.AddSingleton<IControlHandler>(sp => sp.GetRequiredService<PromoterService>());

@@ -47,4 +47,10 @@ public sealed record PromoterOptions
 
     /// <summary>Let the judge's verdicts drive the rollout (operators can always override).</summary>
     public bool Automatic { get; init; } = true;
+
+    /// <summary>How long a state change retries appending its audit record before answering <c>audit_pending</c> (the record is appended later).</summary>
+    public TimeSpan AuditAppendTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long an operator's pin (<c>qwen.ctl.pin</c>) lasts when the request gives no <c>ttl_seconds</c>.</summary>
+    public TimeSpan DefaultPinTtl { get; init; } = TimeSpan.FromMinutes(30);
 }

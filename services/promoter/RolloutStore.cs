@@ -8,7 +8,7 @@ using QwenNats.Messaging.Topology;
 namespace QwenNats.Promoter;
 
 /// <summary>The promoter's JetStream resources: the rollout and session buckets and the audit stream.</summary>
-public sealed class RolloutStore(TopologyClient topology, INatsJSContext js, IOptions<PromoterOptions> options, TimeProvider clock)
+public sealed class RolloutStore(TopologyClient topology, INatsJSContext js, IOptions<PromoterOptions> options, TimeProvider clock) : IRolloutLog
 {
     private INatsKVStore? _rollout;
     private INatsKVStore? _sessions;

@@ -1,0 +1,123 @@
+using Microsoft.Extensions.Logging;
+using NATS.Client.Core;
+using QwenNats.Messaging;
+
+namespace QwenNats.Promoter;
+
+/// <summary>
+/// While this promoter leads: verdicts drive the machine (pass advances, after the golden set when leaving
+/// Shadow; fail rolls back at once; inconclusive holds and, after the policy's timeout, pauses for an
+/// operator), and the silence watchdog pauses an automatic rollout the judge stopped judging.
+/// </summary>
+public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, GoldenRunner golden, LeaderLease lease, PromoterSettings settings,
+    PromoterMetrics metrics, TimeProvider clock, ILogger<VerdictFollower> logger)
+{
+    // The last verdict received for a rollout, and when leadership began (the baseline before any verdict).
+    private (string? RolloutId, DateTimeOffset At) _lastVerdict;
+    private DateTimeOffset _leadingSince;
+    private volatile bool _acting;
+
+    private PromoterOptions O => settings.Options;
+
+    /// <summary>Follows verdicts until <paramref name="ct"/> (the end of leadership).</summary>
+    public async Task FollowAsync(INatsSub<Verdict> sub, CancellationToken ct)
+    {
+        _leadingSince = clock.GetUtcNow();
+        await using (sub)
+        {
+            try
+            {
+                await foreach (var msg in sub.Msgs.ReadAllAsync(ct))
+                {
+                    if (msg.Data is not { } v) continue;
+                    _lastVerdict = (v.RolloutId, clock.GetUtcNow());
+                    if (!O.Automatic) continue;
+                    try
+                    {
+                        // Acting on a verdict can take long (the golden set runs before leaving Shadow); verdicts
+                        // queue meanwhile, and the silence watchdog must not count that time as the judge's.
+                        _acting = true;
+                        await OnVerdictAsync(v, ct);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        PromoterLog.VerdictFailed(logger, e);
+                    }
+                    finally
+                    {
+                        _acting = false;
+                        _lastVerdict = (v.RolloutId, clock.GetUtcNow());
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+            }
+        }
+    }
+
+    private Task<ControlReply> ChangeAsync(string verb, Func<Rollout, RolloutOutcome?> act, string cause, CancellationToken ct) =>
+        changes.ChangeAsync(verb, act, cause, lease.Holder, ct);
+
+    private async Task OnVerdictAsync(Verdict v, CancellationToken ct)
+    {
+        var (state, _) = await store.GetAsync(ct);
+        if (!IsFor(state, v))
+            return;
+        var policy = settings.Policy;
+        switch (v.Outcome)
+        {
+            case Judging.Outcomes.Pass:
+                if (state.Phase == RolloutPhase.Shadow && settings.Golden is not null && state.Candidate is { } candidate)
+                {
+                    var report = await golden.RunAsync(settings.Golden, [state.Live, candidate], O.GoldenTimeout, ct);
+                    var live = report.Scores[0];
+                    var cand = report.Scores[1];
+                    if (cand.Accuracy < live.Accuracy - policy.GoldenAccuracyTolerance || cand.Errors > live.Errors)
+                    {
+                        await ChangeAsync("rollback", r => IsFor(r.State, v) ? r.Rollback(
+                            $"golden set: candidate {cand.Accuracy:P1} ({cand.Correct}/{cand.Total}, {cand.Errors} errors) below live {live.Accuracy:P1} ({live.Correct}/{live.Total})", "judge") : null, "judge", ct);
+                        return;
+                    }
+                    v = v with { Reason = $"{v.Reason}; golden set: candidate {cand.Accuracy:P1} vs live {live.Accuracy:P1}" };
+                }
+                await ChangeAsync("promote", r => IsFor(r.State, v) ? r.Promote(false, $"judge pass: {v.Reason}", "judge") : null, "judge", ct);
+                break;
+            case Judging.Outcomes.Fail:
+                await ChangeAsync("rollback", r => IsFor(r.State, v) ? r.Rollback($"judge fail: {v.Reason}", "judge") : null, "judge", ct);
+                break;
+            case Judging.Outcomes.Inconclusive when clock.GetUtcNow() - state.Since >= policy.InconclusivePauseAfter:
+                await ChangeAsync("pause", r => IsFor(r.State, v) ? r.Pause($"inconclusive for {policy.InconclusivePauseAfter}: {v.Reason}", "judge") : null, "judge", ct);
+                break;
+        }
+    }
+
+    private static bool IsFor(RolloutState s, Verdict v) =>
+        s.RolloutId == v.RolloutId && s.Step == v.Step && s.Phase == v.Phase && s.Phase is RolloutPhase.Shadow or RolloutPhase.Canary;
+
+    /// <summary>
+    /// The judge publishes a verdict every evaluation interval while a rollout is judged. When none has
+    /// arrived for the policy's <c>no_verdict_pause_after</c> (judge down, partitioned, stuck), an automatic
+    /// rollout is paused with that reason rather than left running unjudged; the gauge lets an alert fire.
+    /// </summary>
+    public async Task WatchAsync(RolloutState state, CancellationToken ct)
+    {
+        if (state.Phase is not (RolloutPhase.Shadow or RolloutPhase.Canary) || state.RolloutId is null || _acting)
+        {
+            metrics.SinceVerdict.Set(0);
+            return;
+        }
+        var now = clock.GetUtcNow();
+        var heard = _lastVerdict.RolloutId == state.RolloutId ? _lastVerdict.At : DateTimeOffset.MinValue;
+        var since = new[] { heard, state.Since, _leadingSince }.Max();
+        var silent = now - since;
+        metrics.SinceVerdict.Set(Math.Round(silent.TotalSeconds, 1));
+        var policy = settings.Policy;
+        if (O.Automatic && silent >= policy.NoVerdictPauseAfter)
+        {
+            var reason = $"no verdict from the judge for {policy.NoVerdictPauseAfter} (is the judge running and connected?); paused rather than left unjudged";
+            await ChangeAsync("pause", r => r.State.RolloutId == state.RolloutId && r.State.Phase == state.Phase && r.State.Step == state.Step
+                ? r.Pause(reason, "promoter") : null, "timer", ct);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using QwenNats.Messaging;
+using QwenNats.Promoter;
+using QwenNats.ServiceDefaults;
+
+namespace QwenNats.Tests.Unit;
+
+/// <summary>
+/// The state change and its audit record must never disagree without the operator being told: the state is
+/// written first; when the audit append fails the answer says the state changed and the record is pending,
+/// and a later repair appends it (or, after a leader change, a repair record built from the state).
+/// </summary>
+public sealed class AuditTruthTests
+{
+    private sealed class MemoryLog : IRolloutLog
+    {
+        public RolloutState State = new() { Live = "blue", Reason = "initial state", Actor = "promoter" };
+        public ulong Revision = 1;
+        public bool AppendFails;
+        public int AppendCalls;
+        public readonly List<RolloutEvent> Events = [];
+
+        public Task<(RolloutState State, ulong Revision)> GetAsync(CancellationToken ct) => Task.FromResult((State, Revision));
+
+        public Task<bool> TryUpdateAsync(RolloutState state, ulong revision, CancellationToken ct)
+        {
+            if (revision != Revision) return Task.FromResult(false);
+            State = state;
+            Revision++;
+            return Task.FromResult(true);
+        }
+
+        public Task AppendAsync(RolloutEvent e, CancellationToken ct)
+        {
+            AppendCalls++;
+            if (AppendFails) throw new IOException("audit stream unavailable");
+            if (!Events.Any(x => x.State.RolloutId == e.State.RolloutId && x.State.Version == e.State.Version))
+                Events.Add(e);
+            return Task.CompletedTask;
+        }
+
+        public Task<IReadOnlyList<RolloutEvent>> HistoryAsync(int limit, CancellationToken ct) => Task.FromResult<IReadOnlyList<RolloutEvent>>(Events.TakeLast(limit).ToList());
+    }
+
+    private static RolloutChanges Changes(MemoryLog log) => new(log,
+        new PromoterSettings(new PromoterOptions { AuditAppendTimeout = TimeSpan.FromMilliseconds(800) }, RolloutPolicy.Load(null), null),
+        new PromoterMetrics(new QwenMetrics()), TimeProvider.System, NullLogger<RolloutChanges>.Instance);
+
+    [Fact]
+    public async Task A_change_whose_audit_append_succeeds_is_answered_plainly_and_recorded_once()
+    {
+        var log = new MemoryLog();
+        var reply = await Changes(log).ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None);
+
+        Assert.True(reply.Ok);
+        Assert.Null(reply.Code);
+        Assert.Equal(RolloutPhase.Shadow, log.State.Phase);
+        Assert.Equal(log.State.Version, Assert.Single(log.Events).State.Version);
+    }
+
+    [Fact]
+    public async Task When_the_append_keeps_failing_the_answer_says_the_state_changed_and_a_later_repair_writes_the_record()
+    {
+        var log = new MemoryLog { AppendFails = true };
+        var changes = Changes(log);
+
+        var reply = await changes.ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None);
+
+        // The state did change, and the answer says so rather than "nothing was changed".
+        Assert.Equal(RolloutPhase.Shadow, log.State.Phase);
+        Assert.True(reply.Ok);
+        Assert.Equal(RolloutChanges.AuditPendingCode, reply.Code);
+        Assert.Equal(log.State, reply.State);
+        Assert.Contains("state changed", reply.Error);
+        Assert.True(log.AppendCalls > 1, "the append is retried before giving up");
+        Assert.Empty(log.Events);
+        Assert.Single(changes.Pending);
+
+        // Still failing: the repair keeps the record pending.
+        await changes.RepairAuditAsync(checkState: false, CancellationToken.None);
+        Assert.Single(changes.Pending);
+
+        log.AppendFails = false;
+        await changes.RepairAuditAsync(checkState: false, CancellationToken.None);
+        Assert.Empty(changes.Pending);
+        var e = Assert.Single(log.Events);
+        Assert.Equal("start", e.Trigger);
+        Assert.Equal(log.State.Version, e.State.Version);
+        Assert.Equal("alice", e.Actor);
+    }
+
+    [Fact]
+    public async Task A_new_leader_records_a_change_whose_audit_record_was_lost_with_the_previous_leader()
+    {
+        var log = new MemoryLog { AppendFails = true };
+        await Changes(log).ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None);
+        Assert.Empty(log.Events);
+
+        // The previous leader died with the record pending; the next one compares the log with the state.
+        log.AppendFails = false;
+        var successor = Changes(log);
+        await successor.RepairAuditAsync(checkState: true, CancellationToken.None);
+
+        var e = Assert.Single(log.Events);
+        Assert.Equal(RolloutChanges.RepairTrigger, e.Trigger);
+        Assert.Equal(log.State, e.State);
+        Assert.Equal(RolloutPhase.Shadow, e.To);
+
+        // Nothing missing: a further check appends nothing.
+        await successor.RepairAuditAsync(checkState: true, CancellationToken.None);
+        Assert.Single(log.Events);
+    }
+}
