@@ -1,3 +1,8 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using QwenNats.Messaging;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -30,23 +35,51 @@ public sealed class QwenMetrics
     public static readonly double[] LatencyBuckets = Histogram.ExponentialBuckets(0.005, 2, 14);
 }
 
-/// <summary>Serves <c>/metrics</c> on <see cref="MetricsOptions.Port"/> when it is set.</summary>
-public sealed class MetricsServer(QwenMetrics metrics, IOptions<MetricsOptions> options, ILogger<MetricsServer> logger) : IHostedService
+/// <summary>
+/// Serves <c>/metrics</c>, <c>/healthz</c> (liveness: the process answers) and <c>/readyz</c> (the health checks
+/// tagged <c>ready</c>: NATS connected, topology bound; 503 naming what is missing otherwise) on
+/// <see cref="MetricsOptions.Port"/> when it is set (worker, judge, promoter).
+/// </summary>
+public sealed partial class MetricsServer(QwenMetrics metrics, IOptions<MetricsOptions> options, HealthCheckService health, ILogger<MetricsServer> logger) : IHostedService
 {
-    private IMetricServer? _server;
+    private WebApplication? _app;
 
-    public Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
         var o = options.Value;
-        if (o.Port <= 0) return Task.CompletedTask;
-        _server = new KestrelMetricServer(o.Host, o.Port, "/metrics", metrics.Registry).Start();
-        logger.LogInformation("Metrics on http://{Host}:{Port}/metrics", o.Host, o.Port);
-        return Task.CompletedTask;
+        if (o.Port <= 0) return;
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls($"http://{o.Host}:{o.Port}");
+        var app = builder.Build();
+        app.MapMetrics("/metrics", metrics.Registry);
+        app.MapGet("/healthz", () => Results.Text("{\"status\":\"ok\"}", "application/json"));
+        app.MapGet("/readyz", async (CancellationToken ct) =>
+        {
+            var report = await health.CheckHealthAsync(c => c.Tags.Contains(HealthTags.Ready), ct);
+            var ready = report.Status == HealthStatus.Healthy;
+            var body = new Dictionary<string, string> { ["status"] = ready ? "ready" : "not_ready" };
+            foreach (var (name, entry) in report.Entries)
+                body[name] = entry.Description ?? entry.Status.ToString();
+            return Results.Text(System.Text.Json.JsonSerializer.Serialize(body, HealthJson.Default.DictionaryStringString), "application/json", statusCode: ready ? 200 : 503);
+        });
+        await app.StartAsync(cancellationToken);
+        _app = app;
+        LogListening(logger, o.Host, o.Port);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        if (_server is not null)
-            await _server.StopAsync();
+        if (_app is not null)
+        {
+            await _app.StopAsync(cancellationToken);
+            await _app.DisposeAsync();
+        }
     }
+
+    [LoggerMessage(EventId = 1900, Level = LogLevel.Information, Message = "Metrics and health on http://{Host}:{Port} (/metrics, /healthz, /readyz)")]
+    private static partial void LogListening(ILogger logger, string host, int port);
 }
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, string>))]
+internal sealed partial class HealthJson : System.Text.Json.Serialization.JsonSerializerContext;

@@ -46,6 +46,7 @@ public sealed class JudgeService(
                 await topology.EnsureOwnedAsync(Owners.Judge, null, stoppingToken);
                 _cards = await topology.BucketAsync(Judging.Bucket, stoppingToken);
                 consumer = await topology.ConsumerAsync(Judging.SamplesStream, Judging.JudgeConsumer, stoppingToken);
+                topology.MarkBound();
                 break;
             }
             catch (Exception e) when (e is not OperationCanceledException)

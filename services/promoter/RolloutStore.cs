@@ -23,6 +23,7 @@ public sealed class RolloutStore(TopologyClient topology, INatsJSContext js, IOp
         await topology.EnsureOwnedAsync(Owners.Promoter, null, ct);
         _rollout = await topology.BucketAsync(Rollouts.Bucket, ct);
         _sessions = await topology.BucketAsync(Rollouts.SessionsBucket, ct);
+        topology.MarkBound();
 
         var initial = new RolloutState { Live = o.InitialLive, Reason = "initial state", Actor = "promoter", Since = clock.GetUtcNow() };
         await _rollout.TryCreateAsync(Rollouts.StateKey, initial, cancellationToken: ct);

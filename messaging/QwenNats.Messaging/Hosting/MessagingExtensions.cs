@@ -52,9 +52,17 @@ public static class MessagingExtensions
         services.AddSingleton<INatsKVContext>(sp => new NatsKVContext(sp.GetRequiredService<INatsJSContext>()));
         services.AddSingleton(sp => new QwenTopology(sp.GetRequiredService<IOptions<TopologyOptions>>().Value));
         services.AddSingleton<TopologyClient>();
-        services.AddHealthChecks().AddCheck<NatsHealthCheck>("nats", tags: ["ready"]);
+        services.AddHealthChecks()
+            .AddCheck<NatsHealthCheck>("nats", tags: [HealthTags.Ready])
+            .AddCheck<TopologyClient.HealthCheck>("topology", tags: [HealthTags.Ready]);
         return builder;
     }
+}
+
+/// <summary>Health-check tags: <c>ready</c> checks decide <c>/readyz</c>.</summary>
+public static class HealthTags
+{
+    public const string Ready = "ready";
 }
 
 /// <summary>Healthy while the NATS connection is open.</summary>

@@ -60,7 +60,10 @@ public sealed class InferenceClient(
             {
                 await nats.ConnectAsync();
                 if (options.Value.TopologyOwner is { } owner)
+                {
                     await topology.EnsureOwnedAsync(owner, null, stoppingToken);
+                    topology.MarkBound();
+                }
                 await using var sub = await nats.SubscribeCoreAsync<InferReply>(wildcard, cancellationToken: stoppingToken);
                 _ready.TrySetResult();
                 Log.ReceivingReplies(logger, InstanceId, wildcard);

@@ -98,8 +98,10 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         {
             await nats.ConnectAsync();
             await topology.EnsureOwnedAsync(Owners.Worker, colour, token);
-            return (await topology.ConsumerAsync(Subjects.WorkStream(colour), Subjects.WorkConsumer, token),
-                    await topology.ConsumerAsync(Judging.ShadowStream(colour), Subjects.WorkConsumer, token));
+            var bound = (await topology.ConsumerAsync(Subjects.WorkStream(colour), Subjects.WorkConsumer, token),
+                         await topology.ConsumerAsync(Judging.ShadowStream(colour), Subjects.WorkConsumer, token));
+            topology.MarkBound();
+            return bound;
         }, ct);
     }
 

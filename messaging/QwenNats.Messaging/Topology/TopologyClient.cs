@@ -24,6 +24,29 @@ public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv,
 
     public QwenTopology Table => table;
 
+    private volatile bool _bound;
+    private volatile string? _missing;
+
+    /// <summary>True once the service has every resource it needs (its owner code calls <see cref="MarkBound"/>).</summary>
+    public bool Bound => _bound;
+
+    /// <summary>While not bound: the last missing resource and who creates it.</summary>
+    public string? Missing => _missing;
+
+    /// <summary>Called by a service once it has created and bound everything it needs: it is ready as far as the topology goes.</summary>
+    public void MarkBound()
+    {
+        _bound = true;
+        _missing = null;
+    }
+
+    private TopologyMissingException Missed(TopologyResource r, Exception inner)
+    {
+        var e = new TopologyMissingException(r, inner);
+        if (!_bound) _missing = e.Message;
+        return e;
+    }
+
     /// <summary>Creates or updates every resource <paramref name="owner"/> owns (for a worker: of its colour).</summary>
     public async Task EnsureOwnedAsync(string owner, string? colour, CancellationToken ct)
     {
@@ -41,7 +64,7 @@ public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv,
                     }
                     catch (NatsJSApiException e) when (e.Error.Code == NotFound)
                     {
-                        throw new TopologyMissingException(table.Find(ResourceKind.Stream, r.Stream!), e);
+                        throw Missed(table.Find(ResourceKind.Stream, r.Stream!), e);
                     }
                     break;
                 case ResourceKind.Bucket:
@@ -62,7 +85,7 @@ public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv,
         }
         catch (NatsJSApiException e) when (e.Error.Code == NotFound)
         {
-            throw new TopologyMissingException(r, e);
+            throw Missed(r, e);
         }
     }
 
@@ -76,7 +99,7 @@ public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv,
         }
         catch (NatsJSApiException e) when (e.Error.Code == NotFound)
         {
-            throw new TopologyMissingException(r, e);
+            throw Missed(r, e);
         }
     }
 
@@ -90,12 +113,21 @@ public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv,
         }
         catch (NatsJSApiException e) when (e.Error.Code == NotFound)
         {
-            throw new TopologyMissingException(r, e);
+            throw Missed(r, e);
         }
         catch (NatsKVException e)
         {
-            throw new TopologyMissingException(r, e);
+            throw Missed(r, e);
         }
+    }
+
+    /// <summary>Readiness (tag <c>ready</c>): healthy once the service has bound its topology; otherwise says what is missing.</summary>
+    public sealed class HealthCheck(TopologyClient topology) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
+    {
+        public Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckContext context, CancellationToken cancellationToken = default) =>
+            Task.FromResult(topology.Bound
+                ? Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy("bound")
+                : Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy(topology.Missing ?? "not bound yet"));
     }
 
     [LoggerMessage(EventId = 1100, Level = LogLevel.Debug, Message = "{Resource} ensured by its owner, the {Owner}")]

@@ -4,25 +4,29 @@ using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Endpoints;
 
-/// <summary><c>/healthz</c>, <c>/readyz</c> and <c>/v1/models</c>.</summary>
+/// <summary><c>/healthz</c> (the process answers), <c>/readyz</c> (NATS, topology, the rollout state read, live workers) and <c>/v1/models</c>.</summary>
 public static class StatusEndpoints
 {
     public static IEndpointRouteBuilder MapStatusApi(this IEndpointRouteBuilder app)
     {
         app.MapGet("/healthz", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }));
 
-        app.MapGet("/readyz", (NatsConnection nats, WorkerRegistry workers, RequestRouting routing, IInferenceClient client) =>
+        app.MapGet("/readyz", async (NatsConnection nats, WorkerRegistry workers, RequestRouting routing, IInferenceClient client, Routing.RolloutView view,
+            Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckService health, CancellationToken ct) =>
         {
             var live = routing.LiveColour;
             var connected = nats.ConnectionState == NatsConnectionState.Open && client.Ready.IsCompleted;
             var count = workers.Live(live).Count;
-            var ready = connected && count > 0;
+            var checks = await health.CheckHealthAsync(c => c.Tags.Contains(HealthTags.Ready), ct);
+            var ready = connected && count > 0 && view.StateRead && checks.Status == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy;
             var body = new Dictionary<string, object>
             {
                 ["status"] = ready ? "ready" : "not_ready",
                 ["nats"] = connected ? "connected" : nats.ConnectionState.ToString().ToLowerInvariant(),
                 ["live_colour"] = live,
                 ["live_workers"] = count,
+                ["rollout_state"] = view.StateRead ? "read" : "waiting",
+                ["topology"] = checks.Entries.TryGetValue("topology", out var t) ? t.Description ?? t.Status.ToString() : "unknown",
             };
             return Results.Json(body, statusCode: ready ? 200 : 503);
         });

@@ -10,18 +10,29 @@ namespace QwenNats.Ingress.Routing;
 /// or a rollback written by the promoter applies here within milliseconds, without a restart. Until the
 /// bucket exists (no promoter has run yet) the live colour comes from <c>Ingress:LiveColour</c>.
 /// </summary>
-public sealed class RolloutView(TopologyClient topology, IOptions<IngressOptions> options, IngressMetrics metrics, ILogger<RolloutView> logger) : BackgroundService
+public sealed partial class RolloutView(TopologyClient topology, IOptions<IngressOptions> options, IngressMetrics metrics, ILogger<RolloutView> logger) : BackgroundService
 {
     private volatile RolloutState _current = new() { Live = options.Value.LiveColour, Reason = "configured live colour" };
     private volatile INatsKVStore? _sessions;
 
     public RolloutState Current => _current;
 
+    private volatile bool _stateRead;
+
+    /// <summary>
+    /// Whether the real rollout state has been read (or there is none: no promoter has ever created its bucket).
+    /// Until then <see cref="Current"/> is the configured default, <c>/readyz</c> answers 503, and no session is
+    /// pinned (requests go to the configured live colour unpinned), so no pin can contradict the real state.
+    /// </summary>
+    public bool StateRead => _stateRead;
+
     private long _nextSessionsLookup;
 
     /// <summary>The session pins bucket, once the promoter has created it (looked up at most once a second until then).</summary>
     public async ValueTask<INatsKVStore?> GetSessionsAsync(CancellationToken ct)
     {
+        if (!_stateRead)
+            return null;
         if (_sessions is { } cached)
             return cached;
         var now = Environment.TickCount64;
@@ -49,9 +60,9 @@ public sealed class RolloutView(TopologyClient topology, IOptions<IngressOptions
                     if (entry.Value is not { } state) continue;
                     var before = _current;
                     _current = state;
+                    _stateRead = true;
                     if (before.Version != state.Version || before.Phase != state.Phase)
-                        logger.LogInformation("Rollout {Phase}: live {Live}, candidate {Candidate}, weight {Weight}% (v{Version}, {Reason})",
-                            state.Phase, state.Live, state.Candidate ?? "-", state.Weight, state.Version, state.Reason);
+                        LogRollout(logger, state.Phase, state.Live, state.Candidate ?? "-", state.Weight, state.Version, state.Reason);
                     metrics.Rollout(state);
                     Changed?.Invoke(state);
                 }
@@ -60,10 +71,19 @@ public sealed class RolloutView(TopologyClient topology, IOptions<IngressOptions
             {
                 return;
             }
+            catch (TopologyMissingException e)
+            {
+                // No promoter has ever run: there is no state to read, and the configured live colour is the state.
+                _stateRead = true;
+                if (!waiting)
+                    LogNoRolloutBucket(logger, _current.Live, e);
+                waiting = true;
+                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
+            }
             catch (Exception e)
             {
                 if (!waiting)
-                    logger.LogInformation("Rollout state not available yet ({Reason}); serving live colour {Live}", e.Message, _current.Live);
+                    LogStateUnavailable(logger, _current.Live, e);
                 waiting = true;
                 await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
             }
@@ -81,4 +101,13 @@ public sealed class RolloutView(TopologyClient topology, IOptions<IngressOptions
             return null;
         }
     }
+
+    [LoggerMessage(EventId = 2100, Level = LogLevel.Information, Message = "Rollout {Phase}: live {Live}, candidate {Candidate}, weight {Weight}% (v{Version}, {Reason})")]
+    private static partial void LogRollout(ILogger logger, RolloutPhase phase, string live, string candidate, int weight, long version, string reason);
+
+    [LoggerMessage(EventId = 2101, Level = LogLevel.Information, Message = "No rollout state bucket (no promoter has run yet); the configured live colour {Live} is the state")]
+    private static partial void LogNoRolloutBucket(ILogger logger, string live, Exception exception);
+
+    [LoggerMessage(EventId = 2102, Level = LogLevel.Information, Message = "Rollout state not available yet; serving live colour {Live} unpinned, not ready")]
+    private static partial void LogStateUnavailable(ILogger logger, string live, Exception exception);
 }
