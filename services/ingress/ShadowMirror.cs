@@ -149,7 +149,7 @@ public sealed class ShadowMirror : BackgroundService
         catch (Exception e)
         {
             Interlocked.Increment(ref _failed);
-            _logger.LogWarning("Shadow sample of {RequestId} not recorded: {Reason}", pair.Request.Id, e.Message);
+            IngressLog.SampleNotRecorded(_logger, pair.Request.Id, e);
         }
         finally
         {

@@ -6,6 +6,7 @@ using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 using NATS.Client.KeyValueStore;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Internal;
 using QwenNats.Messaging.Topology;
 using QwenNats.ServiceDefaults;
 
@@ -16,7 +17,7 @@ namespace QwenNats.Judge;
 /// <c>qwen_judge</c> before each sample is acked), and every interval publishes the verdict of the
 /// current step on <c>qwen.judge.verdict</c> — with every value, threshold and sample count behind it.
 /// </summary>
-public sealed class JudgeService(
+public sealed partial class JudgeService(
     NatsConnection nats,
     TopologyClient topology,
     IOptions<JudgeOptions> options,
@@ -37,26 +38,16 @@ public sealed class JudgeService(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        INatsJSConsumer consumer;
-        while (true)
+        var consumer = await Retry.UntilDoneAsync(logger, "Binding the judge's samples consumer and scorecards", async ct =>
         {
-            try
-            {
-                await nats.ConnectAsync();
-                await topology.EnsureOwnedAsync(Owners.Judge, null, stoppingToken);
-                _cards = await topology.BucketAsync(Judging.Bucket, stoppingToken);
-                consumer = await topology.ConsumerAsync(Judging.SamplesStream, Judging.JudgeConsumer, stoppingToken);
-                topology.MarkBound();
-                break;
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                logger.LogWarning("JetStream not ready for the judge ({Reason}); retrying", e.Message);
-                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
-            }
-        }
-        logger.LogInformation("Judge consuming {Stream}; policy: min {Min} samples, false alarm {Alpha} and miss {Beta} per check, false rollbacks per rollout at most {Bound:P2}",
-            Judging.SamplesStream, _policy.MinSamples, _policy.FalseAlarmRate, _policy.MissRate, _policy.FalseRollbackBound());
+            await nats.ConnectAsync();
+            await topology.EnsureOwnedAsync(Owners.Judge, null, ct);
+            _cards = await topology.BucketAsync(Judging.Bucket, ct);
+            var bound = await topology.ConsumerAsync(Judging.SamplesStream, Judging.JudgeConsumer, ct);
+            topology.MarkBound();
+            return bound;
+        }, stoppingToken);
+        LogConsuming(logger, Judging.SamplesStream, _policy.MinSamples, _policy.FalseAlarmRate, _policy.MissRate, _policy.FalseRollbackBound());
         await Task.WhenAll(ConsumeAsync(consumer, stoppingToken), EvaluateLoopAsync(stoppingToken));
     }
 
@@ -72,7 +63,7 @@ public sealed class JudgeService(
                     {
                         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = sample.Id, ["rollout_id"] = sample.RolloutId });
                         await ApplyAsync(sample, meta.Sequence.Stream, ct);
-                        logger.LogInformation("Sample applied: {Task}, {Phase} step {Step}, candidate {Outcome}", sample.Task, sample.Phase, sample.Step, sample.Candidate.Error ?? "answered");
+                        LogSampleApplied(logger, sample.Task, sample.Phase, sample.Step, sample.Candidate.Error ?? "answered");
                     }
                     await msg.AckAsync(cancellationToken: ct);
                 }
@@ -83,7 +74,7 @@ public sealed class JudgeService(
             }
             catch (Exception e)
             {
-                logger.LogWarning("Sample consumption failed ({Reason}); resuming", e.Message);
+                LogConsumeFailed(logger, e);
                 await Task.Delay(TimeSpan.FromSeconds(1), ct);
             }
         }
@@ -156,7 +147,7 @@ public sealed class JudgeService(
                 _verdicts.WithLabels(verdict.Outcome).Inc();
                 foreach (var check in verdict.Checks)
                     if (check.Value is { } value) _checks.WithLabels(check.Name).Set(value);
-                logger.LogDebug("Verdict {Outcome} for {Rollout} step {Step}: {Reason}", verdict.Outcome, verdict.RolloutId, verdict.Step, verdict.Reason);
+                LogVerdict(logger, verdict.Outcome, verdict.RolloutId, verdict.Step, verdict.Reason);
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
@@ -164,7 +155,7 @@ public sealed class JudgeService(
             }
             catch (Exception e)
             {
-                logger.LogWarning("Evaluation failed: {Reason}", e.Message);
+                LogEvaluationFailed(logger, e);
                 rollouts = null;
             }
         }

@@ -95,7 +95,7 @@ public static class WebSocketChat
         }
         catch (WebSocketException e)
         {
-            logger.LogDebug("WebSocket of session {SessionId} ended: {Reason}", session, e.Message);
+            IngressLog.WebSocketEnded(logger, session, e);
         }
     }
 
@@ -133,7 +133,7 @@ public static class WebSocketChat
                 }
                 else if (reply.Error is { } e)
                 {
-                    logger.LogInformation("Turn {RequestId} failed: {Code}", id, e.Code);
+                    IngressLog.TurnFailed(logger, id, e.Code);
                     await SendErrorAsync(ws, e.Code, e.Message, ct);
                 }
             }

@@ -136,7 +136,7 @@ public static class ConsoleEndpoints
             await JsonAnswers.WriteErrorAsync(http, new ApiError(503, "promoter_unavailable", $"No promoter answered qwen.ctl.{verb}: {e.Message}"));
             return;
         }
-        loggers.CreateLogger("QwenNats.Ingress.OperatorConsole").LogInformation("Console action {Verb} by {Actor}: {Outcome}", verb, request.Actor, reply.Ok ? "ok" : reply.Code);
+        IngressLog.ConsoleAction(loggers.CreateLogger("QwenNats.Ingress.OperatorConsole"), verb, request.Actor, reply.Ok ? "ok" : reply.Code);
         if (!reply.Ok)
         {
             await JsonAnswers.WriteErrorAsync(http, new ApiError(409, reply.Code ?? "refused", reply.Error ?? "The promoter refused the action."));

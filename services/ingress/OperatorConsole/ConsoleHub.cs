@@ -109,7 +109,7 @@ public sealed class ConsoleHub : BackgroundService
             }
             catch (Exception e)
             {
-                if (!quiet) _logger.LogInformation("Console feed of {What} not available yet: {Reason}", what, e.Message);
+                if (!quiet) IngressLog.ConsoleFeedUnavailable(_logger, what, e);
                 quiet = true;
             }
             try

@@ -5,7 +5,7 @@ using QwenNats.Messaging;
 namespace QwenNats.Ingress.Routing;
 
 /// <summary>Applies <see cref="RoutingPolicy"/> with the session pins shared by every ingress in KV <c>qwen_sessions</c>.</summary>
-public sealed class SessionRouter(RolloutView view, TimeProvider clock, IOptions<IngressOptions> options, ILogger<SessionRouter> logger)
+public sealed partial class SessionRouter(RolloutView view, TimeProvider clock, IOptions<IngressOptions> options, ILogger<SessionRouter> logger)
 {
     public async Task<RouteDecision> RouteAsync(string sessionId, CancellationToken ct)
     {
@@ -29,14 +29,13 @@ public sealed class SessionRouter(RolloutView view, TimeProvider clock, IOptions
             else if (!(entry.Success ? entry.Value.Error is null : entry.Error is NatsKVKeyNotFoundException or NatsKVKeyDeletedException))
             {
                 // Not "no pin" but "pin unknown" (an error result, or a value that did not deserialize).
-                logger.LogWarning("Reading the pin of a session failed ({Reason}); routing to live without it",
-                    entry.Success ? entry.Value.Error!.Message : entry.Error.Message);
+                LogPinUnreadable(logger, entry.Success ? entry.Value.Error : entry.Error);
                 return RoutingPolicy.DecideUnknownPin(state);
             }
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            logger.LogWarning("Reading the pin of a session failed ({Reason}); routing to live without it", e.Message);
+            LogPinUnreadable(logger, e);
             return RoutingPolicy.DecideUnknownPin(state);
         }
 
@@ -53,7 +52,7 @@ public sealed class SessionRouter(RolloutView view, TimeProvider clock, IOptions
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                logger.LogWarning("Writing the pin of a session failed ({Reason})", e.Message);
+                LogPinNotWritten(logger, e);
             }
         }
         return decision;
