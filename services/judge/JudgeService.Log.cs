@@ -11,9 +11,6 @@ public sealed partial class JudgeService
     [LoggerMessage(EventId = 4001, Level = LogLevel.Information, Message = "Sample applied: {Task}, {Phase} step {Step}, candidate {Outcome}")]
     private static partial void LogSampleApplied(ILogger logger, string task, RolloutPhase phase, int step, string outcome);
 
-    [LoggerMessage(EventId = 4002, Level = LogLevel.Warning, Message = "Sample consumption failed; resuming")]
-    private static partial void LogConsumeFailed(ILogger logger, Exception exception);
-
     [LoggerMessage(EventId = 4003, Level = LogLevel.Debug, Message = "Verdict {Outcome} for {Rollout} step {Step}: {Reason}")]
     private static partial void LogVerdict(ILogger logger, string outcome, string? rollout, int step, string reason);
 

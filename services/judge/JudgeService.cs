@@ -51,34 +51,21 @@ public sealed partial class JudgeService(
         await Task.WhenAll(ConsumeAsync(consumer, stoppingToken), EvaluateLoopAsync(stoppingToken));
     }
 
-    private async Task ConsumeAsync(INatsJSConsumer consumer, CancellationToken ct)
-    {
-        while (!ct.IsCancellationRequested)
+    /// <summary>Applies each sample, then acks it (a sample is acked only once it is counted in the persisted card).</summary>
+    private Task ConsumeAsync(INatsJSConsumer consumer, CancellationToken stoppingToken) =>
+        Retry.KeepRunningAsync(logger, "Sample consumption", async ct =>
         {
-            try
+            await foreach (var msg in consumer.ConsumeAsync<ShadowSample>(opts: new NatsJSConsumeOpts { MaxMsgs = 64 }, cancellationToken: ct))
             {
-                await foreach (var msg in consumer.ConsumeAsync<ShadowSample>(opts: new NatsJSConsumeOpts { MaxMsgs = 64 }, cancellationToken: ct))
+                if (msg.Data is { } sample && msg.Metadata is { } meta)
                 {
-                    if (msg.Data is { } sample && msg.Metadata is { } meta)
-                    {
-                        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = sample.Id, ["rollout_id"] = sample.RolloutId });
-                        await ApplyAsync(sample, meta.Sequence.Stream, ct);
-                        LogSampleApplied(logger, sample.Task, sample.Phase, sample.Step, sample.Candidate.Error ?? "answered");
-                    }
-                    await msg.AckAsync(cancellationToken: ct);
+                    using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = sample.Id, ["rollout_id"] = sample.RolloutId });
+                    await ApplyAsync(sample, meta.Sequence.Stream, ct);
+                    LogSampleApplied(logger, sample.Task, sample.Phase, sample.Step, sample.Candidate.Error ?? "answered");
                 }
+                await msg.AckAsync(cancellationToken: ct);
             }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                LogConsumeFailed(logger, e);
-                await Task.Delay(TimeSpan.FromSeconds(1), ct);
-            }
-        }
-    }
+        }, stoppingToken);
 
     /// <summary>Adds a sample to its step's scorecard and persists the card; old steps and seen samples are skipped.</summary>
     private async Task ApplyAsync(ShadowSample sample, ulong sequence, CancellationToken ct)

@@ -54,35 +54,23 @@ public sealed class InferenceClient(
     {
         var wildcard = Subjects.ReplyWildcard(InstanceId);
         var prefixLength = wildcard.Length - 1;
-        while (!stoppingToken.IsCancellationRequested)
+        await Retry.KeepRunningAsync(logger, "The reply subscription", async ct =>
         {
-            try
+            await nats.ConnectAsync();
+            if (options.Value.TopologyOwner is { } owner)
             {
-                await nats.ConnectAsync();
-                if (options.Value.TopologyOwner is { } owner)
-                {
-                    await topology.EnsureOwnedAsync(owner, null, stoppingToken);
-                    topology.MarkBound();
-                }
-                await using var sub = await nats.SubscribeCoreAsync<InferReply>(wildcard, cancellationToken: stoppingToken);
-                _ready.TrySetResult();
-                Log.ReceivingReplies(logger, InstanceId, wildcard);
-                await foreach (var msg in sub.Msgs.ReadAllAsync(stoppingToken))
-                {
-                    if (msg.Subject.Length > prefixLength && msg.Data is { } reply && _calls.TryGetValue(msg.Subject[prefixLength..], out var channel))
-                        channel.Writer.TryWrite(reply);
-                }
+                await topology.EnsureOwnedAsync(owner, null, ct);
+                topology.MarkBound();
             }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            await using var sub = await nats.SubscribeCoreAsync<InferReply>(wildcard, cancellationToken: ct);
+            _ready.TrySetResult();
+            Log.ReceivingReplies(logger, InstanceId, wildcard);
+            await foreach (var msg in sub.Msgs.ReadAllAsync(ct))
             {
-                return;
+                if (msg.Subject.Length > prefixLength && msg.Data is { } reply && _calls.TryGetValue(msg.Subject[prefixLength..], out var channel))
+                    channel.Writer.TryWrite(reply);
             }
-            catch (Exception e)
-            {
-                Log.ReplySubscriptionFailed(logger, e);
-                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
-            }
-        }
+        }, stoppingToken);
     }
 
     public async ValueTask<InferenceStart> TryStartAsync(InferenceQueue queue, string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct)

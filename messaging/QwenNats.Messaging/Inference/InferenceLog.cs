@@ -8,9 +8,6 @@ internal static partial class Log
     [LoggerMessage(EventId = 1200, Level = LogLevel.Information, Message = "Client {Instance} receiving replies on {Subject}")]
     public static partial void ReceivingReplies(ILogger logger, string instance, string subject);
 
-    [LoggerMessage(EventId = 1201, Level = LogLevel.Warning, Message = "Reply subscription not ready; retrying")]
-    public static partial void ReplySubscriptionFailed(ILogger logger, Exception exception);
-
     [LoggerMessage(EventId = 1202, Level = LogLevel.Warning, Message = "Publishing request {RequestId} failed")]
     public static partial void PublishFailed(ILogger logger, string requestId, Exception exception);
 
@@ -26,8 +23,6 @@ internal static partial class Log
     [LoggerMessage(EventId = 1212, Level = LogLevel.Warning, Message = "Worker {WorkerId} ({Colour}) stopped sending heartbeats; forgotten")]
     public static partial void WorkerForgotten(ILogger logger, string workerId, string colour);
 
-    [LoggerMessage(EventId = 1213, Level = LogLevel.Warning, Message = "Heartbeat subscription failed; resubscribing")]
-    public static partial void HeartbeatSubscriptionFailed(ILogger logger, Exception exception);
 }
 
 internal static partial class Log

@@ -67,25 +67,11 @@ public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOption
         return pruned;
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        while (!stoppingToken.IsCancellationRequested)
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Retry.KeepRunningAsync(logger, "The worker heartbeat subscription", async ct =>
         {
-            try
-            {
-                await foreach (var msg in nats.SubscribeAsync<WorkerHeartbeat>(Subjects.WorkerHeartbeat, cancellationToken: stoppingToken))
-                    if (msg.Data is { } beat)
-                        Record(beat, DateTimeOffset.UtcNow);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e)
-            {
-                Log.HeartbeatSubscriptionFailed(logger, e);
-                await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
-            }
-        }
-    }
+            await foreach (var msg in nats.SubscribeAsync<WorkerHeartbeat>(Subjects.WorkerHeartbeat, cancellationToken: ct))
+                if (msg.Data is { } beat)
+                    Record(beat, DateTimeOffset.UtcNow);
+        }, stoppingToken);
 }

@@ -38,6 +38,26 @@ public static class Retry
     public static ValueTask UntilDoneAsync(ILogger logger, string what, Func<CancellationToken, ValueTask> action, CancellationToken ct) =>
         Forever(logger, what).ExecuteAsync(action, ct);
 
+    /// <summary>
+    /// Keeps a long-running loop (a subscription, a consumer) running until <paramref name="ct"/> is cancelled:
+    /// when it fails, or ends by itself, it is started again after the pipeline's back-off.
+    /// </summary>
+    public static async Task KeepRunningAsync(ILogger logger, string what, Func<CancellationToken, ValueTask> run, CancellationToken ct)
+    {
+        try
+        {
+            await Forever(logger, what).ExecuteAsync(async token =>
+            {
+                await run(token);
+                token.ThrowIfCancellationRequested();
+                throw new InvalidOperationException($"{what} ended by itself; starting it again");
+            }, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+    }
+
     /// <summary>Runs <paramref name="action"/> until it succeeds or <paramref name="ct"/> is cancelled, and returns its result.</summary>
     public static ValueTask<T> UntilDoneAsync<T>(ILogger logger, string what, Func<CancellationToken, ValueTask<T>> action, CancellationToken ct) =>
         Forever(logger, what).ExecuteAsync(action, ct);
