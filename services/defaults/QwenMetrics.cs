@@ -31,8 +31,15 @@ public sealed class QwenMetrics
 
     public IMetricFactory Factory => Metrics.WithCustomRegistry(Registry);
 
-    /// <summary>Latency buckets from 5 ms to about 40 s.</summary>
-    public static readonly double[] LatencyBuckets = Histogram.ExponentialBuckets(0.005, 2, 14);
+    /// <summary>Latency buckets from 5 ms, doubling until one covers <paramref name="longest"/> (a request timeout), so no
+    /// request that ends before its deadline falls into the open-ended bucket.</summary>
+    public static double[] LatencyBucketsUpTo(TimeSpan longest)
+    {
+        var buckets = new List<double> { 0.005 };
+        while (buckets[^1] < longest.TotalSeconds)
+            buckets.Add(buckets[^1] * 2);
+        return [.. buckets];
+    }
 }
 
 /// <summary>

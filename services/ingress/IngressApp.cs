@@ -54,7 +54,10 @@ public static class IngressApp
     public static WebApplicationBuilder AddIngressServices(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<IngressOptions>().Bind(builder.Configuration.GetSection(IngressOptions.Section))
-            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList);
+            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList)
+            .Validate(o => o.Colours.Contains(o.LiveColour, StringComparer.Ordinal), "Ingress:LiveColour must be one of Topology:Colours.")
+            .Validate(o => o.RequestTimeout > TimeSpan.Zero && o.MaxBodyBytes > 0 && o.WorkerStaleAfter > TimeSpan.Zero, "Ingress:RequestTimeout, Ingress:MaxBodyBytes and Ingress:WorkerStaleAfter must be positive.")
+            .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.Configure<OperatorConsole.ConsoleOptions>(builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section));
         builder.Services.AddSingleton(sp => new OperatorConsole.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<OperatorConsole.ConsoleOptions>>().Value.LatencyWindow));

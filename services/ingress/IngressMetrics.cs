@@ -7,15 +7,17 @@ namespace QwenNats.Ingress;
 /// <summary>The ingress's metric families (docs/metrics.md).</summary>
 public sealed class IngressMetrics
 {
-    public IngressMetrics(QwenMetrics metrics, OperatorConsole.RecentLatency recent)
+    public IngressMetrics(QwenMetrics metrics, OperatorConsole.RecentLatency recent, Microsoft.Extensions.Options.IOptions<IngressOptions> options)
     {
         Recent = recent;
         var f = metrics.Factory;
         Requests = f.CreateCounter("qwen_requests_total", "Inference requests by serving colour, task and HTTP-equivalent status.", ["colour", "task", "status"]);
+        // Up to the request timeout: a request that ends just before its deadline still lands in a bucket.
+        var buckets = QwenMetrics.LatencyBucketsUpTo(options.Value.RequestTimeout);
         Duration = f.CreateHistogram("qwen_request_duration_seconds", "End-to-end inference request duration at the ingress.",
-            new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = QwenMetrics.LatencyBuckets });
+            new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = buckets });
         TimeToFirstToken = f.CreateHistogram("qwen_time_to_first_token_seconds", "Time to first token reported by the worker.",
-            new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = QwenMetrics.LatencyBuckets });
+            new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = buckets });
         Tokens = f.CreateCounter("qwen_tokens_total", "Prompt and generated tokens.", ["colour", "kind"]);
         TokensPerSecond = f.CreateHistogram("qwen_tokens_per_second", "Generation speed of chat answers.",
             new HistogramConfiguration { LabelNames = ["colour"], Buckets = Histogram.ExponentialBuckets(1, 2, 14) });

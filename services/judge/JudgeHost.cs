@@ -16,7 +16,9 @@ public static class JudgeHost
         var builder = QwenHost.CreateBuilder(args, "judge", configure);
         builder.Services.AddDiscovery(_ => new ServiceDescription(Subjects.JudgeService, "QwenNats judge: compares candidate answers with live",
             new Dictionary<string, string> { ["role"] = "judge" }));
-        builder.Services.Configure<JudgeOptions>(builder.Configuration.GetSection(JudgeOptions.Section));
+        builder.Services.AddOptions<JudgeOptions>().Bind(builder.Configuration.GetSection(JudgeOptions.Section))
+            .Validate(o => o.EvaluateInterval > TimeSpan.Zero, "Judge:EvaluateInterval must be positive.")
+            .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddHostedService<JudgeService>();
         return builder.Build();

@@ -19,7 +19,11 @@ public static class PromoterHost
         builder.Services.AddDiscovery(_ => new ServiceDescription(Subjects.PromoterService, "QwenNats promoter: drives rollouts",
             new Dictionary<string, string> { ["role"] = "promoter" }));
         builder.Services.AddOptions<PromoterOptions>().Bind(builder.Configuration.GetSection(PromoterOptions.Section))
-            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList);
+            .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList)
+            .Validate(o => o.Colours.Contains(o.InitialLive, StringComparer.Ordinal), "Promoter:InitialLive must be one of Topology:Colours.")
+            .Validate(o => o.CanarySteps.Count > 0 && o.CanarySteps.All(w => w is > 0 and <= 100), "Promoter:CanarySteps must list weights between 1 and 100.")
+            .Validate(o => o.LeaseTtl > TimeSpan.Zero && o.TickInterval > TimeSpan.Zero && o.TickInterval < o.LeaseTtl, "Promoter:LeaseTtl and Promoter:TickInterval must be positive, the tick shorter than the lease.")
+            .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();
         builder.Services.AddInferenceClient(sp => new InferenceOptions { InstanceId = sp.GetRequiredService<ServiceIdentity>().InstanceId });

@@ -21,7 +21,11 @@ public static class WorkerHost
                 ? colour
                 : throw new InvalidOperationException($"Worker:Colour '{colour}' is not a valid colour (lowercase letters, digits, '-').");
         });
-        builder.Services.Configure<WorkerOptions>(builder.Configuration.GetSection(WorkerOptions.Section));
+        builder.Services.AddOptions<WorkerOptions>().Bind(builder.Configuration.GetSection(WorkerOptions.Section))
+            .Validate(o => o.Slots >= 1 && o.ContextSize >= 64 && o.BatchSize >= 1, "Worker:Slots, Worker:ContextSize (at least 64) and Worker:BatchSize must be positive.")
+            .Validate(o => o.HeartbeatInterval > TimeSpan.Zero && o.FetchExpiry > TimeSpan.FromSeconds(1) && o.DrainTimeout >= TimeSpan.Zero, "Worker:HeartbeatInterval must be positive and Worker:FetchExpiry more than 1 s.")
+            .Validate(o => o.ShadowPollMin > TimeSpan.Zero && o.ShadowPollMax >= o.ShadowPollMin, "Worker:ShadowPollMin must be positive and at most Worker:ShadowPollMax.")
+            .ValidateOnStart();
         builder.Services.Configure<FaultOptions>(builder.Configuration.GetSection(FaultOptions.Section));
         builder.Services.AddSingleton<FaultInjector>();
         builder.Services.AddSingleton(sp => PromptProfile.Load(sp.GetRequiredService<IOptions<WorkerOptions>>().Value.ProfilePath));

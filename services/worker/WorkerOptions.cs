@@ -33,6 +33,10 @@ public sealed record WorkerOptions
 
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>How often an idle worker looks at its shadow (mirrored) queue: at first and at most, backing off while it is empty.</summary>
+    public TimeSpan ShadowPollMin { get; init; } = TimeSpan.FromMilliseconds(20);
+    public TimeSpan ShadowPollMax { get; init; } = TimeSpan.FromMilliseconds(250);
+
     /// <summary>On shutdown, how long requests in flight may take to finish before the worker leaves.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
 

@@ -49,6 +49,7 @@ public sealed partial class WorkerService(
         {
             WorkerId = WorkerId, Colour = Colour, Slots = engine.Slots,
             FetchExpiry = _options.FetchExpiry, HeartbeatInterval = _options.HeartbeatInterval, DrainTimeout = _options.DrainTimeout,
+            ShadowPollMin = _options.ShadowPollMin, ShadowPollMax = _options.ShadowPollMax,
         }, stoppingToken);
     }
 

@@ -11,11 +11,5 @@ public static class Nats
         new(Options(url, name, user, password));
 
     public static NatsOpts Options(string url, string name = "qwen-test", string? user = null, string? password = null) =>
-        NatsOpts.Default with
-        {
-            Url = url,
-            Name = name,
-            SerializerRegistry = QwenSerializerRegistry.Default,
-            AuthOpts = user is null ? NatsAuthOpts.Default : NatsAuthOpts.Default with { Username = user, Password = password },
-        };
+        QwenConnection.Options(url, name, user, password, reconnectForever: false);
 }

@@ -60,14 +60,8 @@ internal static class Cli
         var timeout = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("QWEN_CTL_TIMEOUT"), System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0
             ? s
             : verb == Rollouts.Verbs.Golden ? 120 : 5);
-        await using var nats = new NatsConnection(NatsOpts.Default with
-        {
-            Url = url,
-            Name = "qwenctl",
-            SerializerRegistry = QwenSerializerRegistry.Default,
-            ConnectTimeout = TimeSpan.FromSeconds(5),
-            AuthOpts = Credentials(url),
-        });
+        var auth = Credentials(url);
+        await using var nats = new NatsConnection(QwenConnection.Options(url, "qwenctl", auth.Username, auth.Password, connectTimeout: TimeSpan.FromSeconds(5), reconnectForever: false));
         ControlReply reply;
         try
         {

@@ -33,19 +33,7 @@ public static class MessagingExtensions
 
         services.AddSingleton(sp =>
         {
-            var o = sp.GetRequiredService<IOptions<NatsOptions>>().Value;
-            return new NatsConnection(NatsOpts.Default with
-            {
-                Url = o.Url,
-                Name = identity.InstanceId,
-                SerializerRegistry = QwenSerializerRegistry.Default,
-                LoggerFactory = sp.GetRequiredService<ILoggerFactory>(),
-                ConnectTimeout = o.ConnectTimeout,
-                RequestTimeout = o.RequestTimeout,
-                RetryOnInitialConnect = true,
-                MaxReconnectRetry = -1,
-                AuthOpts = NatsAuthOpts.Default with { Username = o.User, Password = o.Password, Token = o.Token },
-            });
+            return QwenConnection.Create(sp.GetRequiredService<IOptions<NatsOptions>>().Value, identity.InstanceId, sp.GetRequiredService<ILoggerFactory>());
         });
         services.AddSingleton<INatsConnection>(sp => sp.GetRequiredService<NatsConnection>());
         services.AddSingleton<INatsJSContext>(sp => new NatsJSContext(sp.GetRequiredService<NatsConnection>()));

@@ -23,6 +23,10 @@ public sealed record InferenceServerOptions
 
     /// <summary>On stop, how long requests in flight may take to finish.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often an idle worker looks at its shadow queue: at first, and at most (it backs off between them while the queue is empty).</summary>
+    public TimeSpan ShadowPollMin { get; init; } = TimeSpan.FromMilliseconds(20);
+    public TimeSpan ShadowPollMax { get; init; } = TimeSpan.FromMilliseconds(250);
 }
 
 /// <summary>One request taken from a work queue, handed to the <see cref="IInferenceHandler"/>.</summary>
@@ -67,9 +71,6 @@ public interface IInferenceHandler
 /// </summary>
 public sealed class InferenceServer(NatsConnection nats, TopologyClient topology, ILogger<InferenceServer> logger)
 {
-    private static readonly TimeSpan ShadowPollMin = TimeSpan.FromMilliseconds(20);
-    private static readonly TimeSpan ShadowPollMax = TimeSpan.FromMilliseconds(250);
-
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _running = new();
     private readonly ConcurrentDictionary<Task, byte> _inFlight = new();
 
@@ -142,7 +143,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     /// </summary>
     private async Task ShadowLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer shadow, SemaphoreSlim slots, CancellationToken ct)
     {
-        var idle = ShadowPollMin;
+        var idle = options.ShadowPollMin;
         while (!ct.IsCancellationRequested)
         {
             if (options.Slots == 1)
@@ -158,7 +159,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             }
             else if (!slots.Wait(0))
             {
-                await Delay(ShadowPollMin, ct);
+                await Delay(options.ShadowPollMin, ct);
                 continue;
             }
             INatsJSMsg<InferRequest>? next = null;
@@ -173,7 +174,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 Log.ShadowFetchFailed(logger, e);
             }
             Dispatch(handler, options, next, slots);
-            idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, ShadowPollMax.Ticks)) : ShadowPollMin;
+            idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, options.ShadowPollMax.Ticks)) : options.ShadowPollMin;
             if (next is null)
                 await Delay(idle, ct);
         }

@@ -225,16 +225,7 @@ public sealed class OperatorBus : IAsyncDisposable
             Connection = ingress;
             return;
         }
-        _own = new NatsConnection(NatsOpts.Default with
-        {
-            Url = nats.Value.Url,
-            Name = "console-operator",
-            SerializerRegistry = QwenNats.Messaging.QwenSerializerRegistry.Default,
-            LoggerFactory = loggers,
-            RetryOnInitialConnect = true,
-            MaxReconnectRetry = -1,
-            AuthOpts = NatsAuthOpts.Default with { Username = o.NatsUser, Password = o.NatsPassword },
-        });
+        _own = new NatsConnection(QwenNats.Messaging.QwenConnection.Options(nats.Value.Url, "console-operator", o.NatsUser, o.NatsPassword, loggers: loggers));
         Connection = _own;
     }
 

@@ -1,3 +1,4 @@
+using QwenNats.Messaging.Internal;
 namespace QwenNats.Ingress.OperatorConsole;
 
 /// <summary>One colour's request latency over the recent window.</summary>
@@ -43,11 +44,6 @@ public sealed class RecentLatency(TimeSpan window, int capacity = 4096)
             .ToList();
     }
 
-    /// <summary>Nearest-rank percentile of sorted values; 0 when there are none.</summary>
-    public static double Percentile(IReadOnlyList<double> sorted, double q)
-    {
-        if (sorted.Count == 0) return 0;
-        var rank = (int)Math.Ceiling(q * sorted.Count);
-        return Math.Round(sorted[Math.Clamp(rank - 1, 0, sorted.Count - 1)], 1);
-    }
+    /// <summary>The project's nearest-rank percentile (<see cref="Percentiles"/>), shown to 0.1 ms.</summary>
+    public static double Percentile(IReadOnlyList<double> sorted, double q) => Math.Round(Percentiles.NearestRank(sorted, q), 1);
 }

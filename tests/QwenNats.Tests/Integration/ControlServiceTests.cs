@@ -13,7 +13,7 @@ public sealed class ControlServiceTests(RolloutFixture fx)
     [Fact]
     public async Task The_promoter_lists_every_control_verb_in_SRV_INFO()
     {
-        await using var nats = new NatsConnection(NatsOpts.Default with { Url = fx.Nats.Url });
+        await using var nats = Nats.Connect(fx.Nats.Url);
         var info = await nats.RequestAsync<byte[], byte[]>($"$SRV.INFO.{Subjects.PromoterService}", []);
         var root = JsonDocument.Parse(info.Data!).RootElement;
         var endpoints = root.GetProperty("endpoints").EnumerateArray()

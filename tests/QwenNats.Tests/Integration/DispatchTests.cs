@@ -106,7 +106,7 @@ public sealed class DispatchTests
         await using var server = await NatsServer.StartAsync();
         await using var system = new QwenSystem(server);
         var (ingress, http) = await system.StartIngressAsync();
-        await using var nats = new NatsConnection(NatsOpts.Default with { Url = server.Url, SerializerRegistry = QwenSerializerRegistry.Default });
+        await using var nats = Nats.Connect(server.Url);
         var js = new NatsJSContext(nats);
         // The blue pool has a worker (its heartbeat is recorded), but the blue work stream is gone, so
         // publishing the request fails on the bus rather than for want of workers.
