@@ -4,6 +4,7 @@ using QwenNats.Ingress.Endpoints;
 using QwenNats.Ingress.OpenAi;
 using Prometheus;
 using QwenNats.ServiceDefaults;
+using QwenNats.Ingress.Security;
 
 namespace QwenNats.Ingress;
 
@@ -20,11 +21,13 @@ public static class IngressApp
         var app = builder.Build();
         app.UseMiddleware<ErrorBoundary>();
         app.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(20) });
-        app.UseMiddleware<Security.ApiKeyMiddleware>();
-        app.MapChatApi();
-        app.MapSentimentApi();
+        // The OpenAI-compatible API and the WebSocket chat: API key and rate limit on the groups.
+        var v1 = app.MapGroup("/v1").RequireApiKey();
+        v1.MapChatApi();
+        v1.MapSentimentApi();
+        v1.MapModelsApi();
+        app.MapGroup("/ws").RequireApiKey().MapWebSocketChat();
         app.MapStatusApi();
-        app.MapWebSocketChat();
         if (ConsoleEnabled(app.Configuration))
             app.MapConsole();
         var registry = app.Services.GetRequiredService<QwenMetrics>().Registry;

@@ -5,12 +5,12 @@ using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Endpoints;
 
-/// <summary><c>POST /v1/chat/completions</c>: OpenAI-compatible, JSON or Server-Sent Events.</summary>
+/// <summary><c>POST /v1/chat/completions</c> (mapped on the <c>/v1</c> group): OpenAI-compatible, JSON or Server-Sent Events.</summary>
 public static class ChatEndpoints
 {
     public static IEndpointRouteBuilder MapChatApi(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/v1/chat/completions", HandleAsync);
+        app.MapPost("/chat/completions", HandleAsync);
         return app;
     }
 

@@ -9,7 +9,7 @@ public static class SentimentEndpoints
 {
     public static IEndpointRouteBuilder MapSentimentApi(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/v1/sentiment", HandleAsync);
+        app.MapPost("/sentiment", HandleAsync);
         return app;
     }
 

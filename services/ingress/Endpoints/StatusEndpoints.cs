@@ -4,7 +4,7 @@ using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Endpoints;
 
-/// <summary><c>/healthz</c> (the process answers), <c>/readyz</c> (NATS, topology, the rollout state read, live workers) and <c>/v1/models</c>.</summary>
+/// <summary><c>/healthz</c> (the process answers), <c>/readyz</c> (NATS, topology, the rollout state read, live workers), <c>/api/rollout</c> and <c>/v1/models</c>.</summary>
 public static class StatusEndpoints
 {
     public static IEndpointRouteBuilder MapStatusApi(this IEndpointRouteBuilder app)
@@ -48,14 +48,20 @@ public static class StatusEndpoints
                 new ShadowCounters(mirror.Sent, mirror.Compared, mirror.Dropped)), IngressJson.Context.RolloutSnapshot);
         });
 
-        app.MapGet("/v1/models", (WorkerRegistry workers) =>
+        return app;
+    }
+
+    /// <summary><c>GET /v1/models</c> (mapped on the <c>/v1</c> group): what each colour serves, from worker heartbeats.</summary>
+    public static IEndpointRouteBuilder MapModelsApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/models", (WorkerRegistry workers) =>
         {
             var entries = workers.Live()
                 .GroupBy(w => (w.ModelId, w.Colour, w.ProfileVersion))
                 .Select(g => new ModelEntry(g.Key.ModelId, "model", 0, "qwen-nats", g.Key.Colour, g.Key.ProfileVersion, g.Count()))
                 .OrderBy(e => e.Colour, StringComparer.Ordinal)
                 .ToArray();
-            return Results.Json(new ModelList("list", entries), IngressJson.Context.ModelList);
+            return TypedResults.Json(new ModelList("list", entries), IngressJson.Context.ModelList);
         });
         return app;
     }

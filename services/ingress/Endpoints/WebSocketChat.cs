@@ -8,7 +8,7 @@ using QwenNats.Ingress.OpenAi;
 namespace QwenNats.Ingress.Endpoints;
 
 /// <summary>
-/// <c>GET /ws/chat</c>: a conversation over one WebSocket. In: <c>{"type":"message","content":"..."}</c>
+/// <c>GET /ws/chat</c> (mapped on the <c>/ws</c> group): a conversation over one WebSocket. In: <c>{"type":"message","content":"..."}</c>
 /// (optional <c>temperature</c>, <c>max_tokens</c>, <c>seed</c>) or <c>{"type":"reset"}</c>. Out: <c>ready</c>,
 /// <c>accepted</c>, <c>token</c>…, then <c>done</c> or <c>error</c>. The connection keeps the history; a bad frame
 /// gets an error frame and the connection stays open.
@@ -17,7 +17,7 @@ public static class WebSocketChat
 {
     public static IEndpointRouteBuilder MapWebSocketChat(this IEndpointRouteBuilder app)
     {
-        app.Map("/ws/chat", HandleAsync);
+        app.Map("/chat", HandleAsync);
         return app;
     }
 

@@ -153,34 +153,39 @@ public sealed class ApiKeys : IDisposable
     }
 }
 
-/// <summary>Applies <see cref="ApiKeys"/> to <c>/v1/*</c> and <c>/ws/*</c>.</summary>
-public sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeys keys)
+/// <summary>
+/// The <c>/v1</c> and <c>/ws</c> groups' policy: the caller's API key (or the anonymous allowance), then its rate
+/// limit (a WebSocket conversation is limited per turn, in the handler, not per connection). Refusals are
+/// OpenAI-shaped 401 / 429 errors.
+/// </summary>
+public sealed class ApiKeyFilter(ApiKeys keys) : IEndpointFilter
 {
-    public async Task InvokeAsync(HttpContext http)
+    public async ValueTask<object?> InvokeAsync(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
     {
-        if (!ApiKeys.Guards(http.Request.Path))
-        {
-            await next(http);
-            return;
-        }
+        var http = context.HttpContext;
         var (caller, error) = keys.Authenticate(http);
         if (caller is null)
         {
             http.Response.Headers.WWWAuthenticate = "Bearer";
             await JsonAnswers.WriteErrorAsync(http, error!);
-            return;
+            return Results.Empty;
         }
         http.Items[ApiKeys.ItemKey] = caller;
-        // A WebSocket conversation is limited per turn (in the handler), not per connection.
         if (!http.WebSockets.IsWebSocketRequest)
         {
             var (allowed, retryAfter) = ApiKeys.Take(caller);
             if (!allowed)
             {
                 await JsonAnswers.WriteErrorAsync(http, ApiKeys.RateLimited(caller), retryAfter);
-                return;
+                return Results.Empty;
             }
         }
-        await next(http);
+        return await next(context);
     }
+}
+
+public static class ApiKeyGroups
+{
+    /// <summary>Attaches the API key and rate-limit policy to every endpoint of the group.</summary>
+    public static RouteGroupBuilder RequireApiKey(this RouteGroupBuilder group) => group.AddEndpointFilter<ApiKeyFilter>();
 }
