@@ -9,7 +9,7 @@ public static class StatusEndpoints
 {
     public static IEndpointRouteBuilder MapStatusApi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/healthz", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }));
+        app.MapGet("/healthz", () => TypedResults.Json(new Dictionary<string, string> { ["status"] = "ok" }));
 
         app.MapGet("/readyz", async (NatsConnection nats, WorkerRegistry workers, RequestRouting routing, IInferenceClient client, Routing.RolloutView view,
             Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckService health, CancellationToken ct) =>
@@ -28,7 +28,7 @@ public static class StatusEndpoints
                 ["rollout_state"] = view.StateRead ? "read" : "waiting",
                 ["topology"] = checks.Entries.TryGetValue("topology", out var t) ? t.Description ?? t.Status.ToString() : "unknown",
             };
-            return Results.Json(body, statusCode: ready ? 200 : 503);
+            return TypedResults.Json(body, statusCode: ready ? 200 : 503);
         });
 
         app.MapGet("/api/rollout", async (Routing.RolloutView view, IInferenceClient client, WorkerRegistry workers, ShadowMirror mirror, Messaging.Topology.TopologyClient topology, CancellationToken ct) =>
@@ -43,7 +43,7 @@ public static class StatusEndpoints
             catch (Messaging.Topology.TopologyMissingException)
             {
             }
-            return Results.Json(new RolloutSnapshot(client.InstanceId, view.Current,
+            return TypedResults.Json(new RolloutSnapshot(client.InstanceId, view.Current,
                 workers.Live().GroupBy(w => w.Colour).ToDictionary(g => g.Key, g => g.Count()), verdict,
                 new ShadowCounters(mirror.Sent, mirror.Compared, mirror.Dropped)), IngressJson.Context.RolloutSnapshot);
         });

@@ -36,7 +36,7 @@ public static class ConsoleEndpoints
         foreach (var (route, file) in Assets)
             app.MapGet(route, (HttpContext http) => ServeAssetAsync(http, file));
         app.MapGet("/api/console/config", (IInferenceClient client, IOptions<ConsoleOptions> options, IOptions<IngressOptions> ingress) =>
-            Results.Json(new ConsoleConfig(client.InstanceId, !string.IsNullOrEmpty(options.Value.OperatorToken), ingress.Value.Colours, Actions),
+            TypedResults.Json(new ConsoleConfig(client.InstanceId, !string.IsNullOrEmpty(options.Value.OperatorToken), ingress.Value.Colours, Actions),
                 ConsoleJson.Default.ConsoleConfig));
         app.MapGet("/api/console/stream", StreamAsync);
         app.MapPost("/api/console/actions/{verb}", ActAsync);
