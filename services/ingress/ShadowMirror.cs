@@ -216,7 +216,7 @@ public sealed class ShadowMirror : BackgroundService
     private static SampleSide Side(string colour, InferReply reply) => reply.Result is { } r
         ? new SampleSide
         {
-            Colour = colour, Profile = r.ProfileVersion, Text = r.Text, Label = r.Label, Confidence = r.Confidence, FinishReason = r.FinishReason,
+            Colour = colour, Profile = r.ProfileVersion, Release = r.Release, ModelSha256 = r.ModelSha256, Text = r.Text, Label = r.Label, Confidence = r.Confidence, FinishReason = r.FinishReason,
             CompletionTokens = r.CompletionTokens, TimeToFirstTokenMs = r.TimeToFirstTokenMs, TotalMs = r.TotalMs, ComputeMs = r.ComputeMs, ComputedTokens = r.ComputedTokens,
         }
         : new SampleSide { Colour = colour, Error = reply.Error?.Code ?? ErrorCodes.InternalError };

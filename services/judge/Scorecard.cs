@@ -135,6 +135,9 @@ public sealed class Scorecard
     public int CapacityMisses { get; set; }
     public int SentimentPairs { get; set; }
     public int ChatPairs { get; set; }
+    /// <summary>The releases (with model digest) the latest answered samples came from.</summary>
+    public ReleaseRef? LiveRelease { get; set; }
+    public ReleaseRef? CandidateRelease { get; set; }
 
     public Dictionary<string, SequentialState> Tests { get; set; } = [];
     public RatioSketch ComputeRatios { get; set; } = new();
@@ -142,6 +145,11 @@ public sealed class Scorecard
     public RatioSketch LengthRatios { get; set; } = new();
     /// <summary>How much lower (nats per token) the live model scores the candidate's chat answer than live's own; 0 when not lower.</summary>
     public RatioSketch LikelihoodDrops { get; set; } = new();
+
+    private static ReleaseRef? RefOf(SampleSide side) =>
+        side.Error is null && (side.Release is not null || side.ModelSha256 is not null)
+            ? new ReleaseRef(side.Release ?? "-", side.ModelSha256 ?? "", side.Profile ?? "")
+            : null;
 
     private void Observe(string name, bool evt, SequentialTest test, RolloutPolicy p)
     {
@@ -155,6 +163,8 @@ public sealed class Scorecard
         if (Samples == 0) FirstSampleAt = s.At;
         LastSequence = sequence;
         Samples++;
+        if (RefOf(s.Live) is { } live) LiveRelease = live;
+        if (RefOf(s.Candidate) is { } candidate) CandidateRelease = candidate;
         if (s.Live.Error is not null)
         {
             LiveErrors++;
@@ -283,7 +293,7 @@ public static class Evaluator
         return new Verdict
         {
             RolloutId = c.RolloutId, Step = c.Step, Phase = c.Phase, Outcome = outcome, Reason = reason, Samples = n, Checks = checks,
-            CapacityMisses = c.CapacityMisses, At = now,
+            CapacityMisses = c.CapacityMisses, LiveRelease = c.LiveRelease, CandidateRelease = c.CandidateRelease, At = now,
         };
     }
 

@@ -9,7 +9,7 @@ namespace QwenNats.Promoter;
 /// while this promoter leads): validates the request and applies it; refusals change nothing.
 /// </summary>
 public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, GoldenRunner golden, LeaderLease lease, PromoterSettings settings,
-    TimeProvider clock, ILogger<ControlCommands> logger)
+    ReleaseCatalog releases, WorkerRegistry workers, TimeProvider clock, ILogger<ControlCommands> logger)
 {
     private PromoterOptions O => settings.Options;
 
@@ -36,7 +36,19 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
         switch (verb)
         {
             case Rollouts.Verbs.Status:
-                return new ControlReply { Ok = true, State = (await store.GetAsync(ct)).State, Verdict = await store.LatestVerdictAsync(ct), Leader = id };
+                return new ControlReply
+                {
+                    Ok = true, State = (await store.GetAsync(ct)).State, Verdict = await store.LatestVerdictAsync(ct), Leader = id,
+                    Pools = await releases.PoolsAsync(O.Colours, ct),
+                };
+            case Rollouts.Verbs.Release:
+                var registered = await releases.RegisterAsync(request, actor, ct);
+                if (registered.Ok) PromoterLog.Registered(logger, registered.Release!.Id, registered.Release.ModelSha256[..12], actor);
+                return registered with { Leader = id };
+            case Rollouts.Verbs.Releases:
+                return new ControlReply { Ok = true, Releases = await releases.ListAsync(O.Colours, ct), Pools = await releases.PoolsAsync(O.Colours, ct), Leader = id };
+            case Rollouts.Verbs.Deploy:
+                return await DeployAsync(request, actor, reason, ct);
             case Rollouts.Verbs.Golden:
                 if (settings.Golden is null)
                     return ControlReply.Refused("not_configured", "No golden set is configured (Promoter:GoldenPath).");
@@ -50,8 +62,9 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Pin:
                 return await PinAsync(request, ct);
             case Rollouts.Verbs.Start:
-                return await changes.ChangeAsync(verb, r => r.Start(Trim(request.Candidate), reason, actor), "operator", id, ct);
+                return await StartAsync(request, reason, actor, ct);
             case Rollouts.Verbs.Promote:
+                if (await EmptyPoolAsync(verb, ct) is { } promoteRefused) return promoteRefused;
                 return await changes.ChangeAsync(verb, r => r.Promote(request.Full == true, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.SetWeight:
                 return await changes.ChangeAsync(verb, r => r.SetWeight(request.Weight, reason, actor), "operator", id, ct);
@@ -60,12 +73,71 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Resume:
                 return await changes.ChangeAsync(verb, r => r.Resume(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Rollback:
+                if (await EmptyPoolAsync(verb, ct) is { } rollbackRefused) return rollbackRefused;
                 return await changes.ChangeAsync(verb, r => r.Rollback(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Abort:
                 return await changes.ChangeAsync(verb, r => r.Abort(reason, actor), "operator", id, ct);
             default:
                 return ControlReply.Refused("unknown_verb", $"Unknown command '{(verb.Length > 32 ? verb[..32] : verb)}'; known: {string.Join(", ", Rollouts.Verbs.All)}.");
         }
+    }
+
+    /// <summary>Start, gated on the candidate pool: at least one worker, all serving the colour's assigned release.</summary>
+    private async Task<ControlReply> StartAsync(ControlRequest request, string reason, string actor, CancellationToken ct)
+    {
+        var candidate = Trim(request.Candidate);
+        PoolStatus? pool = null;
+        ReleaseRef? live = null;
+        if (candidate is not null && O.Colours.Contains(candidate, StringComparer.Ordinal))
+        {
+            var assigned = await releases.AssignmentAsync(candidate, ct);
+            if (Trim(request.Release) is { } wanted && assigned?.Release != wanted)
+                return ControlReply.Refused("release_mismatch",
+                    $"The {candidate} pool is assigned release {assigned?.Release ?? "(none)"}, not {wanted}; deploy it first (qwen.ctl.deploy).");
+            pool = releases.Pool(candidate, assigned);
+            var state = (await store.GetAsync(ct)).State;
+            live = (await releases.AssignmentAsync(state.Live, ct))?.Ref;
+        }
+        var reply = await changes.ChangeAsync(Rollouts.Verbs.Start, r => r.Start(candidate, reason, actor, pool, live), "operator", lease.Holder, ct);
+        return reply.Ok || pool is null ? reply : reply with { Pools = [pool] };
+    }
+
+    /// <summary>promote and rollback never move traffic to a pool with no worker serving.</summary>
+    private async Task<ControlReply?> EmptyPoolAsync(string verb, CancellationToken ct)
+    {
+        var state = (await store.GetAsync(ct)).State;
+        var target = verb == Rollouts.Verbs.Promote
+            ? state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary ? state.Candidate : null
+            : state.Phase == RolloutPhase.Promoted ? state.Standby : state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused ? state.Live : null;
+        if (target is null || workers.HasWorkers(target))
+            return null;
+        return ControlReply.Refused("empty_pool", $"No worker of the {target} pool is serving: {verb} would send traffic to nobody. Start or deploy workers for {target} first.", state);
+    }
+
+    /// <summary>
+    /// Assigns a release to a colour. Refused for the live colour once it serves (ship to the idle colour and roll out),
+    /// for the candidate of a rollout in progress, and for the previous colour during a bake window (it is the instant rollback).
+    /// </summary>
+    private async Task<ControlReply> DeployAsync(ControlRequest request, string actor, string reason, CancellationToken ct)
+    {
+        var colour = Trim(request.Colour);
+        var id = Trim(request.Release);
+        if (colour is null || !O.Colours.Contains(colour, StringComparer.Ordinal))
+            return ControlReply.Refused("unknown_colour", $"'colour' must be one of: {string.Join(", ", O.Colours)}.");
+        if (id is null)
+            return ControlReply.Refused("invalid_request", "'release' (a registered release id) is required.");
+        if (!Releases.IsWellFormedId(id) || await releases.GetAsync(id, ct) is not { } release)
+            return ControlReply.Refused("unknown_release", $"No release '{(id.Length > 64 ? id[..64] : id)}' is registered (qwen.ctl.releases lists them; qwen.ctl.release registers one).");
+        var state = (await store.GetAsync(ct)).State;
+        if (state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused && state.Candidate == colour)
+            return ControlReply.Refused("rollout_in_progress", $"{colour} is the candidate of rollout {state.RolloutId} ({state.Phase}); finish, roll back or abort it before deploying to it.", state);
+        if (state.Phase == RolloutPhase.Promoted && state.Standby == colour)
+            return ControlReply.Refused("bake_window", $"{colour} is kept serving for an instant rollback until the bake window closes ({state.BakeUntil:u}); deploy after it, or close it with promote.", state);
+        if (colour == state.Live && workers.HasWorkers(colour))
+            return ControlReply.Refused("live_colour", $"{colour} is the live colour and serves traffic; deploy to the idle colour and roll it out (qwenctl rollout).", state);
+        var assignment = await releases.AssignAsync(colour, release, actor, reason, ct);
+        PromoterLog.Deployed(logger, release.Id, colour, actor);
+        return new ControlReply { Ok = true, Assignment = assignment, Release = release, State = state, Pools = [releases.Pool(colour, assignment)], Leader = lease.Holder };
     }
 
     private async Task<ControlReply> PinAsync(ControlRequest request, CancellationToken ct)
@@ -89,7 +161,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
     /// <summary>Free-text fields end up in the audit log: bounded, and without control characters.</summary>
     private string? TextProblem(ControlRequest r)
     {
-        foreach (var (name, value) in new[] { ("reason", r.Reason), ("actor", r.Actor), ("candidate", r.Candidate), ("session", r.Session), ("colour", r.Colour) })
+        foreach (var (name, value) in new[] { ("reason", r.Reason), ("actor", r.Actor), ("candidate", r.Candidate), ("session", r.Session), ("colour", r.Colour), ("release", r.Release), ("model_sha256", r.ModelSha256), ("notes", r.Notes) })
         {
             if (value is null) continue;
             if (value.Length > O.MaxTextChars)

@@ -68,16 +68,18 @@ public sealed partial class GoldenRunner(InferenceClient client, ILogger<GoldenR
             Missing(logger, colour, cases.Count - answered, timeout);
         var correct = 0;
         var errors = 0;
-        string? profile = null;
+        string? profile = null, release = null, sha = null;
         foreach (var c in cases)
         {
             if (!results.TryGetValue(c.Id, out var r) || r.Result is null) { errors++; continue; }
             profile ??= r.Result.ProfileVersion;
+            release ??= r.Result.Release;
+            sha ??= r.Result.ModelSha256;
             if (r.Result.Label == c.Label) correct++;
         }
         var accuracy = cases.Count == 0 ? 0 : Math.Round((double)correct / cases.Count, 4);
         Scored(logger, colour, profile, correct, cases.Count, errors);
-        return new GoldenScore(colour, profile, cases.Count, correct, errors, accuracy);
+        return new GoldenScore(colour, profile, cases.Count, correct, errors, accuracy) { Release = release, ModelSha256 = sha };
     }
 
     private static async Task<InferReply?> FinalAsync(InferenceCall call, CancellationToken ct)

@@ -33,6 +33,7 @@ public static class PromoterHost
         builder.Services.AddSingleton<IRolloutLog>(sp => sp.GetRequiredService<RolloutStore>());
         builder.Services.AddSingleton<LeaderLease>();
         builder.Services.AddSingleton<RolloutChanges>();
+        builder.Services.AddSingleton<ReleaseCatalog>();
         builder.Services.AddSingleton<ControlCommands>();
         builder.Services.AddSingleton<VerdictFollower>();
         builder.Services.AddSingleton<PromoterService>();

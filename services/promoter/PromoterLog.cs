@@ -41,4 +41,10 @@ internal static partial class PromoterLog
 
     [LoggerMessage(EventId = 5004, Level = LogLevel.Error, Message = "Control command {Verb} failed")]
     public static partial void ControlFailed(ILogger logger, string verb, Exception exception);
+
+    [LoggerMessage(EventId = 5030, Level = LogLevel.Information, Message = "Release {Release} (model {Sha}) registered by {Actor}")]
+    public static partial void Registered(ILogger logger, string release, string sha, string actor);
+
+    [LoggerMessage(EventId = 5031, Level = LogLevel.Information, Message = "Release {Release} deployed to {Colour} by {Actor}")]
+    public static partial void Deployed(ILogger logger, string release, string colour, string actor);
 }

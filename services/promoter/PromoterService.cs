@@ -19,6 +19,7 @@ namespace QwenNats.Promoter;
 public sealed class PromoterService(
     NatsConnection nats,
     RolloutStore store,
+    ReleaseCatalog releases,
     LeaderLease lease,
     RolloutChanges changes,
     ControlCommands commands,
@@ -40,6 +41,7 @@ public sealed class PromoterService(
             {
                 await nats.ConnectAsync();
                 await store.EnsureAsync(ct);
+                await releases.EnsureAsync(ct);
             }, stoppingToken);
 
             while (!stoppingToken.IsCancellationRequested)

@@ -28,7 +28,7 @@ public sealed record RolloutOutcome(bool Ok, RolloutState State, RolloutPhase Fr
 public sealed class Rollout
 {
     private readonly StateMachine<RolloutPhase, RolloutTrigger> _machine;
-    private readonly StateMachine<RolloutPhase, RolloutTrigger>.TriggerWithParameters<string> _start;
+    private readonly StateMachine<RolloutPhase, RolloutTrigger>.TriggerWithParameters<string, ReleaseRef?, ReleaseRef?> _start;
     private readonly StateMachine<RolloutPhase, RolloutTrigger>.TriggerWithParameters<int> _setWeight;
     private readonly PromoterOptions _options;
     private readonly TimeProvider _clock;
@@ -40,7 +40,7 @@ public sealed class Rollout
         _options = options;
         _clock = clock;
         _machine = new StateMachine<RolloutPhase, RolloutTrigger>(() => _state.Phase, p => _state = _state with { Phase = p });
-        _start = _machine.SetTriggerParameters<string>(RolloutTrigger.Start);
+        _start = _machine.SetTriggerParameters<string, ReleaseRef?, ReleaseRef?>(RolloutTrigger.Start);
         _setWeight = _machine.SetTriggerParameters<int>(RolloutTrigger.SetWeight);
         Configure();
     }
@@ -55,6 +55,7 @@ public sealed class Rollout
             .OnEntry(() => _state = _state with
             {
                 Candidate = null, Standby = null, Weight = 0, Step = 0, PausedFrom = null, BakeUntil = null, RolloutId = null,
+                LiveRelease = null, CandidateRelease = null,
             })
             .Permit(RolloutTrigger.Start, RolloutPhase.Shadow);
 
@@ -69,9 +70,10 @@ public sealed class Rollout
             .Permit(RolloutTrigger.Finish, RolloutPhase.Stable);
 
         _machine.Configure(RolloutPhase.Shadow)
-            .OnEntryFrom(_start, candidate => _state = _state with
+            .OnEntryFrom(_start, (candidate, candidateRelease, liveRelease) => _state = _state with
             {
                 Candidate = candidate, Standby = null, Weight = 0, Step = 0, RolledBackColour = null,
+                CandidateRelease = candidateRelease, LiveRelease = liveRelease,
                 RolloutId = $"r-{_clock.GetUtcNow():yyyyMMddHHmmss}-{Guid.NewGuid().ToString("N")[..6]}",
             }, "take the candidate")
             .Permit(RolloutTrigger.Promote, RolloutPhase.Canary)
@@ -110,7 +112,11 @@ public sealed class Rollout
             .Permit(RolloutTrigger.Rollback, RolloutPhase.RolledBack);
     }
 
-    public RolloutOutcome Start(string? candidate, string reason, string actor)
+    /// <summary>
+    /// Starts a rollout of <paramref name="candidate"/>. With a <paramref name="pool"/> (the promoter always gives one) it is
+    /// refused unless the pool is ready: at least one worker, every worker serving the colour's assigned release.
+    /// </summary>
+    public RolloutOutcome Start(string? candidate, string reason, string actor, PoolStatus? pool = null, ReleaseRef? liveRelease = null)
     {
         if (string.IsNullOrWhiteSpace(candidate))
             return Refuse("invalid_request", "'candidate' is required.");
@@ -120,7 +126,9 @@ public sealed class Rollout
             return Refuse("rollout_in_progress", $"A rollout of '{_state.Candidate ?? _state.Live}' is already in phase {_state.Phase}; finish, roll back or abort it first.");
         if (candidate == _state.Live)
             return Refuse("already_live", $"'{candidate}' is already the live colour.");
-        return Fire(RolloutTrigger.Start, reason, actor, () => _machine.Fire(_start, candidate));
+        if (pool is { Ready: false })
+            return Refuse(pool.Failed ? "release_failed" : "pool_not_ready", $"The candidate is not ready: {pool.Why}.");
+        return Fire(RolloutTrigger.Start, reason, actor, () => _machine.Fire(_start, candidate, pool?.Assigned?.Ref, liveRelease));
     }
 
     public RolloutOutcome Promote(bool full, string reason, string actor)

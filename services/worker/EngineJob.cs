@@ -6,7 +6,7 @@ using QwenNats.Messaging;
 namespace QwenNats.Worker;
 
 /// <summary>Who is answering: stamped on every reply.</summary>
-public sealed record AnswerStamp(string WorkerId, string Colour, string ModelId, string ProfileVersion);
+public sealed record AnswerStamp(string WorkerId, string Colour, string ModelId, string ProfileVersion, string? Release = null, string? ModelSha256 = null);
 
 /// <summary>
 /// One request inside the decode loop. The loop owns it: <see cref="Admit"/> prompts its
@@ -113,6 +113,8 @@ public abstract class EngineJob
         Colour = Stamp.Colour,
         ModelId = Stamp.ModelId,
         ProfileVersion = Stamp.ProfileVersion,
+        Release = Stamp.Release,
+        ModelSha256 = Stamp.ModelSha256,
         Attempt = Attempt,
     };
 }

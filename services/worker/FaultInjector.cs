@@ -4,41 +4,6 @@ using QwenNats.Messaging;
 
 namespace QwenNats.Worker;
 
-/// <summary>
-/// The <c>Faults</c> section: fault injection for drills (like Envoy's or Istio's), off unless configured.
-/// Lets operators rehearse a bad release and tests make one. Every field defaults to "no fault".
-/// </summary>
-public sealed record FaultOptions
-{
-    public const string Section = "Faults";
-
-    /// <summary>Fraction of answers that get the faults below (0 = none).</summary>
-    public double Fraction { get; init; }
-
-    /// <summary>Sentiment: answer a different label than the model chose.</summary>
-    public bool FlipLabels { get; init; }
-
-    /// <summary>Chat: cut the answer to a third and report finish reason <c>length</c>.</summary>
-    public bool Truncate { get; init; }
-
-    /// <summary>Chat: replace the answer with letters and spaces drawn at random (same length): fluent-looking
-    /// length, no meaning — what a broken tokenizer or a corrupt model file produces.</summary>
-    public bool Nonsense { get; init; }
-
-    /// <summary>Make the answer cost this many times the compute (1 = unchanged): the decode loop burns the extra
-    /// CPU, so it is slower in CPU time and in wall-clock time, like a costlier build.</summary>
-    public double Slowdown { get; init; } = 1;
-
-    /// <summary>Fraction of requests answered with an <c>injected_fault</c> error instead (independent of <see cref="Fraction"/>).</summary>
-    public double ErrorRate { get; init; }
-
-    /// <summary>Fraction of requests the worker takes and then never answers (a hung worker), until the
-    /// ingress cancels them at their deadline. Independent of the others.</summary>
-    public double HangRate { get; init; }
-
-    public bool Enabled => ErrorRate > 0 || HangRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Nonsense || Slowdown > 1));
-}
-
 public readonly record struct FaultDraw(bool Error, bool Active, bool Hang = false);
 
 public sealed class FaultInjector
@@ -46,9 +11,13 @@ public sealed class FaultInjector
     public const string ErrorCode = "injected_fault";
     private readonly FaultOptions _o;
 
-    public FaultInjector(IOptions<FaultOptions> options, ILogger<FaultInjector> logger)
+    public FaultInjector(IOptions<FaultOptions> options, ILogger<FaultInjector> logger) : this(options.Value, logger)
     {
-        _o = options.Value;
+    }
+
+    public FaultInjector(FaultOptions options, ILogger logger)
+    {
+        _o = options;
         if (_o.Enabled)
             EngineLog.FaultsOn(logger,
                 _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Nonsense, _o.Slowdown, _o.ErrorRate, _o.HangRate);

@@ -3,6 +3,7 @@ using System.Threading.Channels;
 using LLama;
 using LLama.Batched;
 using LLama.Common;
+using LLama.Exceptions;
 using LLama.Native;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -30,19 +31,25 @@ public sealed class LlamaEngine : IAsyncDisposable
     private int _busy;
 
     public LlamaEngine(IOptions<WorkerOptions> options, PromptProfile profile, ILogger<LlamaEngine> logger)
+        : this(options.Value, ModelSource.FromOptions(options.Value), profile, logger)
     {
-        _options = options.Value;
+    }
+
+    /// <summary>Loads <paramref name="source"/>'s GGUF with <paramref name="profile"/>; throws with a reason when it cannot.</summary>
+    public LlamaEngine(WorkerOptions options, ModelSource source, PromptProfile profile, ILogger<LlamaEngine> logger)
+    {
+        _options = options;
         _logger = logger;
         Profile = profile;
-        if (string.IsNullOrWhiteSpace(_options.ModelPath))
+        if (string.IsNullOrWhiteSpace(source.Path))
             throw new InvalidOperationException("Worker:ModelPath is not set; point it (or QWEN_MODEL in deploy/local/up.sh) at a GGUF file.");
-        if (!File.Exists(_options.ModelPath))
-            throw new FileNotFoundException($"Model file '{_options.ModelPath}' does not exist.", _options.ModelPath);
+        if (!File.Exists(source.Path))
+            throw new FileNotFoundException($"Model file '{source.Path}' does not exist.", source.Path);
         if (_options.Slots < 1 || _options.ContextSize < 16)
             throw new InvalidOperationException("Worker:Slots must be at least 1 and Worker:ContextSize at least 16.");
 
         var threads = _options.Threads > 0 ? _options.Threads : Environment.ProcessorCount;
-        _params = new ModelParams(_options.ModelPath)
+        _params = new ModelParams(source.Path)
         {
             // Room for every slot's own tokens plus the shared prefixes (decoded once, forked by each request).
             ContextSize = (uint)(_options.ContextSize * (_options.Slots + 1)),
@@ -53,35 +60,59 @@ public sealed class LlamaEngine : IAsyncDisposable
             BatchThreads = threads,
             GpuLayerCount = 0,
         };
-        _weights = LLamaWeights.LoadFromFile(_params);
-        _executor = new BatchedExecutor(_weights, _params);
+        try
+        {
+            _weights = LLamaWeights.LoadFromFile(_params);
+        }
+        catch (Exception e) when (e is LoadWeightsFailedException or RuntimeError)
+        {
+            throw new InvalidOperationException($"llama.cpp cannot load '{source.Id}' ({source.Path}): {e.Message}", e);
+        }
+        try
+        {
+            _executor = new BatchedExecutor(_weights, _params);
+        }
+        catch
+        {
+            _weights.Dispose();
+            throw;
+        }
         _cost.Attach(_executor.Context.NativeHandle);
 
         var hasTemplate = _weights.Metadata.ContainsKey("tokenizer.chat_template");
-        Model = new ModelInfo(
-            Id: Path.GetFileNameWithoutExtension(_options.ModelPath),
-            Path: Path.GetFullPath(_options.ModelPath),
-            Sha256: HashFile(_options.ModelPath),
-            SizeBytes: new FileInfo(_options.ModelPath).Length,
-            TrainContext: _weights.ContextSize,
-            HasChatTemplate: hasTemplate);
-        IChatFormatter formatter = hasTemplate && profile.Template.UseModelTemplate
-            ? new ModelChatFormatter(_weights)
-            : new ProfileChatFormatter(profile.Template);
-        Prompts = new PromptBuilder(profile, formatter);
-        _labelTokens = profile.Sentiment.Labels.Select(l => Tokenize(l, addBos: false)).ToArray();
-        Prefixes = new PrefixCache(new Dictionary<string, int[]>
+        try
         {
-            [InferTasks.Chat] = PrefixCache.CommonPrefix(
-                Tokenize(Prompts.Chat([new ChatMessage(ChatRoles.User, "Alpha one")]), addBos: true),
-                Tokenize(Prompts.Chat([new ChatMessage(ChatRoles.User, "Zulu two")]), addBos: true)),
-            [InferTasks.Sentiment] = PrefixCache.CommonPrefix(
-                Tokenize(Prompts.Sentiment("Alpha one"), addBos: true), Tokenize(Prompts.Sentiment("Zulu two"), addBos: true)),
-        }, _options.PrefixCache);
-        if (Prefixes.Enabled && Prefixes.TotalTokens > _options.ContextSize)
-            throw new InvalidOperationException($"The profile's prompt prefixes ({Prefixes.TotalTokens} tokens) do not fit Worker:ContextSize.");
-        if (_labelTokens.Any(t => t.Length == 0))
-            throw new InvalidOperationException("A sentiment label tokenizes to nothing.");
+            Model = new ModelInfo(
+                Id: source.Id,
+                Path: Path.GetFullPath(source.Path),
+                Sha256: source.Sha256 ?? HashFile(source.Path),
+                SizeBytes: new FileInfo(source.Path).Length,
+                TrainContext: _weights.ContextSize,
+                HasChatTemplate: hasTemplate);
+            IChatFormatter formatter = hasTemplate && profile.Template.UseModelTemplate
+                ? new ModelChatFormatter(_weights)
+                : new ProfileChatFormatter(profile.Template);
+            Prompts = new PromptBuilder(profile, formatter);
+            _labelTokens = profile.Sentiment.Labels.Select(l => Tokenize(l, addBos: false)).ToArray();
+            Prefixes = new PrefixCache(new Dictionary<string, int[]>
+            {
+                [InferTasks.Chat] = PrefixCache.CommonPrefix(
+                    Tokenize(Prompts.Chat([new ChatMessage(ChatRoles.User, "Alpha one")]), addBos: true),
+                    Tokenize(Prompts.Chat([new ChatMessage(ChatRoles.User, "Zulu two")]), addBos: true)),
+                [InferTasks.Sentiment] = PrefixCache.CommonPrefix(
+                    Tokenize(Prompts.Sentiment("Alpha one"), addBos: true), Tokenize(Prompts.Sentiment("Zulu two"), addBos: true)),
+            }, _options.PrefixCache);
+            if (Prefixes.Enabled && Prefixes.TotalTokens > _options.ContextSize)
+                throw new InvalidOperationException($"The profile's prompt prefixes ({Prefixes.TotalTokens} tokens) do not fit Worker:ContextSize.");
+            if (_labelTokens.Any(t => t.Length == 0))
+                throw new InvalidOperationException("A sentiment label tokenizes to nothing.");
+        }
+        catch
+        {
+            _executor.Dispose();
+            _weights.Dispose();
+            throw;
+        }
         EngineLog.ModelLoaded(_logger,
             Model.Id, Model.SizeBytes, Model.Sha256[..12], profile.Version, _options.Slots, _options.ContextSize, threads, hasTemplate && profile.Template.UseModelTemplate ? "model" : "profile");
     }

@@ -25,31 +25,23 @@ public static class WorkerHost
             .Validate(o => o.Slots >= 1 && o.ContextSize >= 64 && o.BatchSize >= 1, "Worker:Slots, Worker:ContextSize (at least 64) and Worker:BatchSize must be positive.")
             .Validate(o => o.HeartbeatInterval > TimeSpan.Zero && o.FetchExpiry > TimeSpan.FromSeconds(1) && o.DrainTimeout >= TimeSpan.Zero, "Worker:HeartbeatInterval must be positive and Worker:FetchExpiry more than 1 s.")
             .Validate(o => o.ShadowPollMin > TimeSpan.Zero && o.ShadowPollMax >= o.ShadowPollMin, "Worker:ShadowPollMin must be positive and at most Worker:ShadowPollMax.")
+            .Validate(o => string.IsNullOrWhiteSpace(o.ModelPath) || !string.IsNullOrWhiteSpace(o.ProfilePath), "Worker:ModelPath needs Worker:ProfilePath (a prompt profile such as deploy/profiles/v1.json).")
+            .Validate(o => !string.IsNullOrWhiteSpace(o.ModelPath) || o.FollowReleases, "Worker:ModelPath is empty and Worker:FollowReleases is off: the worker would never serve anything.")
+            .Validate(o => o.SwitchMode is "auto" or "beside" or "drain" && o.LoadMemoryFactor > 0, "Worker:SwitchMode must be auto, beside or drain, and Worker:LoadMemoryFactor positive.")
             .ValidateOnStart();
         builder.Services.Configure<FaultOptions>(builder.Configuration.GetSection(FaultOptions.Section));
-        builder.Services.AddSingleton<FaultInjector>();
-        builder.Services.AddSingleton(sp => PromptProfile.Load(sp.GetRequiredService<IOptions<WorkerOptions>>().Value.ProfilePath));
+        builder.Services.AddSingleton<ServiceAnnouncer>();
+        builder.Services.AddSingleton<InferenceServer>();
         builder.Services.AddSingleton(sp =>
         {
             NativeLogging.Route(sp.GetRequiredService<ILoggerFactory>());
-            return new LlamaEngine(sp.GetRequiredService<IOptions<WorkerOptions>>(), sp.GetRequiredService<PromptProfile>(), sp.GetRequiredService<ILogger<LlamaEngine>>());
+            return ActivatorUtilities.CreateInstance<WorkerService>(sp);
         });
-        builder.Services.AddSingleton<InferenceServer>();
-        builder.Services.AddHostedService<WorkerService>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<WorkerService>());
         builder.Services.AddDiscovery(sp =>
         {
-            var engine = sp.GetRequiredService<LlamaEngine>();
-            var o = sp.GetRequiredService<IOptions<WorkerOptions>>().Value;
-            var inv = System.Globalization.CultureInfo.InvariantCulture;
-            return new ServiceDescription(Messaging.Subjects.WorkerService, "QwenNats llama.cpp worker", new Dictionary<string, string>
-            {
-                ["worker_id"] = o.WorkerId ?? sp.GetRequiredService<ServiceIdentity>().InstanceId,
-                ["model"] = engine.Model.Id,
-                ["model_sha256"] = engine.Model.Sha256,
-                ["profile"] = engine.Profile.Version,
-                ["slots"] = engine.Slots.ToString(inv),
-                ["context"] = engine.ContextSize.ToString(inv),
-            });
+            var worker = sp.GetRequiredService<WorkerService>();
+            return new ServiceDescription(Messaging.Subjects.WorkerService, "QwenNats llama.cpp worker", worker.Metadata(), worker.Metadata);
         });
         return builder.Build();
     }

@@ -7,11 +7,30 @@ public sealed record WorkerOptions
 
     public string Colour { get; init; } = Messaging.Colours.Blue;
 
-    /// <summary>Path to the GGUF file; required.</summary>
+    /// <summary>Path to a GGUF file to serve at start, before (or without) any release assigned to the colour.
+    /// Empty: the worker starts with no model and waits for its colour's release (<c>qwen.ctl.deploy</c>).</summary>
     public string ModelPath { get; init; } = "";
 
-    /// <summary>Path to the prompt profile JSON (deploy/profiles/*.json); required.</summary>
+    /// <summary>The prompt profile JSON (deploy/profiles/*.json) that goes with <see cref="ModelPath"/>.</summary>
     public string ProfilePath { get; init; } = "";
+
+    /// <summary>Follow the colour's assigned release (<c>assign.&lt;colour&gt;</c> in the releases bucket): fetch,
+    /// load, warm up and switch to it without a restart. Off: serve only <see cref="ModelPath"/>.</summary>
+    public bool FollowReleases { get; init; } = true;
+
+    /// <summary>Where fetched model files are kept, one per digest (default: $XDG_CACHE_HOME or ~/.cache, qwen-nats/models).</summary>
+    public string ModelCacheDir { get; init; } = "";
+
+    /// <summary>How to switch releases: <c>auto</c> loads the new model beside the old one when memory allows
+    /// (<see cref="LoadMemoryFactor"/>) and drains first otherwise; <c>beside</c> or <c>drain</c> force one way.</summary>
+    public string SwitchMode { get; init; } = "auto";
+
+    /// <summary>auto switching loads beside the old model only if available memory is at least this many times the new model file's size.</summary>
+    public double LoadMemoryFactor { get; init; } = 1.5;
+
+    public string ResolvedModelCacheDir => ModelCacheDir is { Length: > 0 } dir ? dir
+        : Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } xdg ? xdg
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "qwen-nats", "models");
 
     /// <summary>CPU threads for generation; 0 means all cores.</summary>
     public int Threads { get; init; }

@@ -33,6 +33,9 @@ public sealed record SampleSide
 {
     public required string Colour { get; init; }
     public string? Profile { get; init; }
+    /// <summary>The release that answered and its model digest.</summary>
+    public string? Release { get; init; }
+    public string? ModelSha256 { get; init; }
     public string? Text { get; init; }
     public string? Label { get; init; }
     public double? Confidence { get; init; }
@@ -92,11 +95,19 @@ public sealed record Verdict
     public IReadOnlyList<JudgeCheck> Checks { get; init; } = [];
     /// <summary>Mirrors the candidate never took (full shadow queue, no worker, deadline while queued): capacity, not quality.</summary>
     public int CapacityMisses { get; init; }
+    /// <summary>What was compared: the live and the candidate release (with model digest), as the samples report them.</summary>
+    public ReleaseRef? LiveRelease { get; init; }
+    public ReleaseRef? CandidateRelease { get; init; }
     public DateTimeOffset At { get; init; }
 }
 
 /// <summary>One colour's score on the golden set.</summary>
-public sealed record GoldenScore(string Colour, string? Profile, int Total, int Correct, int Errors, double Accuracy);
+public sealed record GoldenScore(string Colour, string? Profile, int Total, int Correct, int Errors, double Accuracy)
+{
+    /// <summary>The release (and model digest) that answered.</summary>
+    public string? Release { get; init; }
+    public string? ModelSha256 { get; init; }
+}
 
 /// <summary>The answer of <c>qwen.ctl.golden</c>.</summary>
 public sealed record GoldenReport(int Cases, IReadOnlyList<GoldenScore> Scores, DateTimeOffset At);

@@ -39,6 +39,8 @@ public sealed record InferAccepted
     public required string ModelId { get; init; }
     public required string ProfileVersion { get; init; }
     public int Attempt { get; init; } = 1;
+    /// <summary>The release the worker answers with (null for a model given on its command line).</summary>
+    public string? Release { get; init; }
     /// <summary>The W3C trace id the worker logged this request under (from the <c>traceparent</c> header).</summary>
     public string? TraceId { get; init; }
 }
@@ -99,6 +101,10 @@ public sealed record InferResult
     public required string Colour { get; init; }
     public required string ModelId { get; init; }
     public required string ProfileVersion { get; init; }
+    /// <summary>The release that answered (null for a model given on the worker's command line).</summary>
+    public string? Release { get; init; }
+    /// <summary>SHA-256 of the model file that answered.</summary>
+    public string? ModelSha256 { get; init; }
     public int Attempt { get; init; } = 1;
 }
 
@@ -147,6 +153,21 @@ public sealed record WorkerHeartbeat
     public long UnixMs { get; init; }
     /// <summary>Set on the last heartbeat of a worker that is shutting down.</summary>
     public bool Leaving { get; init; }
+    /// <summary>Whether the worker takes work: false while it waits for its first release or drains to switch.</summary>
+    public bool Serving { get; init; } = true;
+    /// <summary>The release it serves (null for a model given on its command line, or none yet).</summary>
+    public string? Release { get; init; }
+    /// <summary>The release it is loading now (download, load, warm-up).</summary>
+    public string? Loading { get; init; }
+    /// <summary>The release it last failed to load and why (it keeps serving its previous release).</summary>
+    public string? FailedRelease { get; init; }
+    public string? Failure { get; init; }
+
+    public WorkerReleaseStatus ReleaseStatus => new()
+    {
+        WorkerId = WorkerId, Release = Release, ModelSha256 = Serving ? ModelSha256 : null, Serving = Serving, Loading = Loading,
+        FailedRelease = FailedRelease, Failure = Failure,
+    };
 }
 
 /// <summary>The JSON error answer of a NATS request/reply endpoint.</summary>

@@ -21,4 +21,6 @@ namespace QwenNats.Messaging;
 [JsonSerializable(typeof(ShadowSample))]
 [JsonSerializable(typeof(Verdict))]
 [JsonSerializable(typeof(GoldenReport))]
+[JsonSerializable(typeof(Release))]
+[JsonSerializable(typeof(Assignment))]
 public sealed partial class QwenJsonContext : JsonSerializerContext;

@@ -40,8 +40,11 @@ public static class Rollouts
         public const string History = "history";
         public const string Pin = "pin";
         public const string Golden = "golden";
+        public const string Release = "release";
+        public const string Releases = "releases";
+        public const string Deploy = "deploy";
 
-        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin, Golden];
+        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin, Golden, Release, Releases, Deploy];
     }
 }
 
@@ -80,6 +83,10 @@ public sealed record RolloutState
     public DateTimeOffset? BakeUntil { get; init; }
     /// <summary>The colour a rollback took out of service.</summary>
     public string? RolledBackColour { get; init; }
+    /// <summary>The release the live colour served when the rollout started (and, after a promotion, the candidate's).</summary>
+    public ReleaseRef? LiveRelease { get; init; }
+    /// <summary>The release of the candidate colour, checked ready when the rollout started.</summary>
+    public ReleaseRef? CandidateRelease { get; init; }
     /// <summary>Counts every change; events carry it so the audit log orders with the state.</summary>
     public long Version { get; init; }
 }
@@ -112,6 +119,14 @@ public sealed record ControlRequest
     public string? Session { get; init; }
     public string? Colour { get; init; }
     public int? TtlSeconds { get; init; }
+    /// <summary>A release id (release, deploy; start: the release the candidate must serve).</summary>
+    public string? Release { get; init; }
+    /// <summary>release: the model's SHA-256, already uploaded to the models object store.</summary>
+    public string? ModelSha256 { get; init; }
+    public PromptProfile? Profile { get; init; }
+    public string? Notes { get; init; }
+    /// <summary>release: a drill release's injected faults.</summary>
+    public FaultOptions? Faults { get; init; }
 }
 
 /// <summary>The answer of every <c>qwen.ctl.*</c> request.</summary>
@@ -126,6 +141,13 @@ public sealed record ControlReply
     public Verdict? Verdict { get; init; }
     public GoldenReport? Golden { get; init; }
     public string? Leader { get; init; }
+    /// <summary>release: the release registered (or the one already registered under that id).</summary>
+    public Release? Release { get; init; }
+    public IReadOnlyList<ReleaseListing>? Releases { get; init; }
+    /// <summary>deploy: the assignment written.</summary>
+    public Assignment? Assignment { get; init; }
+    /// <summary>status, deploy: each colour's pool (assignment, workers, readiness).</summary>
+    public IReadOnlyList<PoolStatus>? Pools { get; init; }
     public string? Error { get; init; }
     public string? Code { get; init; }
 

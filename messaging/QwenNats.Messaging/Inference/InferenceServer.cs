@@ -55,6 +55,12 @@ public interface IInferenceHandler
     /// </summary>
     WorkerHeartbeat Heartbeat(bool leaving);
 
+    /// <summary>Completes when the worker can take work (it has a model loaded); heartbeats flow meanwhile.</summary>
+    Task WaitUntilServingAsync(CancellationToken ct);
+
+    /// <summary>False while the worker should take no new work (it drains to switch releases).</summary>
+    bool Taking { get; }
+
     /// <summary>
     /// Runs one request, replying through <see cref="InferenceWork.ReplyAsync"/> and ending with exactly one
     /// final reply. Returning acks the message; throwing leaves it unacked, so JetStream redelivers it.
@@ -81,6 +87,13 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         using var heartbeat = new PeriodicTimer(options.HeartbeatInterval);
         var heartbeats = HeartbeatLoopAsync(handler, heartbeat, stoppingToken);
         var cancels = CancelLoopAsync(stoppingToken);
+        try
+        {
+            await handler.WaitUntilServingAsync(stoppingToken);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
         Log.Serving(logger, options.WorkerId, Subjects.Infer(options.Colour), options.Slots);
 
         using var slots = new SemaphoreSlim(options.Slots, options.Slots);
@@ -118,6 +131,12 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             catch (OperationCanceledException)
             {
                 return;
+            }
+            if (!handler.Taking)
+            {
+                slots.Release();
+                await Delay(options.ShadowPollMin, ct);
+                continue;
             }
             INatsJSMsg<InferRequest>? next;
             try
@@ -160,6 +179,12 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             else if (!slots.Wait(0))
             {
                 await Delay(options.ShadowPollMin, ct);
+                continue;
+            }
+            if (!handler.Taking)
+            {
+                slots.Release();
+                await Delay(options.ShadowPollMax, ct);
                 continue;
             }
             INatsJSMsg<InferRequest>? next = null;
@@ -252,6 +277,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             await work.ReplyAsync(InferReply.Of(new InferAccepted
             {
                 Id = request.Id, WorkerId = options.WorkerId, Colour = options.Colour, ModelId = me.ModelId, ProfileVersion = me.ProfileVersion, Attempt = attempt,
+                Release = me.Release,
                 TraceId = traceId,
             }));
             // The message stays ours while the job runs, however long the prompt takes to evaluate: progress

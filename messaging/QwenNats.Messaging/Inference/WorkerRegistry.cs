@@ -19,7 +19,11 @@ public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOption
     /// <summary>Workers currently tracked, live or not yet pruned.</summary>
     public int Tracked => _workers.Count;
 
-    public IReadOnlyList<WorkerHeartbeat> Live(string? colour = null)
+    /// <summary>Workers that take work now (of one colour, or all).</summary>
+    public IReadOnlyList<WorkerHeartbeat> Live(string? colour = null) => Known(colour).Where(w => w.Serving).ToArray();
+
+    /// <summary>Every worker heard from recently, including those still waiting for or loading a release.</summary>
+    public IReadOnlyList<WorkerHeartbeat> Known(string? colour = null)
     {
         Prune(DateTimeOffset.UtcNow);
         return _workers.Values
@@ -32,7 +36,7 @@ public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOption
     public bool HasWorkers(string colour) => Live(colour).Count > 0;
 
     /// <summary>True when the worker has stopped sending heartbeats (or said it is leaving).</summary>
-    public bool IsGone(string workerId) => !Live().Any(w => w.WorkerId == workerId);
+    public bool IsGone(string workerId) => !Known().Any(w => w.WorkerId == workerId);
 
     /// <summary>Records one heartbeat seen at <paramref name="seen"/>.</summary>
     public void Record(WorkerHeartbeat beat, DateTimeOffset seen)

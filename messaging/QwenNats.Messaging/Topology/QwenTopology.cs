@@ -1,5 +1,6 @@
 using NATS.Client.JetStream.Models;
 using NATS.Client.KeyValueStore;
+using NATS.Client.ObjectStore;
 
 namespace QwenNats.Messaging.Topology;
 
@@ -17,6 +18,7 @@ public enum ResourceKind
     Stream,
     Consumer,
     Bucket,
+    ObjectStore,
 }
 
 /// <summary>One JetStream resource: its kind, name (a consumer's <see cref="Stream"/> too), owner and, for
@@ -28,6 +30,7 @@ public sealed record TopologyResource(ResourceKind Kind, string Name, string Own
     {
         ResourceKind.Consumer => $"consumer {Name} on stream {Stream}",
         ResourceKind.Bucket => $"KV bucket {Name}",
+        ResourceKind.ObjectStore => $"object store {Name}",
         _ => $"stream {Name}",
     };
 }
@@ -117,6 +120,19 @@ public sealed class QwenTopology
             Storage = streamStorage,
             NumReplicas = _o.Replicas,
         }, Owners.Promoter);
+        AddBucket(new NatsKVConfig(Releases.Bucket)
+        {
+            Description = "QwenNats releases (written once) and each colour's assigned release", History = _o.ReleasesHistory, Storage = kvStorage,
+            NumberOfReplicas = _o.Replicas,
+        }, Owners.Promoter);
+        var models = new NatsObjConfig(Releases.ModelsBucket)
+        {
+            Description = "QwenNats model files, named by their SHA-256",
+            Storage = _o.InMemory ? NatsObjStorageType.Memory : NatsObjStorageType.File,
+            NumberOfReplicas = _o.Replicas,
+        };
+        if (_o.ModelsMaxBytes > 0) models = models with { MaxBytes = _o.ModelsMaxBytes };
+        _table.Add((new TopologyResource(ResourceKind.ObjectStore, models.Bucket, Owners.Promoter, models.Description ?? ""), models));
     }
 
     public TopologyOptions Options => _o;
@@ -133,6 +149,8 @@ public sealed class QwenTopology
     public ConsumerConfig ConsumerConfig(string stream, string name) => (ConsumerConfig)Entry(ResourceKind.Consumer, name, stream).Config;
 
     public NatsKVConfig BucketConfig(string name) => (NatsKVConfig)Entry(ResourceKind.Bucket, name, null).Config;
+
+    public NatsObjConfig ObjectStoreConfig(string name) => (NatsObjConfig)Entry(ResourceKind.ObjectStore, name, null).Config;
 
     /// <summary>The table's entry for a resource; a name the table does not know is a configuration error.</summary>
     public TopologyResource Find(ResourceKind kind, string name, string? stream = null) => Entry(kind, name, stream).Resource;

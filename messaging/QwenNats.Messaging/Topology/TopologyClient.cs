@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using NATS.Client.JetStream;
 using NATS.Client.JetStream.Models;
 using NATS.Client.KeyValueStore;
+using NATS.Client.ObjectStore;
 
 namespace QwenNats.Messaging.Topology;
 
@@ -20,6 +21,7 @@ public sealed class TopologyMissingException(TopologyResource resource, Exceptio
 /// </summary>
 public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv, QwenTopology table, ILogger<TopologyClient> logger)
 {
+    private readonly NatsObjContext _obj = new(js);
     private const int NotFound = 404;
 
     public QwenTopology Table => table;
@@ -70,6 +72,17 @@ public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv,
                 case ResourceKind.Bucket:
                     await kv.CreateOrUpdateStoreAsync(table.BucketConfig(r.Name), ct);
                     break;
+                case ResourceKind.ObjectStore:
+                    // The client has no create-or-update for object stores: create it when missing, keep it otherwise.
+                    try
+                    {
+                        await _obj.GetObjectStoreAsync(r.Name, ct);
+                    }
+                    catch (Exception e) when (e is NatsJSApiException { Error.Code: NotFound } or NatsObjException)
+                    {
+                        await _obj.CreateObjectStoreAsync(table.ObjectStoreConfig(r.Name), ct);
+                    }
+                    break;
             }
             LogEnsured(logger, r.Display, owner);
         }
@@ -116,6 +129,24 @@ public sealed partial class TopologyClient(INatsJSContext js, INatsKVContext kv,
             throw Missed(r, e);
         }
         catch (NatsKVException e)
+        {
+            throw Missed(r, e);
+        }
+    }
+
+    /// <summary>Binds to an object store of the table.</summary>
+    public async Task<INatsObjStore> ObjectStoreAsync(string name, CancellationToken ct)
+    {
+        var r = table.Find(ResourceKind.ObjectStore, name);
+        try
+        {
+            return await _obj.GetObjectStoreAsync(name, ct);
+        }
+        catch (NatsJSApiException e) when (e.Error.Code == NotFound)
+        {
+            throw Missed(r, e);
+        }
+        catch (NatsObjException e)
         {
             throw Missed(r, e);
         }

@@ -69,6 +69,14 @@ public sealed class TopologyOptions
     [Range(1, 64)]
     public int RolloutHistory { get; set; } = 16;
 
+    /// <summary>Revisions kept per key of the releases bucket (each colour's assignment history).</summary>
+    [Range(1, 64)]
+    public int ReleasesHistory { get; set; } = 32;
+
+    /// <summary>Largest total size of the model object store in bytes (-1: no limit but the server's).</summary>
+    [Range(-1, long.MaxValue)]
+    public long ModelsMaxBytes { get; set; } = -1;
+
     internal bool InMemory => string.Equals(Storage, "memory", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The checks data annotations cannot express; empty when the options are valid.</summary>

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace QwenNats.Worker;
+namespace QwenNats.Messaging;
 
 /// <summary>
 /// A versioned prompt profile (deploy/profiles/*.json): how both tasks are asked of the model
@@ -97,4 +97,4 @@ public sealed record ChatTemplateSpec
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true)]
 [JsonSerializable(typeof(PromptProfile))]
-internal sealed partial class ProfileJsonContext : JsonSerializerContext;
+public sealed partial class ProfileJsonContext : JsonSerializerContext;
