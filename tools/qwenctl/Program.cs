@@ -17,7 +17,28 @@ internal static class Cli
 
         usage: qwenctl <verb> ['<json>']
                qwenctl <verb> --help      what the verb does, its fields and examples
+               qwenctl upload <file.gguf> upload a model to the model store (by its SHA-256; prints it)
+               qwenctl rollout --release <id> [options]
+                                          the pipeline command: upload, register, deploy to the idle colour,
+                                          wait for its workers, start the rollout and follow it to the end
                qwenctl --help             this text
+
+        rollout options:
+          --release <id>          the release (required); registered when --profile is given, else it must exist
+          --model <file.gguf>     upload this model (skipped when the store already has its digest)
+          --model-sha256 <hex>    or name an uploaded model by digest
+          --profile <file.json>   the prompt profile (deploy/profiles/*.json)
+          --notes <text>          what changed
+          --faults '<json>'       a drill release: faults its workers inject, e.g. '{"fraction":1,"flip_labels":true}'
+          --colour <colour>       ship to this colour (default: the idle one)
+          --until promoted        stop following at Promoted (default: until the bake window closes)
+          --no-wait               return once the rollout started
+          --ready-timeout <s>     how long the workers may take to serve the release (default 600)
+          --timeout <s>           how long the rollout may take (default 3600)
+          --actor <name>          who ships (default pipeline)
+        rollout exit codes: 0 promoted (or started, with --no-wait), 1 NATS or the promoters unreachable, 2 usage,
+          3 rolled back, 4 paused, 5 refused (release id taken, deploy or start refused, aborted),
+          6 a worker cannot load the release, 7 timed out.
 
         Environment: NATS_URL (default nats://127.0.0.1:4222); credentials from the URL (nats://user:pass@host:port),
         else NATS_USER/NATS_PASSWORD, else the operator user in QWEN_CTL_USERS_FILE (deploy/local/qwenctl points it
@@ -40,6 +61,8 @@ internal static class Cli
             return args.Length == 0 ? 2 : 0;
         }
         var verb = args[0];
+        if (verb is "upload" or "rollout")
+            return await PipelineAsync(verb, args[1..]);
         if (!VerbHelp.Verbs.ContainsKey(verb))
         {
             Console.Error.WriteLine($"qwenctl: unknown verb '{verb}'; known: {string.Join(", ", VerbHelp.Verbs.Keys)} (qwenctl --help)");
@@ -78,6 +101,155 @@ internal static class Cli
         }
         Console.WriteLine(Pretty(reply));
         return reply.Ok ? 0 : 1;
+    }
+
+    private static async Task<int> PipelineAsync(string command, string[] args)
+    {
+        if (args is ["-h" or "--help", ..])
+        {
+            Console.WriteLine(Usage);
+            return 0;
+        }
+        PipelineRequest? request = null;
+        string? file = null;
+        if (command == "upload")
+        {
+            if (args.Length != 1)
+                return UsageError("upload takes one file: qwenctl upload <file.gguf>");
+            file = args[0];
+        }
+        else if (ParseRollout(args, out var error) is { } parsed)
+        {
+            request = parsed;
+        }
+        else
+        {
+            return UsageError(error!);
+        }
+        if (file is not null && !File.Exists(file))
+            return UsageError($"'{file}' does not exist");
+
+        var url = Environment.GetEnvironmentVariable("NATS_URL") is { Length: > 0 } u ? u : "nats://127.0.0.1:4222";
+        var auth = Credentials(url);
+        await using var nats = new NatsConnection(QwenConnection.Options(url, "qwenctl", auth.Username, auth.Password, connectTimeout: TimeSpan.FromSeconds(5), reconnectForever: false));
+        try
+        {
+            await nats.ConnectAsync();
+            if (file is not null)
+            {
+                var store = await new NATS.Client.ObjectStore.NatsObjContext(new NATS.Client.JetStream.NatsJSContext(nats)).GetObjectStoreAsync(Releases.ModelsBucket);
+                var upload = await ModelStore.UploadAsync(store, file, CancellationToken.None);
+                Console.WriteLine(upload.Uploaded ? $"uploaded {file}: sha256 {upload.Sha256} ({upload.SizeBytes:N0} bytes)" : $"already stored: sha256 {upload.Sha256}");
+                Console.WriteLine(upload.Sha256);
+                return 0;
+            }
+            var result = await new ReleasePipeline(nats, line => Console.WriteLine(line)).RunAsync(request!);
+            if (result.Timeline.Count > 0)
+            {
+                Console.WriteLine();
+                Console.WriteLine("timeline:");
+                foreach (var line in ReleasePipeline.Format(result))
+                    Console.WriteLine(line);
+            }
+            Console.WriteLine();
+            Console.WriteLine($"result: {result.Outcome.ToString().ToLowerInvariant()}: {result.Message}");
+            return result.ExitCode;
+        }
+        catch (Exception e) when (e is NatsException or TimeoutException or OperationCanceledException or NATS.Client.JetStream.NatsJSException)
+        {
+            var why = e is NatsNoRespondersException ? "no promoter answered (no responders)"
+                : e is NatsNoReplyException ? "no promoter answered in time"
+                : e is NATS.Client.JetStream.NatsJSApiException { Error.Code: 404 } ? $"the model store {Releases.ModelsBucket} does not exist: start the promoter (it creates it)"
+                : $"cannot reach NATS at {url}: {e.Message}";
+            Console.WriteLine($"result: unavailable: {why}");
+            return 1;
+        }
+        catch (ModelStoreException e)
+        {
+            Console.WriteLine($"result: refused: {e.Code}: {e.Message}");
+            return (int)PipelineOutcome.Refused;
+        }
+    }
+
+    private static int UsageError(string message)
+    {
+        Console.Error.WriteLine($"qwenctl: {message} (qwenctl --help)");
+        return 2;
+    }
+
+    private static PipelineRequest? ParseRollout(string[] args, out string? error)
+    {
+        error = null;
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        var flags = new HashSet<string>(StringComparer.Ordinal);
+        string[] withValue = ["--release", "--model", "--model-sha256", "--profile", "--notes", "--faults", "--colour", "--until", "--ready-timeout", "--timeout", "--actor"];
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (args[i] == "--no-wait") { flags.Add(args[i]); continue; }
+            if (!withValue.Contains(args[i])) { error = $"rollout: unknown option '{args[i]}'"; return null; }
+            if (i + 1 >= args.Length) { error = $"rollout: {args[i]} needs a value"; return null; }
+            values[args[i]] = args[++i];
+        }
+        if (!values.TryGetValue("--release", out var release) || !Releases.IsWellFormedId(release))
+        {
+            error = "rollout: --release <id> is required (letters, digits, '.', '_', '-')";
+            return null;
+        }
+        PromptProfile? profile = null;
+        if (values.TryGetValue("--profile", out var profilePath))
+        {
+            try
+            {
+                profile = PromptProfile.Load(profilePath);
+            }
+            catch (Exception e) when (e is InvalidOperationException or FileNotFoundException)
+            {
+                error = $"rollout: {e.Message}";
+                return null;
+            }
+        }
+        if (values.TryGetValue("--model", out var model) && !File.Exists(model))
+        {
+            error = $"rollout: model file '{model}' does not exist";
+            return null;
+        }
+        if (values.ContainsKey("--model") && values.ContainsKey("--model-sha256"))
+        {
+            error = "rollout: give --model or --model-sha256, not both";
+            return null;
+        }
+        if (profile is not null && !values.ContainsKey("--model") && !values.ContainsKey("--model-sha256"))
+        {
+            error = "rollout: registering a release (--profile) needs --model or --model-sha256";
+            return null;
+        }
+        FaultOptions? faults = null;
+        if (values.TryGetValue("--faults", out var faultJson))
+        {
+            try
+            {
+                faults = JsonSerializer.Deserialize(faultJson, QwenJsonContext.Default.FaultOptions);
+            }
+            catch (JsonException e)
+            {
+                error = $"rollout: --faults is not valid JSON: {e.Message}";
+                return null;
+            }
+        }
+        if (values.TryGetValue("--until", out var until) && until is not ("promoted" or "stable"))
+        {
+            error = "rollout: --until is promoted or stable";
+            return null;
+        }
+        TimeSpan Seconds(string name, double fallback) =>
+            TimeSpan.FromSeconds(values.TryGetValue(name, out var v) && double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0 ? s : fallback);
+        return new PipelineRequest
+        {
+            Release = release, ModelPath = model, ModelSha256 = values.GetValueOrDefault("--model-sha256")?.ToLowerInvariant(), Profile = profile,
+            Notes = values.GetValueOrDefault("--notes"), Faults = faults, Colour = values.GetValueOrDefault("--colour"),
+            Actor = values.GetValueOrDefault("--actor") ?? "pipeline", Wait = !flags.Contains("--no-wait"), UntilPromoted = until == "promoted",
+            ReadyTimeout = Seconds("--ready-timeout", 600), RolloutTimeout = Seconds("--timeout", 3600),
+        };
     }
 
     private static string FullUsage()

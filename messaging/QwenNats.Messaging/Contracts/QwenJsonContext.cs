@@ -23,4 +23,5 @@ namespace QwenNats.Messaging;
 [JsonSerializable(typeof(GoldenReport))]
 [JsonSerializable(typeof(Release))]
 [JsonSerializable(typeof(Assignment))]
+[JsonSerializable(typeof(FaultOptions))]
 public sealed partial class QwenJsonContext : JsonSerializerContext;

@@ -24,5 +24,11 @@ public static class VerbHelp
             ["pin '{\"session\":\"my-session\",\"colour\":\"green\",\"ttl_seconds\":600}'"]),
         [Rollouts.Verbs.Golden] = new("run the golden sentiment set against the colours and report accuracy per colour", "colour (one colour; default all)",
             ["golden", "golden '{\"colour\":\"green\"}'"]),
+        [Rollouts.Verbs.Release] = new("register a release: a model (uploaded by digest: qwenctl upload) and a prompt profile under an id that never changes meaning",
+            "release (id, required), model_sha256 (required), profile (object, required), notes, faults (a drill release)",
+            ["release '{\"release\":\"v3\",\"model_sha256\":\"<sha256>\",\"profile\":{...},\"notes\":\"new system prompt\"}'"]),
+        [Rollouts.Verbs.Releases] = new("list the releases (newest first) with the colours they are deployed to, and each pool's workers and readiness", "none", ["releases"]),
+        [Rollouts.Verbs.Deploy] = new("assign a release to the idle colour: its workers fetch, load and warm it up, then switch (no restart); refused for the live colour and a rollout's candidate",
+            "colour (required), release (required), reason, actor", ["deploy '{\"colour\":\"green\",\"release\":\"v3\"}'"]),
     };
 }

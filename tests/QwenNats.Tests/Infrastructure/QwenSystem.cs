@@ -48,6 +48,25 @@ public sealed class QwenSystem : IAsyncDisposable
         return host;
     }
 
+    /// <summary>A worker with no model: it waits for its colour's assigned release and follows every deploy.</summary>
+    public async Task<IHost> StartReleaseWorkerAsync(string colour, string workerId, string cacheDir, int slots = 2, Dictionary<string, string?>? extra = null)
+    {
+        var settings = Base();
+        settings["Worker:Colour"] = colour;
+        settings["Worker:WorkerId"] = workerId;
+        settings["Worker:ModelCacheDir"] = cacheDir;
+        settings["Worker:Slots"] = slots.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        settings["Worker:ContextSize"] = "512";
+        settings["Worker:Threads"] = "1";
+        settings["Worker:HeartbeatInterval"] = "00:00:00.250";
+        settings["Worker:FetchExpiry"] = "00:00:02";
+        Merge(settings, extra);
+        var host = WorkerHost.Build([], c => c.AddInMemoryCollection(settings));
+        await host.StartAsync();
+        _workers.Add(host);
+        return host;
+    }
+
     public async Task<(WebApplication App, HttpClient Http)> StartIngressAsync(Dictionary<string, string?>? extra = null)
     {
         var settings = Base();

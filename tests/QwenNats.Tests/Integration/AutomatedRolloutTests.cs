@@ -20,27 +20,9 @@ namespace QwenNats.Tests.Integration;
 /// </summary>
 public sealed class AutomatedRolloutTests(ITestOutputHelper output)
 {
-    private static readonly string PolicyPath = WritePolicy("00:01:00");
-    private static readonly string QuickPausePolicyPath = WritePolicy("00:00:02");
-    private static readonly string NoVerdictPolicyPath = WritePolicy("00:01:00", noVerdictPauseAfter: "00:00:02");
-
-    private static string WritePolicy(string inconclusivePauseAfter, string noVerdictPauseAfter = "00:01:00")
-    {
-        var path = Path.Combine(Path.GetTempPath(), $"qwen-test-policy-{Guid.NewGuid():N}.json");
-        File.WriteAllText(path, """
-            {
-              "min_samples": 12, "min_step_duration": "00:00:22", "false_alarm_rate": 0.001, "miss_rate": 0.05, "max_false_rollback_rate": 0.02,
-              "errors": { "p0": 0.01, "p1": 0.25 }, "unanswered": { "p0": 0.005, "p1": 0.1 },
-              "compute": { "threshold": 2.0, "p0": 0.2, "p1": 0.6 }, "latency": { "threshold": 4.0, "p0": 0.3, "p1": 0.8 },
-              "sentiment_disagreement": { "p0": 0.02, "p1": 0.3 }, "confidence_drift": { "threshold": 0.3, "p0": 0.1, "p1": 0.5 },
-              "chat_defects": { "p0": 0.05, "p1": 0.4 }, "chat_length": { "threshold": 2.0, "p0": 0.1, "p1": 0.5 },
-              "chat_likelihood": { "threshold": 1.5, "p0": 0.1, "p1": 0.5 },
-              "golden_accuracy_tolerance": 0.0,
-              "inconclusive_pause_after": "PAUSE", "no_verdict_pause_after": "SILENT", "canary_steps": [50], "bake_window": "00:00:01"
-            }
-            """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal).Replace("SILENT", noVerdictPauseAfter, StringComparison.Ordinal));
-        return path;
-    }
+    private static readonly string PolicyPath = TestPolicies.Write("00:01:00");
+    private static readonly string QuickPausePolicyPath = TestPolicies.Write("00:00:02");
+    private static readonly string NoVerdictPolicyPath = TestPolicies.Write("00:01:00", noVerdictPauseAfter: "00:00:02");
 
     private sealed class Rig : IAsyncDisposable
     {
@@ -112,36 +94,6 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         return new Rig { Server = server, System = system, Http = http, Operator = op, Hosts = hosts };
     }
 
-    /// <summary>Runs mixed client load (sentiment and multi-turn chat, new sessions often) until told to stop.</summary>
-    private static async Task<(int Ok, List<string> Failed)> LoadAsync(HttpClient http, CancellationToken stop)
-    {
-        var failed = new ConcurrentBag<string>();
-        var ok = 0;
-        await Task.WhenAll(Enumerable.Range(0, 4).Select(async w =>
-        {
-            var n = 0;
-            while (!stop.IsCancellationRequested)
-            {
-                var session = $"auto-{w}-{n / 3}";
-                var chat = n++ % 2 == 1;
-                using var req = chat
-                    ? Api.Post("/v1/chat/completions", Api.ChatBody($"Tell me about day {n}", maxTokens: 12), session: session)
-                    : Api.Post("/v1/sentiment", JsonSerializer.Serialize(new { input = $"Day {n} was lovely" }), session: session);
-                try
-                {
-                    using var r = await http.SendAsync(req, CancellationToken.None);
-                    if (r.StatusCode == HttpStatusCode.OK) Interlocked.Increment(ref ok);
-                    else failed.Add($"{(int)r.StatusCode} {await r.Content.ReadAsStringAsync(CancellationToken.None)}");
-                }
-                catch (HttpRequestException e)
-                {
-                    failed.Add(e.Message);
-                }
-            }
-        }));
-        return (ok, failed.ToList());
-    }
-
     private async Task<RolloutState> WaitForPhaseAsync(NatsConnection op, Func<RolloutState, bool> done, TimeSpan timeout)
     {
         var until = DateTime.UtcNow + timeout;
@@ -172,7 +124,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
     {
         await using var rig = await StartAsync(null, greenProfile: profile);
         using var stop = new CancellationTokenSource();
-        var load = LoadAsync(rig.Http, stop.Token);
+        var load = ClientLoad.RunAsync(rig.Http, stop.Token);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"profile {profile}\"}}")).Ok);
         var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused, TimeSpan.FromSeconds(180));
         await stop.CancelAsync();
@@ -214,7 +166,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         var extra = JsonSerializer.Deserialize<Dictionary<string, string?>>(faults)!;
         await using var rig = await StartAsync(extra);
         using var stop = new CancellationTokenSource();
-        var load = LoadAsync(rig.Http, stop.Token);
+        var load = ClientLoad.RunAsync(rig.Http, stop.Token);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"a candidate that {what}\"}}")).Ok);
         var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused or RolloutPhase.Promoted, TimeSpan.FromSeconds(180));
         await stop.CancelAsync();

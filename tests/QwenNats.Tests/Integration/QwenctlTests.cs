@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
@@ -28,6 +27,9 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
             [Rollouts.Verbs.Pin] = "{\"session\":\"qwenctl-test\",\"colour\":\"green\",\"ttl_seconds\":5}",
             [Rollouts.Verbs.Golden] = "{\"colour\":\"blue\"}",
             [Rollouts.Verbs.Status] = "",
+            [Rollouts.Verbs.Releases] = "",
+            [Rollouts.Verbs.Release] = "{\"release\":\"qwenctl-test\"}",
+            [Rollouts.Verbs.Deploy] = "{\"colour\":\"green\",\"release\":\"no-such-release\"}",
         };
         Assert.Equal(Rollouts.Verbs.All.Order(), bodies.Keys.Order());
         var answers = new Dictionary<string, bool>();
@@ -44,7 +46,9 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
         Assert.True(answers[Rollouts.Verbs.Start] && answers[Rollouts.Verbs.SetWeight] && answers[Rollouts.Verbs.Pause]
                     && answers[Rollouts.Verbs.Resume] && answers[Rollouts.Verbs.Promote] && answers[Rollouts.Verbs.Abort]);
         Assert.False(answers[Rollouts.Verbs.Rollback]);
-        Assert.True(answers[Rollouts.Verbs.Status] && answers[Rollouts.Verbs.History] && answers[Rollouts.Verbs.Pin]);
+        Assert.True(answers[Rollouts.Verbs.Status] && answers[Rollouts.Verbs.History] && answers[Rollouts.Verbs.Pin] && answers[Rollouts.Verbs.Releases]);
+        // A release without a model and profile, and a deploy of a release nobody registered, are refused.
+        Assert.False(answers[Rollouts.Verbs.Release] || answers[Rollouts.Verbs.Deploy]);
     }
 
     [Fact]
@@ -68,23 +72,6 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal("unavailable", JsonDocument.Parse(stdout).RootElement.GetProperty("code").GetString());
     }
 
-    private async Task<(int Exit, string Stdout, string Stderr)> RunAsync(string verb, string body, string? extra = null, string? url = null)
-    {
-        var config = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
-        var dll = Path.Combine(Paths.RepoRoot, "tools", "qwenctl", "bin", config, "net10.0", "qwenctl.dll");
-        Assert.True(File.Exists(dll), $"{dll} is not built");
-        var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(dll);
-        psi.ArgumentList.Add(verb);
-        if (body.Length > 0) psi.ArgumentList.Add(body);
-        if (extra is not null) psi.ArgumentList.Add(extra);
-        psi.Environment["NATS_URL"] = url ?? fx.Nats.Url;
-        psi.Environment["QWEN_CTL_TIMEOUT"] = "60";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        await p.WaitForExitAsync(cts.Token);
-        return (p.ExitCode, await stdout, await stderr);
-    }
+    private Task<(int Exit, string Stdout, string Stderr)> RunAsync(string verb, string body, string? extra = null, string? url = null) =>
+        Qwenctl.RunAsync(url ?? fx.Nats.Url, new[] { verb, body, extra }.Where(a => !string.IsNullOrEmpty(a)).Cast<string>());
 }
