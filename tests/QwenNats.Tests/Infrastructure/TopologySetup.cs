@@ -16,3 +16,34 @@ public static class TopologySetup
         await client.EnsureOwnedAsync(owner, null, CancellationToken.None);
     }
 }
+
+/// <summary>
+/// For control-plane tests without an ingress: a real blue and green worker (tiny model, in-process) so the promoter's
+/// readiness gates (start, promote and rollback need a serving pool) see both pools.
+/// </summary>
+public static class Pools
+{
+    public static async Task<QwenSystem> StartWorkersAsync(NatsServer server, string storage = "memory")
+    {
+        // Workers bind to the ingress's work queues: create them as the ingress would.
+        await TopologySetup.EnsureAsync(server, QwenNats.Messaging.Topology.Owners.Ingress, storage);
+        var system = new QwenSystem(server);
+        var extra = new Dictionary<string, string?> { ["Topology:Storage"] = storage };
+        await system.StartWorkerAsync("blue", "v1", extra: extra);
+        await system.StartWorkerAsync("green", "v2", extra: extra);
+        return system;
+    }
+
+    /// <summary>Until the leading promoter sees a serving worker in every pool.</summary>
+    public static async Task WaitReadyAsync(NATS.Client.Core.NatsConnection op, TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(30));
+        while (true)
+        {
+            var status = await Ctl.SendAsync(op, "status", ct: cts.Token);
+            if (status.Ok && status.Pools is { Count: > 0 } pools && pools.All(p => p.Ready))
+                return;
+            await Task.Delay(100, cts.Token);
+        }
+    }
+}

@@ -85,12 +85,16 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         }
         else
         {
-            // The test publishes samples itself, as an ingress would: it applies the ingress's part of the topology.
+            // The test publishes samples itself, as an ingress would (it applies the ingress's part of the topology);
+            // the pools still have workers, since a rollout needs a serving candidate.
             await TopologySetup.EnsureAsync(server, Owners.Ingress, "memory");
+            await system.StartWorkerAsync("blue", "v1");
+            await system.StartWorkerAsync("green", greenProfile);
             http = new HttpClient();
         }
         var op = await Ctl.ConnectAsync(server);
         await Ctl.WaitForLeaderAsync(op);
+        await Pools.WaitReadyAsync(op);
         return new Rig { Server = server, System = system, Http = http, Operator = op, Hosts = hosts };
     }
 

@@ -185,10 +185,12 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
     {
         await using var nats = await NatsServer.StartAsync();
         await using var op = await Ctl.ConnectAsync(nats);
+        await using var workers = await Pools.StartWorkersAsync(nats, "file");
         var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
         promoterSettings["Promoter:Automatic"] = "false";
         await using var promoter = ServiceProcess.Start("promoter", "QwenNats.Promoter", promoterSettings);
         await Ctl.WaitForLeaderAsync(op, TimeSpan.FromSeconds(30));
+        await Pools.WaitReadyAsync(op);
         var judge = ServiceProcess.Start("judge", "QwenNats.Judge", new Dictionary<string, string?>
         {
             ["Nats:Url"] = nats.Url, ["Judge:PolicyPath"] = Path.Combine(Paths.RepoRoot, "deploy", "rollout-policy.json"),

@@ -16,8 +16,10 @@ public sealed class PromoterFailoverTests
     {
         await using var server = await NatsServer.StartAsync();
         await using var op = await OperatorAsync(server);
+        await using var workers = await Pools.StartWorkersAsync(server);
         var first = await StartPromoterAsync(server);
         await WaitForLeaderAsync(op);
+        await Pools.WaitReadyAsync(op);
         Assert.True((await CtlAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
         var canary = await CtlAsync(op, "set-weight", "{\"weight\":30}");
         await first.StopAsync();
@@ -38,11 +40,13 @@ public sealed class PromoterFailoverTests
     {
         await using var server = await NatsServer.StartAsync();
         await using var op = await OperatorAsync(server);
+        await using var workers = await Pools.StartWorkersAsync(server);
         using var leaderProcess = StartPromoterProcess(server);
         try
         {
             var leader = await WaitForLeaderAsync(op, TimeSpan.FromSeconds(30));
             using var standby = await StartPromoterAsync(server);
+            await Pools.WaitReadyAsync(op);
             Assert.True((await CtlAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
             Assert.Equal(leader, (await CtlAsync(op, "status")).Leader);
 
@@ -75,9 +79,11 @@ public sealed class PromoterFailoverTests
     {
         await using var server = await NatsServer.StartAsync();
         await using var op = await OperatorAsync(server);
+        await using var workers = await Pools.StartWorkersAsync(server);
         using var a = await StartPromoterAsync(server);
         using var b = await StartPromoterAsync(server);
         await WaitForLeaderAsync(op);
+        await Pools.WaitReadyAsync(op);
         Assert.True((await CtlAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
         var replies = await Task.WhenAll(Enumerable.Range(0, 20).Select(i => CtlAsync(op, "set-weight", $"{{\"weight\":{i + 1}}}")));
         Assert.All(replies, r => Assert.True(r.Ok, r.Error));

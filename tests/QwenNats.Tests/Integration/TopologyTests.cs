@@ -76,6 +76,11 @@ public sealed class TopologyTests
                     Assert.Equal(wantB.MaxAge, status.Info.Config.MaxAge);
                     Assert.Equal(NATS.Client.JetStream.Models.StreamConfigStorage.Memory, status.Info.Config.Storage);
                     break;
+                case ResourceKind.ObjectStore:
+                    var models = (await js.GetStreamAsync($"OBJ_{r.Name}")).Info.Config;
+                    Assert.Equal(NATS.Client.JetStream.Models.StreamConfigStorage.Memory, models.Storage);
+                    Assert.Equal(table.ObjectStoreConfig(r.Name).NumberOfReplicas, models.NumReplicas);
+                    break;
             }
         }
         Assert.Equal(77, (await js.GetStreamAsync(Subjects.WorkStream("green"))).Info.Config.MaxMsgs);
@@ -148,6 +153,7 @@ public sealed class TopologyTests
                 {
                     ResourceKind.Stream => (object)await js.GetStreamAsync(r.Name, cancellationToken: cts.Token),
                     ResourceKind.Consumer => await js.GetConsumerAsync(r.Stream!, r.Name, cts.Token),
+                    ResourceKind.ObjectStore => await js.GetStreamAsync($"OBJ_{r.Name}", cancellationToken: cts.Token),
                     _ => await kv.GetStoreAsync(r.Name, cts.Token),
                 };
                 return;

@@ -34,7 +34,9 @@ public sealed class TopologyTableTests
         Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.Bucket, Rollouts.Bucket).Owner);
         Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.Bucket, Rollouts.SessionsBucket).Owner);
         Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.Stream, Rollouts.EventsStream).Owner);
-        Assert.Equal(14, Table.Resources.Count());
+        Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.Bucket, Releases.Bucket).Owner);
+        Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.ObjectStore, Releases.ModelsBucket).Owner);
+        Assert.Equal(16, Table.Resources.Count());
     }
 
     [Fact]
