@@ -84,6 +84,19 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
                 using var r = await http.SendAsync(abort);
                 Assert.Equal(HttpStatusCode.OK, r.StatusCode);
             }
+            // A release: the operator uploads the model and registers and deploys it; the green worker fetches and serves it.
+            var store = await new NATS.Client.ObjectStore.NatsObjContext(new NATS.Client.JetStream.NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
+            var sha = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
+            var registered = await Ctl.SendAsync(op, "release", System.Text.Json.JsonSerializer.Serialize(new ControlRequest
+            {
+                Release = "perm-r1", ModelSha256 = sha, Profile = PromptProfile.Load(Paths.Profile("v2")),
+            }, QwenJsonContext.Default.ControlRequest));
+            Assert.True(registered.Ok, registered.Error);
+            var deployed = await Ctl.SendAsync(op, "deploy", "{\"colour\":\"green\",\"release\":\"perm-r1\"}");
+            Assert.True(deployed.Ok, deployed.Error);
+            using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+                while ((await Ctl.SendAsync(op, "status", ct: cts.Token)).Pools!.Single(p => p.Colour == "green") is not { Ready: true } green || green.Assigned is null)
+                    await Task.Delay(200, cts.Token);
             var legit = nats.Log.Where(l => l.Contains("Violation", StringComparison.Ordinal)).ToList();
             foreach (var l in legit) output.WriteLine("unexpected: " + l);
             Assert.Empty(legit);
@@ -122,6 +135,10 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             await TryPublishAsync("judge", Rollouts.Control("rollback"), "send an operator command");
             await TryPublishAsync("operator", "$KV.qwen_rollout.state", "write the rollout state");
             await TryPublishAsync("operator", "$JS.API.STREAM.DELETE.QWEN_EVENTS", "delete the audit log");
+            await TryPublishAsync("operator", "$KV.qwen_releases.assign.green", "assign a release without the promoter");
+            await TryPublishAsync("operator", "$JS.API.STREAM.DELETE.OBJ_qwen_models", "delete the model store");
+            await TryPublishAsync("worker_blue", "$KV.qwen_releases.assign.blue", "assign itself a release");
+            await TryPublishAsync("worker_green", "$O.qwen_models.M.x", "write the model store");
             await TrySubscribeAsync("worker_blue", Subjects.Root + ".reply.>", "read other services' replies");
             await TrySubscribeAsync("judge", Rollouts.ControlWildcard, "listen to operator commands");
             await TrySubscribeAsync("operator", Judging.SamplesSubjects, "read shadow samples");
