@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Configuration;
+using NATS.Client.JetStream;
+using NATS.Client.ObjectStore;
+using QwenNats.Messaging;
+using QwenNats.Messaging.Control;
+using QwenNats.Messaging.Topology;
+using QwenNats.Promoter;
+using QwenNats.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>A worker process killed while it fetches a release comes back, starts the download again and ends ready.</summary>
+public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
+{
+    /// <summary>Big enough (about 60 MB) that fetching it from the object store takes a while; Qwen2-shaped, random weights.</summary>
+    private static readonly QwenShape Sixty = new(2, 512, 8, 8, 1024, 50000, 4096, TiedOutput: true, "Qwen2-kill-test");
+
+    [Fact]
+    public async Task A_worker_killed_mid_download_comes_back_and_ends_ready()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"qwen-recovery-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            await using var nats = await NatsServer.StartAsync();
+            var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
+            promoterSettings["Promoter:Automatic"] = "false";
+            using var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
+            await promoter.StartAsync();
+            // The worker binds to the ingress's work queues: create them as the ingress would.
+            await TopologySetup.EnsureAsync(nats, Owners.Ingress, "memory");
+            await using var op = await Ctl.ConnectAsync(nats);
+            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
+            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+
+            var model = Path.Combine(dir, "big.gguf");
+            QwenShapedModel.Write(model, Sixty);
+            var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
+            var sha = (await ModelStore.UploadAsync(store, model, CancellationToken.None)).Sha256;
+            var registered = await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "big", ModelSha256 = sha, Profile = PromptProfile.Load(Paths.Profile("v1")) });
+            Assert.True(registered.Ok, registered.Error);
+
+            var cache = Path.Combine(dir, "cache");
+            var settings = new Dictionary<string, string?>
+            {
+                ["Nats:Url"] = nats.Url, ["Logging:LogLevel:Default"] = "Information", ["Logging:LogLevel:LLama"] = "Error",
+                ["Worker:Colour"] = "green", ["Worker:WorkerId"] = "green-k", ["Worker:ModelCacheDir"] = cache,
+                ["Worker:Slots"] = "1", ["Worker:ContextSize"] = "256", ["Worker:Threads"] = "1", ["Worker:HeartbeatInterval"] = "00:00:00.250",
+                ["Topology:Storage"] = "memory",
+            };
+            await using var worker = ServiceProcess.Start("worker", "QwenNats.Worker", settings);
+            await WaitAsync(async () => (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "green").Workers.Count == 1, "the worker to join, waiting for a release");
+
+            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "big" })).Ok);
+            // Kill -9 while the model is being written to the cache (a partial file exists).
+            var partials = Stopwatch.StartNew();
+            while (!Directory.Exists(cache) || Directory.GetFiles(cache, "*.partial").Length == 0)
+            {
+                Assert.True(partials.Elapsed < TimeSpan.FromSeconds(60), "the download never started");
+                await Task.Delay(5);
+            }
+            await worker.KillAsync();
+            var left = Directory.GetFiles(cache);
+            output.WriteLine($"killed mid-download; cache holds: {string.Join(", ", left.Select(Path.GetFileName))}");
+            Assert.Contains(left, f => f.EndsWith(".partial", StringComparison.Ordinal));
+            Assert.DoesNotContain(left, f => f.EndsWith(".gguf", StringComparison.Ordinal));
+
+            // Started again, it deletes the interrupted download, fetches the model again and serves the release.
+            await worker.RestartAsync();
+            var pool = await WaitForAsync(ctl, p => p.Ready, TimeSpan.FromSeconds(120));
+            Assert.Equal(("big", sha), (pool.Workers.Single().Release, pool.Workers.Single().ModelSha256));
+            Assert.Equal([$"{sha}.gguf"], Directory.GetFiles(cache).Select(Path.GetFileName));
+            Assert.Equal(sha, await ModelStore.HashFileAsync(Path.Combine(cache, $"{sha}.gguf"), CancellationToken.None));
+            Assert.Contains(worker.Output, l => l.Contains("Removed 1 interrupted model downloads", StringComparison.Ordinal));
+            await promoter.StopAsync();
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static async Task<PoolStatus> WaitForAsync(ControlClient ctl, Func<PoolStatus, bool> done, TimeSpan timeout)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var pool = (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "green");
+            if (done(pool)) return pool;
+            Assert.True(DateTime.UtcNow < until, $"green: {pool.Why}");
+            await Task.Delay(200);
+        }
+    }
+
+    private static async Task WaitAsync(Func<Task<bool>> done, string what)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (!await done())
+        {
+            Assert.False(cts.IsCancellationRequested, $"timed out waiting for {what}");
+            await Task.Delay(200);
+        }
+    }
+}
