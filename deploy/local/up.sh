@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Starts the whole QwenNats system on this machine, on loopback:
-#   nats-server (JetStream, store in .run/nats), the ingress, one blue worker (profile v1),
-#   one green worker (profile v2), the judge and the promoter.
+#   nats-server (JetStream, store in .run/nats), the ingress, the blue and green worker pools (QWEN_WORKERS
+#   each), the judge and the promoter. Workers start with no model: up.sh uploads QWEN_MODEL to the model store,
+#   registers two releases of it (v1-<digest> with profile v1, v2-<digest> with profile v2) and, on a first
+#   start, deploys v1 to blue (live) and v2 to green; every worker fetches its colour's release over NATS.
+#   A system started before keeps the releases its colours were given (ship new ones with qwenctl rollout).
 # Logs: .run/logs/<service>.log. Stop with deploy/local/down.sh.
 #
 # usage: deploy/local/up.sh [--restart] [--show-token] [--help]
@@ -20,12 +23,14 @@
 #   QWEN_THREADS       CPU threads per worker (default: cores / 2, at least 1)
 #   QWEN_CTX           context tokens per request (default 2048)
 #   QWEN_SLOTS         requests decoded together per worker (default 2)
+#   QWEN_WORKERS       workers per colour (default 1); each loads its colour's release by itself
 #   QWEN_POLICY        rollout policy for the judge and promoter (default deploy/rollout-policy.json)
-#   QWEN_METRICS_BASE  Prometheus ports: base+1 blue worker, base+2 green worker, base+3 judge, base+4 promoter (default 9100)
+#   QWEN_METRICS_BASE  Prometheus ports: base+1 blue worker, base+2 green worker, base+3 judge, base+4 promoter, and
+#                      base+10, base+11, ... the second and later workers of each colour (default 9100)
 #   QWEN_OPERATOR_TOKEN  token that unlocks the web console's operator actions (default: a random one,
 #                      written to .run/operator-token); set it to "none" for a read-only console
 #   QWEN_SHOW_TOKEN    1 prints the operator token too, like --show-token (default: only where it is)
-#   QWEN_GREEN_ARGS    extra arguments for the green worker (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
+#   QWEN_GREEN_ARGS    extra arguments for the green workers (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -47,6 +52,8 @@ CORES="$(nproc 2>/dev/null || echo 2)"
 THREADS="${QWEN_THREADS:-$(( CORES / 2 > 0 ? CORES / 2 : 1 ))}"
 CTX="${QWEN_CTX:-2048}"
 SLOTS="${QWEN_SLOTS:-2}"
+WORKERS="${QWEN_WORKERS:-1}"
+case "$WORKERS" in ''|*[!0-9]*|0) printf 'up.sh: QWEN_WORKERS must be a whole number of workers per colour (1 or more), not %s\n' "$WORKERS" >&2; exit 2 ;; esac
 METRICS_BASE="${QWEN_METRICS_BASE:-9100}"
 POLICY="${QWEN_POLICY:-$ROOT/deploy/rollout-policy.json}"
 GOLDEN="$ROOT/deploy/golden/sentiment.jsonl"
@@ -124,14 +131,23 @@ if [ "$running" -gt 0 ] || [ "$stale" -gt 0 ]; then
 fi
 
 # --- every port is free before anything starts ---------------------------------------------
+# Worker i (1-based) of a colour: metrics on base+1 (blue) / base+2 (green) for the first, base+10+... after.
+worker_port() { # colour, i
+  local c=0; [ "$1" = green ] && c=1
+  if [ "$2" -eq 1 ]; then echo $((METRICS_BASE + 1 + c)); else echo $((METRICS_BASE + 10 + 2 * ($2 - 2) + c)); fi
+}
+worker_name() { if [ "$2" -eq 1 ]; then echo "worker-$1"; else echo "worker-$1-$2"; fi; }
+port_entries=("$PORT:QWEN_PORT:ingress" "$NATS_PORT:QWEN_NATS_PORT:NATS" \
+             "$((METRICS_BASE + 3)):QWEN_METRICS_BASE:judge metrics" "$((METRICS_BASE + 4)):QWEN_METRICS_BASE:promoter metrics")
+for colour in blue green; do
+  for i in $(seq 1 "$WORKERS"); do port_entries+=("$(worker_port "$colour" "$i"):QWEN_METRICS_BASE:$(worker_name "$colour" "$i") metrics"); done
+done
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for entry in "$PORT:QWEN_PORT:ingress" "$NATS_PORT:QWEN_NATS_PORT:NATS" \
-             "$((METRICS_BASE + 1)):QWEN_METRICS_BASE:blue worker metrics" "$((METRICS_BASE + 2)):QWEN_METRICS_BASE:green worker metrics" \
-             "$((METRICS_BASE + 3)):QWEN_METRICS_BASE:judge metrics" "$((METRICS_BASE + 4)):QWEN_METRICS_BASE:promoter metrics"; do
+for entry in "${port_entries[@]}"; do
   p="${entry%%:*}"; rest="${entry#*:}"; setting="${rest%%:*}"; what="${rest#*:}"
   if port_in_use "$p"; then
     if [ "$setting" = QWEN_METRICS_BASE ]; then
-      say "up.sh: port $p ($what, $setting+$((p - METRICS_BASE))) is in use by another process; set $setting to another base (it uses base+1 to base+4), e.g. $setting=$((METRICS_BASE + 100))" >&2
+      say "up.sh: port $p ($what, $setting+$((p - METRICS_BASE))) is in use by another process; set $setting to another base (it uses base+1 to base+4 and base+10 up for more workers), e.g. $setting=$((METRICS_BASE + 100))" >&2
     else
       say "up.sh: port $p ($what, $setting) is in use by another process; set $setting to another port, e.g. $setting=$((p + 10000 < 65536 ? p + 10000 : p - 10000))" >&2
     fi
@@ -190,22 +206,41 @@ fi
 Console__OperatorToken="$OPERATOR_TOKEN" Console__NatsUser=operator Console__NatsPassword="$QWEN_NATS_OPERATOR_PASSWORD" \
 Nats__User=ingress Nats__Password="$QWEN_NATS_INGRESS_PASSWORD" \
 start ingress "" dotnet "$(bin ingress QwenNats.Ingress)" --Ingress:Port="$PORT" --Ingress:LiveColour=blue
-Nats__User=worker_blue Nats__Password="$QWEN_NATS_WORKER_BLUE_PASSWORD" \
-start worker-blue "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=blue --Worker:ModelPath="$MODEL" \
-  --Worker:ProfilePath="$ROOT/deploy/profiles/v1.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
-  --Metrics:Port="$((METRICS_BASE + 1))"
-Nats__User=worker_green Nats__Password="$QWEN_NATS_WORKER_GREEN_PASSWORD" \
-start worker-green "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour=green --Worker:ModelPath="$MODEL" \
-  --Worker:ProfilePath="$ROOT/deploy/profiles/v2.json" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
-  --Metrics:Port="$((METRICS_BASE + 2))" ${QWEN_GREEN_ARGS:-}
+# Workers start with no model and load their colour's assigned release (fetched over NATS into .run/models).
+for colour in blue green; do
+  user="QWEN_NATS_WORKER_$(echo "$colour" | tr a-z A-Z)_PASSWORD"
+  extra=""; [ "$colour" = green ] && extra="${QWEN_GREEN_ARGS:-}"
+  for i in $(seq 1 "$WORKERS"); do
+    Nats__User="worker_$colour" Nats__Password="${!user}" \
+    start "$(worker_name "$colour" "$i")" "" dotnet "$(bin worker QwenNats.Worker)" --Worker:Colour="$colour" --Worker:WorkerId="$colour-$i" \
+      --Worker:ModelCacheDir="$RUN/models" --Worker:Threads="$THREADS" --Worker:ContextSize="$CTX" --Worker:Slots="$SLOTS" \
+      --Metrics:Port="$(worker_port "$colour" "$i")" $extra
+  done
+done
 Nats__User=judge Nats__Password="$QWEN_NATS_JUDGE_PASSWORD" \
 start judge "" dotnet "$(bin judge QwenNats.Judge)" --Judge:PolicyPath="$POLICY" --Metrics:Port="$((METRICS_BASE + 3))"
 Nats__User=promoter Nats__Password="$QWEN_NATS_PROMOTER_PASSWORD" \
 start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPath="$POLICY" --Promoter:GoldenPath="$GOLDEN" \
   --Metrics:Port="$((METRICS_BASE + 4))"
 
+# --- releases: the model uploaded over NATS, two releases, a colour's first release -----------
+ctl() { NATS_URL="$NATS_URL" QWEN_CTL_USERS_FILE="$RUN/nats-users.env" "$ROOT/deploy/local/qwenctl" "$@"; }
+for _ in $(seq 1 120); do ctl status >/dev/null 2>&1 && break; sleep 0.5; done
+ctl status >/dev/null 2>&1 || { say "No promoter answered in 60 s; see $RUN/logs/promoter.log" >&2; exit 1; }
+DIGEST="$(sha256sum "$MODEL" | cut -c1-8)"
+say "Uploading $(basename "$MODEL") to the model store and registering releases v1-$DIGEST and v2-$DIGEST..."
+for profile in v1 v2; do
+  ctl register --release "$profile-$DIGEST" --model "$MODEL" --profile "$ROOT/deploy/profiles/$profile.json" \
+    --notes "up.sh: $(basename "$MODEL") with prompt profile $profile" --actor up.sh >>"$RUN/logs/releases.log" 2>&1 || {
+    say "Registering release $profile-$DIGEST failed; see $RUN/logs/releases.log" >&2; tail -5 "$RUN/logs/releases.log" >&2; exit 1; }
+done
+for pair in blue:v1 green:v2; do
+  ctl deploy "{\"colour\":\"${pair%%:*}\",\"release\":\"${pair#*:}-$DIGEST\",\"bootstrap\":true,\"actor\":\"up.sh\",\"reason\":\"first start\"}" \
+    >>"$RUN/logs/releases.log" 2>&1 || { say "Deploying to ${pair%%:*} failed; see $RUN/logs/releases.log" >&2; tail -20 "$RUN/logs/releases.log" >&2; exit 1; }
+done
+
 # --- wait until ready --------------------------------------------------------------------
-say "Waiting for the ingress and both pools..."
+say "Waiting for the ingress and both pools ($WORKERS worker(s) each load their colour's release)..."
 ready=""
 for _ in $(seq 1 240); do
   for f in "$RUN"/pids/*.pid; do
@@ -218,7 +253,8 @@ for _ in $(seq 1 240); do
     fi
   done
   if curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 \
-     && curl -fsS "http://127.0.0.1:$PORT/v1/models" 2>/dev/null | grep -q '"colour":"green"'; then
+     && curl -fsS "http://127.0.0.1:$PORT/v1/models" 2>/dev/null | grep -q '"colour":"green"' \
+     && [ "$(ctl status 2>/dev/null | grep -c '"ready": true')" -ge 2 ]; then
     ready=1; break
   fi
   sleep 0.5
@@ -249,6 +285,7 @@ QwenNats is up.
   nats      $NATS_URL  (JetStream store $RUN/nats; users and permissions deploy/nats/auth.conf, passwords $RUN/nats-users.env)
   operator  ${NATS_URL_HINT}deploy/local/qwenctl status   (--help lists its verbs; uses the operator user from $RUN/nats-users.env)
   model     $MODEL
+  releases  v1-$DIGEST (profile v1) and v2-$DIGEST (profile v2) of this model; deploy/local/qwenctl releases shows what each colour serves, qwenctl rollout --help how to ship a new one
   metrics   http://127.0.0.1:$PORT/metrics, workers :$((METRICS_BASE + 1)) :$((METRICS_BASE + 2)), judge :$((METRICS_BASE + 3)), promoter :$((METRICS_BASE + 4))
   logs      $RUN/logs/   stop: deploy/local/down.sh
 

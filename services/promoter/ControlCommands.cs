@@ -129,6 +129,8 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
         if (!Releases.IsWellFormedId(id) || await releases.GetAsync(id, ct) is not { } release)
             return ControlReply.Refused("unknown_release", $"No release '{(id.Length > 64 ? id[..64] : id)}' is registered (qwen.ctl.releases lists them; qwen.ctl.release registers one).");
         var state = (await store.GetAsync(ct)).State;
+        if (request.Bootstrap == true && await releases.AssignmentAsync(colour, ct) is { } kept)
+            return new ControlReply { Ok = true, Assignment = kept, State = state, Pools = [releases.Pool(colour, kept)], Leader = lease.Holder };
         if (state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused && state.Candidate == colour)
             return ControlReply.Refused("rollout_in_progress", $"{colour} is the candidate of rollout {state.RolloutId} ({state.Phase}); finish, roll back or abort it before deploying to it.", state);
         if (state.Phase == RolloutPhase.Promoted && state.Standby == colour)

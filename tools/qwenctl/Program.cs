@@ -18,6 +18,8 @@ internal static class Cli
         usage: qwenctl <verb> ['<json>']
                qwenctl <verb> --help      what the verb does, its fields and examples
                qwenctl upload <file.gguf> upload a model to the model store (by its SHA-256; prints it)
+               qwenctl register --release <id> --model <file.gguf> --profile <file.json> [--notes <text>]
+                                          upload the model and register the release (no deploy)
                qwenctl rollout --release <id> [options]
                                           the pipeline command: upload, register, deploy to the idle colour,
                                           wait for its workers, start the rollout and follow it to the end
@@ -61,7 +63,7 @@ internal static class Cli
             return args.Length == 0 ? 2 : 0;
         }
         var verb = args[0];
-        if (verb is "upload" or "rollout")
+        if (verb is "upload" or "rollout" or "register")
             return await PipelineAsync(verb, args[1..]);
         if (!VerbHelp.Verbs.ContainsKey(verb))
         {
@@ -120,6 +122,8 @@ internal static class Cli
         }
         else if (ParseRollout(args, out var error) is { } parsed)
         {
+            if (command == "register" && parsed.Profile is null)
+                return UsageError("register needs --profile <file.json> and --model <file.gguf> (or --model-sha256)");
             request = parsed;
         }
         else
@@ -143,7 +147,18 @@ internal static class Cli
                 Console.WriteLine(upload.Sha256);
                 return 0;
             }
-            var result = await new ReleasePipeline(nats, line => Console.WriteLine(line)).RunAsync(request!);
+            var pipeline = new ReleasePipeline(nats, line => Console.WriteLine(line));
+            if (command == "register")
+            {
+                if (await pipeline.RegisterAsync(request!) is { } refused)
+                {
+                    Console.WriteLine($"result: {refused.Outcome.ToString().ToLowerInvariant()}: {refused.Message}");
+                    return refused.ExitCode;
+                }
+                Console.WriteLine($"result: registered: {request!.Release}");
+                return 0;
+            }
+            var result = await pipeline.RunAsync(request!);
             if (result.Timeline.Count > 0)
             {
                 Console.WriteLine();

@@ -127,6 +127,8 @@ public sealed record ControlRequest
     public string? Notes { get; init; }
     /// <summary>release: a drill release's injected faults.</summary>
     public FaultOptions? Faults { get; init; }
+    /// <summary>deploy: only when the colour has no release yet (a first start); a colour that has one keeps it, and the answer says which.</summary>
+    public bool? Bootstrap { get; init; }
 }
 
 /// <summary>The answer of every <c>qwen.ctl.*</c> request.</summary>

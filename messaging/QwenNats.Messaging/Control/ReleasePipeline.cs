@@ -66,6 +66,14 @@ public sealed class ReleasePipeline(INatsConnection nats, Action<string> progres
 
     public async Task<PipelineResult> RunAsync(PipelineRequest p, CancellationToken ct = default)
     {
+        if (await RegisterAsync(p, ct) is { } refused)
+            return refused;
+        return await ShipAsync(p, ct);
+    }
+
+    /// <summary>Uploads the model (when a file is given) and registers the release (when a profile is given); null when done.</summary>
+    public async Task<PipelineResult?> RegisterAsync(PipelineRequest p, CancellationToken ct = default)
+    {
         var sha = p.ModelSha256;
         if (p.ModelPath is { } path)
         {
@@ -90,6 +98,14 @@ public sealed class ReleasePipeline(INatsConnection nats, Action<string> progres
                 return Fail(PipelineOutcome.Refused, $"release {p.Release} refused: {registered.Code}: {registered.Error}");
             progress($"release {p.Release}: model {registered.Release!.ModelSha256[..12]}, profile {registered.Release.Profile.Version}");
         }
+        return null;
+
+        PipelineResult Fail(PipelineOutcome o, string why) => new(o, why, null, [], null, default);
+    }
+
+    /// <summary>Deploys a registered release to the idle colour, waits until it is ready, starts the rollout and follows it.</summary>
+    public async Task<PipelineResult> ShipAsync(PipelineRequest p, CancellationToken ct = default)
+    {
 
         var status = await _ctl.StatusAsync(ct);
         if (!status.Ok)

@@ -29,6 +29,7 @@ public static class VerbHelp
             ["release '{\"release\":\"v3\",\"model_sha256\":\"<sha256>\",\"profile\":{...},\"notes\":\"new system prompt\"}'"]),
         [Rollouts.Verbs.Releases] = new("list the releases (newest first) with the colours they are deployed to, and each pool's workers and readiness", "none", ["releases"]),
         [Rollouts.Verbs.Deploy] = new("assign a release to the idle colour: its workers fetch, load and warm it up, then switch (no restart); refused for the live colour and a rollout's candidate",
-            "colour (required), release (required), reason, actor", ["deploy '{\"colour\":\"green\",\"release\":\"v3\"}'"]),
+            "colour (required), release (required), bootstrap (true: only if the colour has no release yet), reason, actor",
+            ["deploy '{\"colour\":\"green\",\"release\":\"v3\"}'", "deploy '{\"colour\":\"blue\",\"release\":\"v1\",\"bootstrap\":true}'"]),
     };
 }
