@@ -266,7 +266,7 @@ fi
 
 up_ok=1
 NATS_URL_HINT=""; [ "$NATS_PORT" != 4222 ] && NATS_URL_HINT="NATS_URL=$NATS_URL "
-printf 'RUNNING_PORT=%s\nRUNNING_NATS_PORT=%s\n' "$PORT" "$NATS_PORT" >"$RUN/up.env"
+printf 'RUNNING_PORT=%s\nRUNNING_NATS_PORT=%s\nRUNNING_MODEL=%q\n' "$PORT" "$NATS_PORT" "$MODEL" >"$RUN/up.env"
 if [ -z "$OPERATOR_TOKEN" ]; then
   token_line="none: the console is read-only (QWEN_OPERATOR_TOKEN=none)"
 elif [ -n "$SHOW_TOKEN" ]; then
