@@ -12,6 +12,9 @@ internal static partial class IngressLog
     [LoggerMessage(EventId = 2202, Level = LogLevel.Information, Message = "Console action {Verb} by {Actor}: {Outcome}")]
     public static partial void ConsoleAction(ILogger logger, string verb, string? actor, string? outcome);
 
+    [LoggerMessage(EventId = 2205, Level = LogLevel.Debug, Message = "Console releases list: no promoter answered ({Why})")]
+    public static partial void ConsoleReleasesUnavailable(ILogger logger, string why);
+
     [LoggerMessage(EventId = 2203, Level = LogLevel.Debug, Message = "WebSocket of session {SessionId} ended")]
     public static partial void WebSocketEnded(ILogger logger, string sessionId, Exception exception);
 

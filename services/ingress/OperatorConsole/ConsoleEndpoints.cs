@@ -13,16 +13,45 @@ namespace QwenNats.Ingress.OperatorConsole;
 public sealed record ConsoleConfig(string Ingress, bool OperatorActions, IReadOnlyList<string> Colours, IReadOnlyList<string> Actions);
 
 /// <summary>
+/// <c>GET /api/console/releases</c>: the promoter's <c>qwen.ctl.releases</c> answer cut down to what the releases panel
+/// shows (the profile by its version only; fields without a value are left out).
+/// </summary>
+public sealed record ConsoleReleases(IReadOnlyList<ConsoleRelease> Releases, IReadOnlyList<ConsolePool> Pools);
+
+/// <summary>A registered release and the colours it is assigned to; <c>drill</c> when its workers inject faults.</summary>
+public sealed record ConsoleRelease(string Id, string ModelSha256, string? ModelName, long ModelSizeBytes, string Profile, string Notes, bool Drill,
+    DateTimeOffset CreatedAt, string CreatedBy, IReadOnlyList<string> DeployedTo)
+{
+    public static ConsoleRelease From(ReleaseListing l) => new(l.Release.Id, l.Release.ModelSha256, l.Release.ModelName, l.Release.ModelSizeBytes,
+        l.Release.Profile.Version, l.Release.Notes, l.Release.Faults is not null, l.Release.CreatedAt, l.Release.CreatedBy, l.DeployedTo);
+}
+
+/// <summary>A colour's pool: the release assigned to it, whether every worker serves it, and each worker's state.</summary>
+public sealed record ConsolePool(string Colour, string? AssignedRelease, string? AssignedBy, DateTimeOffset? AssignedAt, bool Ready, string Why, bool Failed,
+    IReadOnlyList<ConsolePoolWorker> Workers)
+{
+    public static ConsolePool From(PoolStatus p) => new(p.Colour, p.Assigned?.Release, p.Assigned?.Actor, p.Assigned?.At, p.Ready, p.Why, p.Failed,
+        p.Workers.Select(w => new ConsolePoolWorker(w.WorkerId, w.Release, w.Serving, w.Loading, w.FailedRelease, w.Failure)).ToArray());
+}
+
+/// <summary>One worker of a pool: the release it serves (none: the model on its command line), loads, or failed to load.</summary>
+public sealed record ConsolePoolWorker(string WorkerId, string? Release, bool Serving, string? Loading, string? FailedRelease, string? Failure);
+
+/// <summary>
 /// The web console: the page and its assets at <c>/</c> and <c>/console/*</c> (embedded in the ingress, no
-/// CDN, no build step), a server-sent event stream at <c>/api/console/stream</c>, and operator actions at
-/// <c>POST /api/console/actions/{verb}</c>, which need the operator token and a reason and are passed to
-/// the promoter as the matching <c>qwen.ctl.*</c> request.
+/// CDN, no build step), a server-sent event stream at <c>/api/console/stream</c>, the releases and pools at
+/// <c>/api/console/releases</c>, and operator actions at <c>POST /api/console/actions/{verb}</c>, which need the
+/// operator token and a reason and are passed to the promoter as the matching <c>qwen.ctl.*</c> request.
 /// </summary>
 public static class ConsoleEndpoints
 {
     /// <summary>The verbs the console may send; everything else stays with <c>qwen.ctl.*</c>.</summary>
     public static readonly IReadOnlyList<string> Actions =
-        [Rollouts.Verbs.Start, Rollouts.Verbs.Promote, Rollouts.Verbs.Pause, Rollouts.Verbs.Resume, Rollouts.Verbs.Rollback, Rollouts.Verbs.Abort, Rollouts.Verbs.SetWeight];
+        [Rollouts.Verbs.Start, Rollouts.Verbs.Promote, Rollouts.Verbs.Pause, Rollouts.Verbs.Resume, Rollouts.Verbs.Rollback, Rollouts.Verbs.Abort, Rollouts.Verbs.SetWeight,
+         Rollouts.Verbs.Deploy];
+
+    /// <summary>Longest release id a deploy action may name (release ids are KV keys of at most 64 characters).</summary>
+    public const int MaxReleaseChars = 64;
 
     private static readonly Dictionary<string, string> Assets = new(StringComparer.Ordinal)
     {
@@ -39,6 +68,7 @@ public static class ConsoleEndpoints
             TypedResults.Json(new ConsoleConfig(client.InstanceId, !string.IsNullOrEmpty(options.Value.OperatorToken), ingress.Value.Colours, Actions),
                 ConsoleJson.Default.ConsoleConfig));
         app.MapGet("/api/console/stream", StreamAsync);
+        app.MapGet("/api/console/releases", ReleasesAsync);
         app.MapPost("/api/console/actions/{verb}", ActAsync);
         return app;
     }
@@ -87,7 +117,35 @@ public static class ConsoleEndpoints
         }
     }
 
-    private static async Task ActAsync(HttpContext http, string verb, OperatorBus bus, IOptions<ConsoleOptions> options, ILoggerFactory loggers)
+    /// <summary>
+    /// The releases panel's data: asks the promoter (<c>qwen.ctl.releases</c>, over the operator bus like the actions) for
+    /// the registered releases and each colour's pool. Read-only, like the stream; 503 when no promoter answers.
+    /// </summary>
+    private static async Task ReleasesAsync(HttpContext http, OperatorBus bus, IOptions<ConsoleOptions> options, ILoggerFactory loggers)
+    {
+        ControlReply reply;
+        try
+        {
+            reply = await bus.Control.SendAsync(Rollouts.Verbs.Releases, new ControlRequest(), options.Value.ActionTimeout, http.RequestAborted);
+        }
+        catch (Exception e) when (e is NatsNoRespondersException or NatsNoReplyException or NatsException)
+        {
+            IngressLog.ConsoleReleasesUnavailable(loggers.CreateLogger("QwenNats.Ingress.OperatorConsole"), e.Message);
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(503, "promoter_unavailable", $"No promoter answered qwen.ctl.{Rollouts.Verbs.Releases}: {e.Message}"));
+            return;
+        }
+        if (!reply.Ok)
+        {
+            await JsonAnswers.WriteErrorAsync(http, new ApiError(502, reply.Code ?? "promoter_error", reply.Error ?? "The promoter could not list the releases."));
+            return;
+        }
+        await JsonAnswers.WriteAsync(http, 200, new ConsoleReleases(
+            (reply.Releases ?? []).Select(ConsoleRelease.From).ToArray(),
+            (reply.Pools ?? []).Select(ConsolePool.From).ToArray()), ConsoleJson.Default.ConsoleReleases);
+    }
+
+    private static async Task ActAsync(HttpContext http, string verb, OperatorBus bus, IOptions<ConsoleOptions> options, IOptions<IngressOptions> ingress,
+        ILoggerFactory loggers)
     {
         var o = options.Value;
         if (!Actions.Contains(verb, StringComparer.Ordinal))
@@ -120,7 +178,7 @@ public static class ConsoleEndpoints
         ControlRequest request;
         using (doc)
         {
-            if (!TryParseAction(doc.RootElement, verb, o, out request, out var error))
+            if (!TryParseAction(doc.RootElement, verb, o, ingress.Value.Colours, out request, out var error))
             {
                 await JsonAnswers.WriteErrorAsync(http, error!);
                 return;
@@ -145,8 +203,11 @@ public static class ConsoleEndpoints
         await JsonAnswers.WriteAsync(http, 200, reply, QwenJsonContext.Default.ControlReply);
     }
 
-    /// <summary>Validates an action body: a reason is required; start may name a candidate, set-weight needs a weight.</summary>
-    public static bool TryParseAction(JsonElement root, string verb, ConsoleOptions options, out ControlRequest request, out ApiError? error)
+    /// <summary>
+    /// Validates an action body: a reason is required; start may name a candidate, set-weight needs a weight, deploy
+    /// needs a <c>colour</c> (one of <paramref name="colours"/>) and a <c>release</c> id.
+    /// </summary>
+    public static bool TryParseAction(JsonElement root, string verb, ConsoleOptions options, IReadOnlyList<string> colours, out ControlRequest request, out ApiError? error)
     {
         request = null!;
         error = null;
@@ -191,8 +252,27 @@ public static class ConsoleEndpoints
             error = ApiError.Invalid("set-weight needs a 'weight'.", "weight");
             return false;
         }
+        string? colour = null, release = null;
+        if (verb == Rollouts.Verbs.Deploy)
+        {
+            colour = root.TryGetProperty("colour", out var k) && k.ValueKind == JsonValueKind.String ? k.GetString()!.Trim() : "";
+            if (!colours.Contains(colour, StringComparer.Ordinal))
+            {
+                error = ApiError.Invalid($"deploy needs a 'colour', one of: {string.Join(", ", colours)}.", "colour");
+                return false;
+            }
+            release = root.TryGetProperty("release", out var id) && id.ValueKind == JsonValueKind.String ? id.GetString()!.Trim() : "";
+            if (release.Length == 0 || release.Length > MaxReleaseChars || release.Any(char.IsControl))
+            {
+                error = ApiError.Invalid($"deploy needs a 'release': a registered release id of at most {MaxReleaseChars} characters.", "release");
+                return false;
+            }
+        }
         var full = root.TryGetProperty("full", out var f) && f.ValueKind == JsonValueKind.True;
-        request = new ControlRequest { Reason = reason, Actor = options.Actor, Candidate = candidate, Weight = weight, Full = full ? true : null };
+        request = new ControlRequest
+        {
+            Reason = reason, Actor = options.Actor, Candidate = candidate, Weight = weight, Full = full ? true : null, Colour = colour, Release = release,
+        };
         return true;
     }
 
@@ -242,4 +322,5 @@ public sealed class OperatorBus : IAsyncDisposable
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(ConsoleTick))]
 [JsonSerializable(typeof(ConsoleConfig))]
+[JsonSerializable(typeof(ConsoleReleases))]
 internal sealed partial class ConsoleJson : JsonSerializerContext;

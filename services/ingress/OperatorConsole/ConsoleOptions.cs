@@ -9,13 +9,13 @@ public sealed record ConsoleOptions
     public bool Enabled { get; init; } = true;
 
     /// <summary>
-    /// The token that unlocks operator actions (start, promote, pause, resume, roll back). Without one the
+    /// The token that unlocks operator actions (start, promote, pause, resume, roll back, deploy). Without one the
     /// console is read-only: the action endpoint refuses every call.
     /// </summary>
     public string? OperatorToken { get; init; }
 
     /// <summary>
-    /// NATS credentials of an operator, used only to send the console's actions. The ingress's own NATS
+    /// NATS credentials of an operator, used only to send the console's actions and ask for its releases list. The ingress's own NATS
     /// user may not publish <c>qwen.ctl.*</c> (deploy/nats/auth.conf); an ingress that should let operators act
     /// gets these. Without them actions go over the ingress's own connection.
     /// </summary>
@@ -34,7 +34,7 @@ public sealed record ConsoleOptions
     /// <summary>How often the console receives latency, worker and mirror figures.</summary>
     public TimeSpan PushInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>How long an operator action waits for the promoter's answer.</summary>
+    /// <summary>How long an operator action, or the releases list, waits for the promoter's answer.</summary>
     public TimeSpan ActionTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Longest reason accepted for an operator action.</summary>

@@ -23,6 +23,10 @@ public sealed class RolloutFixture : IAsyncLifetime
     public IHost Promoter { get; private set; } = null!;
     public NatsConnection Operator { get; private set; } = null!;
 
+    /// <summary>Where the workers keep the model files of releases deployed to them (they follow their colour's
+    /// assignment); removed when the fixture ends.</summary>
+    public string ModelCacheDir { get; } = Path.Combine(Path.GetTempPath(), $"qwen-rollout-models-{Guid.NewGuid():N}");
+
     public static Dictionary<string, string?> PromoterSettings(string natsUrl) => new()
     {
         ["Nats:Url"] = natsUrl,
@@ -39,8 +43,8 @@ public sealed class RolloutFixture : IAsyncLifetime
         Nats = await NatsServer.StartAsync();
         System = new QwenSystem(Nats);
         Promoter = await StartPromoterAsync();
-        await System.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Worker:WorkerId"] = "blue-1" });
-        await System.StartWorkerAsync("green", "v2", slots: 2, extra: new() { ["Worker:WorkerId"] = "green-1" });
+        await System.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Worker:WorkerId"] = "blue-1", ["Worker:ModelCacheDir"] = Path.Combine(ModelCacheDir, "blue") });
+        await System.StartWorkerAsync("green", "v2", slots: 2, extra: new() { ["Worker:WorkerId"] = "green-1", ["Worker:ModelCacheDir"] = Path.Combine(ModelCacheDir, "green") });
         (Ingress1, Http1) = await System.StartIngressAsync();
         (_, Http2) = await System.StartIngressAsync();
         await QwenSystem.WaitForWorkersAsync(Http1, "blue", 1);
@@ -98,6 +102,13 @@ public sealed class RolloutFixture : IAsyncLifetime
         Http2?.Dispose();
         if (System is not null) await System.DisposeAsync();
         if (Nats is not null) await Nats.DisposeAsync();
+        try
+        {
+            if (Directory.Exists(ModelCacheDir)) Directory.Delete(ModelCacheDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Playwright;
 using NATS.Client.JetStream;
 using NATS.Client.KeyValueStore;
+using NATS.Client.ObjectStore;
 using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
 
@@ -17,6 +19,9 @@ namespace QwenNats.Tests.Integration;
 public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
 {
     private const string Token = "console-test-operator-token";
+
+    /// <summary>The release these tests register: the tiny model with profile v2, what the fixture's green worker serves anyway.</summary>
+    private const string ReleaseId = "console-r1";
 
     public Task InitializeAsync() => fx.ResetAsync();
     public Task DisposeAsync() => fx.ResetAsync();
@@ -168,12 +173,141 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal("blue", JsonDocument.Parse(data!["data: ".Length..]).RootElement.GetProperty("live").GetString());
     }
 
-    private static async Task AssertErrorAsync(HttpResponseMessage r, HttpStatusCode status, string code)
+    [Fact]
+    public async Task An_operator_sees_the_releases_and_deploys_one_to_the_idle_colour_in_the_browser()
     {
-        Assert.Equal(status, r.StatusCode);
-        var error = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("error");
+        const string test = "releases";
+        var sha = await RegisterReleaseAsync();
+        var (_, http) = await fx.System.StartIngressAsync(new() { ["Console:OperatorToken"] = Token });
+
+        // The API lists the release (profile by version, digest, notes) and a pool per colour.
+        var listed = await http.GetFromJsonAsync<JsonElement>("/api/console/releases");
+        var release = listed.GetProperty("releases").EnumerateArray().Single(r => r.GetProperty("id").GetString() == ReleaseId);
+        Assert.Equal((sha, "v2", "console test", "stories260K.gguf"),
+            (release.GetProperty("model_sha256").GetString(), release.GetProperty("profile").GetString(), release.GetProperty("notes").GetString(),
+             release.GetProperty("model_name").GetString()));
+        Assert.Equal(["blue", "green"], listed.GetProperty("pools").EnumerateArray().Select(p => p.GetProperty("colour").GetString()));
+
+        await using var browser = await Browser.LaunchAsync();
+        var page = await browser.OpenAsync(http.BaseAddress!);
+        await Expect(page, "#phase", "Stable");
+        var row = page.Locator($"#releases tr[data-release={ReleaseId}]");
+        await row.WaitForAsync();
+        var text = await row.TextContentAsync();
+        Assert.Contains(sha[..12], text);
+        Assert.DoesNotContain(sha[..13], text);
+        Assert.Contains("console test", text);
+        // Blue is live: the only colour offered is green.
+        await page.Locator($"button[data-deploy={ReleaseId}][data-colour=green]").WaitForAsync();
+        Assert.Equal(1, await row.Locator("button[data-deploy]").CountAsync());
+        Assert.Equal("true", await page.GetAttributeAsync("[data-pool=blue]", "data-ready"));
+        await Browser.ScreenshotAsync(page, test, "01-listed");
+
+        // Deploy to green with the token and a reason: the promoter assigns it and green's worker loads it.
+        await page.FillAsync("#op-token", Token);
+        var reason = $"console deploy {Guid.NewGuid():N}";
+        await page.FillAsync("#deploy-reason", reason);
+        await page.ClickAsync($"button[data-deploy={ReleaseId}][data-colour=green]");
+        await page.WaitForSelectorAsync("#deploy-status[data-code]");
+        var code = await page.GetAttributeAsync("#deploy-status", "data-code");
+        Assert.True(code == "ok", $"deploy: the console showed {code}: {await page.TextContentAsync("#deploy-status")}");
+
+        var green = await WaitForPoolAsync("green", p => p.Ready && p.Assigned?.Release == ReleaseId, TimeSpan.FromSeconds(60));
+        Assert.Equal((reason, "console", sha), (green.Assigned!.Reason, green.Assigned.Actor, green.Assigned.ModelSha256));
+        Assert.All(green.Workers, w => Assert.Equal(ReleaseId, w.Release));
+        Assert.Equal(RolloutPhase.Stable, (await fx.CtlAsync("status")).State!.Phase);
+
+        // The page follows: green's pool line is ready with the release, and the row says where it is deployed.
+        await page.Locator($"[data-pool=green][data-ready=true][data-release={ReleaseId}]").WaitForAsync(new() { Timeout = 30_000 });
+        await row.Locator(".deployed [data-colour=green]").WaitForAsync();
+        Assert.Contains("green-1: serves " + ReleaseId, await page.TextContentAsync("[data-pool=green]"));
+        await Browser.ScreenshotAsync(page, test, "02-deployed");
+    }
+
+    [Fact]
+    public async Task The_deploy_action_needs_a_colour_and_a_release_and_passes_refusals_through()
+    {
+        await RegisterReleaseAsync();
+        var (_, http) = await fx.System.StartIngressAsync(new() { ["Console:OperatorToken"] = Token });
+        var blueBefore = await PoolAsync("blue");
+
+        using (var r = await PostActionAsync(http, "deploy", new { reason = "no colour", release = ReleaseId }))
+            Assert.Equal("colour", (await AssertErrorAsync(r, HttpStatusCode.BadRequest, "invalid_request")).GetProperty("param").GetString());
+        using (var r = await PostActionAsync(http, "deploy", new { reason = "no release", colour = "green" }))
+            Assert.Equal("release", (await AssertErrorAsync(r, HttpStatusCode.BadRequest, "invalid_request")).GetProperty("param").GetString());
+        using (var r = await PostActionAsync(http, "deploy", new { colour = "green", release = ReleaseId }))
+            await AssertErrorAsync(r, HttpStatusCode.BadRequest, "reason_required");
+        using (var r = await PostActionAsync(http, "deploy", new { reason = "no token", colour = "green", release = ReleaseId }, token: null))
+            await AssertErrorAsync(r, HttpStatusCode.Unauthorized, "operator_token_required");
+
+        // The promoter's refusals come back as 409 with its code: blue is live, and nobody registered "console-nope".
+        using (var r = await PostActionAsync(http, "deploy", new { reason = "to the live colour", colour = "blue", release = ReleaseId }))
+            Assert.Contains("live colour", (await AssertErrorAsync(r, HttpStatusCode.Conflict, "live_colour")).GetProperty("message").GetString());
+        using (var r = await PostActionAsync(http, "deploy", new { reason = "unknown", colour = "green", release = "console-nope" }))
+            await AssertErrorAsync(r, HttpStatusCode.Conflict, "unknown_release");
+        Assert.Equal(blueBefore.Assigned?.DeployId, (await PoolAsync("blue")).Assigned?.DeployId);
+
+        // The list is read-only: a console without an operator token shows it too.
+        using (var r = await fx.Http1.GetAsync("/api/console/releases"))
+        {
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            var body = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement;
+            Assert.Contains(body.GetProperty("releases").EnumerateArray(), e => e.GetProperty("id").GetString() == ReleaseId);
+        }
+
+        // With no promoter on the bus the list is a 503 in OpenAI's error shape.
+        await using var lonely = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(lonely);
+        var (_, alone) = await system.StartIngressAsync();
+        using (var r = await alone.GetAsync("/api/console/releases"))
+            await AssertErrorAsync(r, HttpStatusCode.ServiceUnavailable, "promoter_unavailable");
+        alone.Dispose();
+    }
+
+    /// <summary>Uploads the tiny model to the model store and registers <see cref="ReleaseId"/> with profile v2 (again: same content, same answer).</summary>
+    private async Task<string> RegisterReleaseAsync()
+    {
+        var models = await new NatsObjContext(new NatsJSContext(fx.Operator)).GetObjectStoreAsync(Releases.ModelsBucket);
+        var sha = (await ModelStore.UploadAsync(models, Paths.Model, CancellationToken.None)).Sha256;
+        var json = JsonSerializer.Serialize(new ControlRequest
+        {
+            Release = ReleaseId, ModelSha256 = sha, Profile = PromptProfile.Load(Paths.Profile("v2")), Notes = "console test",
+        }, QwenJsonContext.Default.ControlRequest);
+        var reply = await fx.CtlAsync("release", json);
+        Assert.True(reply.Ok, $"release: {reply.Code}: {reply.Error}");
+        return sha;
+    }
+
+    private async Task<PoolStatus> PoolAsync(string colour) => (await fx.CtlAsync("status")).Pools!.Single(p => p.Colour == colour);
+
+    private async Task<PoolStatus> WaitForPoolAsync(string colour, Func<PoolStatus, bool> done, TimeSpan timeout)
+    {
+        var until = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var pool = await PoolAsync(colour);
+            if (done(pool)) return pool;
+            if (DateTime.UtcNow > until)
+                Assert.Fail($"pool {colour}: assigned {pool.Assigned?.Release ?? "nothing"}, ready {pool.Ready}, failed {pool.Failed}: {pool.Why}");
+            await Task.Delay(100);
+        }
+    }
+
+    private static Task<HttpResponseMessage> PostActionAsync(HttpClient http, string verb, object body, string? token = Token)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/api/console/actions/{verb}") { Content = JsonContent.Create(body) };
+        if (token is not null) request.Headers.Authorization = new("Bearer", token);
+        return http.SendAsync(request);
+    }
+
+    private static async Task<JsonElement> AssertErrorAsync(HttpResponseMessage r, HttpStatusCode status, string code)
+    {
+        var text = await r.Content.ReadAsStringAsync();
+        Assert.True(status == r.StatusCode, $"expected {(int)status}, got {(int)r.StatusCode}: {text}");
+        var error = JsonDocument.Parse(text).RootElement.GetProperty("error").Clone();
         Assert.Equal(code, error.GetProperty("code").GetString());
         Assert.False(string.IsNullOrEmpty(error.GetProperty("message").GetString()));
+        return error;
     }
 
     private static async Task ActAsync(IPage page, string verb, string expectedCode)

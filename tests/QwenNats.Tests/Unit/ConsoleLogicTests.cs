@@ -5,6 +5,8 @@ namespace QwenNats.Tests.Unit;
 
 public sealed class ConsoleLogicTests
 {
+    private static readonly string[] Colours = ["blue", "green"];
+
     [Fact]
     public void Recent_latency_keeps_only_the_window_and_splits_by_colour()
     {
@@ -46,10 +48,17 @@ public sealed class ConsoleLogicTests
     [InlineData("start", "{\"reason\":\"x\",\"candidate\":7}", "invalid_request")]
     [InlineData("set-weight", "{\"reason\":\"x\"}", "invalid_request")]
     [InlineData("set-weight", "{\"reason\":\"x\",\"weight\":\"ten\"}", "invalid_request")]
+    [InlineData("deploy", "{\"reason\":\"ship r2\",\"colour\":\"green\",\"release\":\"r2\"}", null)]
+    [InlineData("deploy", "{\"colour\":\"green\",\"release\":\"r2\"}", "reason_required")]
+    [InlineData("deploy", "{\"reason\":\"x\",\"release\":\"r2\"}", "invalid_request")]
+    [InlineData("deploy", "{\"reason\":\"x\",\"colour\":\"purple\",\"release\":\"r2\"}", "invalid_request")]
+    [InlineData("deploy", "{\"reason\":\"x\",\"colour\":\"green\"}", "invalid_request")]
+    [InlineData("deploy", "{\"reason\":\"x\",\"colour\":\"green\",\"release\":\"  \"}", "invalid_request")]
+    [InlineData("deploy", "{\"reason\":\"x\",\"colour\":\"green\",\"release\":7}", "invalid_request")]
     public void Console_actions_need_a_reason_and_well_typed_fields(string verb, string body, string? code)
     {
         using var doc = JsonDocument.Parse(body);
-        var ok = ConsoleEndpoints.TryParseAction(doc.RootElement, verb, new ConsoleOptions { Actor = "console" }, out var request, out var error);
+        var ok = ConsoleEndpoints.TryParseAction(doc.RootElement, verb, new ConsoleOptions { Actor = "console" }, Colours, out var request, out var error);
         Assert.Equal(code is null, ok);
         if (ok)
         {
@@ -64,8 +73,30 @@ public sealed class ConsoleLogicTests
     public void A_reason_longer_than_the_limit_is_refused()
     {
         using var doc = JsonDocument.Parse(JsonSerializer.Serialize(new { reason = new string('a', 501) }));
-        Assert.False(ConsoleEndpoints.TryParseAction(doc.RootElement, "pause", new ConsoleOptions { MaxReasonChars = 500 }, out _, out var error));
+        Assert.False(ConsoleEndpoints.TryParseAction(doc.RootElement, "pause", new ConsoleOptions { MaxReasonChars = 500 }, Colours, out _, out var error));
         Assert.Equal("reason", error!.Param);
+    }
+
+    [Theory]
+    [InlineData("{\"reason\":\"x\",\"release\":\"r2\"}", "colour")]
+    [InlineData("{\"reason\":\"x\",\"colour\":\"green\"}", "release")]
+    public void A_deploy_names_the_missing_field(string body, string param)
+    {
+        using var doc = JsonDocument.Parse(body);
+        Assert.False(ConsoleEndpoints.TryParseAction(doc.RootElement, "deploy", new ConsoleOptions(), Colours, out _, out var error));
+        Assert.Equal(param, error!.Param);
+        Assert.Contains(param, error.Message);
+    }
+
+    [Fact]
+    public void A_deploy_carries_colour_release_reason_and_the_console_actor()
+    {
+        using var doc = JsonDocument.Parse(JsonSerializer.Serialize(new { reason = " ship it ", colour = "green", release = new string('r', 64) }));
+        Assert.True(ConsoleEndpoints.TryParseAction(doc.RootElement, "deploy", new ConsoleOptions { Actor = "console" }, Colours, out var request, out _));
+        Assert.Equal(("green", new string('r', 64), "ship it", "console"), (request.Colour, request.Release, request.Reason, request.Actor));
+        using var tooLong = JsonDocument.Parse(JsonSerializer.Serialize(new { reason = "x", colour = "green", release = new string('r', 65) }));
+        Assert.False(ConsoleEndpoints.TryParseAction(tooLong.RootElement, "deploy", new ConsoleOptions(), Colours, out _, out var error));
+        Assert.Equal("release", error!.Param);
     }
 
     [Fact]

@@ -1,6 +1,6 @@
-// QwenNats web console: chat over the WebSocket, sentiment over HTTP, and the rollout picture pushed by
-// the ingress as server-sent events (/api/console/stream). No framework and no build step; everything
-// user- or model-supplied is written with textContent.
+// QwenNats web console: chat over the WebSocket, sentiment over HTTP, the rollout picture pushed by
+// the ingress as server-sent events (/api/console/stream), and releases (/api/console/releases). No
+// framework and no build step; everything user- or model-supplied is written with textContent.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -166,6 +166,11 @@ function onState(s) {
   $("version").textContent = s.version;
   $("state-reason").textContent = `${s.reason || "–"}${s.actor ? " (" + s.actor + ")" : ""}`;
   document.body.dataset.phase = s.phase;
+  if (releases.live !== s.live) {
+    releases.live = s.live;
+    drawReleases();
+  }
+  refreshReleases();
 }
 
 function onVerdict(v) {
@@ -250,33 +255,169 @@ function followFeed() {
 }
 
 // ---------------------------------------------------------------- operator actions
+// Every action goes to POST /api/console/actions/{verb} with the operator token (the one token field) and a
+// reason; the ingress checks both and passes the action to the promoter.
+async function postAction(verb, body) {
+  const token = $("op-token").value.trim();
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = "Bearer " + token;
+  const r = await fetch(`/api/console/actions/${verb}`, { method: "POST", headers, body: JSON.stringify(body) });
+  const answer = await r.json();
+  if (r.ok && token) sessionStorage.setItem("qwen.operator", token);
+  return { ok: r.ok, http: r.status, answer };
+}
+
+function showRefused(node, answer, http) {
+  node.className = "refused";
+  node.dataset.code = answer && answer.error ? answer.error.code : String(http);
+  node.textContent = `refused: ${answer && answer.error ? answer.error.code + " — " + answer.error.message : "HTTP " + http}`;
+}
+
+function showDone(node, text) {
+  node.className = "done";
+  node.dataset.code = "ok";
+  node.textContent = text;
+}
+
+function showNetworkError(node, e) {
+  node.className = "refused";
+  node.dataset.code = "network";
+  node.textContent = `refused: ${e.message}`;
+}
+
 async function act(verb) {
   const status = $("op-status");
   status.className = "";
   status.textContent = `${verb}…`;
-  const token = $("op-token").value.trim();
   const body = { reason: $("op-reason").value.trim() };
   if (verb === "start") body.candidate = $("op-candidate").value;
-  const headers = { "Content-Type": "application/json" };
-  if (token) headers.Authorization = "Bearer " + token;
   try {
-    const r = await fetch(`/api/console/actions/${verb}`, { method: "POST", headers, body: JSON.stringify(body) });
-    const answer = await r.json();
-    if (!r.ok) {
-      status.className = "refused";
-      status.dataset.code = answer.error ? answer.error.code : String(r.status);
-      status.textContent = `refused: ${answer.error ? answer.error.code + " — " + answer.error.message : "HTTP " + r.status}`;
+    const { ok, http, answer } = await postAction(verb, body);
+    if (!ok) {
+      showRefused(status, answer, http);
       return;
     }
-    if (token) sessionStorage.setItem("qwen.operator", token);
-    status.className = "done";
-    status.dataset.code = "ok";
-    status.textContent = `${verb}: ${answer.state.phase} (live ${answer.state.live}${answer.state.candidate ? ", candidate " + answer.state.candidate : ""})`;
+    showDone(status, `${verb}: ${answer.state.phase} (live ${answer.state.live}${answer.state.candidate ? ", candidate " + answer.state.candidate : ""})`);
+    refreshReleases();
   } catch (e) {
-    status.className = "refused";
-    status.dataset.code = "network";
-    status.textContent = `refused: ${e.message}`;
+    showNetworkError(status, e);
   }
+}
+
+// ---------------------------------------------------------------- releases over /api/console/releases
+// The promoter's releases and each colour's pool, fetched on load, every few seconds, on every rollout
+// state change and after each action. A release can be deployed to an idle colour: one that is not live.
+const releases = { data: null, live: null, colours: [], canAct: false, busy: false, drawn: "" };
+
+async function refreshReleases() {
+  if (releases.busy) return;
+  releases.busy = true;
+  const error = $("releases-error");
+  try {
+    const r = await fetch("/api/console/releases");
+    const body = await r.json();
+    if (!r.ok) {
+      error.dataset.code = body.error ? body.error.code : String(r.status);
+      error.textContent = `releases: ${body.error ? body.error.code + " — " + body.error.message : "HTTP " + r.status}`;
+      return;
+    }
+    releases.data = body;
+    error.textContent = "";
+    delete error.dataset.code;
+    $("releases-updated").textContent = `(as of ${new Date().toLocaleTimeString()})`;
+    drawReleases();
+  } catch (e) {
+    error.dataset.code = "network";
+    error.textContent = `releases: ${e.message}`;
+  } finally {
+    releases.busy = false;
+  }
+}
+
+const idleColours = () => (releases.live ? releases.colours.filter((c) => c !== releases.live) : []);
+
+function workerState(w) {
+  let s = `${w.worker_id}: ${w.serving ? "serves " + (w.release || "the model on its command line") : "not serving"}`;
+  if (w.loading) s += `, loading ${w.loading}`;
+  if (w.failed_release) s += `, could not load ${w.failed_release} (${w.failure || "no reason given"})`;
+  return s;
+}
+
+function poolLine(p) {
+  const li = el("li");
+  li.dataset.pool = p.colour;
+  li.dataset.ready = p.ready ? "true" : "false";
+  li.dataset.failed = p.failed ? "true" : "false";
+  li.dataset.release = p.assigned_release || "";
+  const badge = el("span");
+  setBadge(badge, p.colour);
+  li.append(badge, " ", p.assigned_release ? el("strong", "", p.assigned_release) : el("span", "muted", "no release assigned"),
+    " · ", el("span", "ready", p.ready ? "ready" : "not ready"));
+  if (!p.ready && p.why) li.append(el("span", "muted why", ` — ${p.why}`));
+  const workers = (p.workers || []).map(workerState);
+  li.append(el("div", "muted workers", workers.length ? workers.join(" · ") : "no workers"));
+  return li;
+}
+
+function releaseRow(rel, idle) {
+  const tr = el("tr", rel.drill ? "drill" : "");
+  tr.dataset.release = rel.id;
+  const model = el("td");
+  const digest = el("code", "", rel.model_sha256.slice(0, 12));
+  digest.title = `${rel.model_name || "model"} · SHA-256 ${rel.model_sha256} · ${rel.model_size_bytes} bytes`;
+  model.append(digest);
+  const deployed = el("td", "deployed");
+  for (const c of rel.deployed_to || []) {
+    const b = el("span");
+    setBadge(b, c);
+    deployed.append(b, " ");
+  }
+  if (!(rel.deployed_to || []).length) deployed.textContent = "–";
+  const actions = el("td");
+  for (const colour of idle) {
+    const b = el("button", "secondary", `Deploy to ${colour}`);
+    b.type = "button";
+    b.dataset.deploy = rel.id;
+    b.dataset.colour = colour;
+    b.disabled = !releases.canAct;
+    b.addEventListener("click", () => deploy(rel.id, colour));
+    actions.append(b);
+  }
+  tr.append(el("td", "", rel.id), model, el("td", "", rel.profile), el("td", "", rel.notes || ""),
+    el("td", "muted", `${new Date(rel.created_at).toLocaleString()}${rel.created_by ? " by " + rel.created_by : ""}`), deployed, actions);
+  return tr;
+}
+
+function drawReleases() {
+  const data = releases.data;
+  if (!data) return;
+  const idle = idleColours();
+  // Redraw only when something changed, so a button is never replaced under the operator's pointer.
+  const key = JSON.stringify([data, idle, releases.canAct]);
+  if (key === releases.drawn) return;
+  releases.drawn = key;
+  $("release-pools").replaceChildren(...(data.pools || []).map(poolLine));
+  $("releases").tBodies[0].replaceChildren(...(data.releases || []).map((rel) => releaseRow(rel, idle)));
+  $("releases-empty").hidden = (data.releases || []).length > 0;
+}
+
+async function deploy(release, colour) {
+  const status = $("deploy-status");
+  status.className = "";
+  delete status.dataset.code;
+  status.textContent = `deploying ${release} to ${colour}…`;
+  try {
+    const { ok, http, answer } = await postAction("deploy", { reason: $("deploy-reason").value.trim(), colour, release });
+    if (!ok) {
+      showRefused(status, answer, http);
+      return;
+    }
+    const id = answer.assignment ? ` (${answer.assignment.deploy_id})` : "";
+    showDone(status, `deploy: ${release} assigned to ${colour}${id}; its workers load it now`);
+  } catch (e) {
+    showNetworkError(status, e);
+  }
+  refreshReleases();
 }
 
 async function start() {
@@ -297,7 +438,10 @@ async function start() {
     buttons.forEach((b) => { b.disabled = true; });
     $("op-token").disabled = true;
     $("op-reason").disabled = true;
+    $("deploy-reason").disabled = true;
   }
+  releases.colours = config.colours;
+  releases.canAct = !!config.operator_actions;
   buttons.forEach((b) => b.addEventListener("click", () => act(b.dataset.action)));
 
   $("chat-form").addEventListener("submit", (e) => {
@@ -323,6 +467,8 @@ async function start() {
   });
   connectChat();
   followFeed();
+  refreshReleases();
+  setInterval(() => { if (!document.hidden) refreshReleases(); }, 5000);
   document.body.dataset.ready = "true";
 }
 
