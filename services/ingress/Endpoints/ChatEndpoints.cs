@@ -73,7 +73,7 @@ public static class ChatEndpoints
         {
             if (reply.Result is { } r)
             {
-                ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id);
+                ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id, r.Release);
                 var latency = (DateTimeOffset.UtcNow - started).TotalMilliseconds;
                 await JsonAnswers.WriteAsync(http, 200, new ChatCompletion(
                     call.Id, "chat.completion", ServedBy.Now(), r.ModelId,
@@ -98,7 +98,7 @@ public static class ChatEndpoints
         var started = false;
         async Task StartAsync(InferAccepted a)
         {
-            ServedBy.Stamp(http, a.Colour, a.ProfileVersion, a.WorkerId, call.Id);
+            ServedBy.Stamp(http, a.Colour, a.ProfileVersion, a.WorkerId, call.Id, a.Release);
             http.Response.StatusCode = 200;
             http.Response.ContentType = "text/event-stream; charset=utf-8";
             http.Response.Headers.CacheControl = "no-cache";

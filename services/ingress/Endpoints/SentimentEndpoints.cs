@@ -62,7 +62,7 @@ public static class SentimentEndpoints
             {
                 if (reply.Result is { Label: { } label } r)
                 {
-                    ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, id);
+                    ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, id, r.Release);
                     await JsonAnswers.WriteAsync(http, 200, new SentimentResponse(
                         label, r.Confidence ?? 0, r.Scores ?? new Dictionary<string, double>(), r.Colour, r.ModelId, r.ProfileVersion, r.WorkerId,
                         Math.Round((DateTimeOffset.UtcNow - started).TotalMilliseconds, 3)), IngressJson.Context.SentimentResponse);

@@ -11,6 +11,8 @@ public sealed class RequestRouting(IOptions<IngressOptions> options, RolloutView
     public const string ColourHeader = "X-Qwen-Colour";
     public const string ProfileHeader = "X-Qwen-Profile";
     public const string WorkerHeader = "X-Qwen-Worker";
+    /// <summary>The release that answered (absent for a worker serving a model from its command line).</summary>
+    public const string ReleaseHeader = "X-Qwen-Release";
     public const string SessionHeader = "X-Session-Id";
     public const string RequestIdHeader = "X-Request-Id";
     public const string RouteHeader = "X-Qwen-Route";
