@@ -53,3 +53,8 @@ else
   Q4="$MODELS/qwen1.5-0.5b-shaped-q4_k_m.gguf"; Q8="$MODELS/qwen1.5-0.5b-shaped-q8_0.gguf"; QUICK=false
 fi
 dotnet "$BENCH" perf --tiny "$TINY" --qwen "$Q4" --qwen8 "$Q8" --threads 1 --quick $QUICK
+echo
+echo "## Deploy to ready"
+echo
+if [ "$QUICK" = true ]; then REPEAT=1; else REPEAT=3; fi
+dotnet "$BENCH" deploy --model "$TINY,$Q4" --repeat $REPEAT --threads 1

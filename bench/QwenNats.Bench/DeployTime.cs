@@ -76,11 +76,17 @@ internal static class DeployTime
             settings["Worker:ProfilePath"] = Path.Combine(Proc.Root, "deploy", "profiles", "v1.json");
             settings["Worker:FollowReleases"] = "false";
             var started = Stopwatch.StartNew();
-            await using var worker = Proc.Service("worker", "worker", "QwenNats.Worker", settings);
-            await WaitAsync(ctl, "blue", p => p.Ready, worker);
-            restarts.Add(started.Elapsed.TotalSeconds);
-            await worker.DisposeAsync();
-            await WaitAsync(ctl, "blue", p => p.Workers.Count == 0, worker);
+            var worker = Proc.Service("worker", "worker", "QwenNats.Worker", settings);
+            try
+            {
+                await WaitAsync(ctl, "blue", p => p.Ready, worker);
+                restarts.Add(started.Elapsed.TotalSeconds);
+            }
+            finally
+            {
+                await worker.DisposeAsync();
+            }
+            await WaitAsync(ctl, "blue", p => p.Workers.Count == 0, null);
         }
 
         // Deploys to a worker that follows releases: the first fetches the model, the others find it cached.
@@ -105,15 +111,15 @@ internal static class DeployTime
         return clock.Elapsed.TotalSeconds;
     }
 
-    private static async Task WaitAsync(ControlClient ctl, string colour, Func<PoolStatus, bool> done, Proc worker)
+    private static async Task WaitAsync(ControlClient ctl, string colour, Func<PoolStatus, bool> done, Proc? worker)
     {
         var deadline = DateTime.UtcNow.AddMinutes(10);
         while (true)
         {
             var pool = (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == colour);
             if (done(pool)) return;
-            if (pool.Failed || DateTime.UtcNow > deadline || worker.Exited)
-                throw new InvalidOperationException($"{colour}: {pool.Why}\n{worker.Tail}");
+            if (pool.Failed || DateTime.UtcNow > deadline || worker is { Exited: true })
+                throw new InvalidOperationException($"{colour}: {pool.Why}\n{worker?.Tail}");
             await Task.Delay(20);
         }
     }
