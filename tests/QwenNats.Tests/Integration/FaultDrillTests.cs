@@ -225,12 +225,14 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         }
         async Task<int> CountedAsync(int atLeast)
         {
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
             while (true)
             {
-                var v = (await Ctl.SendAsync(op, "status", ct: cts.Token)).Verdict;
+                var v = (await Ctl.SendAsync(op, "status")).Verdict;
                 if (v is not null && v.RolloutId == rolloutId && v.Samples >= atLeast) return v.Samples;
-                await Task.Delay(100, cts.Token);
+                Assert.True(DateTime.UtcNow < until,
+                    $"no verdict with {atLeast} samples of {rolloutId}; latest: {v?.RolloutId} {v?.Samples}; judge output:\n{string.Join('\n', judge.Output.TakeLast(40))}");
+                await Task.Delay(100);
             }
         }
 
