@@ -18,6 +18,7 @@ namespace QwenNats.Tests.Integration;
 /// Shadow traffic, the judge and verdict-driven promotion end to end: real nats-server, real workers
 /// (green with fault injection where a test wants a bad release), a small-sample policy.
 /// </summary>
+[Collection(LoadCollection.Name)]
 public sealed class AutomatedRolloutTests(ITestOutputHelper output)
 {
     private static readonly string PolicyPath = TestPolicies.Write("00:01:00");

@@ -6,6 +6,7 @@ using QwenNats.Messaging;
 using QwenNats.Messaging.Control;
 using QwenNats.Messaging.Topology;
 using QwenNats.Promoter;
+using Microsoft.Extensions.Hosting;
 using QwenNats.Tests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -74,12 +75,53 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
             Assert.Equal([$"{sha}.gguf"], Directory.GetFiles(cache).Select(Path.GetFileName));
             Assert.Equal(sha, await ModelStore.HashFileAsync(Path.Combine(cache, $"{sha}.gguf"), CancellationToken.None));
             Assert.Contains(worker.Output, l => l.Contains("Removed 1 interrupted model downloads", StringComparison.Ordinal));
+
+            // A worker added to the colour later loads the colour's release by itself.
+            await using var system = new QwenSystem(nats);
+            await system.StartReleaseWorkerAsync("green", "green-added", Path.Combine(dir, "cache-added"), slots: 1);
+            var grown = await WaitForAsync(ctl, p => p.Ready && p.Workers.Count == 2, TimeSpan.FromSeconds(120));
+            Assert.All(grown.Workers, w => Assert.Equal("big", w.Release));
             await promoter.StopAsync();
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task Promote_and_rollback_refuse_to_send_traffic_to_an_empty_pool()
+    {
+        await using var nats = await NatsServer.StartAsync();
+        var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
+        promoterSettings["Promoter:Automatic"] = "false";
+        using var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
+        await promoter.StartAsync();
+        await TopologySetup.EnsureAsync(nats, Owners.Ingress, "memory");
+        await using var system = new QwenSystem(nats);
+        var blue = await system.StartWorkerAsync("blue", "v1", extra: new() { ["Worker:WorkerId"] = "blue-1" });
+        var green = await system.StartWorkerAsync("green", "v2", extra: new() { ["Worker:WorkerId"] = "green-1" });
+        await using var op = await Ctl.ConnectAsync(nats);
+        var ctl = new ControlClient(op);
+        await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+        await Pools.WaitReadyAsync(op);
+        Assert.True((await ctl.StartAsync("green")).Ok);
+
+        // The candidate's only worker goes away: promoting would send sessions to nobody.
+        await green.StopAsync();
+        await WaitAsync(async () => (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "green").Workers.Count == 0, "green to leave");
+        var promote = await ctl.PromoteAsync();
+        Assert.False(promote.Ok);
+        Assert.Equal("empty_pool", promote.Code);
+        Assert.Contains("green", promote.Error);
+        // Rolling back to live is still possible while live has workers; once live has none, it is refused too.
+        await blue.StopAsync();
+        await WaitAsync(async () => (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "blue").Workers.Count == 0, "blue to leave");
+        var rollback = await ctl.RollbackAsync();
+        Assert.Equal("empty_pool", rollback.Code);
+        var state = (await ctl.StatusAsync()).State!;
+        Assert.Equal((RolloutPhase.Shadow, "green"), (state.Phase, state.Candidate));
+        await promoter.StopAsync();
     }
 
     private static async Task<PoolStatus> WaitForAsync(ControlClient ctl, Func<PoolStatus, bool> done, TimeSpan timeout)

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using NATS.Client.ObjectStore.Models;
 using QwenNats.Messaging;
@@ -54,6 +55,25 @@ public sealed class ReleaseTests(ReleaseFixture fx, ITestOutputHelper output) : 
         Assert.Empty(failed);
     }
 
+    /// <summary>The <c>$SRV.INFO</c> metadata a worker instance announces (waits for the re-registration after a switch).</summary>
+    private async Task<Dictionary<string, string>> ServiceMetadataAsync(string instance, string release)
+    {
+        var until = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            await foreach (var msg in fx.Operator.RequestManyAsync<byte[], byte[]>($"$SRV.INFO.{Subjects.WorkerService}", [],
+                               replyOpts: new NATS.Client.Core.NatsSubOpts { Timeout = TimeSpan.FromMilliseconds(500) }, cancellationToken: cts.Token))
+            {
+                var metadata = JsonDocument.Parse(msg.Data!).RootElement.GetProperty("metadata").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!);
+                if (metadata.GetValueOrDefault("instance") == instance && metadata.GetValueOrDefault("release") == release && !metadata.ContainsKey("loading"))
+                    return metadata;
+            }
+            Assert.True(DateTime.UtcNow < until, $"worker {instance} announced no release {release} in $SRV.INFO");
+            await Task.Delay(200);
+        }
+    }
+
     private static HashSet<string> WorkerIds(IEnumerable<PoolStatus> pools) => pools.SelectMany(p => p.Workers.Select(w => w.WorkerId)).ToHashSet();
 
     [Fact]
@@ -88,6 +108,11 @@ public sealed class ReleaseTests(ReleaseFixture fx, ITestOutputHelper output) : 
         Assert.Equal(workersBefore, WorkerIds(status.Pools!));
         var pool = status.Pools!.Single(p => p.Colour == colour);
         Assert.All(pool.Workers, w => Assert.Equal(("r2", sha), (w.Release, w.ModelSha256)));
+
+        // Discovery says what the worker serves now: its services-framework registration was renewed with the release.
+        var instance = (colour == "green" ? fx.GreenWorker : fx.BlueWorker).Services.GetRequiredService<ServiceIdentity>().InstanceId;
+        var announced = await ServiceMetadataAsync(instance, "r2");
+        Assert.Equal(("r2", sha, "true"), (announced["release"], announced["model_sha256"], announced["serving"]));
 
         // The audit log and the verdicts say which release and model digest they judged.
         Assert.Equal("start", result.Timeline[0].Trigger);
