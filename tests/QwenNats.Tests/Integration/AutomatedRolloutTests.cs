@@ -223,6 +223,9 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         Assert.All(reply.Golden.Scores, s => Assert.Equal(0, s.Errors));
         Assert.All(reply.Golden.Scores, s => Assert.InRange(s.Accuracy, 0, 1));
         Assert.Equal(new[] { "v1", "v2" }, reply.Golden.Scores.Select(s => s.Profile));
+        // Each score names the model file (digest) that answered; these workers serve a model from their command line, not a release.
+        var sha = await ModelStore.HashFileAsync(Paths.Model, CancellationToken.None);
+        Assert.All(reply.Golden.Scores, s => Assert.Equal((sha, (string?)null), (s.ModelSha256, s.Release)));
     }
 
     [Fact]
