@@ -58,6 +58,9 @@ public static class ConsoleEndpoints
         ["/"] = "index.html",
         ["/console/app.js"] = "app.js",
         ["/console/app.css"] = "app.css",
+        ["/console/icon.svg"] = "icon.svg",
+        // Browsers ask for /favicon.ico on their own; answer it rather than log a 404 in the console.
+        ["/favicon.ico"] = "icon.svg",
     };
 
     public static IEndpointRouteBuilder MapConsole(this IEndpointRouteBuilder app)
@@ -86,6 +89,7 @@ public static class ConsoleEndpoints
             ".html" => "text/html; charset=utf-8",
             ".js" => "text/javascript; charset=utf-8",
             ".css" => "text/css; charset=utf-8",
+            ".svg" => "image/svg+xml",
             _ => "application/octet-stream",
         };
         http.Response.Headers.CacheControl = "no-cache";

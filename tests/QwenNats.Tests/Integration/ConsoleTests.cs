@@ -39,8 +39,12 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
         await using var browser = await Browser.LaunchAsync();
         var frames = new List<string>();
-        var page = await browser.OpenAsync(http.BaseAddress!,
-            p => p.WebSocket += (_, ws) => ws.FrameReceived += (_, f) => { lock (frames) frames.Add(f.Text ?? ""); });
+        var failedLoads = new List<string>();
+        var page = await browser.OpenAsync(http.BaseAddress!, p =>
+        {
+            p.WebSocket += (_, ws) => ws.FrameReceived += (_, f) => { lock (frames) frames.Add(f.Text ?? ""); };
+            p.Response += (_, r) => { if (r.Status >= 400) lock (failedLoads) failedLoads.Add($"{r.Status} {r.Url}"); };
+        });
 
         await Expect(page, "#feed-status", "live");
         await Expect(page, "#phase", "Stable");
@@ -48,6 +52,7 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         Assert.StartsWith("console-", await page.TextContentAsync("#session-id"));
         Assert.Contains("Actions need the operator token", await page.TextContentAsync("#operator-mode"));
         await Browser.ScreenshotAsync(page, test, "01-loaded");
+        lock (failedLoads) Assert.Empty(failedLoads); // every asset, the icon included, loads
 
         // Chat: the answer streams in token by token and is marked with the colour and profile that served it.
         await page.FillAsync("#chat-input", "Once upon a time");
