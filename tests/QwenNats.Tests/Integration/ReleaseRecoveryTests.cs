@@ -124,6 +124,63 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         await promoter.StopAsync();
     }
 
+    [Fact]
+    public async Task A_worker_that_drains_to_switch_serves_the_new_release_and_after_a_failed_load_its_previous_one_again()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"qwen-drain-{Guid.NewGuid():N}");
+        try
+        {
+            await using var nats = await NatsServer.StartAsync();
+            var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
+            promoterSettings["Promoter:Automatic"] = "false";
+            using var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
+            await promoter.StartAsync();
+            await using var system = new QwenSystem(nats);
+            var (_, http) = await system.StartIngressAsync();
+            await using var op = await Ctl.ConnectAsync(nats);
+            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
+            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+            await system.StartReleaseWorkerAsync("green", "green-d", Path.Combine(dir, "cache"), extra: new() { ["Worker:SwitchMode"] = "drain" });
+
+            var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
+            var tiny = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
+            var other = (await ModelStore.UploadAsync(store, ModelFiles.Variant(dir, "drain"), CancellationToken.None)).Sha256;
+            var corrupt = (await ModelStore.UploadAsync(store, ModelFiles.Corrupt(dir), CancellationToken.None)).Sha256;
+            foreach (var (id, sha) in new[] { ("d1", tiny), ("d2", other), ("bad", corrupt) })
+                Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = id, ModelSha256 = sha, Profile = PromptProfile.Load(Paths.Profile("v2")) })).Ok);
+
+            async Task<PoolStatus> DeployAsync(string release, Func<PoolStatus, bool> done)
+            {
+                var deployed = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = release });
+                Assert.True(deployed.Ok, deployed.Error);
+                return await WaitForAsync(ctl, p => p.Assigned?.DeployId == deployed.Assignment!.DeployId && done(p), TimeSpan.FromSeconds(60));
+            }
+            async Task AnswersAsync()
+            {
+                using var request = Api.Post("/v1/sentiment", System.Text.Json.JsonSerializer.Serialize(new { input = "a fine day" }));
+                request.Headers.Add("X-Qwen-Colour", "green");
+                using var answer = await http.SendAsync(request);
+                Assert.True(answer.IsSuccessStatusCode, await answer.Content.ReadAsStringAsync());
+            }
+
+            await DeployAsync("d1", p => p.Ready);
+            await AnswersAsync();
+            var switched = await DeployAsync("d2", p => p.Ready);
+            Assert.Equal(("d2", other), (switched.Workers.Single().Release, switched.Workers.Single().ModelSha256));
+            await AnswersAsync();
+            // Drain-first freed d2 before trying the corrupt file; the load fails and d2 is loaded again.
+            var failed = await DeployAsync("bad", p => p.Failed);
+            var worker = failed.Workers.Single();
+            Assert.Equal(("d2", true, "bad"), (worker.Release, worker.Serving, worker.FailedRelease));
+            await AnswersAsync();
+            await promoter.StopAsync();
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static async Task<PoolStatus> WaitForAsync(ControlClient ctl, Func<PoolStatus, bool> done, TimeSpan timeout)
     {
         var until = DateTime.UtcNow + timeout;
