@@ -410,7 +410,7 @@ internal static class Perf
         /// <summary>A streamed chat; TTFT is the first content chunk, tokens/s runs from there to the end.</summary>
         public async Task<Stream> StreamAsync(string user, int tokens)
         {
-            var body = JsonSerializer.Serialize(new { messages = new[] { new { role = "user", content = user } }, max_tokens = tokens, temperature = 0, stream = true });
+            var body = JsonSerializer.Serialize(new { messages = new[] { new { role = "user", content = user } }, max_tokens = tokens, temperature = 0, stream = true, stream_options = new { include_usage = true } });
             using var req = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
             var clock = Stopwatch.StartNew();
             using var r = await Http[0].SendAsync(req, HttpCompletionOption.ResponseHeadersRead);

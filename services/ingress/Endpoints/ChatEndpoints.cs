@@ -104,7 +104,7 @@ public static class ChatEndpoints
             http.Response.Headers.CacheControl = "no-cache";
             http.Response.Headers["X-Accel-Buffering"] = "no";
             await http.Response.StartAsync(http.RequestAborted);
-            await SendAsync(http, Chunk(call, a, created, new Delta(ChatRoles.Assistant, ""), null));
+            await SendAsync(http, Chunk(call, a, created, new Delta(ChatRoles.Assistant, ""), null), chat.IncludeUsage);
             started = true;
         }
 
@@ -116,14 +116,17 @@ public static class ChatEndpoints
             }
             else if (reply.Chunk is { } c && call.Accepted is { } acc)
             {
-                await SendAsync(http, Chunk(call, acc, created, new Delta(null, c.Text), null));
+                await SendAsync(http, Chunk(call, acc, created, new Delta(null, c.Text), null), chat.IncludeUsage);
             }
             else if (reply.Result is { } r)
             {
                 var acc2 = call.Accepted ?? new InferAccepted { Id = call.Id, WorkerId = r.WorkerId, Colour = r.Colour, ModelId = r.ModelId, ProfileVersion = r.ProfileVersion };
                 if (!started) await StartAsync(acc2);
-                var usage = chat.IncludeUsage ? new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens) : null;
-                await SendAsync(http, Chunk(call, acc2, created, new Delta(null, null), r.FinishReason) with { Usage = usage });
+                var finish = Chunk(call, acc2, created, new Delta(null, null), r.FinishReason);
+                await SendAsync(http, finish, chat.IncludeUsage);
+                // OpenAI's include_usage: one more chunk after the finish chunk, with no choices and the usage.
+                if (chat.IncludeUsage)
+                    await SendAsync(http, finish with { Choices = [] }, true, new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens));
                 await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
                 await http.Response.Body.FlushAsync(http.RequestAborted);
                 return;
@@ -148,9 +151,13 @@ public static class ChatEndpoints
     private static ChatCompletionChunk Chunk(InferenceCall call, InferAccepted a, long created, Delta delta, string? finish) =>
         new(call.Id, "chat.completion.chunk", created, a.ModelId, [new ChunkChoice(0, delta, finish)], a.Colour, a.ProfileVersion);
 
-    private static async Task SendAsync(HttpContext http, ChatCompletionChunk chunk)
+    /// <summary>Sends one chunk; with <paramref name="includeUsage"/> it carries <c>usage</c> (null unless given).</summary>
+    private static async Task SendAsync(HttpContext http, ChatCompletionChunk chunk, bool includeUsage, Usage? usage = null)
     {
-        await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(chunk, IngressJson.Context.ChatCompletionChunk)}\n\n", http.RequestAborted);
+        var json = includeUsage
+            ? JsonSerializer.Serialize(new ChatCompletionChunkWithUsage(chunk.Id, chunk.Object, chunk.Created, chunk.Model, chunk.Choices, chunk.Colour, chunk.Profile, usage), IngressJson.Context.ChatCompletionChunkWithUsage)
+            : JsonSerializer.Serialize(chunk, IngressJson.Context.ChatCompletionChunk);
+        await http.Response.WriteAsync($"data: {json}\n\n", http.RequestAborted);
         await http.Response.Body.FlushAsync(http.RequestAborted);
     }
 }

@@ -21,11 +21,21 @@ public sealed record ChatChoice(int Index, AssistantMessage Message, string Fini
 
 public sealed record AssistantMessage(string Role, string Content);
 
+/// <summary>A chunk of a stream whose client did not ask for usage: it has no <c>usage</c> field.</summary>
 public sealed record ChatCompletionChunk(
     string Id, string Object, long Created, string Model,
     IReadOnlyList<ChunkChoice> Choices,
+    string Colour, string Profile);
+
+/// <summary>
+/// A chunk of a stream whose client sent <c>stream_options.include_usage: true</c>: every chunk carries
+/// <c>"usage": null</c> except the last one, which has no choices and the request's usage (OpenAI's shape).
+/// </summary>
+public sealed record ChatCompletionChunkWithUsage(
+    string Id, string Object, long Created, string Model,
+    IReadOnlyList<ChunkChoice> Choices,
     string Colour, string Profile,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] Usage? Usage = null);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] Usage? Usage);
 
 public sealed record ChunkChoice(int Index, Delta Delta, [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
 
@@ -72,6 +82,7 @@ public sealed record ShadowCounters(long Sent, long Compared, long Dropped);
 [JsonSerializable(typeof(ErrorBody))]
 [JsonSerializable(typeof(ChatCompletion))]
 [JsonSerializable(typeof(ChatCompletionChunk))]
+[JsonSerializable(typeof(ChatCompletionChunkWithUsage))]
 [JsonSerializable(typeof(SentimentResponse))]
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(WsFrame))]

@@ -18,6 +18,8 @@ public static class RequestParser
         error = null;
         if (root.ValueKind != JsonValueKind.Object)
             return Fail(ApiError.Invalid("The request body must be a JSON object."), out error);
+        if (!CheckChatFields(root, out error))
+            return false;
 
         if (!root.TryGetProperty("messages", out var messagesEl))
             return Fail(ApiError.Invalid("'messages' is required.", "messages"), out error);
@@ -64,17 +66,9 @@ public static class RequestParser
         if (!TryOptionalInt(root, "max_tokens", 1, maxTokensLimit, out var maxTokens, out error)) return false;
         if (maxTokens is null && !TryOptionalInt(root, "max_completion_tokens", 1, maxTokensLimit, out maxTokens, out error)) return false;
         if (!TryOptionalInt(root, "seed", 0, uint.MaxValue, out var seed, out error)) return false;
-        if (!TryOptionalInt(root, "n", 1, 1, out _, out error)) return false;
         if (!TryOptionalBool(root, "stream", out var stream, out error)) return false;
         if (!TryStop(root, out var stop, out error)) return false;
-
-        var includeUsage = true;
-        if (root.TryGetProperty("stream_options", out var so) && so.ValueKind == JsonValueKind.Object && so.TryGetProperty("include_usage", out var iu))
-        {
-            if (iu.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
-                return Fail(ApiError.Invalid("'stream_options.include_usage' must be a boolean.", "stream_options.include_usage"), out error);
-            includeUsage = iu.GetBoolean();
-        }
+        if (!TryStreamOptions(root, stream ?? false, out var includeUsage, out error)) return false;
 
         request = new ChatCompletionRequest(messages, model, new SamplingParams
         {
@@ -106,6 +100,144 @@ public static class RequestParser
     }
 
     public const string PromptTooLong = "prompt_too_long";
+
+    /// <summary>An OpenAI field this server knows but cannot honour with the value sent.</summary>
+    public const string UnsupportedParameter = "unsupported_parameter";
+
+    /// <summary>A field that is not part of OpenAI's chat-completions request (OpenAI refuses these too).</summary>
+    public const string UnknownParameter = "unknown_parameter";
+
+    public enum FieldStatus { Supported, Ignored, Refused }
+
+    /// <summary>How one top-level chat field is treated. <c>Accepts</c> says which non-null values pass for
+    /// an ignored or refused field (null always passes: it means "not set"); <c>Refusal</c> says why any
+    /// other value is refused and what to send instead.</summary>
+    private sealed record FieldRule(FieldStatus Status, Func<JsonElement, bool>? Accepts = null, string? Refusal = null);
+
+    private static bool IsFalse(JsonElement e) => e.ValueKind == JsonValueKind.False;
+    private static bool IsTrue(JsonElement e) => e.ValueKind == JsonValueKind.True;
+    private static bool IsZero(JsonElement e) => e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out var d) && d == 0;
+    private static bool IsEmptyArray(JsonElement e) => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0;
+    private static bool IsEmptyObject(JsonElement e) => e.ValueKind == JsonValueKind.Object && !e.EnumerateObject().Any();
+    private static bool IsString(JsonElement e, params string[] values) => e.ValueKind == JsonValueKind.String && values.Contains(e.GetString(), StringComparer.Ordinal);
+    private static bool IsTextFormat(JsonElement e) =>
+        e.ValueKind == JsonValueKind.Object && e.EnumerateObject().Count() == 1 && e.TryGetProperty("type", out var t) && IsString(t, "text");
+    private static bool IsTextOnly(JsonElement e) => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 1 && IsString(e[0], "text");
+    private static bool Never(JsonElement e) => false;
+
+    /// <summary>
+    /// Every top-level field of OpenAI's chat-completions request and what this server does with it.
+    /// A field not listed here is refused as unknown. README.md's field table lists the same fields.
+    /// </summary>
+    private static readonly Dictionary<string, FieldRule> ChatFieldRules = new(StringComparer.Ordinal)
+    {
+        ["messages"] = new(FieldStatus.Supported),
+        ["model"] = new(FieldStatus.Supported),
+        ["temperature"] = new(FieldStatus.Supported),
+        ["top_p"] = new(FieldStatus.Supported),
+        ["max_tokens"] = new(FieldStatus.Supported),
+        ["max_completion_tokens"] = new(FieldStatus.Supported),
+        ["stop"] = new(FieldStatus.Supported),
+        ["seed"] = new(FieldStatus.Supported),
+        ["stream"] = new(FieldStatus.Supported),
+        ["stream_options"] = new(FieldStatus.Supported),
+        ["user"] = new(FieldStatus.Supported),
+
+        // Metadata that cannot change the answer: accepted and ignored.
+        ["metadata"] = new(FieldStatus.Ignored, e => e.ValueKind == JsonValueKind.Object,
+            "'metadata' must be an object of string values; it is accepted and ignored (completions are not stored)."),
+        ["store"] = new(FieldStatus.Ignored, IsFalse,
+            "'store': true is not supported: completions are not stored and cannot be fetched later. Remove it or send false."),
+        ["service_tier"] = new(FieldStatus.Ignored, e => IsString(e, "auto", "default"),
+            "'service_tier' accepts only 'auto' or 'default': every request is served in one tier here. Remove it or send 'auto'."),
+
+        // Fields whose non-default values would change the answer and cannot be honoured: refused.
+        ["response_format"] = new(FieldStatus.Refused, IsTextFormat,
+            "'response_format' is not supported: the output cannot be constrained to JSON or a schema. Remove it (or send {\"type\":\"text\"}) and ask for the format in the prompt instead."),
+        ["logprobs"] = new(FieldStatus.Refused, IsFalse,
+            "'logprobs' is not supported: token log-probabilities are not returned. Remove it or send false."),
+        ["top_logprobs"] = new(FieldStatus.Refused, Never,
+            "'top_logprobs' is not supported: token log-probabilities are not returned. Remove it."),
+        ["presence_penalty"] = new(FieldStatus.Refused, IsZero,
+            "'presence_penalty' is not supported: the sampler applies no presence penalty. Remove it or send 0; use temperature and top_p to vary the answer."),
+        ["frequency_penalty"] = new(FieldStatus.Refused, IsZero,
+            "'frequency_penalty' is not supported: the sampler applies no frequency penalty. Remove it or send 0; use temperature and top_p to vary the answer."),
+        ["logit_bias"] = new(FieldStatus.Refused, IsEmptyObject,
+            "'logit_bias' is not supported: token biases are not applied. Remove it or send {}; use 'stop' to end the answer at a string."),
+        ["tools"] = new(FieldStatus.Refused, IsEmptyArray,
+            "'tools' is not supported: the models here do not call tools. Remove it (or send []) and put the tools' results in the messages instead."),
+        ["tool_choice"] = new(FieldStatus.Refused, e => IsString(e, "none"),
+            "'tool_choice' is not supported: the models here do not call tools. Remove it or send 'none'."),
+        ["functions"] = new(FieldStatus.Refused, IsEmptyArray,
+            "'functions' is not supported: the models here do not call functions. Remove it (or send []) and put the results in the messages instead."),
+        ["function_call"] = new(FieldStatus.Refused, e => IsString(e, "none"),
+            "'function_call' is not supported: the models here do not call functions. Remove it or send 'none'."),
+        ["n"] = new(FieldStatus.Refused, e => e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out var n) && n == 1,
+            "'n' is not supported: one choice is generated per request. Remove it or send 1, and send several requests for several answers."),
+        ["audio"] = new(FieldStatus.Refused, Never,
+            "'audio' is not supported: answers are text only. Remove it."),
+        ["modalities"] = new(FieldStatus.Refused, IsTextOnly,
+            "'modalities' is not supported beyond text: answers are text only. Remove it or send [\"text\"]."),
+        ["prediction"] = new(FieldStatus.Refused, Never,
+            "'prediction' is not supported: predicted outputs are not used. Remove it."),
+        ["parallel_tool_calls"] = new(FieldStatus.Refused, IsTrue,
+            "'parallel_tool_calls' is not supported: the models here do not call tools. Remove it."),
+        ["web_search_options"] = new(FieldStatus.Refused, Never,
+            "'web_search_options' is not supported: this server does not search the web. Remove it and put the facts the answer needs in the messages."),
+        ["reasoning_effort"] = new(FieldStatus.Refused, Never,
+            "'reasoning_effort' is not supported: the models here have no separate reasoning phase to tune. Remove it."),
+    };
+
+    /// <summary>Every known top-level chat field and its status (README.md's field table lists the same).</summary>
+    public static IReadOnlyDictionary<string, FieldStatus> ChatFields { get; } = ChatFieldRules.ToDictionary(r => r.Key, r => r.Value.Status, StringComparer.Ordinal);
+
+    /// <summary>Refuses any unknown field, and any ignored or refused field whose value is neither null nor an accepted one.</summary>
+    private static bool CheckChatFields(JsonElement root, out ApiError? error)
+    {
+        error = null;
+        foreach (var field in root.EnumerateObject())
+        {
+            if (!ChatFieldRules.TryGetValue(field.Name, out var rule))
+                return Fail(new ApiError(400, UnknownParameter,
+                    $"Unknown parameter: '{Truncate(field.Name)}'. This server refuses fields it does not know rather than ignoring them; remove it (README.md lists the supported fields).",
+                    Truncate(field.Name)), out error);
+            if (rule.Status == FieldStatus.Supported || field.Value.ValueKind == JsonValueKind.Null || rule.Accepts!(field.Value))
+                continue;
+            if (field.Name == "metadata")
+                return Fail(ApiError.Invalid(rule.Refusal!, field.Name), out error);
+            return Fail(new ApiError(400, UnsupportedParameter, rule.Refusal!, field.Name), out error);
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// <c>stream_options</c> as OpenAI specifies it: only with <c>stream: true</c>; <c>include_usage</c> (default
+    /// false) adds a last chunk with the usage; <c>include_obfuscation</c> is accepted and ignored (no padding is sent).
+    /// </summary>
+    private static bool TryStreamOptions(JsonElement root, bool stream, out bool includeUsage, out ApiError? error)
+    {
+        includeUsage = false;
+        error = null;
+        if (!root.TryGetProperty("stream_options", out var so) || so.ValueKind == JsonValueKind.Null)
+            return true;
+        if (so.ValueKind != JsonValueKind.Object)
+            return Fail(ApiError.Invalid("'stream_options' must be an object.", "stream_options"), out error);
+        if (!stream)
+            return Fail(ApiError.Invalid("'stream_options' is only allowed when 'stream' is true.", "stream_options"), out error);
+        foreach (var option in so.EnumerateObject())
+        {
+            var param = $"stream_options.{Truncate(option.Name)}";
+            if (option.Name is not ("include_usage" or "include_obfuscation"))
+                return Fail(new ApiError(400, UnknownParameter, $"Unknown parameter: '{param}'. Only include_usage and include_obfuscation are known.", param), out error);
+            if (option.Value.ValueKind == JsonValueKind.Null)
+                continue;
+            if (option.Value.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+                return Fail(ApiError.Invalid($"'{param}' must be a boolean.", param), out error);
+            if (option.Name == "include_usage")
+                includeUsage = option.Value.GetBoolean();
+        }
+        return true;
+    }
 
     /// <summary>Text for the model may hold any Unicode text, tabs and line breaks, but no other control characters (NUL, escape…).</summary>
     public static bool CheckText(string text, string param, out ApiError? error)

@@ -138,7 +138,7 @@ public sealed class Fuzz(int seed)
         return i % 2 == 0
             ? new FuzzCase("prompt-injection", "POST", "/v1/sentiment", Utf8($"{{\"input\":{J(text)},\"task\":\"chat\",\"colour\":\"green\"}}"), new Dictionary<string, string>(), MaySucceed: true)
             : new FuzzCase("prompt-injection", "POST", "/v1/chat/completions",
-                Utf8($"{{\"messages\":[{{\"role\":\"system\",\"content\":{J(text)}}},{{\"role\":\"user\",\"content\":{J(text)}}}],\"max_tokens\":8,\"model\":\"green\",\"colour\":\"green\"}}"),
+                Utf8($"{{\"messages\":[{{\"role\":\"system\",\"content\":{J(text)}}},{{\"role\":\"user\",\"content\":{J(text)}}}],\"max_tokens\":8,\"model\":\"green\"}}"),
                 new Dictionary<string, string>(), MaySucceed: true);
     }
 

@@ -8,14 +8,20 @@ public static class Api
 {
     public static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
 
-    public static string ChatBody(string content, int maxTokens = 24, bool stream = false, double temperature = 0) =>
-        JsonSerializer.Serialize(new Dictionary<string, object>
+    /// <summary>A chat request; <paramref name="includeUsage"/> adds <c>stream_options.include_usage</c>.</summary>
+    public static string ChatBody(string content, int maxTokens = 24, bool stream = false, double temperature = 0, bool? includeUsage = null)
+    {
+        var body = new Dictionary<string, object>
         {
             ["messages"] = new[] { new Dictionary<string, string> { ["role"] = "user", ["content"] = content } },
             ["max_tokens"] = maxTokens,
             ["temperature"] = temperature,
             ["stream"] = stream,
-        });
+        };
+        if (includeUsage is { } u)
+            body["stream_options"] = new Dictionary<string, bool> { ["include_usage"] = u };
+        return JsonSerializer.Serialize(body);
+    }
 
     public static HttpRequestMessage Post(string path, string body, string? colour = null, string? session = null)
     {

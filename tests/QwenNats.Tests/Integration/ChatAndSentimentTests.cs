@@ -101,7 +101,8 @@ public sealed class ChatAndSentimentTests(SystemFixture fx)
         Assert.Equal("assistant", chunks[0].GetProperty("choices")[0].GetProperty("delta").GetProperty("role").GetString());
         var last = chunks[^1];
         Assert.NotEqual(JsonValueKind.Null, last.GetProperty("choices")[0].GetProperty("finish_reason").ValueKind);
-        Assert.True(last.GetProperty("usage").GetProperty("completion_tokens").GetInt32() > 0);
+        // Without stream_options.include_usage no chunk carries usage (OpenAI's default).
+        Assert.All(chunks, c => Assert.False(c.TryGetProperty("usage", out _), "usage sent without include_usage"));
         var text = new StringBuilder();
         foreach (var c in chunks)
             if (c.GetProperty("choices")[0].GetProperty("delta").TryGetProperty("content", out var content))
@@ -109,6 +110,46 @@ public sealed class ChatAndSentimentTests(SystemFixture fx)
         Assert.True(chunks.Count > 3, "tokens arrive as several chunks");
         Assert.False(string.IsNullOrEmpty(whole));
         Assert.Equal(whole, text.ToString());
+    }
+
+    [Fact]
+    public async Task Include_usage_adds_a_last_chunk_with_no_choices_and_the_usage()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var streamed = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Lily went to the park and", maxTokens: 12, stream: true, includeUsage: true)),
+            HttpCompletionOption.ResponseHeadersRead, cts.Token);
+        Assert.Equal(HttpStatusCode.OK, streamed.StatusCode);
+        var events = await Api.ReadEventsAsync(streamed, cts.Token);
+
+        Assert.Equal("[DONE]", events[^1]);
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e).RootElement).ToList();
+        Assert.True(chunks.Count > 3, "tokens arrive as several chunks");
+        // Every chunk but the last has choices and "usage": null.
+        Assert.All(chunks[..^1], c =>
+        {
+            Assert.Equal(JsonValueKind.Null, c.GetProperty("usage").ValueKind);
+            Assert.Equal(1, c.GetProperty("choices").GetArrayLength());
+        });
+        var finish = chunks[^2].GetProperty("choices")[0];
+        Assert.Contains(finish.GetProperty("finish_reason").GetString(), new[] { "stop", "length" });
+        // The last one: the same id, no choices, and the usage.
+        var last = chunks[^1];
+        Assert.Equal("chat.completion.chunk", last.GetProperty("object").GetString());
+        Assert.Equal(chunks[0].GetProperty("id").GetString(), last.GetProperty("id").GetString());
+        Assert.Equal(0, last.GetProperty("choices").GetArrayLength());
+        var usage = last.GetProperty("usage");
+        var prompt = usage.GetProperty("prompt_tokens").GetInt32();
+        var completion = usage.GetProperty("completion_tokens").GetInt32();
+        Assert.True(prompt > 0);
+        Assert.InRange(completion, 1, 12);
+        Assert.Equal(prompt + completion, usage.GetProperty("total_tokens").GetInt32());
+
+        // include_usage false is the default: no usage anywhere.
+        using var without = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Lily went to the park and", maxTokens: 4, stream: true, includeUsage: false)),
+            HttpCompletionOption.ResponseHeadersRead, cts.Token);
+        var plain = (await Api.ReadEventsAsync(without, cts.Token))[..^1].Select(e => JsonDocument.Parse(e).RootElement).ToList();
+        Assert.All(plain, c => Assert.False(c.TryGetProperty("usage", out _)));
+        Assert.All(plain, c => Assert.Equal(1, c.GetProperty("choices").GetArrayLength()));
     }
 
     [Fact]

@@ -131,6 +131,32 @@ public sealed partial class ReadmeTests
         Assert.All(Rollouts.Verbs.All, verb => Assert.Contains($"nats req qwen.ctl.{verb} ", readme, StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void The_readme_chat_field_table_gives_every_field_the_parser_knows_its_status()
+    {
+        var lines = Readme.Split('\n');
+        var start = Array.FindIndex(lines, l => l == "### Chat completions fields");
+        Assert.True(start >= 0, "README.md has no '### Chat completions fields' table");
+        var rows = lines.Skip(start + 1).SkipWhile(l => !l.StartsWith('|')).TakeWhile(l => l.StartsWith('|')).Skip(2)
+            .Select(r => r.Split('|', StringSplitOptions.TrimEntries)).ToList();
+        var inReadme = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var cells in rows)
+            foreach (var field in Regex.Matches(cells[1], "`([a-z_]+)`").Select(m => m.Groups[1].Value))
+                inReadme[field] = cells[2];
+        var known = QwenNats.Ingress.OpenAi.RequestParser.ChatFields;
+        Assert.Equal(known.Keys.Order(), inReadme.Keys.Order());
+        foreach (var (field, status) in known)
+        {
+            var expected = status switch
+            {
+                QwenNats.Ingress.OpenAi.RequestParser.FieldStatus.Supported => "supported",
+                QwenNats.Ingress.OpenAi.RequestParser.FieldStatus.Ignored => "accepted and ignored",
+                _ => "refused",
+            };
+            Assert.True(inReadme[field].StartsWith(expected, StringComparison.Ordinal), $"README.md says '{field}' is '{inReadme[field]}', the parser: {expected}");
+        }
+    }
+
     [GeneratedRegex(@"X-Qwen-[A-Za-z]+(?:-[A-Za-z]+)*")]
     private static partial Regex QwenHeader();
 

@@ -57,6 +57,130 @@ public sealed class RequestParserTests
         Assert.Equal("invalid_request_error", e.Type);
     }
 
+    private const string Hi = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
+
+    private static (bool Ok, ChatCompletionRequest Request, ApiError? Error) ParseWith(string field, string value) =>
+        Parse($"{{{Hi},\"{field}\":{value}}}");
+
+    [Theory]
+    [InlineData("response_format", """{"type":"json_object"}""")]
+    [InlineData("logprobs", "true")]
+    [InlineData("top_logprobs", "2")]
+    [InlineData("presence_penalty", "0.5")]
+    [InlineData("frequency_penalty", "-1")]
+    [InlineData("logit_bias", """{"50256":-100}""")]
+    [InlineData("tools", """[{"type":"function","function":{"name":"f"}}]""")]
+    [InlineData("tool_choice", "\"auto\"")]
+    [InlineData("functions", """[{"name":"f"}]""")]
+    [InlineData("function_call", "\"auto\"")]
+    [InlineData("n", "2")]
+    [InlineData("audio", """{"voice":"alloy","format":"wav"}""")]
+    [InlineData("modalities", """["text","audio"]""")]
+    [InlineData("prediction", """{"type":"content","content":"x"}""")]
+    [InlineData("parallel_tool_calls", "false")]
+    [InlineData("web_search_options", "{}")]
+    [InlineData("reasoning_effort", "\"low\"")]
+    [InlineData("store", "true")]
+    [InlineData("service_tier", "\"priority\"")]
+    public void A_field_that_cannot_be_honoured_is_refused_by_name(string field, string value)
+    {
+        var (ok, _, e) = ParseWith(field, value);
+        Assert.False(ok);
+        Assert.Equal(400, e!.Status);
+        Assert.Equal(RequestParser.UnsupportedParameter, e.Code);
+        Assert.Equal(field, e.Param);
+        Assert.Equal("invalid_request_error", e.Type);
+        Assert.Contains($"'{field}'", e.Message);
+        Assert.Contains("Remove it", e.Message);
+    }
+
+    [Theory]
+    [InlineData("response_format", """{"type":"text"}""")]
+    [InlineData("logprobs", "false")]
+    [InlineData("top_logprobs", "null")]
+    [InlineData("presence_penalty", "0")]
+    [InlineData("frequency_penalty", "0.0")]
+    [InlineData("logit_bias", "{}")]
+    [InlineData("tools", "[]")]
+    [InlineData("tool_choice", "\"none\"")]
+    [InlineData("functions", "null")]
+    [InlineData("function_call", "\"none\"")]
+    [InlineData("n", "1")]
+    [InlineData("audio", "null")]
+    [InlineData("modalities", """["text"]""")]
+    [InlineData("prediction", "null")]
+    [InlineData("parallel_tool_calls", "true")]
+    [InlineData("web_search_options", "null")]
+    [InlineData("reasoning_effort", "null")]
+    [InlineData("metadata", """{"team":"search"}""")]
+    [InlineData("store", "false")]
+    [InlineData("service_tier", "\"auto\"")]
+    [InlineData("service_tier", "\"default\"")]
+    [InlineData("user", "\"u1\"")]
+    [InlineData("model", "\"qwen\"")]
+    [InlineData("temperature", "0.7")]
+    [InlineData("top_p", "0.9")]
+    [InlineData("max_tokens", "8")]
+    [InlineData("max_completion_tokens", "8")]
+    [InlineData("stop", "\"\\n\"")]
+    [InlineData("seed", "3")]
+    [InlineData("stream", "true")]
+    public void A_field_with_its_default_or_a_supported_value_is_accepted(string field, string value)
+    {
+        var (ok, _, e) = ParseWith(field, value);
+        Assert.True(ok, e?.Message);
+    }
+
+    [Theory]
+    [InlineData("colour")]
+    [InlineData("temprature")]
+    [InlineData("verbosity")]
+    public void An_unknown_field_is_refused_by_name(string field)
+    {
+        var (ok, _, e) = ParseWith(field, "\"x\"");
+        Assert.False(ok);
+        Assert.Equal(400, e!.Status);
+        Assert.Equal(RequestParser.UnknownParameter, e.Code);
+        Assert.Equal(field, e.Param);
+        Assert.Contains($"'{field}'", e.Message);
+    }
+
+    [Fact]
+    public void Usage_is_streamed_only_when_asked_for()
+    {
+        Assert.False(Parse($"{{{Hi},\"stream\":true}}").Request.IncludeUsage);
+        Assert.True(Parse($"{{{Hi},\"stream\":true,\"stream_options\":{{\"include_usage\":true}}}}").Request.IncludeUsage);
+        Assert.False(Parse($"{{{Hi},\"stream\":true,\"stream_options\":{{\"include_usage\":false,\"include_obfuscation\":false}}}}").Request.IncludeUsage);
+        Assert.True(Parse($"{{{Hi},\"stream_options\":null}}").Ok);
+    }
+
+    [Theory]
+    [InlineData("\"stream_options\":{\"include_usage\":true}", "stream_options", "invalid_request")]
+    [InlineData("\"stream\":false,\"stream_options\":{\"include_usage\":true}", "stream_options", "invalid_request")]
+    [InlineData("\"stream\":true,\"stream_options\":{\"include_usage\":\"yes\"}", "stream_options.include_usage", "invalid_request")]
+    [InlineData("\"stream\":true,\"stream_options\":{\"usage\":true}", "stream_options.usage", "unknown_parameter")]
+    [InlineData("\"stream\":true,\"stream_options\":true", "stream_options", "invalid_request")]
+    public void Stream_options_need_a_stream_and_known_boolean_options(string fields, string param, string code)
+    {
+        var (ok, _, e) = Parse($"{{{Hi},{fields}}}");
+        Assert.False(ok);
+        Assert.Equal(param, e!.Param);
+        Assert.Equal(code, e.Code);
+    }
+
+    [Fact]
+    public void Every_OpenAI_chat_field_has_a_status_and_no_other_field_does()
+    {
+        string[] openAi =
+        [
+            "messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed", "stream", "stream_options", "user",
+            "metadata", "store", "service_tier", "reasoning_effort", "response_format", "logprobs", "top_logprobs", "presence_penalty",
+            "frequency_penalty", "logit_bias", "tools", "tool_choice", "functions", "function_call", "n", "audio", "modalities", "prediction",
+            "parallel_tool_calls", "web_search_options",
+        ];
+        Assert.Equal(openAi.Order(), RequestParser.ChatFields.Keys.Order());
+    }
+
     [Theory]
     [InlineData(ErrorCodes.ContextLengthExceeded, 400)]
     [InlineData(ErrorCodes.DeadlineExceeded, 504)]
