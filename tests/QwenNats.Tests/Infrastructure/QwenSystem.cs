@@ -45,6 +45,9 @@ public sealed class QwenSystem : IAsyncDisposable
         var host = WorkerHost.Build([], c => c.AddInMemoryCollection(settings));
         await host.StartAsync();
         _workers.Add(host);
+        // The model loads in the background once the host runs: the worker is returned when it serves, as a
+        // started worker process would be awaited, so fixtures do not load several models at once.
+        await host.Services.GetRequiredService<WorkerService>().WaitUntilServingAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
         return host;
     }
 
