@@ -32,19 +32,11 @@ public sealed class QwenSystem : IAsyncDisposable
 
     public async Task<IHost> StartWorkerAsync(string colour, string profile, int slots = 1, Dictionary<string, string?>? extra = null)
     {
-        var settings = Base();
-        settings["Worker:Colour"] = colour;
-        settings["Worker:ModelPath"] = Paths.Model;
-        settings["Worker:ProfilePath"] = Paths.Profile(profile);
-        settings["Worker:Slots"] = slots.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        settings["Worker:ContextSize"] = "512";
-        settings["Worker:Threads"] = "1";
-        settings["Worker:HeartbeatInterval"] = "00:00:00.250";
-        settings["Worker:FetchExpiry"] = "00:00:02";
-        Merge(settings, extra);
-        var host = WorkerHost.Build([], c => c.AddInMemoryCollection(settings));
-        await host.StartAsync();
-        _workers.Add(host);
+        var host = await StartHostAsync(WorkerSettings(colour, slots, new()
+        {
+            ["Worker:ModelPath"] = Paths.Model,
+            ["Worker:ProfilePath"] = Paths.Profile(profile),
+        }, extra));
         // The model loads in the background once the host runs: the worker is returned when it serves, as a
         // started worker process would be awaited, so fixtures do not load several models at once.
         await host.Services.GetRequiredService<WorkerService>().WaitUntilServingAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
@@ -52,18 +44,30 @@ public sealed class QwenSystem : IAsyncDisposable
     }
 
     /// <summary>A worker with no model: it waits for its colour's assigned release and follows every deploy.</summary>
-    public async Task<IHost> StartReleaseWorkerAsync(string colour, string workerId, string cacheDir, int slots = 2, Dictionary<string, string?>? extra = null)
+    public Task<IHost> StartReleaseWorkerAsync(string colour, string workerId, string cacheDir, int slots = 2, Dictionary<string, string?>? extra = null) =>
+        StartHostAsync(WorkerSettings(colour, slots, new()
+        {
+            ["Worker:WorkerId"] = workerId,
+            ["Worker:ModelCacheDir"] = cacheDir,
+        }, extra));
+
+    /// <summary>Fast heartbeats, a small context and one thread, so tests stay quick.</summary>
+    private Dictionary<string, string?> WorkerSettings(string colour, int slots, Dictionary<string, string?> own, Dictionary<string, string?>? extra)
     {
         var settings = Base();
         settings["Worker:Colour"] = colour;
-        settings["Worker:WorkerId"] = workerId;
-        settings["Worker:ModelCacheDir"] = cacheDir;
         settings["Worker:Slots"] = slots.ToString(System.Globalization.CultureInfo.InvariantCulture);
         settings["Worker:ContextSize"] = "512";
         settings["Worker:Threads"] = "1";
         settings["Worker:HeartbeatInterval"] = "00:00:00.250";
         settings["Worker:FetchExpiry"] = "00:00:02";
+        Merge(settings, own);
         Merge(settings, extra);
+        return settings;
+    }
+
+    private async Task<IHost> StartHostAsync(Dictionary<string, string?> settings)
+    {
         var host = WorkerHost.Build([], c => c.AddInMemoryCollection(settings));
         await host.StartAsync();
         _workers.Add(host);

@@ -26,10 +26,7 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         try
         {
             await using var nats = await NatsServer.StartAsync();
-            var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
-            promoterSettings["Promoter:Automatic"] = "false";
-            using var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
-            await promoter.StartAsync();
+            using var promoter = await StartPromoterAsync(nats);
             // The worker binds to the ingress's work queues: create them as the ingress would.
             await TopologySetup.EnsureAsync(nats, Owners.Ingress, "memory");
             await using var op = await Ctl.ConnectAsync(nats);
@@ -93,10 +90,7 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
     public async Task Promote_and_rollback_refuse_to_send_traffic_to_an_empty_pool()
     {
         await using var nats = await NatsServer.StartAsync();
-        var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
-        promoterSettings["Promoter:Automatic"] = "false";
-        using var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
-        await promoter.StartAsync();
+        using var promoter = await StartPromoterAsync(nats);
         await TopologySetup.EnsureAsync(nats, Owners.Ingress, "memory");
         await using var system = new QwenSystem(nats);
         var blue = await system.StartWorkerAsync("blue", "v1", extra: new() { ["Worker:WorkerId"] = "blue-1" });
@@ -131,10 +125,7 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         try
         {
             await using var nats = await NatsServer.StartAsync();
-            var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
-            promoterSettings["Promoter:Automatic"] = "false";
-            using var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
-            await promoter.StartAsync();
+            using var promoter = await StartPromoterAsync(nats);
             await using var system = new QwenSystem(nats);
             var (_, http) = await system.StartIngressAsync();
             await using var op = await Ctl.ConnectAsync(nats);
@@ -179,6 +170,16 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         {
             if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
         }
+    }
+
+    /// <summary>A promoter that only follows operators (no judge runs here).</summary>
+    private static async Task<IHost> StartPromoterAsync(NatsServer nats)
+    {
+        var settings = RolloutFixture.PromoterSettings(nats.Url);
+        settings["Promoter:Automatic"] = "false";
+        var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(settings));
+        await promoter.StartAsync();
+        return promoter;
     }
 
     private static async Task<PoolStatus> WaitForAsync(ControlClient ctl, Func<PoolStatus, bool> done, TimeSpan timeout)
