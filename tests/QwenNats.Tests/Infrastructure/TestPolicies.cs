@@ -24,23 +24,45 @@ public static class TestPolicies
             """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal).Replace("SILENT", noVerdictPauseAfter, StringComparison.Ordinal).Replace("STEP", minStepDuration, StringComparison.Ordinal));
         return path;
     }
+
+    /// <summary>
+    /// The shipped policy (deploy/rollout-policy.json): its checks, error rates and sample sizes unchanged; only
+    /// the given top-level settings replaced (durations of steps, pauses, the bake), so a test checks what ships.
+    /// </summary>
+    /// <param name="overrides">Setting name → its JSON value, e.g. <c>["bake_window"] = "\"00:00:01\""</c>.</param>
+    public static string Shipped(Dictionary<string, string> overrides)
+    {
+        var policy = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Paths.RepoRoot, "deploy", "rollout-policy.json")))!.AsObject();
+        foreach (var (key, value) in overrides)
+        {
+            if (!policy.ContainsKey(key))
+                throw new ArgumentException($"The shipped policy has no '{key}'.", nameof(overrides));
+            policy[key] = System.Text.Json.Nodes.JsonNode.Parse(value);
+        }
+        var path = Path.Combine(Path.GetTempPath(), $"qwen-shipped-policy-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, policy.ToJsonString());
+        return path;
+    }
 }
 
 /// <summary>Client load for rollout tests: sentiment and multi-turn chat on sticky sessions.</summary>
 public static class ClientLoad
 {
-    /// <summary>Runs mixed client load (sentiment and multi-turn chat, new sessions often) until told to stop.</summary>
-    public static async Task<(int Ok, List<string> Failed)> RunAsync(HttpClient http, CancellationToken stop)
+    /// <summary>
+    /// Runs client load (sentiment and multi-turn chat, new sessions often) until told to stop: by default
+    /// four clients alternating the tasks; <paramref name="chatEvery"/> = k makes every k-th request chat.
+    /// </summary>
+    public static async Task<(int Ok, List<string> Failed)> RunAsync(HttpClient http, CancellationToken stop, int clients = 4, int chatEvery = 2)
     {
         var failed = new ConcurrentBag<string>();
         var ok = 0;
-        await Task.WhenAll(Enumerable.Range(0, 4).Select(async w =>
+        await Task.WhenAll(Enumerable.Range(0, clients).Select(async w =>
         {
             var n = 0;
             while (!stop.IsCancellationRequested)
             {
                 var session = $"auto-{w}-{n / 3}";
-                var chat = n++ % 2 == 1;
+                var chat = n++ % chatEvery == chatEvery - 1;
                 using var req = chat
                     ? Api.Post("/v1/chat/completions", Api.ChatBody($"Tell me about day {n}", maxTokens: 12), session: session)
                     : Api.Post("/v1/sentiment", JsonSerializer.Serialize(new { input = $"Day {n} was lovely" }), session: session);

@@ -25,101 +25,13 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
     private static readonly string QuickPausePolicyPath = TestPolicies.Write("00:00:02");
     private static readonly string NoVerdictPolicyPath = TestPolicies.Write("00:01:00", noVerdictPauseAfter: "00:00:02");
 
-    private sealed class Rig : IAsyncDisposable
-    {
-        public required NatsServer Server { get; init; }
-        public required QwenSystem System { get; init; }
-        public required HttpClient Http { get; init; }
-        public required NatsConnection Operator { get; init; }
-        public required List<IHost> Hosts { get; init; }
-
-        public async ValueTask DisposeAsync()
+    private static Task<RolloutRig> StartAsync(Dictionary<string, string?>? greenFaults, bool automatic = true, bool workers = true, string? policy = null, string greenProfile = "v2", bool judge = true) =>
+        RolloutRig.StartAsync(new RolloutRigOptions
         {
-            foreach (var h in Hosts)
-            {
-                await h.StopAsync();
-                h.Dispose();
-            }
-            await Operator.DisposeAsync();
-            Http.Dispose();
-            await System.DisposeAsync();
-            await Server.DisposeAsync();
-        }
-    }
+            GreenFaults = greenFaults, Automatic = automatic, Workers = workers, Policy = policy ?? PolicyPath, GreenProfile = greenProfile, Judge = judge,
+        });
 
-    private static Dictionary<string, string?> JudgeSettings(string url, string policy) => new()
-    {
-        ["Nats:Url"] = url, ["Logging:LogLevel:Default"] = "Warning",
-        ["Judge:PolicyPath"] = policy, ["Judge:EvaluateInterval"] = "00:00:00.250", ["Topology:Storage"] = "memory",
-    };
-
-    private static async Task<IHost> StartJudgeAsync(string url, string? policy = null)
-    {
-        var judge = JudgeHost.Build([], c => c.AddInMemoryCollection(JudgeSettings(url, policy ?? PolicyPath)));
-        await judge.StartAsync();
-        return judge;
-    }
-
-    private static async Task<Rig> StartAsync(Dictionary<string, string?>? greenFaults, bool automatic = true, bool workers = true, string? policy = null, string greenProfile = "v2", bool judge = true)
-    {
-        policy ??= PolicyPath;
-        var server = await NatsServer.StartAsync();
-        var system = new QwenSystem(server);
-        var hosts = new List<IHost>();
-        var promoterSettings = RolloutFixture.PromoterSettings(server.Url);
-        promoterSettings["Promoter:PolicyPath"] = policy;
-        promoterSettings["Promoter:GoldenPath"] = Path.Combine(Paths.RepoRoot, "deploy", "golden", "sentiment.jsonl");
-        promoterSettings["Promoter:Automatic"] = automatic ? "true" : "false";
-        var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
-        await promoter.StartAsync();
-        hosts.Add(promoter);
-        if (judge)
-            hosts.Add(await StartJudgeAsync(server.Url, policy));
-        HttpClient http;
-        if (workers)
-        {
-            await system.StartWorkerAsync("blue", "v1", slots: 2);
-            await system.StartWorkerAsync("green", greenProfile, slots: 2, extra: greenFaults);
-            (_, http) = await system.StartIngressAsync(new() { ["Shadow:CanaryFraction"] = "0.5", ["Shadow:Timeout"] = "00:00:20", ["Shadow:ScoreFraction"] = "1" });
-            await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
-            await QwenSystem.WaitForWorkersAsync(http, "green", 1);
-        }
-        else
-        {
-            // The test publishes samples itself, as an ingress would (it applies the ingress's part of the topology);
-            // the pools still have workers, since a rollout needs a serving candidate.
-            await TopologySetup.EnsureAsync(server, Owners.Ingress, "memory");
-            await system.StartWorkerAsync("blue", "v1");
-            await system.StartWorkerAsync("green", greenProfile);
-            http = new HttpClient();
-        }
-        var op = await Ctl.ConnectAsync(server);
-        await Ctl.WaitForLeaderAsync(op);
-        await Pools.WaitReadyAsync(op);
-        return new Rig { Server = server, System = system, Http = http, Operator = op, Hosts = hosts };
-    }
-
-    private async Task<RolloutState> WaitForPhaseAsync(NatsConnection op, Func<RolloutState, bool> done, TimeSpan timeout)
-    {
-        var until = DateTime.UtcNow + timeout;
-        while (true)
-        {
-            var status = await Ctl.SendAsync(op, "status");
-            if (done(status.State!) || DateTime.UtcNow > until)
-            {
-                output.WriteLine($"state: {JsonSerializer.Serialize(status.State, QwenJsonContext.Default.RolloutState)}");
-                output.WriteLine($"verdict: {(status.Verdict is null ? "none" : JsonSerializer.Serialize(status.Verdict, QwenJsonContext.Default.Verdict))}");
-                return status.State!;
-            }
-            await Task.Delay(200);
-        }
-    }
-
-    private void Print(IEnumerable<RolloutEvent> events)
-    {
-        foreach (var e in events)
-            output.WriteLine($"{e.At:HH:mm:ss.fff} {e.Trigger,-10} {e.From,-10} -> {e.To,-10} by {e.Actor} ({e.Cause}): {e.Reason}");
-    }
+    private Task<RolloutState> WaitForPhaseAsync(RolloutRig rig, Func<RolloutState, bool> done, TimeSpan timeout) => rig.WaitForPhaseAsync(output, done, timeout);
 
     /// <summary>A new profile (v2), and a candidate identical to live (A/A: blue's own profile on green), which must never roll back.</summary>
     [Theory]
@@ -131,12 +43,11 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         using var stop = new CancellationTokenSource();
         var load = ClientLoad.RunAsync(rig.Http, stop.Token);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"profile {profile}\"}}")).Ok);
-        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused, TimeSpan.FromSeconds(180));
+        var final = await WaitForPhaseAsync(rig, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused, TimeSpan.FromSeconds(180));
         await stop.CancelAsync();
         var (ok, failed) = await load;
 
-        var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":20}")).Events!;
-        Print(history);
+        var history = await rig.HistoryAsync(output);
         Assert.Equal(RolloutPhase.Stable, final.Phase);
         Assert.Equal("green", final.Live);
         Assert.Equal(new[] { "start", "promote", "promote", "finish" }, history.Select(e => e.Trigger));
@@ -173,12 +84,11 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         using var stop = new CancellationTokenSource();
         var load = ClientLoad.RunAsync(rig.Http, stop.Token);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"a candidate that {what}\"}}")).Ok);
-        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused or RolloutPhase.Promoted, TimeSpan.FromSeconds(180));
+        var final = await WaitForPhaseAsync(rig, s => s.Phase is RolloutPhase.Stable or RolloutPhase.RolledBack or RolloutPhase.Paused or RolloutPhase.Promoted, TimeSpan.FromSeconds(180));
         await stop.CancelAsync();
         await load;
 
-        var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":20}")).Events!;
-        Print(history);
+        var history = await rig.HistoryAsync(output);
         Assert.Equal(RolloutPhase.RolledBack, final.Phase);
         Assert.Equal("blue", final.Live);
         var rollback = history.Last(e => e.Trigger == "rollback");
@@ -191,7 +101,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
     {
         await using var rig = await StartAsync(null, policy: QuickPausePolicyPath);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\"}")).Ok);
-        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase != RolloutPhase.Shadow, TimeSpan.FromSeconds(30));
+        var final = await WaitForPhaseAsync(rig, s => s.Phase != RolloutPhase.Shadow, TimeSpan.FromSeconds(30));
         Assert.Equal(RolloutPhase.Paused, final.Phase);
         Assert.Contains("inconclusive", final.Reason);
         Assert.Contains("too few samples", final.Reason);
@@ -205,7 +115,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
     {
         await using var rig = await StartAsync(null, workers: false, policy: NoVerdictPolicyPath, judge: false);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\",\"reason\":\"judge is down\"}")).Ok);
-        var final = await WaitForPhaseAsync(rig.Operator, s => s.Phase != RolloutPhase.Shadow, TimeSpan.FromSeconds(30));
+        var final = await WaitForPhaseAsync(rig, s => s.Phase != RolloutPhase.Shadow, TimeSpan.FromSeconds(30));
         Assert.Equal(RolloutPhase.Paused, final.Phase);
         Assert.Contains("no verdict from the judge", final.Reason);
         var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}")).Events!;
@@ -261,7 +171,7 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         judge.Dispose();
         rig.Hosts.RemoveAt(1);
         await PublishAsync(8, 32);
-        rig.Hosts.Add(await StartJudgeAsync(rig.Server.Url));
+        rig.Hosts.Add(await RolloutRig.StartJudgeAsync(rig.Server.Url, PolicyPath));
 
         var verdict = await VerdictWithAsync(40);
         // The step may pass once min_step_duration has gone by since its first sample.
