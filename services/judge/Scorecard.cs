@@ -146,6 +146,22 @@ public sealed class Scorecard
     /// <summary>How much lower (nats per token) the live model scores the candidate's chat answer than live's own; 0 when not lower.</summary>
     public RatioSketch LikelihoodDrops { get; set; } = new();
 
+    /// <summary>Chat defects seen, by kind (a handful of keys): what made <c>chat_defects</c> count a pair.</summary>
+    public Dictionary<string, int> DefectKinds { get; set; } = [];
+
+    /// <summary>The first defect the candidate's chat answer has where live's has not, or null.</summary>
+    public static string? ChatDefect(ShadowSample s)
+    {
+        var (live, cand) = (s.Live.Text, s.Candidate.Text);
+        if (TextChecks.IsEmpty(cand) && !TextChecks.IsEmpty(live)) return "empty";
+        if (TextChecks.IsBrokenUtf8(cand) && !TextChecks.IsBrokenUtf8(live)) return "broken_utf8";
+        if (TextChecks.IsRepetitive(cand) && !TextChecks.IsRepetitive(live)) return "looping";
+        if (s.Candidate.FinishReason == FinishReasons.Length && s.Live.FinishReason != FinishReasons.Length) return "cut_off";
+        if (TextChecks.IsRefusal(cand) && !TextChecks.IsRefusal(live)) return "refusal";
+        if (TextChecks.IsWrongLanguage(s.UserText, cand) && !TextChecks.IsWrongLanguage(s.UserText, live)) return "wrong_language";
+        return Tone.Change(live, cand) is { } tone ? $"tone: {tone}" : null;
+    }
+
     private static ReleaseRef? RefOf(SampleSide side) =>
         side.Error is null && (side.Release is not null || side.ModelSha256 is not null)
             ? new ReleaseRef(side.Release ?? "-", side.ModelSha256 ?? "", side.Profile ?? "")
@@ -209,14 +225,10 @@ public sealed class Scorecard
         else if (s.Task == InferTasks.Chat)
         {
             ChatPairs++;
-            var defect =
-                (TextChecks.IsEmpty(s.Candidate.Text) && !TextChecks.IsEmpty(s.Live.Text)) ||
-                (TextChecks.IsBrokenUtf8(s.Candidate.Text) && !TextChecks.IsBrokenUtf8(s.Live.Text)) ||
-                (TextChecks.IsRepetitive(s.Candidate.Text) && !TextChecks.IsRepetitive(s.Live.Text)) ||
-                (s.Candidate.FinishReason == FinishReasons.Length && s.Live.FinishReason != FinishReasons.Length) ||
-                (TextChecks.IsRefusal(s.Candidate.Text) && !TextChecks.IsRefusal(s.Live.Text)) ||
-                (TextChecks.IsWrongLanguage(s.UserText, s.Candidate.Text) && !TextChecks.IsWrongLanguage(s.UserText, s.Live.Text));
-            Observe("chat_defects", defect, p.ChatDefects, p);
+            var defect = ChatDefect(s);
+            if (defect is not null)
+                DefectKinds[defect] = DefectKinds.GetValueOrDefault(defect) + 1;
+            Observe("chat_defects", defect is not null, p.ChatDefects, p);
             var ratio = Math.Max(1, s.Candidate.Text?.Length ?? 0) / (double)Math.Max(1, s.Live.Text?.Length ?? 0);
             LengthRatios.Add(ratio);
             var limit = p.ChatLength.Threshold ?? 2;
@@ -265,7 +277,8 @@ public static class Evaluator
             var state = s.Decision ?? "undecided";
             var detail = $"{s.Events}/{s.Pairs} pairs with the event ({rate:P1}); {state}"
                          + (s.Decision is not null ? $" after {s.DecidedAt} pairs" : $" (LLR {s.Llr:F2} in ({Sprt.Lower(p.FalseAlarmRate, p.MissRate):F2}, {Sprt.Upper(p.FalseAlarmRate, p.MissRate):F2}))")
-                         + (double.IsNaN(median) ? "" : name == "chat_likelihood" ? $"; median drop {median:F2} nats/token" : $"; median ratio {median:F2}");
+                         + (double.IsNaN(median) ? "" : name == "chat_likelihood" ? $"; median drop {median:F2} nats/token" : $"; median ratio {median:F2}")
+                         + (name == "chat_defects" && c.DefectKinds.Count > 0 ? $"; {string.Join(", ", c.DefectKinds.OrderByDescending(k => k.Value).Select(k => $"{k.Key} {k.Value}"))}" : "");
             var value = double.IsNaN(median) ? Math.Round(rate, 4) : Math.Round(median, 4);
             checks.Add(new JudgeCheck(name, value, threshold, s.Decision != Judging.Outcomes.Fail, s.Pairs, detail) { Decision = state });
             if (s.Decision == Judging.Outcomes.Fail) failing.Add($"{name} {detail}");

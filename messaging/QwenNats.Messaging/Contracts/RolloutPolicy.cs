@@ -49,15 +49,16 @@ public sealed record RolloutPolicy
     /// <summary>Pair event: the candidate's wall-clock time over live's is above the threshold (loose: shared machines).</summary>
     public SequentialTest Latency { get; set; } = new() { Threshold = 3.0, P0 = 0.2, P1 = 0.6 };
     /// <summary>Pair event: the candidate answered with an error where live answered.</summary>
-    public SequentialTest Errors { get; set; } = new() { P0 = 0.01, P1 = 0.08 };
+    public SequentialTest Errors { get; set; } = new() { P0 = 0.01, P1 = 0.05 };
     /// <summary>Pair event: the candidate took the request and never answered (deadline, lost) where live answered.</summary>
-    public SequentialTest Unanswered { get; set; } = new() { P0 = 0.001, P1 = 0.05 };
+    public SequentialTest Unanswered { get; set; } = new() { P0 = 0.002, P1 = 0.04 };
     /// <summary>Sentiment pair event: the labels differ.</summary>
-    public SequentialTest SentimentDisagreement { get; set; } = new() { P0 = 0.03, P1 = 0.15 };
+    public SequentialTest SentimentDisagreement { get; set; } = new() { P0 = 0.02, P1 = 0.1 };
     /// <summary>Sentiment pair event: the confidences differ by more than the threshold.</summary>
     public SequentialTest ConfidenceDrift { get; set; } = new() { Threshold = 0.25, P0 = 0.1, P1 = 0.4 };
     /// <summary>Chat pair event: the candidate's answer is empty, has broken UTF-8, runs away repeating
-    /// itself or was cut at max tokens, where live's was not.</summary>
+    /// itself, was cut at max tokens, refuses, is in another writing system than the user's message, or
+    /// changed tone (ruder, shouting, another form of address, emoji), where live's was not.</summary>
     public SequentialTest ChatDefects { get; set; } = new() { P0 = 0.05, P1 = 0.25 };
     /// <summary>Chat pair event: the candidate's answer is more than the threshold times shorter or longer than live's.</summary>
     public SequentialTest ChatLength { get; set; } = new() { Threshold = 2.0, P0 = 0.15, P1 = 0.5 };
