@@ -18,6 +18,7 @@ public static class JudgeHost
             new Dictionary<string, string> { ["role"] = "judge" }));
         builder.Services.AddOptions<JudgeOptions>().Bind(builder.Configuration.GetSection(JudgeOptions.Section))
             .Validate(o => o.EvaluateInterval > TimeSpan.Zero, "Judge:EvaluateInterval must be positive.")
+            .Validate(o => o.PersistEvery >= 1, "Judge:PersistEvery must be at least 1.")
             .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddHostedService<JudgeService>();

@@ -10,4 +10,8 @@ public sealed record JudgeOptions
 
     /// <summary>How often the current step is evaluated and its verdict published.</summary>
     public TimeSpan EvaluateInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>While samples are backed up, the scorecard is written (and the samples acked) after this many;
+    /// otherwise after each sample that leaves nothing pending.</summary>
+    public int PersistEvery { get; init; } = 64;
 }

@@ -14,7 +14,7 @@ namespace QwenNats.Judge;
 
 /// <summary>
 /// Consumes <c>QWEN_SAMPLES</c> durably, keeps a scorecard per rollout step (persisted in KV
-/// <c>qwen_judge</c> before each sample is acked), and every interval publishes the verdict of the
+/// <c>qwen_judge</c> once per batch, before the batch's samples are acked), and every interval publishes the verdict of the
 /// current step on <c>qwen.judge.verdict</c> — with every value, threshold and sample count behind it.
 /// </summary>
 public sealed partial class JudgeService(
@@ -26,6 +26,7 @@ public sealed partial class JudgeService(
     ILogger<JudgeService> logger) : BackgroundService
 {
     private readonly Prometheus.Counter _samples = metrics.Factory.CreateCounter("qwen_judge_samples_total", "Samples applied to a scorecard.");
+    private readonly Prometheus.Counter _persists = metrics.Factory.CreateCounter("qwen_judge_scorecard_writes_total", "Scorecards written to KV (once per batch of samples).");
     private readonly Prometheus.Counter _verdicts = metrics.Factory.CreateCounter("qwen_judge_verdicts_total", "Verdicts published, by outcome.", ["outcome"]);
     private readonly Prometheus.Gauge _checks = metrics.Factory.CreateGauge("qwen_judge_check_value", "Latest value of each check of the current step (agreement, latency ratios, ...).", ["check"]);
 
@@ -33,6 +34,8 @@ public sealed partial class JudgeService(
     private readonly SemaphoreSlim _gate = new(1, 1);
     private INatsKVStore _cards = null!;
     private Scorecard? _card;
+    /// <summary><see cref="_card"/> counts samples that are not yet in KV (nor acked).</summary>
+    private bool _dirty;
 
     public static string CardKey(string rolloutId) => $"card_{rolloutId}";
 
@@ -51,28 +54,53 @@ public sealed partial class JudgeService(
         await Task.WhenAll(ConsumeAsync(consumer, stoppingToken), EvaluateLoopAsync(stoppingToken));
     }
 
-    /// <summary>Applies each sample, then acks it (a sample is acked only once it is counted in the persisted card).</summary>
+    /// <summary>
+    /// Applies samples to the scorecard in memory and persists the card, then acks the samples it counts,
+    /// once per batch: when the consumer has nothing more pending on the server, or after
+    /// <see cref="JudgeOptions.PersistEvery"/> samples. A sample is acked only once the card that counts it is in
+    /// KV; if the judge stops before that, the sample is delivered again and, its sequence being above the
+    /// persisted card's, counted once.
+    /// </summary>
     private Task ConsumeAsync(INatsJSConsumer consumer, CancellationToken stoppingToken) =>
         Retry.KeepRunningAsync(logger, "Sample consumption", async ct =>
         {
-            await foreach (var msg in consumer.ConsumeAsync<ShadowSample>(opts: new NatsJSConsumeOpts { MaxMsgs = 64 }, cancellationToken: ct))
+            var unacked = new List<INatsJSMsg<ShadowSample>>();
+            try
             {
-                if (msg.Data is { } sample && msg.Metadata is { } meta)
+                await foreach (var msg in consumer.ConsumeAsync<ShadowSample>(opts: new NatsJSConsumeOpts { MaxMsgs = 64 }, cancellationToken: ct))
                 {
-                    using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = sample.Id, ["rollout_id"] = sample.RolloutId });
-                    await ApplyAsync(sample, meta.Sequence.Stream, ct);
-                    LogSampleApplied(logger, sample.Task, sample.Phase, sample.Step, sample.Candidate.Error ?? "answered");
+                    if (msg.Data is { } sample && msg.Metadata is { } meta)
+                    {
+                        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = sample.Id, ["rollout_id"] = sample.RolloutId });
+                        await ApplyAsync(sample, meta.Sequence.Stream, ct);
+                        LogSampleApplied(logger, sample.Task, sample.Phase, sample.Step, sample.Candidate.Error ?? "answered");
+                    }
+                    unacked.Add(msg);
+                    if (msg.Metadata is not { NumPending: > 0 } || unacked.Count >= options.Value.PersistEvery)
+                    {
+                        await PersistAsync(ct);
+                        foreach (var m in unacked)
+                            await m.AckAsync(cancellationToken: ct);
+                        unacked.Clear();
+                    }
                 }
-                await msg.AckAsync(cancellationToken: ct);
+            }
+            catch when (unacked.Count > 0)
+            {
+                // Samples applied in memory but not persisted: forget them; they are delivered again.
+                await ForgetUnpersistedAsync();
+                throw;
             }
         }, stoppingToken);
 
-    /// <summary>Adds a sample to its step's scorecard and persists the card; old steps and seen samples are skipped.</summary>
+    /// <summary>Adds a sample to its step's scorecard (in memory); old steps and seen samples are skipped.</summary>
     private async Task ApplyAsync(ShadowSample sample, ulong sequence, CancellationToken ct)
     {
         await _gate.WaitAsync(ct);
         try
         {
+            if (_card is not null && _card.RolloutId != sample.RolloutId && _dirty)
+                await PutCardAsync(_card, ct); // another rollout's sample: the current card is saved before it is set aside
             var card = await LoadAsync(sample.RolloutId, ct);
             if (card is not null && (card.Phase, card.Step) != (sample.Phase, sample.Step))
             {
@@ -84,8 +112,42 @@ public sealed partial class JudgeService(
                 return;
             card.Add(sample, sequence, _policy);
             _samples.Inc();
-            await _cards.PutAsync(CardKey(card.RolloutId), card, serializer: JudgeJson.Scorecard, cancellationToken: ct);
             _card = card;
+            _dirty = true;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private async Task PersistAsync(CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (_card is not null && _dirty)
+                await PutCardAsync(_card, ct);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private async Task PutCardAsync(Scorecard card, CancellationToken ct)
+    {
+        await _cards.PutAsync(CardKey(card.RolloutId), card, serializer: JudgeJson.Scorecard, cancellationToken: ct);
+        _persists.Inc();
+        _dirty = false;
+    }
+
+    private async Task ForgetUnpersistedAsync()
+    {
+        await _gate.WaitAsync();
+        try
+        {
+            if (_dirty) (_card, _dirty) = (null, false); // reloaded from KV on the next sample
         }
         finally
         {
