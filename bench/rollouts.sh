@@ -5,7 +5,8 @@
 #   bench/rollouts.sh [--count N] [--green v1|v2] [--policy FILE]
 #
 #   --count N     rollouts, alternating the candidate colour (default 10)
-#   --green v1    green serves blue's profile: an A/A run (both colours identical); v2 (default): a new profile
+#   --green v1    the idle colour is given release v1-<digest>, live's own: an A/A run (both colours
+#                 identical); v2 (default): release v2-<digest>, a new profile
 #   --policy F    rollout policy (default deploy/rollout-policy.json, the shipped one)
 #
 # Starts the local system with deploy/local/up.sh --restart (ports QWEN_PORT, QWEN_NATS_PORT,
@@ -29,15 +30,25 @@ case "$GREEN" in v1|v2) ;; *) echo "--green must be v1 or v2" >&2; exit 2 ;; esa
 
 PORT="${QWEN_PORT:-8080}"; NATS_PORT="${QWEN_NATS_PORT:-4222}"
 export NATS_URL="nats://127.0.0.1:$NATS_PORT" QWEN_POLICY="$POLICY"
-[ "$GREEN" = v1 ] && export QWEN_GREEN_ARGS="--Worker:ProfilePath=$ROOT/deploy/profiles/v1.json ${QWEN_GREEN_ARGS:-}"
 ctl() { "$ROOT/deploy/local/qwenctl" "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
 QWEN_PORT=$PORT QWEN_NATS_PORT=$NATS_PORT "$ROOT/deploy/local/up.sh" --restart >/dev/null || { echo "up.sh failed" >&2; exit 1; }
 trap '[ -n "${LOAD:-}" ] && kill -TERM "$LOAD" 2>/dev/null; "$ROOT/deploy/local/down.sh" --quiet >/dev/null 2>&1' EXIT
+# The idle colour gets the release under test (v1-<digest>: blue's own, an A/A run; v2-<digest>: a new profile),
+# whatever an earlier run left assigned; the first rollout starts once its pool serves it.
+. "$ROOT/.run/up.env"
+release="$GREEN-$(sha256sum "$RUNNING_MODEL" | cut -c1-8)"
+idle="$([ "$(ctl status | field "d['state']['live']")" = blue ] && echo green || echo blue)"
+ctl deploy "{\"colour\":\"$idle\",\"release\":\"$release\",\"reason\":\"bench: the release under test\",\"actor\":\"bench\"}" >/dev/null \
+  || { echo "deploying $release to $idle failed" >&2; exit 1; }
+for _ in $(seq 1 120); do
+  ctl releases | field "[p for p in d['pools'] if p['colour']=='$idle'][0]['ready']" 2>/dev/null | grep -q True && break
+  sleep 1
+done
 python3 "$ROOT/deploy/local/load.py" --url "http://127.0.0.1:$PORT" --threads 4 >"$ROOT/.run/logs/rollouts-load.log" 2>&1 </dev/null &
 LOAD=$!
-echo "rollouts: $COUNT, green profile $GREEN, policy $(basename "$POLICY"), load 4 threads"
+echo "rollouts: $COUNT, $idle serves $release, policy $(basename "$POLICY"), load 4 threads"
 
 promoted=0; rolled_back=0; paused=0; other=0
 for i in $(seq 1 "$COUNT"); do
