@@ -16,4 +16,10 @@ public static class ServedBy
         if (worker is not null) http.Response.Headers[RequestRouting.WorkerHeader] = worker;
         http.Response.Headers[RequestRouting.RequestIdHeader] = requestId;
     }
+
+    /// <summary>Non-streamed chat: how many of the oldest messages the worker left out to fit the context.</summary>
+    public static void Trimmed(HttpContext http, int trimmed)
+    {
+        if (trimmed > 0 && !http.Response.HasStarted) http.Response.Headers[RequestRouting.TrimmedHeader] = trimmed.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    }
 }

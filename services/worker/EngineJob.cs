@@ -34,6 +34,8 @@ public abstract class EngineJob
     public int Attempt { get; }
     public double QueueMs { get; }
     public CancellationToken Cancel { get; }
+    /// <summary>Chat: the oldest messages of the conversation left out so it fits the context.</summary>
+    public int TrimmedMessages { get; init; }
     public ChannelReader<InferReply> Output => _output.Reader;
     public bool Finished { get; private set; }
 
@@ -116,5 +118,6 @@ public abstract class EngineJob
         Release = Stamp.Release,
         ModelSha256 = Stamp.ModelSha256,
         Attempt = Attempt,
+        TrimmedMessages = TrimmedMessages,
     };
 }

@@ -204,6 +204,20 @@ public sealed class LlamaEngine : IAsyncDisposable
         var tokens = Tokenize(prompt, addBos: true);
         var longestLabel = _labelTokens.Max(t => t.Length);
         var room = _options.ContextSize - tokens.Length - (request.Task == InferTasks.Sentiment ? longestLabel : 1);
+        var trimmed = 0;
+        if (request.Task == InferTasks.Chat && Profile.Chat.History.Overflow == HistoryPolicy.DropOldest)
+        {
+            // Leave room for an answer: drop the oldest turns (never the system prompt or the newest message).
+            var wanted = Math.Min(Profile.Chat.History.AnswerRoom, request.Sampling.MaxTokens ?? Profile.Chat.MaxTokens);
+            var messages = request.Messages!;
+            while (room < wanted && Trim(messages) is { } shorter)
+            {
+                trimmed += messages.Count - shorter.Count;
+                messages = shorter;
+                tokens = Tokenize(Prompts.Chat(messages), addBos: true);
+                room = _options.ContextSize - tokens.Length - 1;
+            }
+        }
         if (tokens.Length == 0 || room < 0)
             return Refuse(ErrorCodes.ContextLengthExceeded,
                 $"The prompt is {tokens.Length} tokens; this worker's context holds {_options.ContextSize} per request.", out error);
@@ -230,7 +244,25 @@ public sealed class LlamaEngine : IAsyncDisposable
             MaxTokens: Math.Min(s.MaxTokens ?? Profile.Chat.MaxTokens, room + 1),
             Stop: s.Stop is { Count: > 0 } ? [.. Profile.Chat.Stop, .. s.Stop] : Profile.Chat.Stop,
             ContextSize: _options.ContextSize);
-        return new ChatJob(request, tokens, stamp, attempt, queueMs, cancel, settings);
+        return new ChatJob(request, tokens, stamp, attempt, queueMs, cancel, settings) { TrimmedMessages = trimmed };
+    }
+
+    /// <summary>
+    /// The conversation without its oldest turn: the first message that is neither a system message nor the
+    /// last one, and the assistant's answers right after it (so what remains starts with a user's turn). Null
+    /// when nothing more can go.
+    /// </summary>
+    public static IReadOnlyList<ChatMessage>? Trim(IReadOnlyList<ChatMessage> messages)
+    {
+        var first = -1;
+        for (var i = 0; i < messages.Count - 1; i++)
+            if (messages[i].Role != ChatRoles.System) { first = i; break; }
+        if (first < 0)
+            return null;
+        var end = first + 1;
+        while (end < messages.Count - 1 && messages[end].Role == ChatRoles.Assistant)
+            end++;
+        return [.. messages.Take(first), .. messages.Skip(end)];
     }
 
     private static EngineJob? Refuse(string code, string message, out InferError error)

@@ -105,6 +105,9 @@ public sealed record InferResult
     public string? Release { get; init; }
     /// <summary>SHA-256 of the model file that answered.</summary>
     public string? ModelSha256 { get; init; }
+    /// <summary>Chat: the oldest messages left out because the conversation did not fit the context (the
+    /// profile's <c>chat.history</c>); 0 when the whole conversation was read.</summary>
+    public int TrimmedMessages { get; init; }
     public int Attempt { get; init; } = 1;
 }
 

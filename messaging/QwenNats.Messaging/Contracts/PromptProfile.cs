@@ -47,6 +47,9 @@ public sealed record PromptProfile
         if (Chat.MaxTokens <= 0) problems.Add("chat.max_tokens must be positive");
         if (Chat.Temperature < 0) problems.Add("chat.temperature must not be negative");
         if (Chat.TopP is <= 0 or > 1) problems.Add("chat.top_p must be in (0, 1]");
+        if (Chat.History.Overflow is not (HistoryPolicy.DropOldest or HistoryPolicy.Refuse))
+            problems.Add($"chat.history.overflow must be '{HistoryPolicy.DropOldest}' or '{HistoryPolicy.Refuse}'");
+        if (Chat.History.AnswerRoom < 1) problems.Add("chat.history.answer_room must be at least 1");
         foreach (var (name, part) in Template.Parts())
             if (!part.Contains("{content}", StringComparison.Ordinal)) problems.Add($"template.{name} must contain {{content}}");
         if (problems.Count > 0)
@@ -61,6 +64,25 @@ public sealed record ChatProfile
     public double TopP { get; init; } = 0.9;
     public int MaxTokens { get; init; } = 256;
     public IReadOnlyList<string> Stop { get; init; } = [];
+    /// <summary>What happens when a conversation no longer fits the context.</summary>
+    public HistoryPolicy History { get; init; } = new();
+}
+
+/// <summary>
+/// The <c>chat.history</c> section of a profile: a conversation longer than the worker's context either loses
+/// its oldest turns (the system prompt and the newest user message are always kept) or is refused.
+/// </summary>
+public sealed record HistoryPolicy
+{
+    public const string DropOldest = "drop_oldest";
+    public const string Refuse = "refuse";
+
+    /// <summary><see cref="DropOldest"/> (default) or <see cref="Refuse"/> (400 <c>context_length_exceeded</c>).</summary>
+    public string Overflow { get; init; } = DropOldest;
+
+    /// <summary>Tokens left free for the answer: older turns are dropped until the prompt leaves at least this many
+    /// (or the request's <c>max_tokens</c>, if smaller).</summary>
+    public int AnswerRoom { get; init; } = 64;
 }
 
 public sealed record SentimentProfile

@@ -74,13 +74,15 @@ public static class ChatEndpoints
             if (reply.Result is { } r)
             {
                 ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id, r.Release);
+                ServedBy.Trimmed(http, r.TrimmedMessages);
                 var latency = (DateTimeOffset.UtcNow - started).TotalMilliseconds;
                 await JsonAnswers.WriteAsync(http, 200, new ChatCompletion(
                     call.Id, "chat.completion", ServedBy.Now(), r.ModelId,
                     [new ChatChoice(0, new AssistantMessage(ChatRoles.Assistant, r.Text), r.FinishReason)],
                     new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens),
                     r.Colour, r.ProfileVersion, r.WorkerId,
-                    new Timings(r.TimeToFirstTokenMs, r.TotalMs, r.QueueMs, Math.Round(latency, 3))), IngressJson.Context.ChatCompletion);
+                    new Timings(r.TimeToFirstTokenMs, r.TotalMs, r.QueueMs, Math.Round(latency, 3)),
+                    r.TrimmedMessages > 0 ? r.TrimmedMessages : null), IngressJson.Context.ChatCompletion);
                 return;
             }
             if (reply.Error is { } e)
@@ -122,11 +124,12 @@ public static class ChatEndpoints
             {
                 var acc2 = call.Accepted ?? new InferAccepted { Id = call.Id, WorkerId = r.WorkerId, Colour = r.Colour, ModelId = r.ModelId, ProfileVersion = r.ProfileVersion };
                 if (!started) await StartAsync(acc2);
-                var finish = Chunk(call, acc2, created, new Delta(null, null), r.FinishReason);
+                // The finish chunk says how many of the oldest messages were left out (the headers went out before the worker knew).
+                var finish = Chunk(call, acc2, created, new Delta(null, null), r.FinishReason) with { TrimmedMessages = r.TrimmedMessages > 0 ? r.TrimmedMessages : null };
                 await SendAsync(http, finish, chat.IncludeUsage);
                 // OpenAI's include_usage: one more chunk after the finish chunk, with no choices and the usage.
                 if (chat.IncludeUsage)
-                    await SendAsync(http, finish with { Choices = [] }, true, new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens));
+                    await SendAsync(http, finish with { Choices = [], TrimmedMessages = null }, true, new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens));
                 await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
                 await http.Response.Body.FlushAsync(http.RequestAborted);
                 return;
@@ -155,7 +158,7 @@ public static class ChatEndpoints
     private static async Task SendAsync(HttpContext http, ChatCompletionChunk chunk, bool includeUsage, Usage? usage = null)
     {
         var json = includeUsage
-            ? JsonSerializer.Serialize(new ChatCompletionChunkWithUsage(chunk.Id, chunk.Object, chunk.Created, chunk.Model, chunk.Choices, chunk.Colour, chunk.Profile, usage), IngressJson.Context.ChatCompletionChunkWithUsage)
+            ? JsonSerializer.Serialize(new ChatCompletionChunkWithUsage(chunk.Id, chunk.Object, chunk.Created, chunk.Model, chunk.Choices, chunk.Colour, chunk.Profile, usage, chunk.TrimmedMessages), IngressJson.Context.ChatCompletionChunkWithUsage)
             : JsonSerializer.Serialize(chunk, IngressJson.Context.ChatCompletionChunk);
         await http.Response.WriteAsync($"data: {json}\n\n", http.RequestAborted);
         await http.Response.Body.FlushAsync(http.RequestAborted);

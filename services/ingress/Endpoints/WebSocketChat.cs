@@ -87,7 +87,7 @@ public static class WebSocketChat
                 // switches and moves to live only when its colour is rolled back.
                 if (string.IsNullOrEmpty(requested))
                     colour = (await router.RouteAsync(session, ct)).Colour;
-                await TurnAsync(ws, client, colour, session, history, frame, o.RequestTimeout, logger, ct);
+                await TurnAsync(ws, client, colour, session, history, frame, o.RequestTimeout, o.MaxPromptChars, logger, ct);
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -99,9 +99,11 @@ public static class WebSocketChat
         }
     }
 
-    private static async Task TurnAsync(WebSocket ws, IInferenceClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, TimeSpan timeout, ILogger logger, CancellationToken ct)
+    private static async Task TurnAsync(WebSocket ws, IInferenceClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, TimeSpan timeout, int maxChars, ILogger logger, CancellationToken ct)
     {
         var id = ServedBy.NewId("wschat");
+        // The same limit as an HTTP request's whole conversation: the oldest turns go first.
+        var trimmed = TrimHistory(history, maxChars - frame.Content.Length);
         var messages = new List<ChatMessage>(history) { new(ChatRoles.User, frame.Content) };
         var start = await client.TryStartAsync(InferenceQueue.Live, colour, new InferRequest
         {
@@ -123,12 +125,16 @@ public static class WebSocketChat
                     await SendAsync(ws, new WsFrame { Type = "token", Text = c.Text, Colour = call.Accepted?.Colour ?? colour }, ct);
                 else if (reply.Result is { } r)
                 {
+                    // What the worker left out to fit its context is left out of the history too, so it stays bounded.
+                    history.RemoveRange(0, Math.Min(r.TrimmedMessages, history.Count));
+                    trimmed += r.TrimmedMessages;
                     history.Add(new ChatMessage(ChatRoles.User, frame.Content));
                     history.Add(new ChatMessage(ChatRoles.Assistant, r.Text));
                     await SendAsync(ws, new WsFrame
                     {
                         Type = "done", Text = r.Text, FinishReason = r.FinishReason, Colour = r.Colour, Profile = r.ProfileVersion, Model = r.ModelId, Worker = r.WorkerId,
                         Usage = new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens), Turns = history.Count / 2,
+                        TrimmedMessages = trimmed > 0 ? trimmed : null,
                     }, ct);
                 }
                 else if (reply.Error is { } e)
@@ -138,6 +144,19 @@ public static class WebSocketChat
                 }
             }
         }
+    }
+
+    /// <summary>Drops the oldest messages until the history holds at most <paramref name="maxChars"/> characters; returns how many went.</summary>
+    public static int TrimHistory(List<ChatMessage> history, int maxChars)
+    {
+        var total = history.Sum(m => m.Content.Length);
+        var dropped = 0;
+        while (dropped < history.Count && total > Math.Max(0, maxChars))
+            total -= history[dropped++].Content.Length;
+        if (dropped % 2 == 1 && dropped < history.Count) // whole turns: a user message and its answer
+            dropped++;
+        history.RemoveRange(0, dropped);
+        return dropped;
     }
 
     private sealed record ParsedFrame(bool Reset, string Content, SamplingParams Sampling);

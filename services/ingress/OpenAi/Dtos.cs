@@ -15,7 +15,8 @@ public sealed record ChatCompletionRequest(
 public sealed record ChatCompletion(
     string Id, string Object, long Created, string Model,
     IReadOnlyList<ChatChoice> Choices, Usage Usage,
-    string Colour, string Profile, string Worker, Timings Timings);
+    string Colour, string Profile, string Worker, Timings Timings,
+    int? TrimmedMessages = null);
 
 public sealed record ChatChoice(int Index, AssistantMessage Message, string FinishReason);
 
@@ -25,7 +26,8 @@ public sealed record AssistantMessage(string Role, string Content);
 public sealed record ChatCompletionChunk(
     string Id, string Object, long Created, string Model,
     IReadOnlyList<ChunkChoice> Choices,
-    string Colour, string Profile);
+    string Colour, string Profile,
+    int? TrimmedMessages = null);
 
 /// <summary>
 /// A chunk of a stream whose client sent <c>stream_options.include_usage: true</c>: every chunk carries
@@ -35,7 +37,8 @@ public sealed record ChatCompletionChunkWithUsage(
     string Id, string Object, long Created, string Model,
     IReadOnlyList<ChunkChoice> Choices,
     string Colour, string Profile,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] Usage? Usage);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] Usage? Usage,
+    int? TrimmedMessages = null);
 
 public sealed record ChunkChoice(int Index, Delta Delta, [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
 
@@ -70,6 +73,9 @@ public sealed record WsFrame
     public string? Code { get; init; }
     public string? Message { get; init; }
     public int? Turns { get; init; }
+    /// <summary><c>done</c>: the oldest messages of the history left out of this turn (the ingress's character
+    /// limit, then the worker's context); they are gone from the conversation's history as well.</summary>
+    public int? TrimmedMessages { get; init; }
 }
 
 /// <summary><c>GET /api/rollout</c>: the rollout state as this ingress applies it.</summary>

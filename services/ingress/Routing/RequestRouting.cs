@@ -13,6 +13,8 @@ public sealed class RequestRouting(IOptions<IngressOptions> options, RolloutView
     public const string WorkerHeader = "X-Qwen-Worker";
     /// <summary>The release that answered (absent for a worker serving a model from its command line).</summary>
     public const string ReleaseHeader = "X-Qwen-Release";
+    /// <summary>Response: the oldest messages left out because the conversation did not fit the context.</summary>
+    public const string TrimmedHeader = "X-Qwen-Trimmed-Messages";
     public const string SessionHeader = "X-Session-Id";
     public const string RequestIdHeader = "X-Request-Id";
     public const string RouteHeader = "X-Qwen-Route";

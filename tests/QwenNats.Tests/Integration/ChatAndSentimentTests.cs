@@ -221,6 +221,47 @@ public sealed class ChatAndSentimentTests(SystemFixture fx)
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
     }
 
+    /// <summary>The workers' context holds 512 tokens here; the conversation is over twice that.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_conversation_twice_the_context_is_answered_with_its_oldest_turns_dropped_and_says_so(bool stream)
+    {
+        var messages = new List<object> { new { role = "system", content = "You tell short stories." } };
+        for (var i = 0; i < 24; i++)
+        {
+            messages.Add(new { role = "user", content = $"Question {i}: what did the little cat do on the warm mat after lunch today?" });
+            messages.Add(new { role = "assistant", content = $"Answer {i}: the little cat sat on the warm mat and purred softly for a long time." });
+        }
+        messages.Add(new { role = "user", content = "And then?" });
+        var body = JsonSerializer.Serialize(new { messages, max_tokens = 16, temperature = 0, stream });
+        using var r = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", body));
+        var text = await r.Content.ReadAsStringAsync();
+        Assert.True(r.StatusCode == HttpStatusCode.OK, $"{(int)r.StatusCode}: {text}");
+        int trimmed;
+        if (stream)
+        {
+            // The headers left before the worker read the conversation: the finish chunk says it.
+            var finish = text.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)).Select(l => JsonDocument.Parse(l[6..]).RootElement)
+                .Single(c => c.GetProperty("choices").EnumerateArray().Any(ch => ch.GetProperty("finish_reason").ValueKind == JsonValueKind.String));
+            trimmed = finish.GetProperty("trimmed_messages").GetInt32();
+        }
+        else
+        {
+            var json = JsonDocument.Parse(text).RootElement;
+            trimmed = json.GetProperty("trimmed_messages").GetInt32();
+            Assert.Equal(trimmed.ToString(System.Globalization.CultureInfo.InvariantCulture), r.Headers.GetValues("X-Qwen-Trimmed-Messages").Single());
+            Assert.True(json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() <= 512 - 16, text);
+        }
+        // Whole turns go, oldest first: an even number, and most of the 48 history messages.
+        Assert.True(trimmed >= 24 && trimmed <= 48 && trimmed % 2 == 0, $"{trimmed} messages dropped");
+
+        // A conversation that fits is read whole and says nothing about trimming.
+        using var small = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Hi", maxTokens: 4)));
+        Assert.False(small.Headers.Contains("X-Qwen-Trimmed-Messages"));
+        Assert.False(JsonDocument.Parse(await small.Content.ReadAsStringAsync()).RootElement.TryGetProperty("trimmed_messages", out _));
+    }
+
     [Fact]
     public async Task Stop_strings_end_the_answer_before_the_stop_text()
     {

@@ -39,6 +39,34 @@ public sealed class WebSocketChatTests(SystemFixture fx)
         await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", cts.Token);
     }
 
+    /// <summary>The worker's context holds 512 tokens here; the conversation grows to well over twice that.</summary>
+    [Fact]
+    public async Task A_conversation_twice_the_context_keeps_working_with_the_oldest_turns_dropped()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        using var ws = await ConnectAsync("", cts.Token);
+        await ReceiveAsync(ws, cts.Token);
+        var sent = 0;
+        var trimmed = 0;
+        var turns = new List<int>();
+        for (var i = 0; i < 14; i++)
+        {
+            var content = $"Turn {i}: " + string.Join(' ', Enumerable.Repeat("The little cat sat on the warm mat and purred softly.", 8));
+            sent += content.Length;
+            var turn = await TurnAsync(ws, JsonSerializer.Serialize(new { content, max_tokens = 8, temperature = 0 }), cts.Token);
+            var done = turn.Done;
+            Assert.True(done.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() < 512, done.ToString());
+            if (done.TryGetProperty("trimmed_messages", out var t)) trimmed += t.GetInt32();
+            turns.Add(done.GetProperty("turns").GetInt32());
+        }
+        // Every turn was answered; the oldest turns left the history, which stays bounded instead of growing.
+        Assert.True(sent > 4 * 512, $"{sent} characters sent");
+        Assert.True(trimmed >= 10, $"{trimmed} messages dropped");
+        Assert.Equal(turns.Max(), turns.Max(n => n));
+        Assert.True(turns[^1] < 14, $"history holds {turns[^1]} turns after 14: [{string.Join(", ", turns)}]");
+        Assert.True(turns[^1] >= 1);
+    }
+
     [Fact]
     public async Task A_conversation_can_be_held_with_the_green_pool()
     {
