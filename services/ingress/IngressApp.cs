@@ -71,6 +71,7 @@ public static class IngressApp
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
         builder.Services.AddSingleton<Routing.SessionRouter>();
         builder.Services.AddSingleton<RequestRouting>();
+        builder.Services.AddSingleton<Endpoints.ConversationStore>();
         builder.Services.AddInferenceClient(sp => IngressInference(sp.GetRequiredService<ServiceIdentity>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value));
         builder.Services.AddSingleton<IInferenceObserver, IngressInferenceObserver>();
         builder.Services.AddSingleton<IInferenceClient, MirroringInferenceClient>();

@@ -13,6 +13,10 @@ public static class Rollouts
     /// <summary>KV bucket of session pins; its TTL is the session idle timeout.</summary>
     public const string SessionsBucket = "qwen_sessions";
 
+    /// <summary>KV bucket of WebSocket conversations (history, turn count, the last turn's answer), keyed by session;
+    /// the same idle TTL as the session pins, so a client that reconnects to any ingress continues.</summary>
+    public const string ConversationsBucket = "qwen_conversations";
+
     /// <summary>The audit log: every phase change with its cause and actor.</summary>
     public const string EventsStream = "QWEN_EVENTS";
     public const string EventsSubjects = "qwen.events.>";

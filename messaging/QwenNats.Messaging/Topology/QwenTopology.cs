@@ -113,6 +113,11 @@ public sealed class QwenTopology
         {
             Description = "QwenNats session pins (TTL = session idle timeout)", History = 1, MaxAge = _o.SessionIdle, Storage = kvStorage, NumberOfReplicas = _o.Replicas,
         }, Owners.Promoter);
+        AddBucket(new NatsKVConfig(Rollouts.ConversationsBucket)
+        {
+            Description = "QwenNats WebSocket conversations by session (TTL = session idle timeout)", History = 1, MaxAge = _o.SessionIdle,
+            Storage = kvStorage, NumberOfReplicas = _o.Replicas,
+        }, Owners.Ingress);
         AddStream(new StreamConfig(Rollouts.EventsStream, [Rollouts.EventsSubjects])
         {
             Description = "QwenNats audit log",

@@ -9,9 +9,15 @@ namespace QwenNats.Ingress.Endpoints;
 
 /// <summary>
 /// <c>GET /ws/chat</c> (mapped on the <c>/ws</c> group): a conversation over one WebSocket. In: <c>{"type":"message","content":"..."}</c>
-/// (optional <c>temperature</c>, <c>max_tokens</c>, <c>seed</c>) or <c>{"type":"reset"}</c>. Out: <c>ready</c>,
-/// <c>accepted</c>, <c>token</c>…, then <c>done</c> or <c>error</c>. The connection keeps the history; a bad frame
-/// gets an error frame and the connection stays open.
+/// (optional <c>id</c>, <c>temperature</c>, <c>max_tokens</c>, <c>seed</c>), <c>{"type":"cancel"}</c> (stops the turn being
+/// generated) or <c>{"type":"reset"}</c>. Out: <c>ready</c>, <c>accepted</c>, <c>token</c>…, then <c>done</c>, <c>cancelled</c>
+/// or <c>error</c>. A bad frame gets an error frame and the connection stays open.
+/// <para>
+/// The conversation lives in NATS (<see cref="ConversationStore"/>): a client that reconnects with <c>?session=</c> — to
+/// this ingress or another — gets its history and pinned colour back (<c>ready</c> says <c>resumed</c> and the turn
+/// count), and a turn it resends with the same <c>id</c> after a reconnect is answered from the stored answer, not
+/// generated twice. An ingress that stops drains: it finishes the turn in flight, then closes with 1001 and a reason.
+/// </para>
 /// </summary>
 public static class WebSocketChat
 {
@@ -21,7 +27,14 @@ public static class WebSocketChat
         return app;
     }
 
-    private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, Routing.SessionRouter router, IOptions<IngressOptions> options, ILoggerFactory loggers)
+    /// <summary>Frames a client may send ahead while a turn is answered; more get a <c>turn_in_progress</c> error.</summary>
+    private const int MaxQueuedFrames = 8;
+
+    /// <summary>What the frame reader hands the conversation loop.</summary>
+    private sealed record Incoming(ParsedFrame? Frame, ApiError? Error, bool Closed);
+
+    private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, Routing.SessionRouter router, ConversationStore store,
+        IHostApplicationLifetime lifetime, IOptions<IngressOptions> options, ILoggerFactory loggers)
     {
         if (!http.WebSockets.IsWebSocketRequest)
         {
@@ -41,53 +54,110 @@ public static class WebSocketChat
             http.WebSockets.WebSocketRequestedProtocols.Contains(WebSocketProtocol.Name) ? WebSocketProtocol.Name : null);
         var logger = loggers.CreateLogger("QwenNats.Ingress.WebSocket");
         var o = options.Value;
-        var history = new List<ChatMessage>();
         var ct = http.RequestAborted;
-        await SendAsync(ws, new WsFrame { Type = "ready", SessionId = session, Colour = colour }, ct);
+        var conversation = await store.LoadAsync(session, ct) ?? new Conversation();
+        var resumed = conversation.Turns > 0;
+        var send = new SemaphoreSlim(1, 1);
+        await SendAsync(ws, send, new WsFrame { Type = "ready", SessionId = session, Colour = colour, Turns = conversation.Turns, Resumed = resumed ? true : null }, ct);
 
-        var buffer = new ArrayBufferWriter<byte>(4096);
+        // Frames are read beside the conversation, so a cancel can reach a turn in progress.
+        var inbox = System.Threading.Channels.Channel.CreateBounded<Incoming>(new System.Threading.Channels.BoundedChannelOptions(8) { SingleReader = false, SingleWriter = true });
+        using var stopReading = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var reader = ReadFramesAsync(ws, inbox.Writer, o, stopReading.Token);
         try
         {
-            while (ws.State == WebSocketState.Open && !ct.IsCancellationRequested)
+            // Messages that arrived while a turn was being answered, answered next in order (a client may pipeline turns).
+            var queued = new Queue<Incoming>();
+            while (true)
             {
-                buffer.Clear();
-                var (kind, tooLarge) = await ReceiveAsync(ws, buffer, o.MaxWebSocketMessageBytes, ct);
-                if (kind == WebSocketMessageType.Close)
+                Incoming next;
+                try
                 {
-                    await ws.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "bye", CancellationToken.None);
+                    next = queued.Count > 0 ? queued.Dequeue() : await inbox.Reader.ReadAsync(lifetime.ApplicationStopping).AsTask().WaitAsync(ct);
+                }
+                catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested && !ct.IsCancellationRequested)
+                {
+                    await DrainCloseAsync(ws, send, session);
                     return;
                 }
-                if (tooLarge)
+                catch (System.Threading.Channels.ChannelClosedException)
                 {
-                    await SendErrorAsync(ws, "message_too_large", $"Frames are limited to {o.MaxWebSocketMessageBytes} bytes.", ct);
+                    return;
+                }
+                if (next.Closed)
+                {
+                    if (ws.State is WebSocketState.Open or WebSocketState.CloseReceived)
+                        await ws.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "bye", CancellationToken.None);
+                    return;
+                }
+                if (next.Error is { } error)
+                {
+                    await SendErrorAsync(ws, send, error.Code, error.Message, ct);
                     continue;
                 }
-                if (kind != WebSocketMessageType.Text)
+                var frame = next.Frame!;
+                if (frame.Kind == FrameKind.Cancel)
                 {
-                    await SendErrorAsync(ws, ErrorCodes.InvalidRequest, "Send JSON text frames.", ct);
+                    await SendErrorAsync(ws, send, "no_turn_in_progress", "There is no turn to cancel.", ct);
                     continue;
                 }
-                if (!TryParse(buffer.WrittenMemory, o.MaxTokensLimit, o.MaxPromptChars, out var frame, out var error))
+                if (frame.Kind == FrameKind.Reset)
                 {
-                    await SendErrorAsync(ws, error!.Code, error.Message, ct);
+                    conversation = new Conversation();
+                    await store.DeleteAsync(session, ct);
+                    await SendAsync(ws, send, new WsFrame { Type = "reset", SessionId = session, Turns = 0 }, ct);
                     continue;
                 }
-                if (frame.Reset)
+                if (frame.Id is { } turnId && turnId == conversation.LastTurnId && conversation.LastDone is { } answered)
                 {
-                    history.Clear();
-                    await SendAsync(ws, new WsFrame { Type = "reset", SessionId = session, Turns = 0 }, ct);
+                    // Resent after a reconnect: the turn was answered (and counted) already.
+                    await SendAsync(ws, send, answered with { Replayed = true }, ct);
                     continue;
                 }
                 if (http.Items[Security.ApiKeys.ItemKey] is Security.Caller caller && Security.ApiKeys.Take(caller) is { Allowed: false } limited)
                 {
-                    await SendAsync(ws, new WsFrame { Type = "error", Code = "rate_limit_exceeded", Message = $"Rate limit of '{caller.Name}' reached; retry in {limited.RetryAfterSeconds} s." }, ct);
+                    await SendAsync(ws, send, new WsFrame { Type = "error", Code = "rate_limit_exceeded", Message = $"Rate limit of '{caller.Name}' reached; retry in {limited.RetryAfterSeconds} s." }, ct);
                     continue;
                 }
                 // Every turn follows the session's pin, so the conversation keeps its colour across
                 // switches and moves to live only when its colour is rolled back.
                 if (string.IsNullOrEmpty(requested))
                     colour = (await router.RouteAsync(session, ct)).Colour;
-                await TurnAsync(ws, client, colour, session, history, frame, o.RequestTimeout, o.MaxPromptChars, logger, ct);
+                using var turn = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                var running = TurnAsync(ws, send, client, colour, session, conversation, frame, o.RequestTimeout, o.MaxPromptChars, logger, turn.Token);
+                // While the turn runs: a cancel frame stops it; other frames wait their turn (a few at most).
+                while (!running.IsCompleted)
+                {
+                    var waiting = inbox.Reader.WaitToReadAsync(ct).AsTask();
+                    if (await Task.WhenAny(running, waiting) == running)
+                        break;
+                    if (!await waiting || !inbox.Reader.TryRead(out var during))
+                        break;
+                    if (during.Frame is { Kind: FrameKind.Cancel })
+                    {
+                        await turn.CancelAsync();
+                        break;
+                    }
+                    if (during.Closed)
+                    {
+                        await turn.CancelAsync(); // the client left: nobody reads this answer
+                        queued.Enqueue(during);
+                        break;
+                    }
+                    if (queued.Count >= MaxQueuedFrames)
+                        await SendErrorAsync(ws, send, "turn_in_progress", $"A turn is being answered and {MaxQueuedFrames} frames wait already; wait for 'done', or send {{\"type\":\"cancel\"}}.", ct);
+                    else
+                        queued.Enqueue(during);
+                }
+                var before = conversation;
+                conversation = await running;
+                if (!ReferenceEquals(before, conversation))
+                    await store.SaveAsync(session, conversation, CancellationToken.None);
+                if (lifetime.ApplicationStopping.IsCancellationRequested)
+                {
+                    await DrainCloseAsync(ws, send, session);
+                    return;
+                }
             }
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -97,11 +167,75 @@ public static class WebSocketChat
         {
             IngressLog.WebSocketEnded(logger, session, e);
         }
+        finally
+        {
+            // After a close of ours, the client's close ends the reader; cancelling a pending receive would reset the
+            // connection before the client has read our close frame.
+            try { await reader.WaitAsync(TimeSpan.FromSeconds(2), CancellationToken.None); } catch (Exception) { /* still reading, or the socket is gone */ }
+            await stopReading.CancelAsync();
+            try { await reader; } catch (Exception) { /* the socket is gone */ }
+        }
     }
 
-    private static async Task TurnAsync(WebSocket ws, IInferenceClient client, string colour, string session, List<ChatMessage> history, ParsedFrame frame, TimeSpan timeout, int maxChars, ILogger logger, CancellationToken ct)
+    private static async Task DrainCloseAsync(WebSocket ws, SemaphoreSlim send, string session)
+    {
+        if (ws.State is not (WebSocketState.Open or WebSocketState.CloseReceived))
+            return;
+        await send.WaitAsync();
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await ws.CloseOutputAsync(WebSocketCloseStatus.EndpointUnavailable, $"ingress stopping; reconnect with session={session}", timeout.Token);
+        }
+        catch (Exception e) when (e is WebSocketException or OperationCanceledException)
+        {
+        }
+        finally
+        {
+            send.Release();
+        }
+    }
+
+    /// <summary>Reads and parses frames until the client closes or the connection ends.</summary>
+    private static async Task ReadFramesAsync(WebSocket ws, System.Threading.Channels.ChannelWriter<Incoming> inbox, IngressOptions o, CancellationToken ct)
+    {
+        var buffer = new ArrayBufferWriter<byte>(4096);
+        try
+        {
+            while (ws.State == WebSocketState.Open)
+            {
+                buffer.Clear();
+                var (kind, tooLarge) = await ReceiveAsync(ws, buffer, o.MaxWebSocketMessageBytes, ct);
+                if (kind == WebSocketMessageType.Close)
+                {
+                    await inbox.WriteAsync(new Incoming(null, null, true), ct);
+                    return;
+                }
+                if (tooLarge)
+                    await inbox.WriteAsync(new Incoming(null, new ApiError(400, "message_too_large", $"Frames are limited to {o.MaxWebSocketMessageBytes} bytes."), false), ct);
+                else if (kind != WebSocketMessageType.Text)
+                    await inbox.WriteAsync(new Incoming(null, new ApiError(400, ErrorCodes.InvalidRequest, "Send JSON text frames."), false), ct);
+                else if (!TryParse(buffer.WrittenMemory, o.MaxTokensLimit, o.MaxPromptChars, out var frame, out var error))
+                    await inbox.WriteAsync(new Incoming(null, error, false), ct);
+                else
+                    await inbox.WriteAsync(new Incoming(frame, null, false), ct);
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or WebSocketException)
+        {
+        }
+        finally
+        {
+            inbox.TryComplete();
+        }
+    }
+
+    /// <summary>Answers one turn; returns the conversation with it (unchanged when it failed or was cancelled).</summary>
+    private static async Task<Conversation> TurnAsync(WebSocket ws, SemaphoreSlim send, IInferenceClient client, string colour, string session, Conversation conversation,
+        ParsedFrame frame, TimeSpan timeout, int maxChars, ILogger logger, CancellationToken ct)
     {
         var id = ServedBy.NewId("wschat");
+        var history = new List<ChatMessage>(conversation.Messages);
         // The same limit as an HTTP request's whole conversation: the oldest turns go first.
         var trimmed = TrimHistory(history, maxChars - frame.Content.Length);
         var messages = new List<ChatMessage>(history) { new(ChatRoles.User, frame.Content) };
@@ -111,39 +245,54 @@ public static class WebSocketChat
         }, timeout, ct);
         if (!start.Started)
         {
-            await SendErrorAsync(ws, start.Code, start.Message, ct);
-            return;
+            await SendErrorAsync(ws, send, start.Code, start.Message, CancellationToken.None);
+            return conversation;
         }
         var call = start.Call;
-        await using (call)
+        var streamed = new System.Text.StringBuilder();
+        try
         {
-            await foreach (var reply in call.ReadAsync(ct))
+            await using (call)
             {
-                if (reply.Accepted is { } a)
-                    await SendAsync(ws, new WsFrame { Type = "accepted", Colour = a.Colour, Profile = a.ProfileVersion, Model = a.ModelId, Worker = a.WorkerId }, ct);
-                else if (reply.Chunk is { } c)
-                    await SendAsync(ws, new WsFrame { Type = "token", Text = c.Text, Colour = call.Accepted?.Colour ?? colour }, ct);
-                else if (reply.Result is { } r)
+                await foreach (var reply in call.ReadAsync(ct))
                 {
-                    // What the worker left out to fit its context is left out of the history too, so it stays bounded.
-                    history.RemoveRange(0, Math.Min(r.TrimmedMessages, history.Count));
-                    trimmed += r.TrimmedMessages;
-                    history.Add(new ChatMessage(ChatRoles.User, frame.Content));
-                    history.Add(new ChatMessage(ChatRoles.Assistant, r.Text));
-                    await SendAsync(ws, new WsFrame
+                    if (reply.Accepted is { } a)
+                        await SendAsync(ws, send, new WsFrame { Type = "accepted", Colour = a.Colour, Profile = a.ProfileVersion, Model = a.ModelId, Worker = a.WorkerId, TurnId = frame.Id }, ct);
+                    else if (reply.Chunk is { } c)
                     {
-                        Type = "done", Text = r.Text, FinishReason = r.FinishReason, Colour = r.Colour, Profile = r.ProfileVersion, Model = r.ModelId, Worker = r.WorkerId,
-                        Usage = new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens), Turns = history.Count / 2,
-                        TrimmedMessages = trimmed > 0 ? trimmed : null,
-                    }, ct);
-                }
-                else if (reply.Error is { } e)
-                {
-                    IngressLog.TurnFailed(logger, id, e.Code);
-                    await SendErrorAsync(ws, e.Code, e.Message, ct);
+                        streamed.Append(c.Text);
+                        await SendAsync(ws, send, new WsFrame { Type = "token", Text = c.Text, Colour = call.Accepted?.Colour ?? colour }, ct);
+                    }
+                    else if (reply.Result is { } r)
+                    {
+                        // What the worker left out to fit its context is left out of the history too, so it stays bounded.
+                        history.RemoveRange(0, Math.Min(r.TrimmedMessages, history.Count));
+                        trimmed += r.TrimmedMessages;
+                        history.Add(new ChatMessage(ChatRoles.User, frame.Content));
+                        history.Add(new ChatMessage(ChatRoles.Assistant, r.Text));
+                        var done = new WsFrame
+                        {
+                            Type = "done", Text = r.Text, FinishReason = r.FinishReason, Colour = r.Colour, Profile = r.ProfileVersion, Model = r.ModelId, Worker = r.WorkerId,
+                            Usage = new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens), Turns = conversation.Turns + 1,
+                            TrimmedMessages = trimmed > 0 ? trimmed : null, TurnId = frame.Id,
+                        };
+                        await SendAsync(ws, send, done, CancellationToken.None);
+                        return new Conversation { Messages = history, Turns = conversation.Turns + 1, LastTurnId = frame.Id, LastDone = done };
+                    }
+                    else if (reply.Error is { } e)
+                    {
+                        IngressLog.TurnFailed(logger, id, e.Code);
+                        await SendErrorAsync(ws, send, e.Code, e.Message, CancellationToken.None);
+                    }
                 }
             }
         }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Cancelled by the client (the call's disposal told the worker to stop): the turn is not part of the conversation.
+            await SendAsync(ws, send, new WsFrame { Type = "cancelled", Text = streamed.ToString(), TurnId = frame.Id, Turns = conversation.Turns }, CancellationToken.None);
+        }
+        return conversation;
     }
 
     /// <summary>Drops the oldest messages until the history holds at most <paramref name="maxChars"/> characters; returns how many went.</summary>
@@ -159,7 +308,9 @@ public static class WebSocketChat
         return dropped;
     }
 
-    private sealed record ParsedFrame(bool Reset, string Content, SamplingParams Sampling);
+    private enum FrameKind { Message, Reset, Cancel }
+
+    private sealed record ParsedFrame(FrameKind Kind, string Content, SamplingParams Sampling, string? Id = null);
 
     private static bool TryParse(ReadOnlyMemory<byte> utf8, int maxTokens, int maxChars, out ParsedFrame frame, out ApiError? error)
     {
@@ -198,19 +349,19 @@ public static class WebSocketChat
             {
                 if (t.ValueKind != JsonValueKind.String)
                 {
-                    error = ApiError.Invalid("'type' must be a string: 'message' or 'reset'.", "type");
+                    error = ApiError.Invalid("'type' must be a string: 'message', 'cancel' or 'reset'.", "type");
                     return false;
                 }
                 type = t.GetString();
             }
-            if (type == "reset")
+            if (type is "reset" or "cancel")
             {
-                frame = new ParsedFrame(true, "", new SamplingParams());
+                frame = new ParsedFrame(type == "reset" ? FrameKind.Reset : FrameKind.Cancel, "", new SamplingParams());
                 return true;
             }
             if (type != "message")
             {
-                error = ApiError.Invalid($"Unknown frame type; expected 'message' or 'reset'.", "type");
+                error = ApiError.Invalid($"Unknown frame type; expected 'message', 'cancel' or 'reset'.", "type");
                 return false;
             }
             if (!root.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(c.GetString()))
@@ -236,7 +387,17 @@ public static class WebSocketChat
             using var check = JsonDocument.Parse(JsonSerializer.SerializeToUtf8Bytes(wrapped, WsJson.Default.DictionaryStringJsonElement));
             if (!RequestParser.TryParseChat(check.RootElement, maxTokens, out var parsed, out error))
                 return false;
-            frame = new ParsedFrame(false, c.GetString()!, parsed.Sampling);
+            string? turnId = null;
+            if (root.TryGetProperty("id", out var idElement))
+            {
+                if (idElement.ValueKind != JsonValueKind.String || idElement.GetString() is not { Length: > 0 and <= 128 } given)
+                {
+                    error = ApiError.Invalid("'id' must be a string of 1 to 128 characters: the client's id of this turn.", "id");
+                    return false;
+                }
+                turnId = given;
+            }
+            frame = new ParsedFrame(FrameKind.Message, c.GetString()!, parsed.Sampling, turnId);
             return true;
         }
     }
@@ -262,13 +423,23 @@ public static class WebSocketChat
         }
     }
 
-    private static Task SendErrorAsync(WebSocket ws, string code, string message, CancellationToken ct) =>
-        SendAsync(ws, new WsFrame { Type = "error", Code = code, Message = message }, ct);
+    private static Task SendErrorAsync(WebSocket ws, SemaphoreSlim send, string code, string message, CancellationToken ct) =>
+        SendAsync(ws, send, new WsFrame { Type = "error", Code = code, Message = message }, ct);
 
-    private static Task SendAsync(WebSocket ws, WsFrame frame, CancellationToken ct) =>
-        ws.State == WebSocketState.Open
-            ? ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(frame, IngressJson.Context.WsFrame), WebSocketMessageType.Text, true, ct)
-            : Task.CompletedTask;
+    /// <summary>Sends one frame; frames from the turn and from the conversation loop never interleave.</summary>
+    private static async Task SendAsync(WebSocket ws, SemaphoreSlim send, WsFrame frame, CancellationToken ct)
+    {
+        await send.WaitAsync(ct);
+        try
+        {
+            if (ws.State == WebSocketState.Open)
+                await ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(frame, IngressJson.Context.WsFrame), WebSocketMessageType.Text, true, ct);
+        }
+        finally
+        {
+            send.Release();
+        }
+    }
 }
 
 [System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, JsonElement>))]

@@ -76,6 +76,12 @@ public sealed record WsFrame
     /// <summary><c>done</c>: the oldest messages of the history left out of this turn (the ingress's character
     /// limit, then the worker's context); they are gone from the conversation's history as well.</summary>
     public int? TrimmedMessages { get; init; }
+    /// <summary><c>done</c>, <c>cancelled</c>: the client's id of the turn (the <c>id</c> of its message frame).</summary>
+    public string? TurnId { get; init; }
+    /// <summary><c>ready</c>: the conversation was restored from an earlier connection (this or another ingress).</summary>
+    public bool? Resumed { get; init; }
+    /// <summary><c>done</c>: this answer was given before (a turn resent after a reconnect), not generated again.</summary>
+    public bool? Replayed { get; init; }
 }
 
 /// <summary><c>GET /api/rollout</c>: the rollout state as this ingress applies it.</summary>
@@ -93,6 +99,7 @@ public sealed record ShadowCounters(long Sent, long Compared, long Dropped);
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(WsFrame))]
 [JsonSerializable(typeof(RolloutSnapshot))]
+[JsonSerializable(typeof(QwenNats.Ingress.Endpoints.Conversation))]
 public sealed partial class IngressJsonContext : JsonSerializerContext;
 
 /// <summary>
@@ -107,4 +114,7 @@ public static class IngressJson
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     });
+
+    /// <summary>WebSocket conversations in KV.</summary>
+    public static NATS.Client.Core.NatsJsonContextSerializer<QwenNats.Ingress.Endpoints.Conversation> Conversation { get; } = new(Context);
 }

@@ -36,7 +36,7 @@ public sealed class TopologyTableTests
         Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.Stream, Rollouts.EventsStream).Owner);
         Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.Bucket, Releases.Bucket).Owner);
         Assert.Equal(Owners.Promoter, Table.Find(ResourceKind.ObjectStore, Releases.ModelsBucket).Owner);
-        Assert.Equal(16, Table.Resources.Count());
+        Assert.Equal(17, Table.Resources.Count());
     }
 
     [Fact]
