@@ -23,7 +23,8 @@ public sealed record ShadowOptions
     /// <summary>Mirrors in flight per ingress; beyond it new mirrors are dropped and counted.</summary>
     public int MaxInFlight { get; init; } = 8;
 
-    /// <summary>How long the candidate may take before its side of the sample is recorded as a timeout.</summary>
+    /// <summary>How long a mirrored copy may wait in the candidate's queue (longer: a capacity miss, not counted against
+    /// the candidate), and then how long the candidate may take to answer once it took it (longer: unanswered).</summary>
     public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Have a live-colour worker score both chat answers of a pair (mean log-probability per token
@@ -193,7 +194,8 @@ public sealed class ShadowMirror : BackgroundService
 
     private async Task<SampleSide?> CandidateAsync(ShadowPair pair)
     {
-        var copy = pair.Request with { Id = pair.Request.Id + "-shadow", Stream = false, ReplyTo = "" };
+        // Timeout to be taken (a copy still queued then is a capacity miss), and Timeout again to answer once taken.
+        var copy = pair.Request with { Id = pair.Request.Id + "-shadow", Stream = false, ReplyTo = "", AnswerBudgetMs = (long)_o.Timeout.TotalMilliseconds };
         var start = await _client.TryStartAsync(InferenceQueue.Shadow, pair.CandidateColour, copy, _o.Timeout, CancellationToken.None);
         if (!start.Started)
         {

@@ -23,8 +23,15 @@ public sealed record InferRequest
     public SamplingParams Sampling { get; init; } = new();
     /// <summary>Whether the caller wants token chunks; the final result is sent either way.</summary>
     public bool Stream { get; init; }
-    /// <summary>Unix milliseconds after which nobody waits for the answer.</summary>
+    /// <summary>Unix milliseconds after which nobody waits for the answer (with <see cref="AnswerBudgetMs"/>: for the
+    /// request to be taken by a worker).</summary>
     public long DeadlineUnixMs { get; init; }
+    /// <summary>
+    /// When positive, the time a worker has to answer counts from when it takes the request, not from when it was
+    /// sent: a mirrored copy that waited in the candidate's low-priority queue still gets its full time, so time
+    /// spent queueing (capacity) is never mistaken for a candidate that does not answer.
+    /// </summary>
+    public long AnswerBudgetMs { get; init; }
     public long CreatedUnixMs { get; init; }
     /// <summary>Core NATS subject the worker sends every reply message to.</summary>
     public required string ReplyTo { get; init; }

@@ -129,6 +129,8 @@ public sealed class InferenceCall : IAsyncDisposable
                     yield break;
                 }
                 Accepted = accepted;
+                if (Request.AnswerBudgetMs > 0 && !_deadline.IsCancellationRequested)
+                    _deadline.CancelAfter(TimeSpan.FromMilliseconds(Request.AnswerBudgetMs)); // as the worker does: its time starts now
             }
             else if (reply.Chunk is { } chunk && Accepted is { } current && chunk.Attempt != current.Attempt)
             {

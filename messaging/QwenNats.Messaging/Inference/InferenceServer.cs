@@ -267,6 +267,9 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             return;
         }
 
+        if (request.AnswerBudgetMs > 0)
+            // Taken in time: from now the worker has its whole budget (the caller's deadline moves the same way on "accepted").
+            work = new InferenceWork(nats, request = request with { DeadlineUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + request.AnswerBudgetMs }, attempt, queueMs, traceId);
         if (attempt > 1)
             Log.TakingOver(logger, attempt);
         using var cancel = new CancellationTokenSource();
