@@ -209,13 +209,9 @@ public sealed class Scorecard
         else if (s.Task == InferTasks.Chat)
         {
             ChatPairs++;
-            var defect =
-                (TextChecks.IsEmpty(s.Candidate.Text) && !TextChecks.IsEmpty(s.Live.Text)) ||
-                (TextChecks.IsBrokenUtf8(s.Candidate.Text) && !TextChecks.IsBrokenUtf8(s.Live.Text)) ||
-                (TextChecks.IsRepetitive(s.Candidate.Text) && !TextChecks.IsRepetitive(s.Live.Text)) ||
-                (s.Candidate.FinishReason == FinishReasons.Length && s.Live.FinishReason != FinishReasons.Length) ||
-                (TextChecks.IsRefusal(s.Candidate.Text) && !TextChecks.IsRefusal(s.Live.Text)) ||
-                (TextChecks.IsWrongLanguage(s.UserText, s.Candidate.Text) && !TextChecks.IsWrongLanguage(s.UserText, s.Live.Text));
+            var defect = TextChecks.NewDefects(
+                TextChecks.Defects(s.UserText, s.Live.Text, s.Live.FinishReason),
+                TextChecks.Defects(s.UserText, s.Candidate.Text, s.Candidate.FinishReason)).Count > 0;
             Observe("chat_defects", defect, p.ChatDefects, p);
             var ratio = Math.Max(1, s.Candidate.Text?.Length ?? 0) / (double)Math.Max(1, s.Live.Text?.Length ?? 0);
             LengthRatios.Add(ratio);

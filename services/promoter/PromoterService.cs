@@ -120,9 +120,9 @@ public sealed class PromoterService(
         }
     }
 
-    /// <summary>A command forwarded by a standby waits for the leader this long (a golden run takes longest).</summary>
+    /// <summary>A command forwarded by a standby waits for the leader this long (a golden run or a comparison takes longest).</summary>
     public TimeSpan ForwardTimeout(string verb) =>
-        verb == Rollouts.Verbs.Golden ? settings.Options.GoldenTimeout + TimeSpan.FromSeconds(5) : TimeSpan.FromSeconds(30);
+        Rollouts.Verbs.RunsInference(verb) ? settings.Options.GoldenTimeout + TimeSpan.FromSeconds(5) : TimeSpan.FromSeconds(30);
 
     private async Task StepDownAsync(string why)
     {

@@ -105,6 +105,8 @@ public sealed record InferResult
     public string? Release { get; init; }
     /// <summary>SHA-256 of the model file that answered.</summary>
     public string? ModelSha256 { get; init; }
+    /// <summary>What answered (model, whole prompt profile, injected faults) as one digest: <see cref="GoldenKeys.Fingerprint"/>.</summary>
+    public string? Fingerprint { get; init; }
     public int Attempt { get; init; } = 1;
 }
 
@@ -157,6 +159,9 @@ public sealed record WorkerHeartbeat
     public bool Serving { get; init; } = true;
     /// <summary>The release it serves (null for a model given on its command line, or none yet).</summary>
     public string? Release { get; init; }
+    /// <summary>What it serves (model, whole prompt profile, injected faults) as one digest: <see cref="GoldenKeys.Fingerprint"/>;
+    /// stored golden results are found by it.</summary>
+    public string? Fingerprint { get; init; }
     /// <summary>The release it is loading now (download, load, warm-up).</summary>
     public string? Loading { get; init; }
     /// <summary>The release it last failed to load and why (it keeps serving its previous release).</summary>

@@ -1,0 +1,92 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using QwenNats.Messaging;
+
+namespace QwenNats.Promoter;
+
+/// <summary>
+/// Golden results per release identity. A colour's answers to the golden sets depend only on what its workers
+/// serve (model, whole profile, faults: their <see cref="WorkerHeartbeat.Fingerprint"/>) and on the inputs, so a
+/// complete result is stored in <see cref="Releases.Bucket"/> under <see cref="GoldenKeys.Key"/> and the gate
+/// reuses it: the live colour's result was normally computed when that release was itself the candidate, and
+/// its pool — busy with live traffic — is asked to run the set on its low-priority queue only when nothing is
+/// stored. A partial run's answers are kept (in memory) and the next attempt sends only the rest.
+/// </summary>
+public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog releases, WorkerRegistry workers, PromoterSettings settings, ILogger<GoldenService> logger)
+{
+    private readonly ConcurrentDictionary<string, GoldenResult> _partial = new(StringComparer.Ordinal);
+
+    /// <summary>A colour's result: from the store or run now; <see cref="Key"/> is null when it cannot be stored.</summary>
+    public sealed record Outcome(GoldenResult Result, bool Stored, string? Key);
+
+    /// <summary>The fingerprint every serving worker of the colour reports; null when none serves or they differ (a switch in progress).</summary>
+    public string? Fingerprint(string colour) =>
+        workers.Live(colour).Select(w => w.Fingerprint).Distinct().ToArray() is [{ } one] ? one : null;
+
+    /// <summary>
+    /// The colour's answers to <paramref name="inputs"/>: the stored result when <paramref name="useStored"/> and one
+    /// exists for what the colour serves now; otherwise a run on its shadow queue (stored when complete).
+    /// </summary>
+    public async Task<Outcome> ResultAsync(string colour, IReadOnlyList<GoldenInput> inputs, bool useStored, CancellationToken ct)
+    {
+        var digest = GoldenKeys.InputsDigest(inputs);
+        var fingerprint = Fingerprint(colour);
+        var key = fingerprint is null ? null : GoldenKeys.Key(fingerprint, digest);
+        if (key is not null && useStored && await releases.GoldenAsync(key, ct) is { } stored
+            && stored.Fingerprint == fingerprint && stored.InputsDigest == digest && stored.IsComplete(inputs.Count))
+        {
+            Reused(logger, colour, key, stored.ComputedAt);
+            return new Outcome(stored with { Colour = colour }, true, key);
+        }
+        var previous = key is not null && _partial.TryGetValue(key, out var partial) ? partial : null;
+        var result = await runner.RunAsync(colour, inputs, previous, settings.Options.GoldenTimeout, ct);
+        if (key is null || result.Fingerprint != fingerprint)
+        {
+            NotStorable(logger, colour);
+            return new Outcome(result, false, null);
+        }
+        if (result.IsComplete(inputs.Count) && !result.Answers.Any(a => a.Error is ErrorCodes.WorkerLost or ErrorCodes.BusUnavailable or ErrorCodes.Cancelled))
+        {
+            await releases.StoreGoldenAsync(key, Compact(result), ct);
+            _partial.TryRemove(key, out _);
+            StoredResult(logger, colour, key);
+        }
+        else
+        {
+            _partial[key] = result;
+        }
+        return new Outcome(result, false, key);
+    }
+
+    /// <summary>
+    /// The gate before a rollout leaves Shadow: both colours' results (stored ones reused), decided by
+    /// <see cref="GoldenGate.Decide"/>; the reason says where each result came from.
+    /// </summary>
+    public async Task<GoldenGateDecision> GateAsync(IReadOnlyList<GoldenInput> inputs, string live, string candidate, CancellationToken ct)
+    {
+        var both = await Task.WhenAll(ResultAsync(live, inputs, true, ct), ResultAsync(candidate, inputs, true, ct));
+        var decision = GoldenGate.Decide(both[0].Result, both[1].Result, inputs, settings.Policy);
+        var source = $"live {live}: {Source(both[0])}; candidate {candidate}: {Source(both[1])}";
+        if (decision.Outcome == Judging.Outcomes.Inconclusive)
+            source += $"; each attempt waits Promoter:GoldenTimeout {settings.Options.GoldenTimeout} and keeps the answers it got";
+        return decision with { Reason = $"{decision.Reason} ({source})" };
+    }
+
+    private static string Source(Outcome o) =>
+        o.Stored ? $"stored result of {o.Result.ComputedAt:u} reused"
+        : o.Key is null ? "run now, not stored (its workers do not all serve the same model, profile and faults)"
+        : "run now on its low-priority queue";
+
+    /// <summary>What is stored: chat texts cut to <c>Promoter:GoldenStoredTextChars</c> (the defects were found on the whole answer).</summary>
+    private GoldenResult Compact(GoldenResult r) =>
+        r with { Answers = r.Answers.Select(a => Comparison.Cut(a, settings.Options.GoldenStoredTextChars)!).ToArray() };
+
+    [LoggerMessage(EventId = 5290, Level = LogLevel.Information, Message = "Golden set on {Colour}: reusing the stored result {Key} computed at {At}")]
+    private static partial void Reused(ILogger logger, string colour, string key, DateTimeOffset at);
+
+    [LoggerMessage(EventId = 5291, Level = LogLevel.Information, Message = "Golden set on {Colour}: stored the complete result as {Key}")]
+    private static partial void StoredResult(ILogger logger, string colour, string key);
+
+    [LoggerMessage(EventId = 5293, Level = LogLevel.Warning, Message = "Golden set on {Colour}: the answers came from workers serving different things (or none reports a fingerprint); not stored")]
+    private static partial void NotStorable(ILogger logger, string colour);
+}
