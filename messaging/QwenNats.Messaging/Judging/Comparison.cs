@@ -146,7 +146,7 @@ public static class Comparison
         foreach (var s in r.Scores)
         {
             var parts = new List<string>();
-            if (s.Total > 0) parts.Add($"sentiment {s.Correct}/{s.Total} correct ({s.Accuracy:P1}), {s.Errors} errors");
+            if (s.Total > 0) parts.Add($"sentiment {s.Correct}/{s.Total} correct ({Pct(s.Accuracy)}), {s.Errors} errors");
             if (s.ChatTotal > 0)
                 parts.Add($"chat {s.ChatDefective}/{s.ChatTotal} with defects{(s.DefectCounts is { Count: > 0 } d ? $" ({string.Join(", ", d.Select(kv => $"{kv.Key} {kv.Value}"))})" : "")}, {s.ChatErrors} errors");
             if (s.NotRun > 0) parts.Add($"{s.NotRun} not run");
@@ -171,4 +171,6 @@ public static class Comparison
     private static string Mark(bool ok) => ok ? "right" : "wrong";
     private static string List(IReadOnlyList<string> d) => d.Count == 0 ? "none" : string.Join(",", d);
     private static string F(double v) => v.ToString("0.00", CultureInfo.InvariantCulture);
+
+    private static string Pct(double v) => (v * 100).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) + "%";
 }

@@ -77,9 +77,9 @@ public static class GoldenGate
         var parts = new List<string>();
         if (l.Total > 0)
         {
-            var line = $"candidate {c.Accuracy:P1} ({c.Correct}/{c.Total}, {c.Errors} errors) vs live {l.Accuracy:P1} ({l.Correct}/{l.Total}, {l.Errors} errors)";
+            var line = $"candidate {Pct(c.Accuracy)} ({c.Correct}/{c.Total}, {c.Errors} errors) vs live {Pct(l.Accuracy)} ({l.Correct}/{l.Total}, {l.Errors} errors)";
             if (c.Accuracy < l.Accuracy - policy.GoldenAccuracyTolerance || c.Errors > l.Errors)
-                failures.Add($"sentiment: candidate {c.Accuracy:P1} ({c.Correct}/{c.Total}, {c.Errors} errors) below live {l.Accuracy:P1} ({l.Correct}/{l.Total}, {l.Errors} errors)");
+                failures.Add($"sentiment: candidate {Pct(c.Accuracy)} ({c.Correct}/{c.Total}, {c.Errors} errors) below live {Pct(l.Accuracy)} ({l.Correct}/{l.Total}, {l.Errors} errors)");
             parts.Add(line);
         }
         if (l.ChatTotal > 0)
@@ -108,4 +108,6 @@ public static class GoldenGate
         foreach (var a in r.Answers) map[a.Id] = a;
         return map;
     }
+
+    private static string Pct(double v) => (v * 100).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture) + "%";
 }
