@@ -10,11 +10,18 @@ namespace QwenNats.Promoter;
 /// complete result is stored in <see cref="Releases.Bucket"/> under <see cref="GoldenKeys.Key"/> and the gate
 /// reuses it: the live colour's result was normally computed when that release was itself the candidate, and
 /// its pool — busy with live traffic — is asked to run the set on its low-priority queue only when nothing is
-/// stored. A partial run's answers are kept (in memory) and the next attempt sends only the rest.
+/// stored. A partial run's answers are kept (in memory) and the next attempt sends only the rest. While it leads,
+/// the promoter also computes, in the background, the result of any colour whose release has none stored yet
+/// (<c>Promoter:GoldenPrecompute</c>): a release deployed to the idle colour has its result before its rollout starts.
 /// </summary>
 public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog releases, WorkerRegistry workers, PromoterSettings settings, ILogger<GoldenService> logger)
 {
     private readonly ConcurrentDictionary<string, GoldenResult> _partial = new(StringComparer.Ordinal);
+    // One run per key at a time: a gate, an operator's golden and the background precompute join the same run.
+    private readonly ConcurrentDictionary<string, Lazy<Task<Outcome>>> _running = new(StringComparer.Ordinal);
+    // Keys known to be stored (the precompute does not look again).
+    private readonly ConcurrentDictionary<string, bool> _stored = new(StringComparer.Ordinal);
+    private Task _precompute = Task.CompletedTask;
 
     /// <summary>A colour's result: from the store or run now; <see cref="Key"/> is null when it cannot be stored.</summary>
     public sealed record Outcome(GoldenResult Result, bool Stored, string? Key);
@@ -38,9 +45,30 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
             Reused(logger, colour, key, stored.ComputedAt);
             return new Outcome(stored with { Colour = colour }, true, key);
         }
-        var previous = key is not null && _partial.TryGetValue(key, out var partial) ? partial : null;
+        if (key is null)
+        {
+            NotStorable(logger, colour);
+            return new Outcome(await runner.RunAsync(colour, inputs, null, settings.Options.GoldenTimeout, ct), false, null);
+        }
+        var mine = new Lazy<Task<Outcome>>(() => RunKeyedAsync(colour, inputs, key, fingerprint!, ct));
+        var running = _running.GetOrAdd(key, mine);
+        try
+        {
+            var outcome = await running.Value.WaitAsync(ct);
+            return outcome with { Result = outcome.Result with { Colour = colour } };
+        }
+        finally
+        {
+            if (ReferenceEquals(running, mine))
+                _running.TryRemove(KeyValuePair.Create(key, mine));
+        }
+    }
+
+    private async Task<Outcome> RunKeyedAsync(string colour, IReadOnlyList<GoldenInput> inputs, string key, string fingerprint, CancellationToken ct)
+    {
+        var previous = _partial.TryGetValue(key, out var partial) ? partial : null;
         var result = await runner.RunAsync(colour, inputs, previous, settings.Options.GoldenTimeout, ct);
-        if (key is null || result.Fingerprint != fingerprint)
+        if (result.Fingerprint != fingerprint)
         {
             NotStorable(logger, colour);
             return new Outcome(result, false, null);
@@ -49,6 +77,7 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
         {
             await releases.StoreGoldenAsync(key, Compact(result), ct);
             _partial.TryRemove(key, out _);
+            _stored[key] = true;
             StoredResult(logger, colour, key);
         }
         else
@@ -56,6 +85,44 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
             _partial[key] = result;
         }
         return new Outcome(result, false, key);
+    }
+
+    /// <summary>
+    /// Called on the leader's tick: when the last background run is done, starts one for the first colour whose
+    /// release has no stored result (on its low-priority queue). Ends with <paramref name="ct"/> (leadership).
+    /// </summary>
+    public void Precompute(IReadOnlyList<string> colours, CancellationToken ct)
+    {
+        if (!settings.Options.GoldenPrecompute || settings.Golden is not { Count: > 0 } inputs || !_precompute.IsCompleted || ct.IsCancellationRequested)
+            return;
+        var digest = GoldenKeys.InputsDigest(inputs);
+        var missing = colours.Select(c => (Colour: c, Print: Fingerprint(c)))
+            .FirstOrDefault(c => c.Print is not null && !_stored.ContainsKey(GoldenKeys.Key(c.Print, digest)) && !_running.ContainsKey(GoldenKeys.Key(c.Print, digest)));
+        if (missing.Colour is null)
+            return;
+        _precompute = PrecomputeAsync(missing.Colour, inputs, GoldenKeys.Key(missing.Print!, digest), ct);
+    }
+
+    private async Task PrecomputeAsync(string colour, IReadOnlyList<GoldenInput> inputs, string key, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Yield();
+            if (await releases.GoldenAsync(key, ct) is { } stored && stored.IsComplete(inputs.Count))
+            {
+                _stored[key] = true;
+                return;
+            }
+            Precomputing(logger, colour, key);
+            await ResultAsync(colour, inputs, useStored: true, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (Exception e)
+        {
+            PrecomputeFailed(logger, colour, e);
+        }
     }
 
     /// <summary>
@@ -86,6 +153,12 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
 
     [LoggerMessage(EventId = 5291, Level = LogLevel.Information, Message = "Golden set on {Colour}: stored the complete result as {Key}")]
     private static partial void StoredResult(ILogger logger, string colour, string key);
+
+    [LoggerMessage(EventId = 5295, Level = LogLevel.Information, Message = "Golden set on {Colour}: no stored result for what it serves ({Key}); computing it in the background on its low-priority queue")]
+    private static partial void Precomputing(ILogger logger, string colour, string key);
+
+    [LoggerMessage(EventId = 5296, Level = LogLevel.Warning, Message = "Golden set on {Colour}: the background run failed; it is tried again on a later tick")]
+    private static partial void PrecomputeFailed(ILogger logger, string colour, Exception exception);
 
     [LoggerMessage(EventId = 5293, Level = LogLevel.Warning, Message = "Golden set on {Colour}: the answers came from workers serving different things (or none reports a fingerprint); not stored")]
     private static partial void NotStorable(ILogger logger, string colour);

@@ -48,6 +48,10 @@ public sealed record PromoterOptions
     /// <summary>How long a golden run (or a comparison) may take; both colours run at once, on their low-priority queues.</summary>
     public TimeSpan GoldenTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>While leading, compute in the background (low priority) the golden result of every colour whose release has none stored,
+    /// so the gate finds both stored; off: results are computed by the gate and by <c>golden</c> only.</summary>
+    public bool GoldenPrecompute { get; init; } = true;
+
     /// <summary>Golden chat answers are cut at this many tokens unless a prompt says otherwise (its <c>max_tokens</c>).</summary>
     public int GoldenChatMaxTokens { get; init; } = 48;
 

@@ -24,6 +24,7 @@ public sealed class PromoterService(
     RolloutChanges changes,
     ControlCommands commands,
     VerdictFollower verdicts,
+    GoldenService golden,
     PromoterSettings settings,
     ILogger<PromoterService> logger) : BackgroundService, IControlHandler
 {
@@ -142,5 +143,7 @@ public sealed class PromoterService(
         if (state.Phase is RolloutPhase.Promoted or RolloutPhase.RolledBack)
             await changes.ChangeAsync("finish", r => r.FinishIfDue(), "timer", Id, ct);
         await verdicts.WatchAsync(state, ct);
+        if (_leading is { } leading)
+            golden.Precompute(settings.Options.Colours, leading.Token);
     }
 }

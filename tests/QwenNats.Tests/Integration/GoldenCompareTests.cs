@@ -41,7 +41,7 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<Rig> StartAsync()
+    private static async Task<Rig> StartAsync(bool precompute = false)
     {
         var server = await NatsServer.StartAsync();
         var settings = RolloutFixture.PromoterSettings(server.Url);
@@ -50,6 +50,7 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
         settings["Promoter:GoldenChatPath"] = Path.Combine(Paths.RepoRoot, "deploy", "golden", "chat.jsonl");
         settings["Promoter:GoldenChatMaxTokens"] = "16";
         settings["Promoter:GoldenTimeout"] = "00:01:30";
+        settings["Promoter:GoldenPrecompute"] = precompute ? "true" : "false";
         var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(settings));
         await promoter.StartAsync();
         // No ingress: create its work and shadow queues as it would.
@@ -153,5 +154,54 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
         Assert.Equal(blueWork, await rig.PublishedAsync(Judging.ShadowStream("blue")));
         Assert.True(await rig.PublishedAsync(Judging.ShadowStream("green")) >= greenWork + GoldenInputs);
         Assert.Equal(0UL, await rig.PublishedAsync(Subjects.WorkStream("blue")));
+    }
+
+    [Fact]
+    public async Task The_leading_promoter_computes_and_stores_each_colours_result_in_the_background()
+    {
+        await using var rig = await StartAsync(precompute: true);
+        var bucket = await new NATS.Client.KeyValueStore.NatsKVContext(new NatsJSContext(rig.Operator)).GetStoreAsync(Releases.Bucket);
+        using var cts = new CancellationTokenSource(Long);
+        var keys = new List<string>();
+        while (keys.Count < 2)
+        {
+            await Task.Delay(500, cts.Token);
+            keys.Clear();
+            try
+            {
+                await foreach (var key in bucket.GetKeysAsync([GoldenKeys.Prefix + ">"], cancellationToken: cts.Token))
+                    keys.Add(key);
+            }
+            catch (NATS.Client.KeyValueStore.NatsKVException)
+            {
+                // No key yet.
+            }
+        }
+        var stored = new List<GoldenResult>();
+        foreach (var key in keys)
+            stored.Add((await bucket.GetEntryAsync<GoldenResult>(key, cancellationToken: cts.Token)).Value!);
+        Assert.Equal(new[] { "v1", "v2" }, stored.Select(r => r.Profile).Order());
+        Assert.All(stored, r => Assert.True(r.IsComplete(GoldenInputs) && r.Fingerprint is not null));
+        Assert.Equal(0UL, await rig.PublishedAsync(Subjects.WorkStream("blue")));
+
+        // The gate (and a start) now finds both stored: no golden work for either colour.
+        var work = (await rig.PublishedAsync(Judging.ShadowStream("blue")), await rig.PublishedAsync(Judging.ShadowStream("green")));
+        var start = await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\"}");
+        Assert.True(start.Ok, start.Error);
+        await rig.Operator.PublishAsync(Judging.VerdictSubject, new Verdict
+        {
+            RolloutId = start.State!.RolloutId!, Step = start.State.Step, Phase = RolloutPhase.Shadow, Outcome = Judging.Outcomes.Pass,
+            Reason = "all checks pass (test)", Samples = 50, At = DateTimeOffset.UtcNow,
+        });
+        RolloutEvent? decided = null;
+        while (decided is null)
+        {
+            await Task.Delay(250, cts.Token);
+            decided = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}")).Events!.LastOrDefault(e => e.Cause == "judge");
+        }
+        output.WriteLine($"{decided.Trigger}: {decided.Reason}");
+        Assert.Contains("live blue: stored result of", decided.Reason);
+        Assert.Contains("candidate green: stored result of", decided.Reason);
+        Assert.Equal(work, (await rig.PublishedAsync(Judging.ShadowStream("blue")), await rig.PublishedAsync(Judging.ShadowStream("green"))));
     }
 }
