@@ -15,8 +15,9 @@ public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, 
     // The last verdict received for a rollout, and when leadership began (the baseline before any verdict).
     private (string? RolloutId, DateTimeOffset At) _lastVerdict;
     private DateTimeOffset _leadingSince;
-    // When the golden gate of a rollout was first inconclusive (it holds the rollout in Shadow, then pauses it).
-    private (string? RolloutId, DateTimeOffset At) _goldenInconclusive;
+    // When the golden gate of a rollout last made progress (fewer inputs not run) while inconclusive: it holds the
+    // rollout in Shadow while attempts make progress, and pauses it once they have made none for the policy's timeout.
+    private (string? RolloutId, DateTimeOffset At, int NotRun) _goldenInconclusive;
     private volatile bool _acting;
 
     private PromoterOptions O => settings.Options;
@@ -81,13 +82,15 @@ public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, 
                     if (!gate.Passed)
                     {
                         // Never a silent pass: hold in Shadow (the next pass verdict tries again, keeping the answers
-                        // already collected) and, after the policy's inconclusive timeout, pause for an operator.
+                        // already collected) and, once attempts have made no progress for the policy's inconclusive
+                        // timeout, pause for an operator.
                         var now = clock.GetUtcNow();
-                        if (_goldenInconclusive.RolloutId != state.RolloutId) _goldenInconclusive = (state.RolloutId, now);
+                        if (_goldenInconclusive.RolloutId != state.RolloutId || gate.NotRun < _goldenInconclusive.NotRun)
+                            _goldenInconclusive = (state.RolloutId, now, gate.NotRun);
                         PromoterLog.GoldenInconclusive(logger, state.RolloutId!, gate.Reason);
                         if (now - _goldenInconclusive.At >= policy.InconclusivePauseAfter)
                             await ChangeAsync("pause", r => IsFor(r.State, v)
-                                ? r.Pause($"inconclusive for {policy.InconclusivePauseAfter}: {gate.Reason}", "judge") : null, "judge", ct);
+                                ? r.Pause($"inconclusive, no progress for {policy.InconclusivePauseAfter}: {gate.Reason}", "judge") : null, "judge", ct);
                         return;
                     }
                     v = v with { Reason = $"{v.Reason}; {gate.Reason}" };

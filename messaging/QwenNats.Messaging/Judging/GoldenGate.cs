@@ -3,6 +3,9 @@ namespace QwenNats.Messaging;
 /// <summary>The golden gate's decision: <see cref="Judging.Outcomes"/> and why.</summary>
 public sealed record GoldenGateDecision(string Outcome, string Reason)
 {
+    /// <summary>Inputs no worker took (over both colours): what an inconclusive gate still waits for.</summary>
+    public int NotRun { get; init; }
+
     public bool Passed => Outcome == Judging.Outcomes.Pass;
     public bool Failed => Outcome == Judging.Outcomes.Fail;
 }
@@ -61,15 +64,17 @@ public static class GoldenGate
     public static GoldenGateDecision Decide(GoldenResult live, GoldenResult candidate, IReadOnlyList<GoldenInput> inputs, RolloutPolicy policy)
     {
         var missing = new List<string>();
+        var waiting = 0;
         foreach (var (r, role) in new[] { (live, "live"), (candidate, "candidate") })
         {
             var notRun = Score(r, inputs, false).NotRun;
+            waiting += notRun;
             if (notRun > 0)
                 missing.Add($"{role} {r.Colour}: {notRun} of {inputs.Count} inputs were never taken by a worker (golden runs use the low-priority queue, " +
                             "which a pool busy with live work, or without workers, does not serve)");
         }
         if (missing.Count > 0)
-            return new GoldenGateDecision(Judging.Outcomes.Inconclusive, $"golden set inconclusive: {string.Join("; ", missing)}");
+            return new GoldenGateDecision(Judging.Outcomes.Inconclusive, $"golden set inconclusive: {string.Join("; ", missing)}") { NotRun = waiting };
 
         var l = Score(live, inputs, false);
         var c = Score(candidate, inputs, false);

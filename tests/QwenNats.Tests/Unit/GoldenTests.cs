@@ -106,6 +106,7 @@ public sealed class GoldenTests
         var d = GoldenGate.Decide(starved, Good("green"), Inputs, new RolloutPolicy());
         Assert.Equal(Judging.Outcomes.Inconclusive, d.Outcome);
         Assert.Contains("live blue: 1 of 4 inputs were never taken", d.Reason);
+        Assert.Equal(1, d.NotRun);
         Assert.False(starved.IsComplete(Inputs.Length));
         Assert.True(Good("blue").IsComplete(Inputs.Length));
         // Taken and never answered (a hang) is the colour's failure, not capacity.
