@@ -22,6 +22,8 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
     // Keys known to be stored (the precompute does not look again).
     private readonly ConcurrentDictionary<string, bool> _stored = new(StringComparer.Ordinal);
     private Task _precompute = Task.CompletedTask;
+    private CancellationTokenSource? _precomputeStop;
+    private string? _precomputeColour;
 
     /// <summary>A colour's result: from the store or run now; <see cref="Key"/> is null when it cannot be stored.</summary>
     public sealed record Outcome(GoldenResult Result, bool Stored, string? Key);
@@ -57,6 +59,12 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
             var outcome = await running.Value.WaitAsync(ct);
             return outcome with { Result = outcome.Result with { Colour = colour } };
         }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested && !ReferenceEquals(running, mine))
+        {
+            // The run joined was a background one, stopped because its colour became a rollout's candidate: run our own.
+            _running.TryRemove(KeyValuePair.Create(key, running));
+            return await ResultAsync(colour, inputs, useStored, ct);
+        }
         finally
         {
             if (ReferenceEquals(running, mine))
@@ -89,18 +97,25 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
 
     /// <summary>
     /// Called on the leader's tick: when the last background run is done, starts one for the first colour whose
-    /// release has no stored result (on its low-priority queue). Ends with <paramref name="ct"/> (leadership).
+    /// release has no stored result (on its low-priority queue). Never for a rollout's <paramref name="candidate"/>,
+    /// whose free slots belong to mirrored traffic (the gate runs its set when the judge has passed it): a background
+    /// run on a colour that becomes the candidate is stopped. Ends with <paramref name="ct"/> (leadership).
     /// </summary>
-    public void Precompute(IReadOnlyList<string> colours, CancellationToken ct)
+    public void Precompute(IReadOnlyList<string> colours, string? candidate, CancellationToken ct)
     {
+        if (candidate is not null && _precomputeColour == candidate && !_precompute.IsCompleted)
+            _precomputeStop?.Cancel();
         if (!settings.Options.GoldenPrecompute || settings.Golden is not { Count: > 0 } inputs || !_precompute.IsCompleted || ct.IsCancellationRequested)
             return;
         var digest = GoldenKeys.InputsDigest(inputs);
-        var missing = colours.Select(c => (Colour: c, Print: Fingerprint(c)))
+        var missing = colours.Where(c => c != candidate).Select(c => (Colour: c, Print: Fingerprint(c)))
             .FirstOrDefault(c => c.Print is not null && !_stored.ContainsKey(GoldenKeys.Key(c.Print, digest)) && !_running.ContainsKey(GoldenKeys.Key(c.Print, digest)));
         if (missing.Colour is null)
             return;
-        _precompute = PrecomputeAsync(missing.Colour, inputs, GoldenKeys.Key(missing.Print!, digest), ct);
+        _precomputeStop?.Dispose();
+        _precomputeStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        _precomputeColour = missing.Colour;
+        _precompute = PrecomputeAsync(missing.Colour, inputs, GoldenKeys.Key(missing.Print!, digest), _precomputeStop.Token);
     }
 
     private async Task PrecomputeAsync(string colour, IReadOnlyList<GoldenInput> inputs, string key, CancellationToken ct)
@@ -118,6 +133,7 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
+            PrecomputeStopped(logger, colour);
         }
         catch (Exception e)
         {
@@ -156,6 +172,9 @@ public sealed partial class GoldenService(GoldenRunner runner, ReleaseCatalog re
 
     [LoggerMessage(EventId = 5295, Level = LogLevel.Information, Message = "Golden set on {Colour}: no stored result for what it serves ({Key}); computing it in the background on its low-priority queue")]
     private static partial void Precomputing(ILogger logger, string colour, string key);
+
+    [LoggerMessage(EventId = 5297, Level = LogLevel.Information, Message = "Golden set on {Colour}: the background run stopped (the colour became a rollout's candidate, or leadership ended)")]
+    private static partial void PrecomputeStopped(ILogger logger, string colour);
 
     [LoggerMessage(EventId = 5296, Level = LogLevel.Warning, Message = "Golden set on {Colour}: the background run failed; it is tried again on a later tick")]
     private static partial void PrecomputeFailed(ILogger logger, string colour, Exception exception);

@@ -144,6 +144,6 @@ public sealed class PromoterService(
             await changes.ChangeAsync("finish", r => r.FinishIfDue(), "timer", Id, ct);
         await verdicts.WatchAsync(state, ct);
         if (_leading is { } leading)
-            golden.Precompute(settings.Options.Colours, leading.Token);
+            golden.Precompute(settings.Options.Colours, state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused ? state.Candidate : null, leading.Token);
     }
 }
