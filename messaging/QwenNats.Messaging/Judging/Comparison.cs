@@ -108,7 +108,7 @@ public static class Comparison
         {
             var first = Cut(p.First, limit);
             var second = Cut(p.Second, limit);
-            var input = p.Input.Text.Length > limit ? p.Input with { Text = p.Input.Text[..limit] + "…" } : p.Input;
+            var input = p.Input.Text.Length > limit ? p.Input with { Text = Prefix(p.Input.Text, limit) + "…" } : p.Input;
             cut |= !ReferenceEquals(first, p.First) || !ReferenceEquals(second, p.Second) || !ReferenceEquals(input, p.Input);
             return p with { Input = input, First = first, Second = second };
         }).ToArray();
@@ -119,9 +119,11 @@ public static class Comparison
     public static GoldenAnswer? Cut(GoldenAnswer? a, int limit)
     {
         if (a?.Text is not { } text || text.Length <= limit) return a;
-        var end = char.IsHighSurrogate(text[limit - 1]) ? limit - 1 : limit;
-        return a with { Text = text[..end], TextCut = true };
+        return a with { Text = Prefix(text, limit), TextCut = true };
     }
+
+    /// <summary>At most <paramref name="limit"/> characters of <paramref name="text"/>, never splitting a surrogate pair.</summary>
+    private static string Prefix(string text, int limit) => text[..(char.IsHighSurrogate(text[limit - 1]) ? limit - 1 : limit)];
 
     private static int Size(CompareReport r) => JsonSerializer.SerializeToUtf8Bytes(new ControlReply { Ok = true, Compare = r }, QwenJsonContext.Default.ControlReply).Length;
 
