@@ -11,8 +11,8 @@ public static class TextChecks
     {
         public const string Empty = "empty";
         public const string BrokenUtf8 = "broken_utf8";
-        public const string Repetitive = "repetitive";
-        public const string Cut = "cut";
+        public const string Looping = "looping";
+        public const string CutOff = "cut_off";
         public const string Refusal = "refusal";
         public const string WrongLanguage = "wrong_language";
     }
@@ -26,8 +26,8 @@ public static class TextChecks
         var found = new List<string>(2);
         if (IsEmpty(answer)) found.Add(Names.Empty);
         if (IsBrokenUtf8(answer)) found.Add(Names.BrokenUtf8);
-        if (IsRepetitive(answer)) found.Add(Names.Repetitive);
-        if (finishReason == FinishReasons.Length) found.Add(Names.Cut);
+        if (IsRepetitive(answer)) found.Add(Names.Looping);
+        if (finishReason == FinishReasons.Length) found.Add(Names.CutOff);
         if (IsRefusal(answer)) found.Add(Names.Refusal);
         if (IsWrongLanguage(userText, answer)) found.Add(Names.WrongLanguage);
         return found;

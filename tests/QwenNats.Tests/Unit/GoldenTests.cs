@@ -213,9 +213,9 @@ public sealed class GoldenTests
     public void Chat_defects_are_the_judges_defects()
     {
         Assert.Equal(new[] { TextChecks.Names.Empty }, TextChecks.Defects("hi there friend", "", FinishReasons.Stop));
-        Assert.Equal(new[] { TextChecks.Names.Cut, TextChecks.Names.WrongLanguage }, TextChecks.Defects("今天天气怎么样？", "The weather is nice.", FinishReasons.Length));
+        Assert.Equal(new[] { TextChecks.Names.CutOff, TextChecks.Names.WrongLanguage }, TextChecks.Defects("今天天气怎么样？", "The weather is nice.", FinishReasons.Length));
         Assert.Contains(TextChecks.Names.Refusal, TextChecks.Defects("help me", "I'm sorry, but I can't help with that.", FinishReasons.Stop));
-        Assert.Equal(new[] { "cut" }, TextChecks.NewDefects(["empty"], ["empty", "cut"]));
+        Assert.Equal(new[] { "cut_off" }, TextChecks.NewDefects(["empty"], ["empty", "cut_off"]));
         Assert.Equal(GoldenRunner.Seed("chat-en-01"), GoldenRunner.Seed("chat-en-01"));
         Assert.NotEqual(GoldenRunner.Seed("chat-en-01"), GoldenRunner.Seed("chat-en-02"));
     }
