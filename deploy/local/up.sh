@@ -57,6 +57,7 @@ case "$WORKERS" in ''|*[!0-9]*|0) printf 'up.sh: QWEN_WORKERS must be a whole nu
 METRICS_BASE="${QWEN_METRICS_BASE:-9100}"
 POLICY="${QWEN_POLICY:-$ROOT/deploy/rollout-policy.json}"
 GOLDEN="$ROOT/deploy/golden/sentiment.jsonl"
+GOLDEN_CHAT="$ROOT/deploy/golden/chat.jsonl"
 
 say() { printf '%s\n' "$*"; }
 
@@ -220,7 +221,7 @@ done
 Nats__User=judge Nats__Password="$QWEN_NATS_JUDGE_PASSWORD" \
 start judge "" dotnet "$(bin judge QwenNats.Judge)" --Judge:PolicyPath="$POLICY" --Metrics:Port="$((METRICS_BASE + 3))"
 Nats__User=promoter Nats__Password="$QWEN_NATS_PROMOTER_PASSWORD" \
-start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPath="$POLICY" --Promoter:GoldenPath="$GOLDEN" \
+start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPath="$POLICY" --Promoter:GoldenPath="$GOLDEN" --Promoter:GoldenChatPath="$GOLDEN_CHAT" \
   --Metrics:Port="$((METRICS_BASE + 4))"
 
 # --- releases: the model uploaded over NATS, two releases, a colour's first release -----------

@@ -149,18 +149,9 @@ public sealed class Scorecard
     /// <summary>Chat defects seen, by kind (a handful of keys): what made <c>chat_defects</c> count a pair.</summary>
     public Dictionary<string, int> DefectKinds { get; set; } = [];
 
-    /// <summary>The first defect the candidate's chat answer has where live's has not, or null.</summary>
-    public static string? ChatDefect(ShadowSample s)
-    {
-        var (live, cand) = (s.Live.Text, s.Candidate.Text);
-        if (TextChecks.IsEmpty(cand) && !TextChecks.IsEmpty(live)) return "empty";
-        if (TextChecks.IsBrokenUtf8(cand) && !TextChecks.IsBrokenUtf8(live)) return "broken_utf8";
-        if (TextChecks.IsRepetitive(cand) && !TextChecks.IsRepetitive(live)) return "looping";
-        if (s.Candidate.FinishReason == FinishReasons.Length && s.Live.FinishReason != FinishReasons.Length) return "cut_off";
-        if (TextChecks.IsRefusal(cand) && !TextChecks.IsRefusal(live)) return "refusal";
-        if (TextChecks.IsWrongLanguage(s.UserText, cand) && !TextChecks.IsWrongLanguage(s.UserText, live)) return "wrong_language";
-        return Tone.Change(live, cand) is { } tone ? $"tone: {tone}" : null;
-    }
+    /// <summary>The first defect the candidate's chat answer has where live's has not (a changed tone included), or null.</summary>
+    public static string? ChatDefect(ShadowSample s) =>
+        TextChecks.PairDefects(s.UserText, s.Live.Text, s.Live.FinishReason, s.Candidate.Text, s.Candidate.FinishReason).FirstOrDefault();
 
     private static ReleaseRef? RefOf(SampleSide side) =>
         side.Error is null && (side.Release is not null || side.ModelSha256 is not null)

@@ -8,7 +8,7 @@ namespace QwenNats.Promoter;
 /// The operator API's verbs (served on <c>qwen.ctl.&lt;verb&gt;</c> by <see cref="Messaging.Control.ControlEndpoints"/>
 /// while this promoter leads): validates the request and applies it; refusals change nothing.
 /// </summary>
-public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, GoldenRunner golden, LeaderLease lease, PromoterSettings settings,
+public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, GoldenService golden, GoldenRunner runner, LeaderLease lease, PromoterSettings settings,
     ReleaseCatalog releases, WorkerRegistry workers, TimeProvider clock, ILogger<ControlCommands> logger)
 {
     private PromoterOptions O => settings.Options;
@@ -50,12 +50,9 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Deploy:
                 return await DeployAsync(request, actor, reason, ct);
             case Rollouts.Verbs.Golden:
-                if (settings.Golden is null)
-                    return ControlReply.Refused("not_configured", "No golden set is configured (Promoter:GoldenPath).");
-                var colours = request.Colour is { } one ? [one] : O.Colours;
-                if (colours.Any(c => !O.Colours.Contains(c, StringComparer.Ordinal)))
-                    return ControlReply.Refused("unknown_colour", $"'colour' must be one of: {string.Join(", ", O.Colours)}.");
-                return new ControlReply { Ok = true, Golden = await golden.RunAsync(settings.Golden, colours, O.GoldenTimeout, ct), Leader = id };
+                return await GoldenAsync(request, ct);
+            case Rollouts.Verbs.Compare:
+                return await CompareAsync(request, ct);
             case Rollouts.Verbs.History:
                 var limit = Math.Clamp(request.Limit ?? O.HistoryDefault, 1, O.HistoryMax);
                 return new ControlReply { Ok = true, Events = await store.HistoryAsync(limit, ct), Leader = id };
@@ -80,6 +77,76 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             default:
                 return ControlReply.Refused("unknown_verb", $"Unknown command '{(verb.Length > 32 ? verb[..32] : verb)}'; known: {string.Join(", ", Rollouts.Verbs.All)}.");
         }
+    }
+
+    /// <summary>Runs the golden sets now on the colours (low-priority queues) and stores each complete result for the gate.</summary>
+    private async Task<ControlReply> GoldenAsync(ControlRequest request, CancellationToken ct)
+    {
+        if (settings.Golden is not { Count: > 0 } all)
+            return ControlReply.Refused("not_configured", "No golden set is configured (Promoter:GoldenPath, Promoter:GoldenChatPath).");
+        var one = Trim(request.Colour);
+        if (one is not null && !O.Colours.Contains(one, StringComparer.Ordinal))
+            return ControlReply.Refused("unknown_colour", $"'colour' must be one of: {string.Join(", ", O.Colours)}.");
+        if (OfTask(all, request.Task) is not { } inputs)
+            return ControlReply.Refused("invalid_request", $"'task' must be {InferTasks.Sentiment} or {InferTasks.Chat}, and the golden set must have inputs of it.");
+        IReadOnlyList<string> colours = one is null ? O.Colours : [one];
+        var results = await Task.WhenAll(colours.Select(c => golden.ResultAsync(c, inputs, useStored: false, ct)));
+        var report = new GoldenReport(inputs.Count(i => i.Task == InferTasks.Sentiment), results.Select(o => GoldenGate.Score(o.Result, inputs, o.Stored)).ToArray(), clock.GetUtcNow())
+        {
+            ChatCases = inputs.Count(i => i.Task == InferTasks.Chat),
+        };
+        return new ControlReply { Ok = true, Golden = report, Leader = lease.Holder };
+    }
+
+    /// <summary>
+    /// Sends the golden sets (or the request's inputs) to the live colour and another colour on their low-priority
+    /// queues and answers both sides per input with every check, a summary and, for the golden sets, the gate's decision.
+    /// </summary>
+    private async Task<ControlReply> CompareAsync(ControlRequest request, CancellationToken ct)
+    {
+        var state = (await store.GetAsync(ct)).State;
+        var first = state.Live;
+        var second = Trim(request.Colour) ?? state.Candidate ?? O.Colours.FirstOrDefault(c => c != first);
+        if (second is null || !O.Colours.Contains(second, StringComparer.Ordinal))
+            return ControlReply.Refused("unknown_colour", $"'colour' (the colour compared with live {first}) must be one of: {string.Join(", ", O.Colours)}.");
+        if (second == first)
+            return ControlReply.Refused("invalid_request", $"{first} is the live colour; 'colour' names the other colour to compare it with.");
+        var given = request.Inputs;
+        if (given is not null && GoldenInputs.Problem(given, O.CompareMaxInputs, O.CompareMaxInputChars) is { } problem)
+            return ControlReply.Refused("invalid_inputs", problem);
+        var all = given ?? settings.Golden;
+        if (all is not { Count: > 0 })
+            return ControlReply.Refused("not_configured", "No golden set is configured (Promoter:GoldenPath, Promoter:GoldenChatPath); send 'inputs' to compare.");
+        if (OfTask(all, request.Task) is not { } inputs)
+            return ControlReply.Refused("invalid_request", $"'task' must be {InferTasks.Sentiment} or {InferTasks.Chat}, and the inputs must include some of it.");
+        GoldenResult a, b;
+        string? gate = null;
+        if (given is null)
+        {
+            var both = await Task.WhenAll(golden.ResultAsync(first, inputs, useStored: false, ct), golden.ResultAsync(second, inputs, useStored: false, ct));
+            (a, b) = (both[0].Result, both[1].Result);
+            if (request.Task is null)
+            {
+                var decision = GoldenGate.Decide(a, b, inputs, settings.Policy);
+                gate = $"{decision.Outcome}: {decision.Reason}";
+            }
+        }
+        else
+        {
+            var both = await Task.WhenAll(runner.RunAsync(first, inputs, null, O.GoldenTimeout, ct), runner.RunAsync(second, inputs, null, O.GoldenTimeout, ct));
+            (a, b) = (both[0], both[1]);
+        }
+        var report = Comparison.Build([first, second], inputs, a, b, settings.Policy, clock.GetUtcNow(), gate);
+        return new ControlReply { Ok = true, Compare = Comparison.Fit(report, O.CompareMaxReplyBytes, O.CompareMaxAnswerChars), Leader = lease.Holder };
+    }
+
+    private static IReadOnlyList<GoldenInput>? OfTask(IReadOnlyList<GoldenInput> inputs, string? task)
+    {
+        var t = Trim(task);
+        if (t is null) return inputs;
+        if (t is not (InferTasks.Sentiment or InferTasks.Chat)) return null;
+        var some = inputs.Where(i => i.Task == t).ToArray();
+        return some.Length == 0 ? null : some;
     }
 
     /// <summary>Start, gated on the candidate pool: at least one worker, all serving the colour's assigned release.</summary>
@@ -163,7 +230,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
     /// <summary>Free-text fields end up in the audit log: bounded, and without control characters.</summary>
     private string? TextProblem(ControlRequest r)
     {
-        foreach (var (name, value) in new[] { ("reason", r.Reason), ("actor", r.Actor), ("candidate", r.Candidate), ("session", r.Session), ("colour", r.Colour), ("release", r.Release), ("model_sha256", r.ModelSha256), ("notes", r.Notes) })
+        foreach (var (name, value) in new[] { ("reason", r.Reason), ("actor", r.Actor), ("candidate", r.Candidate), ("session", r.Session), ("colour", r.Colour), ("release", r.Release), ("model_sha256", r.ModelSha256), ("notes", r.Notes), ("task", r.Task) })
         {
             if (value is null) continue;
             if (value.Length > O.MaxTextChars)

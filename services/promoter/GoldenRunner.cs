@@ -1,4 +1,4 @@
-using System.Text.Json;
+using System.Text;
 using Microsoft.Extensions.Logging;
 using QwenNats.Messaging;
 
@@ -8,97 +8,172 @@ namespace QwenNats.Promoter;
 public sealed record GoldenCase(string Id, string Text, string Label, string Kind, string Lang);
 
 /// <summary>
-/// Runs the golden set (labelled sentiment cases) against colours through their work queues, the same
-/// path live traffic takes, and reports accuracy per colour.
+/// Sends golden (or an operator's comparison) inputs to one colour on its low-priority shadow queue — never the
+/// live work queue, so a golden run never delays a client — and collects what it answered, with the text checks'
+/// findings. Inputs no worker takes before the deadline are reported as not run, not as wrong answers; a
+/// previous partial result's answers are kept and only the rest is sent again (the answers are deterministic:
+/// greedy labels, a fixed seed per chat prompt).
 /// </summary>
-public sealed partial class GoldenRunner(InferenceClient client, ILogger<GoldenRunner> logger)
+public sealed partial class GoldenRunner(InferenceClient client, PromoterSettings settings, TimeProvider clock, ILogger<GoldenRunner> logger)
 {
-    public static IReadOnlyList<GoldenCase> Load(string path)
+    private PromoterOptions O => settings.Options;
+
+    /// <summary>The sentiment golden set (every case labelled).</summary>
+    public static IReadOnlyList<GoldenCase> Load(string path) =>
+        LoadSentiment(path).Select(i => new GoldenCase(i.Id, i.Text, i.Label!, i.Kind ?? "", i.Lang ?? "")).ToArray();
+
+    /// <summary>deploy/golden/sentiment.jsonl: sentiment inputs, each with its expected label.</summary>
+    public static IReadOnlyList<GoldenInput> LoadSentiment(string path)
     {
-        if (!File.Exists(path))
-            throw new FileNotFoundException($"Golden set '{path}' does not exist.", path);
-        var cases = new List<GoldenCase>();
-        foreach (var (line, n) in File.ReadLines(path).Select((l, i) => (l, i + 1)))
-        {
-            if (string.IsNullOrWhiteSpace(line)) continue;
-            using var doc = JsonDocument.Parse(line);
-            var r = doc.RootElement;
-            string Get(string name) => r.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : "";
-            var c = new GoldenCase(Get("id"), Get("text"), Get("label"), Get("kind"), Get("lang"));
-            if (c.Text.Length == 0 || c.Label.Length == 0)
-                throw new InvalidOperationException($"{path}:{n}: every case needs 'text' and 'label'.");
-            cases.Add(c);
-        }
-        return cases;
+        var inputs = GoldenInputs.Load(path, InferTasks.Sentiment);
+        if (inputs.FirstOrDefault(i => i.Task != InferTasks.Sentiment || i.Label is null) is { } bad)
+            throw new GoldenInputsException($"{path}: case '{bad.Id}': every case of the sentiment golden set needs 'text' and 'label'.");
+        return inputs;
     }
 
-    public async Task<GoldenReport> RunAsync(IReadOnlyList<GoldenCase> cases, IEnumerable<string> colours, TimeSpan timeout, CancellationToken ct)
+    /// <summary>deploy/golden/chat.jsonl: chat prompts (the answers are checked, not matched).</summary>
+    public static IReadOnlyList<GoldenInput> LoadChat(string path)
     {
-        var scores = new List<GoldenScore>();
-        foreach (var colour in colours)
-            scores.Add(await RunColourAsync(cases, colour, timeout, ct));
-        return new GoldenReport(cases.Count, scores, DateTimeOffset.UtcNow);
+        var inputs = GoldenInputs.Load(path, InferTasks.Chat);
+        if (inputs.FirstOrDefault(i => i.Task != InferTasks.Chat) is { } bad)
+            throw new GoldenInputsException($"{path}: '{bad.Id}' is not a chat prompt; the chat golden set holds chat prompts only.");
+        return inputs;
     }
 
-    private async Task<GoldenScore> RunColourAsync(IReadOnlyList<GoldenCase> cases, string colour, TimeSpan timeout, CancellationToken ct)
+    /// <summary>
+    /// Runs <paramref name="inputs"/> on <paramref name="colour"/> within <paramref name="timeout"/>. Answers of
+    /// <paramref name="previous"/> (the same colour's partial result for the same fingerprint) are kept.
+    /// </summary>
+    public async Task<GoldenResult> RunAsync(string colour, IReadOnlyList<GoldenInput> inputs, GoldenResult? previous, TimeSpan timeout, CancellationToken ct)
     {
+        var kept = new Dictionary<string, GoldenAnswer>(StringComparer.Ordinal);
+        foreach (var a in previous?.Answers ?? [])
+            if (a.Answered) kept[a.Id] = a;
         var run = Guid.NewGuid().ToString("N")[..8];
+        var deadline = clock.GetUtcNow() + timeout;
         await client.Ready.WaitAsync(timeout, ct);
-        var calls = new List<(GoldenCase Case, Task<InferReply?> Final)>();
-        foreach (var c in cases)
+        using var window = new SemaphoreSlim(O.GoldenInFlight, O.GoldenInFlight);
+        var calls = new List<Task<(GoldenAnswer Answer, InferResult? Result)>>();
+        for (var n = 0; n < inputs.Count; n++)
         {
-            var start = await client.TryStartAsync(InferenceQueue.Scoring, colour, new InferRequest
+            var input = inputs[n];
+            if (kept.TryGetValue(input.Id, out var have))
             {
-                Id = $"g{run}{c.Id}", Task = InferTasks.Sentiment, Input = c.Text, ReplyTo = "",
-            }, timeout, ct);
-            if (!start.Started)
-            {
-                NotStarted(logger, colour, start.Code, start.Message);
-                calls.Add((c, Task.FromResult<InferReply?>(null)));
+                calls.Add(Task.FromResult<(GoldenAnswer, InferResult?)>((have, null)));
                 continue;
             }
-            calls.Add((c, FinalAsync(start.Call, ct)));
+            var left = deadline - clock.GetUtcNow();
+            if (left <= TimeSpan.Zero || !await window.WaitAsync(left, ct))
+            {
+                calls.Add(Task.FromResult<(GoldenAnswer, InferResult?)>((NotRun(input), null)));
+                continue;
+            }
+            calls.Add(OneAsync(colour, input, $"g{run}n{n}", deadline, window, ct));
         }
-        var results = new Dictionary<string, InferReply>();
-        foreach (var (c, final) in calls)
-            if (await final is { } reply)
-                results[c.Id] = reply;
-        var answered = results.Values.Count(r => r.Result is not null);
-        if (answered < cases.Count)
-            Missing(logger, colour, cases.Count - answered, timeout);
-        var correct = 0;
-        var errors = 0;
-        string? profile = null, release = null, sha = null;
-        foreach (var c in cases)
+        var done = await Task.WhenAll(calls);
+
+        var results = done.Where(d => d.Result is not null).Select(d => d.Result!).ToArray();
+        // The answers count as one identity's only when every one (and any kept from before) came from the same fingerprint.
+        var prints = results.Select(r => r.Fingerprint).ToList();
+        if (kept.Count > 0) prints.Add(previous!.Fingerprint);
+        var distinct = prints.Distinct().ToArray();
+        var first = results.FirstOrDefault();
+        var result = new GoldenResult
         {
-            if (!results.TryGetValue(c.Id, out var r) || r.Result is null) { errors++; continue; }
-            profile ??= r.Result.ProfileVersion;
-            release ??= r.Result.Release;
-            sha ??= r.Result.ModelSha256;
-            if (r.Result.Label == c.Label) correct++;
-        }
-        var accuracy = cases.Count == 0 ? 0 : Math.Round((double)correct / cases.Count, 4);
-        Scored(logger, colour, profile, correct, cases.Count, errors);
-        return new GoldenScore(colour, profile, cases.Count, correct, errors, accuracy) { Release = release, ModelSha256 = sha };
+            Colour = colour,
+            Fingerprint = distinct is [{ } one] ? one : null,
+            InputsDigest = GoldenKeys.InputsDigest(inputs),
+            Release = first?.Release ?? previous?.Release,
+            ModelSha256 = first?.ModelSha256 ?? previous?.ModelSha256,
+            Profile = first?.ProfileVersion ?? previous?.Profile,
+            Answers = done.Select(d => d.Answer).ToArray(),
+            ComputedAt = clock.GetUtcNow(),
+        };
+        var notRun = result.Answers.Count(a => !a.Taken);
+        var failed = result.Answers.Count(a => a.Taken && !a.Answered);
+        Ran(logger, colour, result.Profile, inputs.Count, kept.Count, failed, notRun);
+        return result;
     }
 
-    private static async Task<InferReply?> FinalAsync(InferenceCall call, CancellationToken ct)
+    private async Task<(GoldenAnswer Answer, InferResult? Result)> OneAsync(string colour, GoldenInput input, string id, DateTimeOffset deadline,
+        SemaphoreSlim window, CancellationToken ct)
     {
+        try
+        {
+            var request = input.Task == InferTasks.Sentiment
+                ? new InferRequest { Id = id, Task = InferTasks.Sentiment, Input = input.Text, ReplyTo = "" }
+                : new InferRequest
+                {
+                    Id = id, Task = InferTasks.Chat, Messages = [new ChatMessage(ChatRoles.User, input.Text)], ReplyTo = "",
+                    Sampling = new SamplingParams { Seed = Seed(input.Id), MaxTokens = input.MaxTokens ?? O.GoldenChatMaxTokens },
+                };
+            while (true)
+            {
+                var left = deadline - clock.GetUtcNow();
+                if (left <= TimeSpan.Zero)
+                    return (NotRun(input), null);
+                var start = await client.TryStartAsync(InferenceQueue.Shadow, colour, request, left, ct);
+                if (start.Started)
+                    return await FinalAsync(input, start.Call, ct);
+                if (start.Code != ErrorCodes.Overloaded)
+                {
+                    NotQueued(logger, colour, start.Code, start.Message);
+                    return (NotRun(input), null);
+                }
+                // The shadow queue is small and shared with mirrored traffic: wait for room.
+                await Task.Delay(TimeSpan.FromMilliseconds(200), clock, ct);
+            }
+        }
+        finally
+        {
+            window.Release();
+        }
+    }
+
+    private static async Task<(GoldenAnswer, InferResult?)> FinalAsync(GoldenInput input, InferenceCall call, CancellationToken ct)
+    {
+        InferReply? final = null;
         await using (call)
         {
             await foreach (var reply in call.ReadAsync(ct))
-                if (reply.IsFinal)
-                    return reply;
+            {
+                if (!reply.IsFinal) continue;
+                final = reply;
+                break;
+            }
         }
-        return null;
+        var taken = call.Accepted is not null;
+        if (final?.Result is not { } r)
+        {
+            var code = final?.Error?.Code ?? ErrorCodes.DeadlineExceeded;
+            // Taken and failed (an error, or never answered) is the colour's doing; never taken is capacity.
+            return (new GoldenAnswer { Id = input.Id, Task = input.Task, Error = code, Taken = taken || final?.Error?.WorkerId is not null }, null);
+        }
+        var answer = input.Task == InferTasks.Sentiment
+            ? new GoldenAnswer { Id = input.Id, Task = input.Task, Label = r.Label, Confidence = r.Confidence, FinishReason = r.FinishReason, TotalMs = Math.Round(r.TotalMs, 1) }
+            : new GoldenAnswer
+            {
+                Id = input.Id, Task = input.Task, Text = r.Text, TextChars = r.Text.Length, FinishReason = r.FinishReason, TotalMs = Math.Round(r.TotalMs, 1),
+                Defects = TextChecks.Defects(input.Text, r.Text, r.FinishReason),
+            };
+        return (answer, r);
     }
 
-    [LoggerMessage(EventId = 1292, Level = LogLevel.Warning, Message = "Golden set on {Colour}: a case was not queued ({Code}: {Reason})")]
-    private static partial void NotStarted(ILogger logger, string colour, string code, string reason);
+    private static GoldenAnswer NotRun(GoldenInput input) =>
+        new() { Id = input.Id, Task = input.Task, Error = ErrorCodes.DeadlineExceeded, Taken = false };
 
-    [LoggerMessage(EventId = 1293, Level = LogLevel.Warning, Message = "Golden set on {Colour}: {Missing} answers missing (errors, or no answer within {Timeout})")]
-    private static partial void Missing(ILogger logger, string colour, int missing, TimeSpan timeout);
+    /// <summary>A chat prompt's seed: the same for every run and both colours (FNV-1a of its id).</summary>
+    public static uint Seed(string id)
+    {
+        var hash = 2166136261u;
+        foreach (var b in Encoding.UTF8.GetBytes(id))
+            hash = (hash ^ b) * 16777619u;
+        return hash;
+    }
 
-    [LoggerMessage(EventId = 1294, Level = LogLevel.Information, Message = "Golden set on {Colour} ({Profile}): {Correct}/{Total} correct, {Errors} errors")]
-    private static partial void Scored(ILogger logger, string colour, string? profile, int correct, int total, int errors);
+    [LoggerMessage(EventId = 5292, Level = LogLevel.Warning, Message = "Golden run on {Colour}: an input was not queued ({Code}: {Reason})")]
+    private static partial void NotQueued(ILogger logger, string colour, string code, string reason);
+
+    [LoggerMessage(EventId = 5294, Level = LogLevel.Information, Message = "Golden run on {Colour} ({Profile}): {Total} inputs, {Kept} kept from an earlier partial run, {Failed} failed, {NotRun} not taken by a worker in time")]
+    private static partial void Ran(ILogger logger, string colour, string? profile, int total, int kept, int failed, int notRun);
 }

@@ -23,11 +23,16 @@ public static class PromoterHost
             .Validate(o => o.Colours.Contains(o.InitialLive, StringComparer.Ordinal), "Promoter:InitialLive must be one of Topology:Colours.")
             .Validate(o => o.CanarySteps.Count > 0 && o.CanarySteps.All(w => w is > 0 and <= 100), "Promoter:CanarySteps must list weights between 1 and 100.")
             .Validate(o => o.LeaseTtl > TimeSpan.Zero && o.TickInterval > TimeSpan.Zero && o.TickInterval < o.LeaseTtl, "Promoter:LeaseTtl and Promoter:TickInterval must be positive, the tick shorter than the lease.")
+            .Validate(o => o.GoldenTimeout > TimeSpan.Zero && o.GoldenChatMaxTokens > 0 && o.GoldenInFlight > 0 && o.GoldenStoredTextChars >= 16,
+                "Promoter:GoldenTimeout, GoldenChatMaxTokens and GoldenInFlight must be positive, GoldenStoredTextChars at least 16.")
+            .Validate(o => o.CompareMaxInputs > 0 && o.CompareMaxInputChars > 0 && o.CompareMaxReplyBytes >= 16 * 1024 && o.CompareMaxAnswerChars >= 16,
+                "Promoter:CompareMaxInputs and CompareMaxInputChars must be positive, CompareMaxReplyBytes at least 16384 and CompareMaxAnswerChars at least 16.")
             .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();
         builder.Services.AddInferenceClient(sp => new InferenceOptions { InstanceId = sp.GetRequiredService<ServiceIdentity>().InstanceId });
         builder.Services.AddSingleton<GoldenRunner>();
+        builder.Services.AddSingleton<GoldenService>();
         builder.Services.AddSingleton(sp => PromoterSettings.Load(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<PromoterOptions>>()));
         builder.Services.AddSingleton<PromoterMetrics>();
         builder.Services.AddSingleton<IRolloutLog>(sp => sp.GetRequiredService<RolloutStore>());

@@ -39,6 +39,9 @@ internal static partial class PromoterLog
     [LoggerMessage(EventId = 5030, Level = LogLevel.Error, Message = "Acting on a verdict failed")]
     public static partial void VerdictFailed(ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 5032, Level = LogLevel.Warning, Message = "Rollout {RolloutId} stays in Shadow: {Reason}")]
+    public static partial void GoldenInconclusive(ILogger logger, string rolloutId, string reason);
+
     [LoggerMessage(EventId = 5004, Level = LogLevel.Error, Message = "Control command {Verb} failed")]
     public static partial void ControlFailed(ILogger logger, string verb, Exception exception);
 

@@ -42,8 +42,36 @@ public sealed record PromoterOptions
     /// <summary>deploy/golden/sentiment.jsonl: run against both colours before a rollout leaves Shadow (empty = skip).</summary>
     public string GoldenPath { get; init; } = "";
 
-    /// <summary>How long a golden-set run may take per colour.</summary>
+    /// <summary>deploy/golden/chat.jsonl: everyday chat prompts, run with the sentiment set (empty = sentiment only).</summary>
+    public string GoldenChatPath { get; init; } = "";
+
+    /// <summary>How long a golden run (or a comparison) may take; both colours run at once, on their low-priority queues.</summary>
     public TimeSpan GoldenTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>While leading, compute in the background (low priority) the golden result of every colour whose release has none stored,
+    /// so the gate finds both stored; off: results are computed by the gate and by <c>golden</c> only.</summary>
+    public bool GoldenPrecompute { get; init; } = true;
+
+    /// <summary>Golden chat answers are cut at this many tokens unless a prompt says otherwise (its <c>max_tokens</c>).</summary>
+    public int GoldenChatMaxTokens { get; init; } = 48;
+
+    /// <summary>Golden or comparison inputs in flight per colour (its shadow queue is small and shared with mirrored traffic).</summary>
+    public int GoldenInFlight { get; init; } = 4;
+
+    /// <summary>Stored golden results keep each chat answer's first this many characters (the checks read the whole answer).</summary>
+    public int GoldenStoredTextChars { get; init; } = 1000;
+
+    /// <summary>At most this many inputs per <c>compare</c> request.</summary>
+    public int CompareMaxInputs { get; init; } = 200;
+
+    /// <summary>Longest input text a <c>compare</c> request may send.</summary>
+    public int CompareMaxInputChars { get; init; } = 4000;
+
+    /// <summary>A <c>compare</c> reply is kept under this many bytes (below the server's <c>max_payload</c>, 1 MB by default) by cutting texts.</summary>
+    public int CompareMaxReplyBytes { get; init; } = 512 * 1024;
+
+    /// <summary>Answer texts in a <c>compare</c> reply are cut to this many characters (fewer when the reply would be too big).</summary>
+    public int CompareMaxAnswerChars { get; init; } = 600;
 
     /// <summary>Let the judge's verdicts drive the rollout (operators can always override).</summary>
     public bool Automatic { get; init; } = true;

@@ -24,6 +24,7 @@ public sealed class PromoterService(
     RolloutChanges changes,
     ControlCommands commands,
     VerdictFollower verdicts,
+    GoldenService golden,
     PromoterSettings settings,
     ILogger<PromoterService> logger) : BackgroundService, IControlHandler
 {
@@ -120,9 +121,9 @@ public sealed class PromoterService(
         }
     }
 
-    /// <summary>A command forwarded by a standby waits for the leader this long (a golden run takes longest).</summary>
+    /// <summary>A command forwarded by a standby waits for the leader this long (a golden run or a comparison takes longest).</summary>
     public TimeSpan ForwardTimeout(string verb) =>
-        verb == Rollouts.Verbs.Golden ? settings.Options.GoldenTimeout + TimeSpan.FromSeconds(5) : TimeSpan.FromSeconds(30);
+        Rollouts.Verbs.RunsInference(verb) ? settings.Options.GoldenTimeout + TimeSpan.FromSeconds(5) : TimeSpan.FromSeconds(30);
 
     private async Task StepDownAsync(string why)
     {
@@ -142,5 +143,7 @@ public sealed class PromoterService(
         if (state.Phase is RolloutPhase.Promoted or RolloutPhase.RolledBack)
             await changes.ChangeAsync("finish", r => r.FinishIfDue(), "timer", Id, ct);
         await verdicts.WatchAsync(state, ct);
+        if (_leading is { } leading)
+            golden.Precompute(settings.Options.Colours, state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused ? state.Candidate : null, leading.Token);
     }
 }

@@ -78,6 +78,17 @@ public sealed class ReleaseCatalog(TopologyClient topology, WorkerRegistry worke
         return entry.Success ? entry.Value.Value : null;
     }
 
+    /// <summary>A stored golden result (<see cref="GoldenKeys.Key"/>), or null.</summary>
+    public async Task<GoldenResult?> GoldenAsync(string key, CancellationToken ct)
+    {
+        var entry = await Bucket.TryGetEntryAsync<GoldenResult>(key, cancellationToken: ct);
+        return entry.Success ? entry.Value.Value : null;
+    }
+
+    /// <summary>Stores a colour's complete golden result under its key (the same key always means the same answers).</summary>
+    public Task StoreGoldenAsync(string key, GoldenResult result, CancellationToken ct) =>
+        Bucket.PutAsync(key, result, cancellationToken: ct).AsTask();
+
     public async Task<Assignment?> AssignmentAsync(string colour, CancellationToken ct)
     {
         var entry = await Bucket.TryGetEntryAsync<Assignment>(Releases.AssignmentKey(colour), cancellationToken: ct);

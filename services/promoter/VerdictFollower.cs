@@ -9,12 +9,15 @@ namespace QwenNats.Promoter;
 /// Shadow; fail rolls back at once; inconclusive holds and, after the policy's timeout, pauses for an
 /// operator), and the silence watchdog pauses an automatic rollout the judge stopped judging.
 /// </summary>
-public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, GoldenRunner golden, LeaderLease lease, PromoterSettings settings,
+public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, GoldenService golden, LeaderLease lease, PromoterSettings settings,
     PromoterMetrics metrics, TimeProvider clock, ILogger<VerdictFollower> logger)
 {
     // The last verdict received for a rollout, and when leadership began (the baseline before any verdict).
     private (string? RolloutId, DateTimeOffset At) _lastVerdict;
     private DateTimeOffset _leadingSince;
+    // When the golden gate of a rollout last made progress (fewer inputs not run) while inconclusive: it holds the
+    // rollout in Shadow while attempts make progress, and pauses it once they have made none for the policy's timeout.
+    private (string? RolloutId, DateTimeOffset At, int NotRun) _goldenInconclusive;
     private volatile bool _acting;
 
     private PromoterOptions O => settings.Options;
@@ -68,18 +71,29 @@ public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, 
         switch (v.Outcome)
         {
             case Judging.Outcomes.Pass:
-                if (state.Phase == RolloutPhase.Shadow && settings.Golden is not null && state.Candidate is { } candidate)
+                if (state.Phase == RolloutPhase.Shadow && settings.Golden is { Count: > 0 } inputs && state.Candidate is { } candidate)
                 {
-                    var report = await golden.RunAsync(settings.Golden, [state.Live, candidate], O.GoldenTimeout, ct);
-                    var live = report.Scores[0];
-                    var cand = report.Scores[1];
-                    if (cand.Accuracy < live.Accuracy - policy.GoldenAccuracyTolerance || cand.Errors > live.Errors)
+                    var gate = await golden.GateAsync(inputs, state.Live, candidate, ct);
+                    if (gate.Failed)
                     {
-                        await ChangeAsync("rollback", r => IsFor(r.State, v) ? r.Rollback(
-                            $"golden set: candidate {cand.Accuracy:P1} ({cand.Correct}/{cand.Total}, {cand.Errors} errors) below live {live.Accuracy:P1} ({live.Correct}/{live.Total})", "judge") : null, "judge", ct);
+                        await ChangeAsync("rollback", r => IsFor(r.State, v) ? r.Rollback(gate.Reason, "judge") : null, "judge", ct);
                         return;
                     }
-                    v = v with { Reason = $"{v.Reason}; golden set: candidate {cand.Accuracy:P1} vs live {live.Accuracy:P1}" };
+                    if (!gate.Passed)
+                    {
+                        // Never a silent pass: hold in Shadow (the next pass verdict tries again, keeping the answers
+                        // already collected) and, once attempts have made no progress for the policy's inconclusive
+                        // timeout, pause for an operator.
+                        var now = clock.GetUtcNow();
+                        if (_goldenInconclusive.RolloutId != state.RolloutId || gate.NotRun < _goldenInconclusive.NotRun)
+                            _goldenInconclusive = (state.RolloutId, now, gate.NotRun);
+                        PromoterLog.GoldenInconclusive(logger, state.RolloutId!, gate.Reason);
+                        if (now - _goldenInconclusive.At >= policy.InconclusivePauseAfter)
+                            await ChangeAsync("pause", r => IsFor(r.State, v)
+                                ? r.Pause($"inconclusive, no progress for {policy.InconclusivePauseAfter}: {gate.Reason}", "judge") : null, "judge", ct);
+                        return;
+                    }
+                    v = v with { Reason = $"{v.Reason}; {gate.Reason}" };
                 }
                 await ChangeAsync("promote", r => IsFor(r.State, v) ? r.Promote(false, $"judge pass: {v.Reason}", "judge") : null, "judge", ct);
                 break;

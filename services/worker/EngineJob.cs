@@ -6,7 +6,9 @@ using QwenNats.Messaging;
 namespace QwenNats.Worker;
 
 /// <summary>Who is answering: stamped on every reply.</summary>
-public sealed record AnswerStamp(string WorkerId, string Colour, string ModelId, string ProfileVersion, string? Release = null, string? ModelSha256 = null);
+/// <param name="Fingerprint">What the worker serves (model, whole profile, faults) as one digest: <see cref="GoldenKeys.Fingerprint"/>.</param>
+public sealed record AnswerStamp(string WorkerId, string Colour, string ModelId, string ProfileVersion, string? Release = null, string? ModelSha256 = null,
+    string? Fingerprint = null);
 
 /// <summary>
 /// One request inside the decode loop. The loop owns it: <see cref="Admit"/> prompts its
@@ -117,6 +119,7 @@ public abstract class EngineJob
         ProfileVersion = Stamp.ProfileVersion,
         Release = Stamp.Release,
         ModelSha256 = Stamp.ModelSha256,
+        Fingerprint = Stamp.Fingerprint,
         Attempt = Attempt,
         TrimmedMessages = TrimmedMessages,
     };

@@ -23,6 +23,9 @@ public sealed class FaultInjector
                 _o.Fraction, _o.FlipLabels, _o.Truncate, _o.Nonsense, _o.Slowdown, _o.ErrorRate, _o.HangRate);
     }
 
+    /// <summary>The faults this injects (part of what the worker serves: <see cref="GoldenKeys.Fingerprint"/>).</summary>
+    public FaultOptions Options => _o;
+
     public FaultDraw Draw() => !_o.Enabled
         ? default
         : new FaultDraw(Random.Shared.NextDouble() < _o.ErrorRate, Random.Shared.NextDouble() < _o.Fraction, Random.Shared.NextDouble() < _o.HangRate);

@@ -18,8 +18,11 @@ public sealed class LoadedRelease(LlamaEngine engine, Release? release, FaultInj
     public FaultInjector Faults { get; } = faults;
     public string? ReleaseId => Release?.Id;
 
+    /// <summary>What this serves (model, whole profile, effective faults) as one digest; golden results are stored under it.</summary>
+    public string Fingerprint { get; } = GoldenKeys.Fingerprint(engine.Model.Sha256, engine.Profile, faults.Options);
+
     public AnswerStamp Stamp(string workerId, string colour) =>
-        new(workerId, colour, Engine.Model.Id, Engine.Profile.Version, Release?.Id, Engine.Model.Sha256);
+        new(workerId, colour, Engine.Model.Id, Engine.Profile.Version, Release?.Id, Engine.Model.Sha256, Fingerprint);
 
     /// <summary>Takes it for one request; false once it is retired (take the current one instead).</summary>
     public bool TryAcquire()

@@ -398,6 +398,7 @@ public sealed partial class WorkerService(
             Leaving = leaving,
             Serving = Taking,
             Release = current?.ReleaseId,
+            Fingerprint = current?.Fingerprint,
             Loading = _loading,
             FailedRelease = _failedRelease,
             Failure = _failure,

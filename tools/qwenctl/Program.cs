@@ -20,6 +20,10 @@ internal static class Cli
                qwenctl upload <file.gguf> upload a model to the model store (by its SHA-256; prints it)
                qwenctl register --release <id> --model <file.gguf> --profile <file.json> [--notes <text>]
                                           upload the model and register the release (no deploy)
+               qwenctl compare [--file <inputs.jsonl>] [--sentiment-only | --chat-only] [--colour <colour>] [--json]
+                                          send the golden sets (or the file's inputs) to live and the other colour
+                                          on their low-priority queues; print both answers side by side per input
+                                          with every check and a summary (--json: the reply as JSON)
                qwenctl rollout --release <id> [options]
                                           the pipeline command: upload, register, deploy to the idle colour,
                                           wait for its workers, start the rollout and follow it to the end
@@ -75,35 +79,102 @@ internal static class Cli
             Console.WriteLine(VerbUsage(verb));
             return 0;
         }
+        if (verb == Rollouts.Verbs.Compare)
+            return await CompareAsync(args[1..]);
         if (args.Length > 2)
         {
             Console.Error.WriteLine($"qwenctl: {verb} takes one JSON argument, got {args.Length - 1}; quote it: qwenctl {verb} '{{...}}'");
             return 2;
         }
 
-        var url = Environment.GetEnvironmentVariable("NATS_URL") is { Length: > 0 } u ? u : "nats://127.0.0.1:4222";
-        var timeout = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("QWEN_CTL_TIMEOUT"), System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0
+        var timeout = Timeout(Rollouts.Verbs.RunsInference(verb) ? 120 : 5);
+        var (reply, _) = await SendAsync(verb, args.Length > 1 ? args[1] : "", timeout);
+        Console.WriteLine(Pretty(reply));
+        return reply.Ok ? 0 : 1;
+    }
+
+    private static TimeSpan Timeout(double fallback) =>
+        TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("QWEN_CTL_TIMEOUT"), System.Globalization.CultureInfo.InvariantCulture, out var s) && s > 0
             ? s
-            : verb == Rollouts.Verbs.Golden ? 120 : 5);
+            : fallback);
+
+    /// <summary>Sends one command; a reply that says why when NATS or the promoters cannot be reached (and whether that happened).</summary>
+    private static async Task<(ControlReply Reply, bool Unreachable)> SendAsync(string verb, string body, TimeSpan timeout)
+    {
+        var url = Environment.GetEnvironmentVariable("NATS_URL") is { Length: > 0 } u ? u : "nats://127.0.0.1:4222";
         var auth = Credentials(url);
         await using var nats = new NatsConnection(QwenConnection.Options(url, "qwenctl", auth.Username, auth.Password, connectTimeout: TimeSpan.FromSeconds(5), reconnectForever: false));
-        ControlReply reply;
         try
         {
             await nats.ConnectAsync();
-            reply = await new ControlClient(nats, timeout).SendAsync(verb, args.Length > 1 ? args[1] : "");
+            return (await new ControlClient(nats, timeout).SendAsync(verb, body), false);
         }
         catch (Exception e) when (e is NatsException or TimeoutException or OperationCanceledException)
         {
             var why = e is NatsNoRespondersException ? $"no promoter answered on {Rollouts.Control(verb)} (no responders)"
                 : e is NatsNoReplyException ? $"no promoter answered on {Rollouts.Control(verb)} within {timeout.TotalSeconds:0} s"
                 : $"cannot reach NATS at {url}: {e.Message}";
-            Console.WriteLine(Pretty(ControlReply.Refused("unavailable", why)));
-            return 1;
+            return (ControlReply.Refused("unavailable", why), true);
         }
-        Console.WriteLine(Pretty(reply));
-        return reply.Ok ? 0 : 1;
     }
+
+    /// <summary>qwenctl compare: the request from options (or one JSON argument), the answer printed side by side.</summary>
+    private static async Task<int> CompareAsync(string[] args)
+    {
+        string? file = null, task = null, colour = null, body = null;
+        var json = false;
+        for (var i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--file" or "--colour" when i + 1 >= args.Length:
+                    return UsageError($"compare: {args[i]} needs a value");
+                case "--file": file = args[++i]; break;
+                case "--colour": colour = args[++i]; break;
+                case "--sentiment-only" or "--chat-only":
+                    var t = args[i] == "--chat-only" ? InferTasks.Chat : InferTasks.Sentiment;
+                    if (task is not null && task != t) return UsageError("compare: give --sentiment-only or --chat-only, not both");
+                    task = t;
+                    break;
+                case "--json": json = true; break;
+                case var a when a.TrimStart().StartsWith('{') && body is null: body = a; break;
+                default: return UsageError($"compare: unknown option '{args[i]}'");
+            }
+        }
+        if (body is not null && (file is not null || task is not null || colour is not null))
+            return UsageError("compare: give either a JSON request or options (--file, --sentiment-only, --chat-only, --colour), not both");
+        if (body is null)
+        {
+            IReadOnlyList<GoldenInput>? inputs = null;
+            if (file is not null)
+            {
+                try
+                {
+                    inputs = GoldenInputs.Load(file, InferTasks.Chat);
+                }
+                catch (Exception e) when (e is GoldenInputsException or IOException or UnauthorizedAccessException)
+                {
+                    return UsageError($"compare: {e.Message}");
+                }
+                if (inputs.Count == 0) return UsageError($"compare: '{file}' has no inputs");
+            }
+            body = JsonSerializer.Serialize(new ControlRequest { Inputs = inputs, Task = task, Colour = colour }, QwenJsonContext.Default.ControlRequest);
+            if (System.Text.Encoding.UTF8.GetByteCount(body) > MaxRequestBytes)
+                return UsageError($"compare: the inputs make a request over {MaxRequestBytes / 1024} KB (the NATS payload limit); split the file");
+        }
+        var (reply, _) = await SendAsync(Rollouts.Verbs.Compare, body, Timeout(150));
+        if (json || !reply.Ok || reply.Compare is null)
+        {
+            Console.WriteLine(Pretty(reply));
+            return reply.Ok ? 0 : 1;
+        }
+        foreach (var line in Comparison.Format(reply.Compare))
+            Console.WriteLine(line);
+        return 0;
+    }
+
+    /// <summary>A request must fit the server's max_payload (1 MB by default), with room for headers.</summary>
+    private const int MaxRequestBytes = 900 * 1024;
 
     private static async Task<int> PipelineAsync(string command, string[] args)
     {

@@ -101,13 +101,123 @@ public sealed record Verdict
     public DateTimeOffset At { get; init; }
 }
 
+/// <summary>One input of a golden set (deploy/golden/*.jsonl) or of an operator's comparison.</summary>
+public sealed record GoldenInput
+{
+    public required string Id { get; init; }
+    /// <summary><see cref="InferTasks.Sentiment"/> or <see cref="InferTasks.Chat"/>.</summary>
+    public required string Task { get; init; }
+    /// <summary>The text to classify, or the user's chat message.</summary>
+    public required string Text { get; init; }
+    /// <summary>Sentiment: the expected label (a golden case); null for an unlabelled comparison input.</summary>
+    public string? Label { get; init; }
+    public string? Lang { get; init; }
+    /// <summary>What the input exercises (everyday, negation, sarcasm, small talk, advice, ...).</summary>
+    public string? Kind { get; init; }
+    /// <summary>Chat: the answer's token limit (default <c>Promoter:GoldenChatMaxTokens</c>).</summary>
+    public int? MaxTokens { get; init; }
+}
+
+/// <summary>What one colour answered to one golden input, with the text checks' findings.</summary>
+public sealed record GoldenAnswer
+{
+    public required string Id { get; init; }
+    public required string Task { get; init; }
+    public string? Label { get; init; }
+    public double? Confidence { get; init; }
+    /// <summary>Chat: the answer, possibly shortened (<see cref="TextCut"/>); the checks read the whole answer.</summary>
+    public string? Text { get; init; }
+    /// <summary>The answer's length in characters before any shortening.</summary>
+    public int TextChars { get; init; }
+    /// <summary>The text was shortened (to keep stored results and replies small).</summary>
+    public bool TextCut { get; init; }
+    public string? FinishReason { get; init; }
+    /// <summary>Chat: the defects the text checks found (<see cref="TextChecks.Defects"/>).</summary>
+    public IReadOnlyList<string> Defects { get; init; } = [];
+    /// <summary>The error code when the colour answered with an error (or took the input and never answered).</summary>
+    public string? Error { get; init; }
+    /// <summary>Whether a worker took the input. False: it was never run (the pool had no free slot for
+    /// low-priority work before the deadline) — capacity, not quality, and the result is incomplete.</summary>
+    public bool Taken { get; init; } = true;
+    public double TotalMs { get; init; }
+
+    /// <summary>An answer (not an error, not missing).</summary>
+    public bool Answered => Error is null && Taken;
+}
+
+/// <summary>
+/// One colour's answers to a golden set, stored in <see cref="Releases.Bucket"/> under
+/// <see cref="GoldenKeys.Key"/> once complete, so a later gate reuses it instead of running the set again.
+/// </summary>
+public sealed record GoldenResult
+{
+    /// <summary>The colour it was computed on.</summary>
+    public required string Colour { get; init; }
+    /// <summary>What answered (<see cref="GoldenKeys.Fingerprint"/>); null when the answers came from workers serving different things.</summary>
+    public string? Fingerprint { get; init; }
+    public string? InputsDigest { get; init; }
+    public string? Release { get; init; }
+    public string? ModelSha256 { get; init; }
+    public string? Profile { get; init; }
+    public IReadOnlyList<GoldenAnswer> Answers { get; init; } = [];
+    public DateTimeOffset ComputedAt { get; init; }
+
+    /// <summary>Every input was taken by a worker (answered or failed).</summary>
+    public bool IsComplete(int inputs) => Answers.Count == inputs && Answers.All(a => a.Taken);
+}
+
 /// <summary>One colour's score on the golden set.</summary>
 public sealed record GoldenScore(string Colour, string? Profile, int Total, int Correct, int Errors, double Accuracy)
 {
     /// <summary>The release (and model digest) that answered.</summary>
     public string? Release { get; init; }
     public string? ModelSha256 { get; init; }
+    /// <summary>Chat prompts run, and those answered with an error or not at all.</summary>
+    public int ChatTotal { get; init; }
+    public int ChatErrors { get; init; }
+    /// <summary>Chat answers with at least one defect (<see cref="TextChecks.Defects"/>), and the count per defect.</summary>
+    public int ChatDefective { get; init; }
+    public IReadOnlyDictionary<string, int>? DefectCounts { get; init; }
+    /// <summary>Inputs no worker took before the deadline (the result is incomplete).</summary>
+    public int NotRun { get; init; }
+    /// <summary>True when this is a stored result (computed at <see cref="ComputedAt"/>), not a run just now.</summary>
+    public bool Stored { get; init; }
+    public DateTimeOffset? ComputedAt { get; init; }
 }
 
 /// <summary>The answer of <c>qwen.ctl.golden</c>.</summary>
-public sealed record GoldenReport(int Cases, IReadOnlyList<GoldenScore> Scores, DateTimeOffset At);
+public sealed record GoldenReport(int Cases, IReadOnlyList<GoldenScore> Scores, DateTimeOffset At)
+{
+    /// <summary>Chat prompts of the golden set (deploy/golden/chat.jsonl).</summary>
+    public int ChatCases { get; init; }
+}
+
+/// <summary>One check of one compared input: its name, what each side showed, and whether it flags a difference.</summary>
+public sealed record CompareCheck(string Name, string Result, bool Flagged);
+
+/// <summary>One input sent to both colours, their answers side by side and every check's result.</summary>
+public sealed record ComparePair
+{
+    public required GoldenInput Input { get; init; }
+    /// <summary>The first colour's answer (live) and the second's (the candidate, or the other colour).</summary>
+    public GoldenAnswer? First { get; init; }
+    public GoldenAnswer? Second { get; init; }
+    public IReadOnlyList<CompareCheck> Checks { get; init; } = [];
+}
+
+/// <summary>The answer of <c>qwen.ctl.compare</c>: both colours' answers per input, the checks and a summary.</summary>
+public sealed record CompareReport
+{
+    /// <summary>The two colours, first then second.</summary>
+    public required IReadOnlyList<string> Colours { get; init; }
+    public IReadOnlyList<GoldenScore> Scores { get; init; } = [];
+    public IReadOnlyList<ComparePair> Pairs { get; init; } = [];
+    /// <summary>Per check name, how many pairs it flagged.</summary>
+    public IReadOnlyDictionary<string, int> Flagged { get; init; } = new Dictionary<string, int>();
+    /// <summary>The golden gate's decision on these answers (first as live, second as candidate) when the inputs are the golden sets.</summary>
+    public string? Gate { get; init; }
+    /// <summary>Texts were shortened to keep the reply within the NATS payload limit; <see cref="Note"/> says how.</summary>
+    public bool Truncated { get; init; }
+    public string? Note { get; init; }
+    public DateTimeOffset At { get; init; }
+}

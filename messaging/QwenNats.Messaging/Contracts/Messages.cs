@@ -115,6 +115,8 @@ public sealed record InferResult
     /// <summary>Chat: the oldest messages left out because the conversation did not fit the context (the
     /// profile's <c>chat.history</c>); 0 when the whole conversation was read.</summary>
     public int TrimmedMessages { get; init; }
+    /// <summary>What answered (model, whole prompt profile, injected faults) as one digest: <see cref="GoldenKeys.Fingerprint"/>.</summary>
+    public string? Fingerprint { get; init; }
     public int Attempt { get; init; } = 1;
 }
 
@@ -167,6 +169,9 @@ public sealed record WorkerHeartbeat
     public bool Serving { get; init; } = true;
     /// <summary>The release it serves (null for a model given on its command line, or none yet).</summary>
     public string? Release { get; init; }
+    /// <summary>What it serves (model, whole prompt profile, injected faults) as one digest: <see cref="GoldenKeys.Fingerprint"/>;
+    /// stored golden results are found by it.</summary>
+    public string? Fingerprint { get; init; }
     /// <summary>The release it is loading now (download, load, warm-up).</summary>
     public string? Loading { get; init; }
     /// <summary>The release it last failed to load and why (it keeps serving its previous release).</summary>

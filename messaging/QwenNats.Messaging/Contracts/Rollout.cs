@@ -47,8 +47,12 @@ public static class Rollouts
         public const string Release = "release";
         public const string Releases = "releases";
         public const string Deploy = "deploy";
+        public const string Compare = "compare";
 
-        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin, Golden, Release, Releases, Deploy];
+        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin, Golden, Compare, Release, Releases, Deploy];
+
+        /// <summary>Verbs that run inference on both colours (the golden set, a comparison) and so take longer to answer.</summary>
+        public static bool RunsInference(string verb) => verb is Golden or Compare;
     }
 }
 
@@ -133,6 +137,10 @@ public sealed record ControlRequest
     public FaultOptions? Faults { get; init; }
     /// <summary>deploy: only when the colour has no release yet (a first start); a colour that has one keeps it, and the answer says which.</summary>
     public bool? Bootstrap { get; init; }
+    /// <summary>compare: the inputs to send to both colours (default: the golden sets).</summary>
+    public IReadOnlyList<GoldenInput>? Inputs { get; init; }
+    /// <summary>golden, compare: only this task's inputs (<c>sentiment</c> or <c>chat</c>).</summary>
+    public string? Task { get; init; }
 }
 
 /// <summary>The answer of every <c>qwen.ctl.*</c> request.</summary>
@@ -146,6 +154,8 @@ public sealed record ControlReply
     /// <summary>The judge's latest verdict (status).</summary>
     public Verdict? Verdict { get; init; }
     public GoldenReport? Golden { get; init; }
+    /// <summary>compare: both colours' answers side by side with every check.</summary>
+    public CompareReport? Compare { get; init; }
     public string? Leader { get; init; }
     /// <summary>release: the release registered (or the one already registered under that id).</summary>
     public Release? Release { get; init; }

@@ -72,6 +72,12 @@ public sealed record RolloutPolicy
 
     /// <summary>The candidate's golden-set accuracy may be at most this much below live's.</summary>
     public double GoldenAccuracyTolerance { get; set; }
+    /// <summary>
+    /// Golden chat gate: the share of the golden chat prompts on which the candidate's answer may show a defect
+    /// live's answer to the same prompt does not (net of the reverse) before the gate fails; e.g. 0.1 of 24
+    /// prompts lets 2 more defective answers pass and fails on 3.
+    /// </summary>
+    public double GoldenChatDefectTolerance { get; set; } = 0.1;
     /// <summary>An automatic rollout that has received no verdict at all for this long is paused (judge gone).</summary>
     public TimeSpan NoVerdictPauseAfter { get; set; } = TimeSpan.FromMinutes(2);
     /// <summary>A step inconclusive for this long is paused for an operator.</summary>
@@ -129,6 +135,8 @@ public sealed record RolloutPolicy
         if (ChatSimilarity is { Threshold: not (> 0 and <= 1) }) problems.Add("chat_similarity: threshold must be in (0, 1]; at 0 no pair can count");
         if (RequiredTasks.Count == 0 || RequiredTasks.Any(t => t is not (InferTasks.Chat or InferTasks.Sentiment)))
             problems.Add("required_tasks must name chat and/or sentiment");
+        if (GoldenAccuracyTolerance is < 0 or >= 1) problems.Add("golden_accuracy_tolerance must be in [0, 1); at 1 the golden sentiment gate cannot fail");
+        if (GoldenChatDefectTolerance is < 0 or >= 1) problems.Add("golden_chat_defect_tolerance must be in [0, 1); at 1 the golden chat gate cannot fail");
         if (MinStepDuration < TimeSpan.Zero) problems.Add("min_step_duration must not be negative");
         if (NoVerdictPauseAfter <= TimeSpan.Zero) problems.Add("no_verdict_pause_after must be positive");
         if (MaxFalseRollbackRate is <= 0 or >= 1) problems.Add("max_false_rollback_rate must be in (0, 1)");

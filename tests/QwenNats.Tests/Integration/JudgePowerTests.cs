@@ -36,11 +36,7 @@ public sealed class JudgePowerTests(ITestOutputHelper output)
     public async Task A_subtly_bad_candidate_is_rolled_back_by_the_shipped_checks_naming_the_check(string what, string faults, int chatEvery, string check)
     {
         var extra = JsonSerializer.Deserialize<Dictionary<string, string?>>(faults)!;
-        // Mirrors time out after 10 s: a hung copy frees the candidate's slot (and counts as unanswered) sooner.
-        await using var rig = await RolloutRig.StartAsync(new RolloutRigOptions
-        {
-            GreenFaults = extra, Policy = ShippedPolicy, Ingress = new() { ["Shadow:Timeout"] = "00:00:10" },
-        });
+        await using var rig = await RolloutRig.StartAsync(new RolloutRigOptions { GreenFaults = extra, Policy = ShippedPolicy });
         using var stop = new CancellationTokenSource();
         var load = ClientLoad.RunAsync(rig.Http, stop.Token, clients: 6, chatEvery: chatEvery);
         Assert.True((await Ctl.SendAsync(rig.Operator, "start", $"{{\"candidate\":\"green\",\"reason\":\"a candidate that {what}\"}}")).Ok);

@@ -26,6 +26,7 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
             [Rollouts.Verbs.History] = "{\"limit\":3}",
             [Rollouts.Verbs.Pin] = "{\"session\":\"qwenctl-test\",\"colour\":\"green\",\"ttl_seconds\":5}",
             [Rollouts.Verbs.Golden] = "{\"colour\":\"blue\"}",
+            [Rollouts.Verbs.Compare] = "{\"colour\":\"purple\"}",
             [Rollouts.Verbs.Status] = "",
             [Rollouts.Verbs.Releases] = "",
             [Rollouts.Verbs.Release] = "{\"release\":\"qwenctl-test\"}",
@@ -47,8 +48,8 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
                     && answers[Rollouts.Verbs.Resume] && answers[Rollouts.Verbs.Promote] && answers[Rollouts.Verbs.Abort]);
         Assert.False(answers[Rollouts.Verbs.Rollback]);
         Assert.True(answers[Rollouts.Verbs.Status] && answers[Rollouts.Verbs.History] && answers[Rollouts.Verbs.Pin] && answers[Rollouts.Verbs.Releases]);
-        // A release without a model and profile, and a deploy of a release nobody registered, are refused.
-        Assert.False(answers[Rollouts.Verbs.Release] || answers[Rollouts.Verbs.Deploy]);
+        // A release without a model and profile, a deploy of a release nobody registered and a comparison with an unknown colour are refused.
+        Assert.False(answers[Rollouts.Verbs.Release] || answers[Rollouts.Verbs.Deploy] || answers[Rollouts.Verbs.Compare]);
     }
 
     [Fact]
@@ -60,6 +61,14 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
         var help = await RunAsync("rollback", "--help");
         Assert.Equal(0, help.Exit);
         Assert.Contains("qwen.ctl.rollback", help.Stdout);
+        // A malformed inputs file for compare is refused with its line before anything is sent.
+        var inputs = Path.Combine(Path.GetTempPath(), $"qwen-compare-{Guid.NewGuid():N}.jsonl");
+        await File.WriteAllTextAsync(inputs, "{\"text\":\"hello\"}\n{broken\n");
+        var bad = await Qwenctl.RunAsync(fx.Nats.Url, ["compare", "--file", inputs]);
+        File.Delete(inputs);
+        Assert.Equal(2, bad.Exit);
+        Assert.Contains($"{inputs}:2: not a JSON object", bad.Stderr);
+        Assert.Equal(2, (await Qwenctl.RunAsync(fx.Nats.Url, ["compare", "--sentiment-only", "--chat-only"])).Exit);
         Assert.Equal(before, (await fx.CtlAsync("status")).State!.Version);
     }
 

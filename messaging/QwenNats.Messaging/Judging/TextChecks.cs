@@ -1,8 +1,56 @@
-namespace QwenNats.Judge;
+namespace QwenNats.Messaging;
 
-/// <summary>Checks that read the answers themselves; pure.</summary>
+/// <summary>
+/// Checks that read chat answers themselves; pure. Shared by the judge (the <c>chat_defects</c> check on mirrored
+/// pairs) and the promoter (the golden chat gate and <c>qwen.ctl.compare</c>), so both call the same thing a defect.
+/// </summary>
 public static class TextChecks
 {
+    /// <summary>Names of the defects <see cref="Defects"/> reports, in the order it reports them.</summary>
+    public static class Names
+    {
+        public const string Empty = "empty";
+        public const string BrokenUtf8 = "broken_utf8";
+        public const string Looping = "looping";
+        public const string CutOff = "cut_off";
+        public const string Refusal = "refusal";
+        public const string WrongLanguage = "wrong_language";
+        /// <summary>Paired only (<see cref="PairDefects"/>): the candidate sounds different from live.</summary>
+        public const string Tone = "tone";
+    }
+
+    /// <summary>
+    /// Every defect of one chat answer: empty, broken UTF-8, runaway repetition, cut at <c>max_tokens</c>
+    /// (<paramref name="finishReason"/> <c>length</c>), a refusal, or another writing system than the user's message.
+    /// </summary>
+    public static IReadOnlyList<string> Defects(string? userText, string? answer, string? finishReason)
+    {
+        var found = new List<string>(2);
+        if (IsEmpty(answer)) found.Add(Names.Empty);
+        if (IsBrokenUtf8(answer)) found.Add(Names.BrokenUtf8);
+        if (IsRepetitive(answer)) found.Add(Names.Looping);
+        if (finishReason == FinishReasons.Length) found.Add(Names.CutOff);
+        if (IsRefusal(answer)) found.Add(Names.Refusal);
+        if (IsWrongLanguage(userText, answer)) found.Add(Names.WrongLanguage);
+        return found;
+    }
+
+    /// <summary>Defects the candidate's answer has that live's answer to the same input has not: what the judge counts.</summary>
+    public static IReadOnlyList<string> NewDefects(IReadOnlyList<string> live, IReadOnlyList<string> candidate) =>
+        candidate.Where(d => !live.Contains(d, StringComparer.Ordinal)).ToArray();
+
+    /// <summary>
+    /// What the candidate's answer has that live's answer to the same input has not: its new defects, then a
+    /// changed tone (<see cref="Tone.Change"/>, named <c>tone: …</c>).
+    /// </summary>
+    public static IReadOnlyList<string> PairDefects(string? userText, string? liveText, string? liveFinish, string? candidateText, string? candidateFinish)
+    {
+        var found = NewDefects(Defects(userText, liveText, liveFinish), Defects(userText, candidateText, candidateFinish)).ToList();
+        if (Tone.Change(liveText, candidateText) is { } tone)
+            found.Add($"{Names.Tone}: {tone}");
+        return found;
+    }
+
     public static bool IsEmpty(string? text) => string.IsNullOrWhiteSpace(text);
 
     /// <summary>Replacement characters or lone surrogates: text that was cut inside a UTF-8 sequence.</summary>

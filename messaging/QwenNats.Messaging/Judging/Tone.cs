@@ -1,4 +1,4 @@
-namespace QwenNats.Judge;
+namespace QwenNats.Messaging;
 
 /// <summary>How an answer sounds, in the few ways a release can change it that rules can see; pure.</summary>
 /// <param name="Rude">Insults or dismissal (English or Chinese).</param>
