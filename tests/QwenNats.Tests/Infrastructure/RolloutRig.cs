@@ -63,6 +63,9 @@ public sealed class RolloutRig : IAsyncDisposable
         promoterSettings["Promoter:PolicyPath"] = o.Policy;
         promoterSettings["Promoter:GoldenPath"] = Path.Combine(Paths.RepoRoot, "deploy", "golden", "sentiment.jsonl");
         promoterSettings["Promoter:GoldenChatPath"] = Path.Combine(Paths.RepoRoot, "deploy", "golden", "chat.jsonl");
+        // The rig computes live's golden result itself (StoreLiveGolden); a background run on green would only be
+        // stopped when the rollout starts, after using the cores the test is about to measure.
+        promoterSettings["Promoter:GoldenPrecompute"] = "false";
         promoterSettings["Promoter:Automatic"] = o.Automatic ? "true" : "false";
         var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(promoterSettings));
         await promoter.StartAsync();
