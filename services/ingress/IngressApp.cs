@@ -15,7 +15,7 @@ public static class IngressApp
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
-        builder.AddQwenDefaults("ingress");
+        builder.AddQwenDefaults("ingress", configuredId: builder.Configuration[$"{IngressOptions.Section}:{nameof(IngressOptions.InstanceId)}"]);
         builder.AddIngressServices();
 
         var app = builder.Build();
