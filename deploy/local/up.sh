@@ -188,7 +188,7 @@ NATS_URL="nats://127.0.0.1:$NATS_PORT"
 # (a leading digit makes it a number and the server refuses to start).
 secret() { printf 'q%s' "$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"; }
 (umask 077; : >"$RUN/nats-users.env")
-for user in INGRESS WORKER_BLUE WORKER_GREEN JUDGE PROMOTER OPERATOR; do
+for user in INGRESS WORKER_BLUE WORKER_GREEN JUDGE PROMOTER OPERATOR VIEWER; do
   printf 'QWEN_NATS_%s_PASSWORD=%s\n' "$user" "$(secret)" >>"$RUN/nats-users.env"
 done
 . "$RUN/nats-users.env"   # shell variables only: each service gets just its own password below
