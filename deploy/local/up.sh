@@ -27,8 +27,9 @@
 #   QWEN_POLICY        rollout policy for the judge and promoter (default deploy/rollout-policy.json)
 #   QWEN_METRICS_BASE  Prometheus ports: base+1 blue worker, base+2 green worker, base+3 judge, base+4 promoter, and
 #                      base+10, base+11, ... the second and later workers of each colour (default 9100)
-#   QWEN_OPERATOR_TOKEN  token that unlocks the web console's operator actions (default: a random one,
-#                      written to .run/operator-token); set it to "none" for a read-only console
+#   QWEN_OPERATOR_TOKEN  token that unlocks the web console's operator actions and lets a tester choose a colour
+#                      (X-Qwen-Colour) (default: a random one, written to .run/operator-token); set it to "none"
+#                      for a read-only console and no colour choice
 #   QWEN_SHOW_TOKEN    1 prints the operator token too, like --show-token (default: only where it is)
 #   QWEN_GREEN_ARGS    extra arguments for the green workers (e.g. fault injection: --Faults:Fraction=1 --Faults:FlipLabels=true)
 set -euo pipefail
@@ -189,7 +190,7 @@ NATS_URL="nats://127.0.0.1:$NATS_PORT"
 # (a leading digit makes it a number and the server refuses to start).
 secret() { printf 'q%s' "$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)"; }
 (umask 077; : >"$RUN/nats-users.env")
-for user in INGRESS WORKER_BLUE WORKER_GREEN JUDGE PROMOTER OPERATOR; do
+for user in INGRESS WORKER_BLUE WORKER_GREEN JUDGE PROMOTER OPERATOR VIEWER; do
   printf 'QWEN_NATS_%s_PASSWORD=%s\n' "$user" "$(secret)" >>"$RUN/nats-users.env"
 done
 . "$RUN/nats-users.env"   # shell variables only: each service gets just its own password below
@@ -294,5 +295,5 @@ Try:
   curl -s http://127.0.0.1:$PORT/v1/sentiment -d '{"input":"今天心情真好"}'
   curl -s http://127.0.0.1:$PORT/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hello!"}],"max_tokens":64}'
   curl -sN http://127.0.0.1:$PORT/v1/chat/completions -d '{"messages":[{"role":"user","content":"Hello!"}],"stream":true}'
-  curl -s http://127.0.0.1:$PORT/v1/chat/completions -H 'X-Qwen-Colour: green' -d '{"messages":[{"role":"user","content":"Hello!"}]}'
+  curl -s http://127.0.0.1:$PORT/v1/chat/completions -H 'X-Qwen-Colour: green' -H "Authorization: Bearer \$(cat $RUN/operator-token)" -d '{"messages":[{"role":"user","content":"Hello!"}]}'
 MSG

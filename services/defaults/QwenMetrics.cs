@@ -31,15 +31,28 @@ public sealed class QwenMetrics
 
     public IMetricFactory Factory => Metrics.WithCustomRegistry(Registry);
 
-    /// <summary>Latency buckets from 5 ms, doubling until one covers <paramref name="longest"/> (a request timeout), so no
-    /// request that ends before its deadline falls into the open-ended bucket.</summary>
+    private static readonly double[] FixedLatencyBounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60];
+
+    /// <summary>
+    /// Latency buckets from 5 ms in a 1-2.5-5 then 1-2-3-5 progression up to 60 s, doubling beyond, ending at
+    /// the first bound that covers <paramref name="longest"/> (a request timeout), so no request that ends before
+    /// its deadline falls into the open-ended bucket. The latency thresholds of deploy/prometheus/alerts.yml (3 s, 5 s)
+    /// are bounds, so a p95 compared with one is decided exactly rather than interpolated across a wide bucket.
+    /// </summary>
     public static double[] LatencyBucketsUpTo(TimeSpan longest)
     {
-        var buckets = new List<double> { 0.005 };
+        var buckets = new List<double>();
+        foreach (var b in FixedLatencyBounds)
+        {
+            buckets.Add(b);
+            if (b >= longest.TotalSeconds)
+                return [.. buckets];
+        }
         while (buckets[^1] < longest.TotalSeconds)
             buckets.Add(buckets[^1] * 2);
         return [.. buckets];
     }
+
 }
 
 /// <summary>

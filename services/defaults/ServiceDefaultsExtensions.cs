@@ -16,10 +16,13 @@ public static class ServiceDefaultsExtensions
 {
     /// <summary>
     /// What every QwenNats service does alike: identity, log format (<c>[service][COLOUR]</c> prefix,
-    /// or JSON with <c>Logging:Format=json</c>), the NATS connection from the <c>Nats</c> section,
-    /// JetStream and KV contexts, and a NATS health check.
+    /// or with <c>Logging:Format=json</c> one JSON object a line carrying service, colour, instance and host),
+    /// the NATS connection from the <c>Nats</c> section, JetStream and KV contexts, and a NATS health check.
     /// </summary>
-    public static IHostApplicationBuilder AddQwenDefaults(this IHostApplicationBuilder builder, string service, string? colour = null)
+    /// <param name="configuredId">The id this process goes by in replies and answers when one is configured (a worker's
+    /// <c>Worker:WorkerId</c>, an ingress's <c>Ingress:InstanceId</c>): the <c>instance</c> of its JSON log lines.
+    /// Otherwise they carry the identity's instance id (service, host, process id and a random suffix).</param>
+    public static IHostApplicationBuilder AddQwenDefaults(this IHostApplicationBuilder builder, string service, string? colour = null, string? configuredId = null)
     {
         var identity = new ServiceIdentity(service, colour, ServiceIdentity.NewInstanceId(service));
 
@@ -27,7 +30,18 @@ public static class ServiceDefaultsExtensions
         var format = builder.Configuration["Logging:Format"];
         if (string.Equals(format, "json", StringComparison.OrdinalIgnoreCase))
         {
-            builder.Logging.AddJsonConsole(o => o.IncludeScopes = true);
+            builder.Logging.AddConsole(o => o.FormatterName = QwenJsonConsoleFormatter.FormatterName)
+                .AddConsoleFormatter<QwenJsonConsoleFormatter, QwenJsonConsoleFormatterOptions>(o =>
+                {
+                    o.IncludeScopes = true;
+                    o.Service = service;
+                    o.Colour = colour;
+                    o.Instance = string.IsNullOrWhiteSpace(configuredId) ? identity.InstanceId : configuredId;
+                });
+        }
+        else if (!string.IsNullOrEmpty(format) && !string.Equals(format, "text", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new InvalidOperationException($"Logging:Format '{format}' is not known: use text (the default) or json.");
         }
         else
         {

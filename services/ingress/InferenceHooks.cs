@@ -12,7 +12,7 @@ public sealed partial class IngressInferenceObserver(IngressMetrics metrics, ILo
 
     public void Finished(InferenceCall call, InferReply final, TimeSpan elapsed)
     {
-        metrics.Finished(call.Colour, call.Request.Task, final, elapsed);
+        metrics.Finished(call.Colour, call.Request.Task, final, elapsed, call.FirstOutputAfter);
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = call.Id, ["session_id"] = call.Request.SessionId });
         if (final.Result is { } r)
             Served(logger, call.Request.Task, r.Colour, r.ProfileVersion, r.WorkerId, elapsed.TotalMilliseconds, r.CompletionTokens, r.FinishReason);

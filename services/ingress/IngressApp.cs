@@ -15,7 +15,7 @@ public static class IngressApp
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         configure?.Invoke(builder.Configuration);
-        builder.AddQwenDefaults("ingress");
+        builder.AddQwenDefaults("ingress", configuredId: builder.Configuration[$"{IngressOptions.Section}:{nameof(IngressOptions.InstanceId)}"]);
         builder.AddIngressServices();
 
         var app = builder.Build();
@@ -65,7 +65,10 @@ public static class IngressApp
         builder.Services.Configure<OperatorConsole.ConsoleOptions>(builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section));
         builder.Services.AddSingleton(sp => new OperatorConsole.RecentLatency(sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<OperatorConsole.ConsoleOptions>>().Value.LatencyWindow));
         builder.Services.AddSingleton<IngressMetrics>();
-        builder.Services.Configure<Security.SecurityOptions>(builder.Configuration.GetSection(Security.SecurityOptions.Section));
+        builder.Services.AddOptions<Security.SecurityOptions>().Bind(builder.Configuration.GetSection(Security.SecurityOptions.Section))
+            .Validate(o => o.ApiKeys.All(k => k.Scopes.All(s => Security.ApiScopes.All.Contains(s, StringComparer.Ordinal))),
+                $"Security:ApiKeys has an unknown scope; known scopes: {string.Join(", ", Security.ApiScopes.All)}.")
+            .ValidateOnStart();
         builder.Services.AddSingleton<Security.ApiKeys>();
         builder.Services.AddSingleton<Routing.RolloutView>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());

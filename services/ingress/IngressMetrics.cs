@@ -18,6 +18,9 @@ public sealed class IngressMetrics
             new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = buckets });
         TimeToFirstToken = f.CreateHistogram("qwen_time_to_first_token_seconds", "Time to first token reported by the worker.",
             new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = buckets });
+        ClientTimeToFirstToken = f.CreateHistogram("qwen_client_time_to_first_token_seconds",
+            "From the ingress starting a request to its first token (chat) or its answer (sentiment) reaching the ingress: queue and bus included.",
+            new HistogramConfiguration { LabelNames = ["colour", "task"], Buckets = buckets });
         Tokens = f.CreateCounter("qwen_tokens_total", "Prompt and generated tokens.", ["colour", "kind"]);
         TokensPerSecond = f.CreateHistogram("qwen_tokens_per_second", "Generation speed of chat answers.",
             new HistogramConfiguration { LabelNames = ["colour"], Buckets = Histogram.ExponentialBuckets(1, 2, 14) });
@@ -33,6 +36,9 @@ public sealed class IngressMetrics
     public Counter Requests { get; }
     public Histogram Duration { get; }
     public Histogram TimeToFirstToken { get; }
+
+    /// <summary>What a client waits for the first token, measured at the ingress (the worker's figure leaves out the queue).</summary>
+    public Histogram ClientTimeToFirstToken { get; }
     public Counter Tokens { get; }
     public Histogram TokensPerSecond { get; }
     public Counter Mirrors { get; }
@@ -51,8 +57,9 @@ public sealed class IngressMetrics
         Weight.Set(state.Weight);
     }
 
-    /// <summary>Records one finished request from its final reply.</summary>
-    public void Finished(string colour, string task, InferReply final, TimeSpan elapsed)
+    /// <summary>Records one finished request from its final reply; <paramref name="firstOutput"/> is when its first token
+    /// (or, unstreamed, its answer) reached the ingress.</summary>
+    public void Finished(string colour, string task, InferReply final, TimeSpan elapsed, TimeSpan? firstOutput = null)
     {
         if (final.Result is { } r)
         {
@@ -60,6 +67,7 @@ public sealed class IngressMetrics
             Duration.WithLabels(r.Colour, task).Observe(elapsed.TotalSeconds);
             Recent.Record(Environment.TickCount64, r.Colour, elapsed.TotalMilliseconds, ok: true);
             TimeToFirstToken.WithLabels(r.Colour, task).Observe(r.TimeToFirstTokenMs / 1000);
+            ClientTimeToFirstToken.WithLabels(r.Colour, task).Observe((firstOutput ?? elapsed).TotalSeconds);
             Tokens.WithLabels(r.Colour, "prompt").Inc(r.PromptTokens);
             Tokens.WithLabels(r.Colour, "completion").Inc(r.CompletionTokens);
             var generating = (r.TotalMs - r.TimeToFirstTokenMs) / 1000;

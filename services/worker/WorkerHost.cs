@@ -20,7 +20,7 @@ public static class WorkerHost
             return Messaging.Colours.IsWellFormed(colour)
                 ? colour
                 : throw new InvalidOperationException($"Worker:Colour '{colour}' is not a valid colour (lowercase letters, digits, '-').");
-        });
+        }, instanceIdKey: $"{WorkerOptions.Section}:{nameof(WorkerOptions.WorkerId)}");
         builder.Services.AddOptions<WorkerOptions>().Bind(builder.Configuration.GetSection(WorkerOptions.Section))
             .Validate(o => o.Slots >= 1 && o.ContextSize >= 64 && o.BatchSize >= 1, "Worker:Slots, Worker:ContextSize (at least 64) and Worker:BatchSize must be positive.")
             .Validate(o => o.HeartbeatInterval > TimeSpan.Zero && o.FetchExpiry > TimeSpan.FromSeconds(1) && o.DrainTimeout >= TimeSpan.Zero, "Worker:HeartbeatInterval must be positive and Worker:FetchExpiry more than 1 s.")

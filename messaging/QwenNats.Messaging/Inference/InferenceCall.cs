@@ -33,6 +33,13 @@ public sealed class InferenceCall : IAsyncDisposable
     public InferenceQueue Queue { get; }
     public InferAccepted? Accepted { get; private set; }
 
+    /// <summary>
+    /// From the start of this call to the first output of the attempt that answers: its first streamed token (chat),
+    /// or its result when nothing was streamed before it (sentiment). Null until then, and for a call that ended
+    /// with an error before any output.
+    /// </summary>
+    public TimeSpan? FirstOutputAfter { get; private set; }
+
     /// <summary>Raised once with the final reply, before it is yielded.</summary>
     public event Action<InferenceCall, InferReply>? Finished;
 
@@ -139,6 +146,11 @@ public sealed class InferenceCall : IAsyncDisposable
             else if (reply.Chunk is not null)
             {
                 chunksSent++;
+                FirstOutputAfter ??= _clock.Elapsed;
+            }
+            else if (reply.Result is not null)
+            {
+                FirstOutputAfter ??= _clock.Elapsed;
             }
             if (reply.IsFinal)
                 Finish(reply);

@@ -6,7 +6,7 @@ namespace QwenNats.Ingress.Routing;
 /// <summary>Where one request goes: its colour and session.</summary>
 public sealed record RouteResult(string Colour, string Session, RouteReason Reason);
 
-public sealed class RequestRouting(IOptions<IngressOptions> options, RolloutView view, SessionRouter router)
+public sealed partial class RequestRouting(IOptions<IngressOptions> options, RolloutView view, SessionRouter router, ILogger<RequestRouting> logger)
 {
     public const string ColourHeader = "X-Qwen-Colour";
     public const string ProfileHeader = "X-Qwen-Profile";
@@ -25,16 +25,26 @@ public sealed class RequestRouting(IOptions<IngressOptions> options, RolloutView
     public string LiveColour => view.Current.Live;
 
     /// <summary>
-    /// The colour for this request: the operator's explicit colour when one is named (validated, no pin
-    /// change), otherwise the session's pinned colour or a new pin from the rollout state.
+    /// The colour for this request: a tester's explicit colour when one is named (the operator token or an API key
+    /// with the tester scope; 403 <c>colour_choice_forbidden</c> for anyone else; validated, no pin change, logged),
+    /// otherwise the session's pinned colour or a new pin from the rollout state.
     /// </summary>
     public async Task<(RouteResult? Route, ApiError? Error)> RouteAsync(HttpContext http, string? user, string? requested)
     {
+        var caller = Security.Caller.Of(http);
+        if (!string.IsNullOrEmpty(requested) && caller is not { MayChooseColour: true })
+        {
+            ColourRefused(logger, caller?.Name ?? "anonymous", http.Request.Path.Value ?? "");
+            return (null, Security.ApiKeys.ColourChoiceForbidden(caller));
+        }
         if (!TryResolveColour(requested, out var colour, out var error))
             return (null, error);
         var session = ResolveSession(http, user);
         if (!string.IsNullOrEmpty(requested))
+        {
+            ColourOverride(logger, caller!.Name, colour, LiveColour, session, http.Request.Path.Value ?? "");
             return (new RouteResult(colour, session, RouteReason.Explicit), null);
+        }
         var decision = await router.RouteAsync(session, http.RequestAborted);
         if (!http.Response.HasStarted)
             http.Response.Headers[RouteHeader] = decision.Reason.ToString();
@@ -75,4 +85,10 @@ public sealed class RequestRouting(IOptions<IngressOptions> options, RolloutView
     private static bool IsUsable(string? id) => !string.IsNullOrWhiteSpace(id) && id.Length <= MaxSessionIdLength;
 
     private static string Shorten(string s) => s.Length <= 32 ? s : s[..32] + "…";
+
+    [LoggerMessage(EventId = 1150, Level = LogLevel.Information, Message = "Colour override: {Caller} chose {Colour} (live {Live}) for session {Session} on {Path}")]
+    private static partial void ColourOverride(ILogger logger, string caller, string colour, string live, string session, string path);
+
+    [LoggerMessage(EventId = 1151, Level = LogLevel.Warning, Message = "Colour choice refused: {Caller} may not choose a colour ({Path})")]
+    private static partial void ColourRefused(ILogger logger, string caller, string path);
 }

@@ -9,17 +9,23 @@ using QwenNats.Messaging;
 namespace QwenNats.Ingress.Security;
 
 /// <summary>
-/// Who a request is, for limits and logs: an API key's name or <c>anonymous</c>. <paramref name="Acquire"/>
-/// takes one request from the caller's bucket (null = unlimited); it looks the bucket up on every call, so a
-/// WebSocket that outlives a pruned bucket takes from its successor.
+/// Who a request is, for limits and logs: an API key's name, <c>operator</c> (the console's operator token) or
+/// <c>anonymous</c>. <paramref name="Acquire"/> takes one request from the caller's bucket (null = unlimited); it
+/// looks the bucket up on every call, so a WebSocket that outlives a pruned bucket takes from its successor.
+/// <paramref name="MayChooseColour"/>: the operator, or a key with the <c>tester</c> scope.
 /// </summary>
-public sealed record Caller(string Name, Func<RateLimitLease>? Acquire);
+public sealed record Caller(string Name, Func<RateLimitLease>? Acquire, bool MayChooseColour = false)
+{
+    /// <summary>The caller the API-key filter identified for this request, if any.</summary>
+    public static Caller? Of(HttpContext http) => http.Items.TryGetValue(ApiKeys.ItemKey, out var c) ? c as Caller : null;
+}
 
 /// <summary>
 /// Checks API keys on the inference endpoints and applies each caller's token-bucket rate limit
 /// (System.Threading.RateLimiting). Keys are compared by their SHA-256, so configuration may hold hashes
 /// only and lookups do not leak by timing. A refused request gets an OpenAI-shaped 401 or 429 with
-/// <c>Retry-After</c>.
+/// <c>Retry-After</c>. The console's operator token (<c>Console:OperatorToken</c>) is accepted in place of a key
+/// and identifies the caller <c>operator</c>, who, like a key with the <c>tester</c> scope, may choose a colour.
 /// </summary>
 public sealed class ApiKeys : IDisposable
 {
@@ -29,12 +35,19 @@ public sealed class ApiKeys : IDisposable
     private readonly Dictionary<string, ApiKeyOptions> _byHash = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, RateLimiter> _limiters = new(StringComparer.Ordinal);
     private readonly Lock _pruneLock = new();
+    private readonly string? _operatorToken;
 
-    public ApiKeys(IOptions<SecurityOptions> options)
+    public ApiKeys(IOptions<SecurityOptions> options, IOptions<OperatorConsole.ConsoleOptions> console)
     {
         _o = options.Value;
+        _operatorToken = string.IsNullOrEmpty(console.Value.OperatorToken) ? null : console.Value.OperatorToken;
         foreach (var key in _o.ApiKeys)
         {
+            foreach (var scope in key.Scopes)
+            {
+                if (!ApiScopes.All.Contains(scope, StringComparer.Ordinal))
+                    throw new InvalidOperationException($"Security:ApiKeys entry '{key.Name}' has an unknown scope '{scope}'; known scopes: {string.Join(", ", ApiScopes.All)}.");
+            }
             var hash = key.KeySha256?.Trim().ToLowerInvariant() ?? (string.IsNullOrEmpty(key.Key) ? null : Hash(key.Key));
             if (hash is null || hash.Length != 64)
                 throw new InvalidOperationException($"Security:ApiKeys entry '{key.Name}' needs a Key or a 64-character KeySha256.");
@@ -55,25 +68,34 @@ public sealed class ApiKeys : IDisposable
     /// <summary>Identifies the caller, or says why not.</summary>
     public (Caller? Caller, ApiError? Error) Authenticate(HttpContext http)
     {
-        if (!Required)
-        {
-            if (_o.AnonymousRequestsPerMinute <= 0)
-                return (new Caller("anonymous", null), null);
-            var address = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-            return (new Caller("anonymous", Acquirer("ip:" + address, _o.AnonymousRequestsPerMinute, _o.AnonymousBurst)), null);
-        }
         var token = Bearer(http);
         // Browsers cannot set headers on a WebSocket: they offer the key as a subprotocol (WebSocketProtocol).
         if (token is null && http.WebSockets.IsWebSocketRequest)
             token = http.WebSockets.WebSocketRequestedProtocols.FirstOrDefault(p => p.StartsWith(WebSocketProtocol.KeyPrefix, StringComparison.Ordinal))?[WebSocketProtocol.KeyPrefix.Length..];
+        var isOperator = !string.IsNullOrEmpty(token) && _operatorToken is not null && OperatorConsole.ConsoleEndpoints.SameSecret(token, _operatorToken);
+        if (!Required)
+        {
+            var name = isOperator ? "operator" : "anonymous";
+            if (_o.AnonymousRequestsPerMinute <= 0)
+                return (new Caller(name, null, isOperator), null);
+            var address = http.Connection.RemoteIpAddress?.ToString() ?? "unknown";
+            return (new Caller(name, Acquirer("ip:" + address, _o.AnonymousRequestsPerMinute, _o.AnonymousBurst), isOperator), null);
+        }
         if (string.IsNullOrEmpty(token))
             return (null, new ApiError(401, "missing_api_key", "This endpoint needs an API key: send Authorization: Bearer <key>."));
+        if (isOperator)
+            return (new Caller("operator", Acquirer("operator", _o.DefaultRequestsPerMinute, _o.DefaultBurst), MayChooseColour: true), null);
         if (!_byHash.TryGetValue(Hash(token), out var key))
             return (null, new ApiError(401, "invalid_api_key", "The API key is not valid."));
         var rpm = key.RequestsPerMinute > 0 ? key.RequestsPerMinute : _o.DefaultRequestsPerMinute;
         var burst = key.Burst > 0 ? key.Burst : _o.DefaultBurst;
-        return (new Caller(key.Name, Acquirer("key:" + key.Name, rpm, burst)), null);
+        return (new Caller(key.Name, Acquirer("key:" + key.Name, rpm, burst), key.Scopes.Contains(ApiScopes.Tester, StringComparer.Ordinal)), null);
     }
+
+    /// <summary>The refusal of a colour chosen by a caller who may not choose one.</summary>
+    public static ApiError ColourChoiceForbidden(Caller? caller) => new(403, "colour_choice_forbidden",
+        $"Choosing the colour that answers (X-Qwen-Colour, ?colour=) is for testers, and '{caller?.Name ?? "anonymous"}' is not one: "
+        + "send the operator token or an API key with the tester scope as Authorization: Bearer <token>, or leave the colour out to be served by the rollout.", Routing.RequestRouting.ColourHeader);
 
     /// <summary>Takes one request from the caller's bucket; the refusal carries the seconds to wait.</summary>
     public static (bool Allowed, int RetryAfterSeconds) Take(Caller caller)

@@ -17,6 +17,21 @@ public sealed record ApiKeyOptions
 
     /// <summary>Requests allowed at once above the sustained rate (0 = the default burst).</summary>
     public int Burst { get; init; }
+
+    /// <summary>
+    /// What the key may do beyond inference on the live rollout. <c>tester</c>: choose the colour that answers
+    /// (<c>X-Qwen-Colour</c>, WebSocket <c>?colour=</c>), bypassing session pins and the rollout.
+    /// </summary>
+    public IReadOnlyList<string> Scopes { get; init; } = [];
+}
+
+/// <summary>The scopes an API key may have (<see cref="ApiKeyOptions.Scopes"/>).</summary>
+public static class ApiScopes
+{
+    /// <summary>May choose the colour that answers a request.</summary>
+    public const string Tester = "tester";
+
+    public static IReadOnlyList<string> All { get; } = [Tester];
 }
 
 /// <summary>

@@ -74,10 +74,15 @@ public sealed class QwenSystem : IAsyncDisposable
         return host;
     }
 
+    /// <summary>The operator token of test ingresses (unless a test sets its own or none): what <see cref="Api.Post"/>
+    /// sends when a test chooses a colour, since only testers may.</summary>
+    public const string OperatorToken = "test-operator-token-for-colour-choice";
+
     public async Task<(WebApplication App, HttpClient Http)> StartIngressAsync(Dictionary<string, string?>? extra = null)
     {
         var settings = Base();
         settings["urls"] = "http://127.0.0.1:0";
+        settings["Console:OperatorToken"] = OperatorToken;
         settings["Ingress:WorkerStaleAfter"] = "00:00:01.500";
         Merge(settings, extra);
         var app = IngressApp.Build([], c => c.AddInMemoryCollection(settings));

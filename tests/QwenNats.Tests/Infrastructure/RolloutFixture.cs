@@ -45,7 +45,8 @@ public sealed class RolloutFixture : IAsyncLifetime
         Promoter = await StartPromoterAsync();
         await System.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Worker:WorkerId"] = "blue-1", ["Worker:ModelCacheDir"] = Path.Combine(ModelCacheDir, "blue") });
         await System.StartWorkerAsync("green", "v2", slots: 2, extra: new() { ["Worker:WorkerId"] = "green-1", ["Worker:ModelCacheDir"] = Path.Combine(ModelCacheDir, "green") });
-        (Ingress1, Http1) = await System.StartIngressAsync();
+        // The first ingress's console is read-only (no operator token), as ConsoleTests expects.
+        (Ingress1, Http1) = await System.StartIngressAsync(new() { ["Console:OperatorToken"] = "" });
         (_, Http2) = await System.StartIngressAsync();
         await QwenSystem.WaitForWorkersAsync(Http1, "blue", 1);
         await QwenSystem.WaitForWorkersAsync(Http1, "green", 1);

@@ -26,9 +26,16 @@ public static class Api
     public static HttpRequestMessage Post(string path, string body, string? colour = null, string? session = null)
     {
         var req = new HttpRequestMessage(HttpMethod.Post, path) { Content = Json(body) };
-        if (colour is not null) req.Headers.Add("X-Qwen-Colour", colour);
+        if (colour is not null) ChooseColour(req, colour);
         if (session is not null) req.Headers.Add("X-Session-Id", session);
         return req;
+    }
+
+    /// <summary>Asks for a colour as a tester does: with the test ingress's operator token (choosing is a privilege).</summary>
+    public static void ChooseColour(HttpRequestMessage req, string colour, string token = QwenSystem.OperatorToken)
+    {
+        req.Headers.Add("X-Qwen-Colour", colour);
+        req.Headers.Authorization = new("Bearer", token);
     }
 
     public static async Task<JsonElement> JsonAsync(HttpResponseMessage response) =>

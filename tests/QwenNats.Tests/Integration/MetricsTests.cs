@@ -59,6 +59,13 @@ public sealed class MetricsTests
         Assert.True(Sum(ingress, "qwen_requests_total", "task=\"sentiment\",status=\"200\"") >= 7);
         Assert.True(Sum(ingress, "qwen_request_duration_seconds_count") >= 10);
         Assert.True(Sum(ingress, "qwen_time_to_first_token_seconds_count") >= 10);
+        // What the client waits for the first token, per task; the alerts' thresholds (3 s, 5 s) are bucket bounds.
+        Assert.Equal(3, Sum(ingress, "qwen_client_time_to_first_token_seconds_count", "task=\"chat\""));
+        Assert.True(Sum(ingress, "qwen_client_time_to_first_token_seconds_count", "task=\"sentiment\"") >= 7);
+        Assert.True(Sum(ingress, "qwen_client_time_to_first_token_seconds_sum", "task=\"chat\"")
+            <= Sum(ingress, "qwen_request_duration_seconds_sum", "task=\"chat\""));
+        Assert.Contains("qwen_client_time_to_first_token_seconds_bucket{colour=\"blue\",task=\"chat\",le=\"5\"}", ingress);
+        Assert.Contains("qwen_request_duration_seconds_bucket{colour=\"blue\",task=\"sentiment\",le=\"3\"}", ingress);
         Assert.True(Sum(ingress, "qwen_tokens_total", "kind=\"completion\"") >= 24);
         Assert.True(Sum(ingress, "qwen_tokens_per_second_count") >= 3);
         Assert.Equal(1, Sum(ingress, "qwen_rollout_phase", "phase=\"Shadow\""));

@@ -26,6 +26,7 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
         ["judge"] = "pw-judge-" + Guid.NewGuid().ToString("N")[..8],
         ["promoter"] = "pw-promoter-" + Guid.NewGuid().ToString("N")[..8],
         ["operator"] = "pw-operator-" + Guid.NewGuid().ToString("N")[..8],
+        ["viewer"] = "pw-viewer-" + Guid.NewGuid().ToString("N")[..8],
     };
 
     private static Dictionary<string, string?> As(string user) => new() { ["Nats:User"] = user, ["Nats:Password"] = Passwords[user] };
@@ -63,6 +64,10 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             await QwenSystem.WaitForWorkersAsync(http, "green", 1, TimeSpan.FromSeconds(30));
             await using var op = await ConnectAsync(nats, "operator");
             await Ctl.WaitForLeaderAsync(op, TimeSpan.FromSeconds(30));
+            await using var viewer = await ConnectAsync(nats, "viewer");
+            // Operators and on-call hear the judge's verdicts.
+            await using var opVerdicts = await op.SubscribeCoreAsync<byte[]>(Judging.VerdictSubject);
+            await using var viewerVerdicts = await viewer.SubscribeCoreAsync<byte[]>(Judging.VerdictSubject);
 
             // The whole flow works: inference, a rollout started by an operator, mirrored samples judged,
             // pins, the console's action over the operator's user.
@@ -78,6 +83,38 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20)))
                 while ((await Ctl.SendAsync(op, "status", ct: cts.Token)).Verdict is not { Samples: > 0 } v || v.RolloutId != start.State!.RolloutId)
                     await Task.Delay(200, cts.Token);
+            // What the operator and the viewer may read, as a NATS client we did not write would read it: the fleet
+            // ($SRV.PING / $SRV.INFO by raw requests), a watch of the rollout state, the audit stream, the verdicts.
+            foreach (var (user, c, verdicts) in new[] { ("operator", op, opVerdicts), ("viewer", viewer, viewerVerdicts) })
+            {
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+                var pings = await RawRequestManyAsync(c, "$SRV.PING", cts.Token);
+                Assert.True(pings.All(p => p.GetProperty("type").GetString() == "io.nats.micro.v1.ping_response"), user);
+                Assert.Equal(2, pings.Count(p => p.GetProperty("name").GetString() == Subjects.WorkerService));
+                Assert.Contains(pings, p => p.GetProperty("name").GetString() == Subjects.PromoterService);
+                Assert.Contains(pings, p => p.GetProperty("name").GetString() == Subjects.JudgeService);
+                var infos = await RawRequestManyAsync(c, $"$SRV.INFO.{Subjects.WorkerService}", cts.Token);
+                Assert.Equal(["blue", "green"], infos.Select(i => i.GetProperty("metadata").GetProperty("colour").GetString()).Order());
+                output.WriteLine($"{user} lists the fleet: {pings.Count} services, workers {string.Join(", ", infos.Select(i => i.GetProperty("metadata").GetProperty("worker_id").GetString()))}");
+
+                var rollout = await new NatsKVContext(new NatsJSContext(c)).GetStoreAsync(Rollouts.Bucket, cts.Token);
+                await foreach (var entry in rollout.WatchAsync<byte[]>(Rollouts.StateKey, cancellationToken: cts.Token))
+                {
+                    Assert.Contains("\"Shadow\"", Encoding.UTF8.GetString(entry.Value!), StringComparison.Ordinal);
+                    break;
+                }
+                Assert.Contains("\"Shadow\"", Encoding.UTF8.GetString((await rollout.GetEntryAsync<byte[]>(Rollouts.StateKey, cancellationToken: cts.Token)).Value!), StringComparison.Ordinal);
+
+                var audit = await new NatsJSContext(c).CreateOrderedConsumerAsync(Rollouts.EventsStream, cancellationToken: cts.Token);
+                var events = new List<string>();
+                await foreach (var m in audit.FetchAsync<byte[]>(new NatsJSFetchOpts { MaxMsgs = 10, Expires = TimeSpan.FromSeconds(2) }, cancellationToken: cts.Token))
+                    events.Add(m.Subject);
+                Assert.Contains(Rollouts.Event("start"), events);
+
+                var verdict = await verdicts.Msgs.ReadAsync(cts.Token);
+                Assert.Contains("\"samples\"", Encoding.UTF8.GetString(verdict.Data!), StringComparison.OrdinalIgnoreCase);
+                output.WriteLine($"{user} watches {Rollouts.Bucket}, reads {events.Count} audit events and hears verdicts");
+            }
             using (var abort = new HttpRequestMessage(HttpMethod.Post, "/api/console/actions/abort") { Content = Api.Json("{\"reason\":\"from the console\"}") })
             {
                 abort.Headers.Authorization = new("Bearer", "permission-test-token");
@@ -142,6 +179,22 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             await TrySubscribeAsync("worker_blue", Subjects.Root + ".reply.>", "read other services' replies");
             await TrySubscribeAsync("judge", Rollouts.ControlWildcard, "listen to operator commands");
             await TrySubscribeAsync("operator", Judging.SamplesSubjects, "read shadow samples");
+            await TryPublishAsync("operator", Subjects.Infer("blue"), "publish inference work");
+            await TryPublishAsync("operator", "$JS.API.CONSUMER.MSG.NEXT.QWEN_SAMPLES.judge", "take the judge's samples");
+            await TrySubscribeAsync("operator", Rollouts.ControlWildcard, "listen to other operators' commands");
+            // The viewer reads and nothing else: no control verb, not even a read-only one, no inference, no write.
+            await TryPublishAsync("viewer", Rollouts.Control("start"), "send an operator command");
+            await TryPublishAsync("viewer", Rollouts.Control("status"), "send an operator command");
+            await TryPublishAsync("viewer", Subjects.Infer("blue"), "publish inference work");
+            await TryPublishAsync("viewer", Subjects.Shadow("green"), "publish mirrored work");
+            await TryPublishAsync("viewer", "$KV.qwen_rollout.state", "write the rollout state");
+            await TryPublishAsync("viewer", "$KV.qwen_sessions.s1", "pin a session");
+            await TryPublishAsync("viewer", "$O.qwen_models.M.x", "upload a model");
+            await TryPublishAsync("viewer", "$JS.API.STREAM.PURGE.QWEN_EVENTS", "purge the audit log");
+            await TryPublishAsync("viewer", "$JS.API.CONSUMER.MSG.NEXT.QWEN_WORK_BLUE.workers", "take blue work");
+            await TrySubscribeAsync("viewer", Rollouts.ControlWildcard, "listen to operator commands");
+            await TrySubscribeAsync("viewer", Judging.SamplesSubjects, "read shadow samples");
+            await TrySubscribeAsync("viewer", "qwen.reply.>", "read other services' replies");
             await Task.Delay(500);
 
             var log = nats.Log;
@@ -165,6 +218,18 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
                 h.Dispose();
             }
         }
+    }
+
+    /// <summary>Every reply to a raw request that arrives within a second, as JSON (a services-discovery request, as `nats micro ls` sends it).</summary>
+    private static async Task<List<System.Text.Json.JsonElement>> RawRequestManyAsync(NatsConnection c, string subject, CancellationToken ct)
+    {
+        var replies = new List<System.Text.Json.JsonElement>();
+        await foreach (var msg in c.RequestManyAsync<byte[], byte[]>(subject, [], replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(1) }, cancellationToken: ct))
+        {
+            msg.EnsureSuccess();
+            replies.Add(System.Text.Json.JsonDocument.Parse(msg.Data!).RootElement.Clone());
+        }
+        return replies;
     }
 
     private static async Task<NatsConnection> ConnectAsync(NatsServer nats, string user)

@@ -149,7 +149,7 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
             async Task AnswersAsync()
             {
                 using var request = Api.Post("/v1/sentiment", System.Text.Json.JsonSerializer.Serialize(new { input = "a fine day" }));
-                request.Headers.Add("X-Qwen-Colour", "green");
+                Api.ChooseColour(request, "green");
                 using var answer = await http.SendAsync(request);
                 Assert.True(answer.IsSuccessStatusCode, await answer.Content.ReadAsStringAsync());
             }

@@ -219,7 +219,7 @@ public sealed class ReleaseTests(ReleaseFixture fx, ITestOutputHelper output) : 
         Assert.Equal("release_failed", startBroken.Code);
         using (var request = Api.Post("/v1/sentiment", JsonSerializer.Serialize(new { input = "still served" })))
         {
-            request.Headers.Add("X-Qwen-Colour", idle);
+            Api.ChooseColour(request, idle);
             using var answer = await fx.Http.SendAsync(request);
             var body = await answer.Content.ReadAsStringAsync();
             Assert.True(answer.IsSuccessStatusCode, body);

@@ -140,6 +140,8 @@ public sealed class WebSocketChatTests(SystemFixture fx)
     private async Task<ClientWebSocket> ConnectAsync(string query, CancellationToken ct)
     {
         var ws = new ClientWebSocket();
+        if (query.Contains("colour=", StringComparison.Ordinal))
+            ws.Options.SetRequestHeader("Authorization", "Bearer " + QwenSystem.OperatorToken);
         var uri = new UriBuilder(fx.Http.BaseAddress!) { Scheme = "ws", Path = "/ws/chat", Query = query.TrimStart('?') }.Uri;
         await ws.ConnectAsync(uri, ct);
         return ws;

@@ -12,7 +12,7 @@ public sealed class RateLimiterTests
         AnonymousRequestsPerMinute = perMinute,
         AnonymousBurst = burst,
         MaxTrackedLimiters = cap,
-    }));
+    }), Options.Create(new QwenNats.Ingress.OperatorConsole.ConsoleOptions()));
 
     private static Caller From(ApiKeys keys, int address)
     {
