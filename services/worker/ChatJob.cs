@@ -25,9 +25,7 @@ public sealed class ChatJob(
 
     public override void Admit(BatchedExecutor executor, PrefixCache prefixes)
     {
-        _sampler = settings.Temperature <= 0
-            ? new GreedySamplingPipeline()
-            : new DefaultSamplingPipeline { Temperature = (float)settings.Temperature, TopP = (float)settings.TopP, Seed = settings.Seed ?? (uint)Random.Shared.Next() };
+        _sampler = Samplers.Create(settings);
         _decoder = new StreamingTokenDecoder(Encoding.UTF8, executor.Context.NativeHandle);
         _conversation = StartPrompt(executor, prefixes);
     }
@@ -78,4 +76,10 @@ public sealed class ChatJob(
     }
 }
 
-public sealed record ChatSettings(double Temperature, double TopP, uint? Seed, int MaxTokens, IReadOnlyList<string> Stop, int ContextSize);
+/// <summary>
+/// How one chat answer is sampled. <paramref name="Grammar"/>: GBNF (root rule <c>root</c>) built by the worker
+/// from the request's response format; null for free text.
+/// </summary>
+public sealed record ChatSettings(
+    double Temperature, double TopP, uint? Seed, int MaxTokens, IReadOnlyList<string> Stop, int ContextSize,
+    double PresencePenalty = 0, double FrequencyPenalty = 0, IReadOnlyDictionary<int, double>? LogitBias = null, string? Grammar = null);

@@ -10,6 +10,32 @@ public sealed record SamplingParams
     public int? MaxTokens { get; init; }
     public IReadOnlyList<string>? Stop { get; init; }
     public uint? Seed { get; init; }
+    /// <summary>OpenAI's presence penalty (-2..2): subtracted once from the logit of every token already generated.</summary>
+    public double? PresencePenalty { get; init; }
+    /// <summary>OpenAI's frequency penalty (-2..2): subtracted from a token's logit once per time it was generated.</summary>
+    public double? FrequencyPenalty { get; init; }
+    /// <summary>OpenAI's logit bias: token id to a value in -100..100 added to its logit (the worker refuses ids beyond its vocabulary).</summary>
+    public IReadOnlyDictionary<int, double>? LogitBias { get; init; }
+    /// <summary>Constrains the answer to JSON (null: free text). The worker builds the grammar from it itself.</summary>
+    public ResponseFormat? ResponseFormat { get; init; }
+}
+
+/// <summary>
+/// OpenAI's <c>response_format</c> as it travels to a worker: JSON mode, or a JSON Schema (its JSON text) the
+/// ingress has checked. The worker turns it into a GBNF grammar with <c>Grammars.JsonGrammar</c>, so no grammar
+/// text from the wire ever reaches llama.cpp's grammar parser.
+/// </summary>
+public sealed record ResponseFormat
+{
+    public const string JsonObject = "json_object";
+    public const string JsonSchema = "json_schema";
+
+    /// <summary><see cref="JsonObject"/> or <see cref="JsonSchema"/>.</summary>
+    public required string Type { get; init; }
+    /// <summary>For <see cref="JsonSchema"/>: the schema's name, as the client gave it.</summary>
+    public string? Name { get; init; }
+    /// <summary>For <see cref="JsonSchema"/>: the schema, compact JSON text.</summary>
+    public string? Schema { get; init; }
 }
 
 /// <summary>One unit of work for a worker pool, published on <see cref="Subjects.Infer"/>.</summary>
