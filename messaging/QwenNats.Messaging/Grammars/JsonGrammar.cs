@@ -31,11 +31,15 @@ public static class JsonGrammar
     /// <summary>Most items in any array; a larger <c>maxItems</c> is held to this.</summary>
     public const int MaxItems = 256;
     /// <summary>Most members of an object in JSON mode or of a schema object without <c>properties</c>.</summary>
-    public const int DefaultMaxMembers = 16;
+    public const int DefaultMaxMembers = 8;
+    /// <summary>Most characters in a member name in JSON mode or of a schema object without <c>properties</c>.</summary>
+    public const int MaxKeyLength = 32;
+    /// <summary>Most items of an array in JSON mode or of a schema array without <c>items</c>.</summary>
+    public const int FreeFormMaxItems = 8;
     /// <summary>Most digits before and after the decimal point of a number.</summary>
     public const int MaxDigits = 15;
     /// <summary>Deepest nesting of objects and arrays in JSON mode (and of a schema's free-form values).</summary>
-    public const int FreeFormDepth = 4;
+    public const int FreeFormDepth = 3;
     /// <summary>Deepest nesting of a schema (objects, arrays, type alternatives).</summary>
     public const int MaxSchemaDepth = 16;
     /// <summary>Most schemas (properties, items, alternatives) in one schema.</summary>
@@ -188,14 +192,14 @@ public static class JsonGrammar
             var scalars = $"{String(0, DefaultMaxStringLength)} | {Number()} | \"true\" | \"false\" | \"null\"";
             if (depth >= FreeFormDepth)
                 return Shared(scalars);
-            return Shared($"{FreeObjectRule(depth)} | {Shared(Array(FreeValue(depth + 1), 0, DefaultMaxItems))} | {scalars}");
+            return Shared($"{FreeObjectRule(depth)} | {Shared(Array(FreeValue(depth + 1), 0, FreeFormMaxItems))} | {scalars}");
         }
 
         private string FreeObjectRule(int depth) => Shared(FreeObject(depth));
 
         public string FreeObject(int depth)
         {
-            var member = Shared($"{String(0, DefaultMaxStringLength)} \":\" {FreeValue(depth + 1)}");
+            var member = Shared($"{String(1, MaxKeyLength)} \":\" {FreeValue(depth + 1)}");
             return $"\"{{\" ({member} (\",\" {member}){{0,{DefaultMaxMembers - 1}}})? \"}}\"";
         }
 
