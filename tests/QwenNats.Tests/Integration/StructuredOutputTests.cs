@@ -107,6 +107,36 @@ public sealed class StructuredOutputTests(SystemFixture fx)
     }
 
     [Fact]
+    public async Task Greedy_json_answers_with_penalties_and_biases_are_valid_and_deterministic()
+    {
+        using var schema = JsonDocument.Parse(PersonSchema);
+        var body = JsonNode.Parse(Body("Tell me about a person", JsonSchemaFormat(PersonSchema), 1, stream: false, temperature: 0))!.AsObject();
+        body["frequency_penalty"] = 0.5;
+        body["logit_bias"] = new JsonObject { ["10"] = -5 };
+        var (first, finish) = await AskAsync(body.ToJsonString(), false);
+        Assert.Equal("stop", finish);
+        using (var answer = JsonDocument.Parse(first))
+            Assert.Null(SchemaCheck.Problem(schema.RootElement, answer.RootElement));
+        var (again, _) = await AskAsync(body.ToJsonString(), false);
+        Assert.Equal(first, again);
+        var (json, _) = await AskAsync(Body("Once upon a time", new JsonObject { ["type"] = "json_object" }, 1, stream: false, maxTokens: 1000, temperature: 0), false);
+        using (var parsed = JsonDocument.Parse(json))
+            Assert.Equal(JsonValueKind.Object, parsed.RootElement.ValueKind);
+    }
+
+    [Fact]
+    public async Task An_unsupported_schema_keyword_is_a_400_naming_its_path()
+    {
+        var format = JsonSchemaFormat("""{"type":"object","properties":{"x":{"type":"string","pattern":"^a"}}}""");
+        using var response = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Body("hi", format, 1, stream: false)));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var error = (await Api.JsonAsync(response)).GetProperty("error");
+        Assert.Equal("unsupported_parameter", error.GetProperty("code").GetString());
+        Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+        Assert.Equal("response_format.json_schema.schema.properties.x.pattern", error.GetProperty("param").GetString());
+    }
+
+    [Fact]
     public async Task A_json_answer_cut_by_max_tokens_reports_length()
     {
         var (text, finish) = await AskAsync(Body("Once upon a time", JsonSchemaFormat(PersonSchema), 1, stream: false, maxTokens: 5), false);
