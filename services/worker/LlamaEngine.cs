@@ -261,7 +261,9 @@ public sealed class LlamaEngine : IAsyncDisposable
             PresencePenalty: s.PresencePenalty ?? 0,
             FrequencyPenalty: s.FrequencyPenalty ?? 0,
             LogitBias: s.LogitBias,
-            Grammar: grammar);
+            Grammar: grammar,
+            Logprobs: s.Logprobs == true,
+            TopLogprobs: Math.Clamp(s.TopLogprobs ?? 0, 0, 20));
         return new ChatJob(request, tokens, stamp, attempt, queueMs, cancel, settings) { TrimmedMessages = trimmed };
     }
 

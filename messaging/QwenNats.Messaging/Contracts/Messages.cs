@@ -18,6 +18,23 @@ public sealed record SamplingParams
     public IReadOnlyDictionary<int, double>? LogitBias { get; init; }
     /// <summary>Constrains the answer to JSON (null: free text). The worker builds the grammar from it itself.</summary>
     public ResponseFormat? ResponseFormat { get; init; }
+    /// <summary>Whether to return the log-probability of every generated token (OpenAI's <c>logprobs</c>).</summary>
+    public bool? Logprobs { get; init; }
+    /// <summary>With <see cref="Logprobs"/>: how many of the most likely tokens to list at each position (0..20).</summary>
+    public int? TopLogprobs { get; init; }
+}
+
+/// <summary>
+/// One generated token and its log-probability under the model (natural log, from the model's logits before
+/// any temperature, penalty, bias or grammar), with its UTF-8 bytes; <see cref="TopLogprobs"/> lists the most
+/// likely tokens at that position when asked for (null inside that list).
+/// </summary>
+public sealed record TokenLogprob
+{
+    public required string Token { get; init; }
+    public double Logprob { get; init; }
+    public IReadOnlyList<int> Bytes { get; init; } = [];
+    public IReadOnlyList<TokenLogprob>? TopLogprobs { get; init; }
 }
 
 /// <summary>
@@ -93,6 +110,8 @@ public sealed record InferChunk
     public int Index { get; init; }
     public required string Text { get; init; }
     public int Attempt { get; init; } = 1;
+    /// <summary>When the request asked for log-probabilities: the tokens generated since the previous chunk.</summary>
+    public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
 }
 
 /// <summary>The final message of a successful request.</summary>
@@ -103,6 +122,8 @@ public sealed record InferResult
     public required string FinishReason { get; init; }
     /// <summary>Chat: the whole generated text.</summary>
     public string Text { get; init; } = "";
+    /// <summary>Chat, when the request asked for log-probabilities: every generated token of the answer.</summary>
+    public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
     /// <summary>Sentiment: the chosen label.</summary>
     public string? Label { get; init; }
     public double? Confidence { get; init; }

@@ -74,6 +74,10 @@ public static class RequestParser
         if (!TryOptionalNumber(root, "frequency_penalty", -2, 2, out var frequencyPenalty, out error)) return false;
         if (!TryLogitBias(root, out var logitBias, out error)) return false;
         if (!TryResponseFormat(root, out var responseFormat, out error)) return false;
+        if (!TryOptionalBool(root, "logprobs", out var logprobs, out error)) return false;
+        if (!TryOptionalInt(root, "top_logprobs", 0, MaxTopLogprobs, out var topLogprobs, out error)) return false;
+        if (topLogprobs is not null && logprobs != true)
+            return Fail(ApiError.Invalid("'top_logprobs' needs 'logprobs': true.", "top_logprobs"), out error);
 
         request = new ChatCompletionRequest(messages, model, new SamplingParams
         {
@@ -86,6 +90,8 @@ public static class RequestParser
             FrequencyPenalty = frequencyPenalty is 0 ? null : frequencyPenalty,
             LogitBias = logitBias,
             ResponseFormat = responseFormat,
+            Logprobs = logprobs == true ? true : null,
+            TopLogprobs = logprobs == true ? (int)(topLogprobs ?? 0) : null,
         }, stream ?? false, includeUsage, user);
         return true;
     }
@@ -151,6 +157,8 @@ public static class RequestParser
         ["presence_penalty"] = new(FieldStatus.Supported),
         ["frequency_penalty"] = new(FieldStatus.Supported),
         ["logit_bias"] = new(FieldStatus.Supported),
+        ["logprobs"] = new(FieldStatus.Supported),
+        ["top_logprobs"] = new(FieldStatus.Supported),
 
         // Metadata that cannot change the answer: accepted and ignored.
         ["metadata"] = new(FieldStatus.Ignored, e => e.ValueKind == JsonValueKind.Object,
@@ -161,10 +169,6 @@ public static class RequestParser
             "'service_tier' accepts only 'auto' or 'default': every request is served in one tier here. Remove it or send 'auto'."),
 
         // Fields whose non-default values would change the answer and cannot be honoured: refused.
-        ["logprobs"] = new(FieldStatus.Refused, IsFalse,
-            "'logprobs' is not supported: token log-probabilities are not returned. Remove it or send false."),
-        ["top_logprobs"] = new(FieldStatus.Refused, Never,
-            "'top_logprobs' is not supported: token log-probabilities are not returned. Remove it."),
         ["tools"] = new(FieldStatus.Refused, IsEmptyArray,
             "'tools' is not supported: the models here do not call tools. Remove it (or send []) and put the tools' results in the messages instead."),
         ["tool_choice"] = new(FieldStatus.Refused, e => IsString(e, "none"),
@@ -239,6 +243,9 @@ public static class RequestParser
         }
         return true;
     }
+
+    /// <summary>Most alternatives <c>top_logprobs</c> may ask for (OpenAI's limit).</summary>
+    public const int MaxTopLogprobs = 20;
 
     /// <summary>Most entries of <c>logit_bias</c> (OpenAI's limit).</summary>
     public const int MaxLogitBiasEntries = 300;

@@ -66,8 +66,6 @@ public sealed class RequestParserTests
         Parse($"{{{Hi},\"{field}\":{value}}}");
 
     [Theory]
-    [InlineData("logprobs", "true")]
-    [InlineData("top_logprobs", "2")]
     [InlineData("tools", """[{"type":"function","function":{"name":"f"}}]""")]
     [InlineData("tool_choice", "\"auto\"")]
     [InlineData("functions", """[{"name":"f"}]""")]
@@ -104,6 +102,7 @@ public sealed class RequestParserTests
     [InlineData("presence_penalty", "0.5")]
     [InlineData("frequency_penalty", "-1")]
     [InlineData("logit_bias", """{"50256":-100}""")]
+    [InlineData("logprobs", "true")]
     [InlineData("tools", "[]")]
     [InlineData("tool_choice", "\"none\"")]
     [InlineData("functions", "null")]
@@ -275,6 +274,34 @@ public sealed class RequestParserTests
         Assert.False(ok);
         Assert.Equal(RequestParser.UnknownParameter, e!.Code);
         Assert.Equal(param, e.Param);
+    }
+
+    [Fact]
+    public void Logprobs_and_top_logprobs_reach_the_sampling_settings()
+    {
+        var (ok, r, e) = With(""" "logprobs":true,"top_logprobs":20 """);
+        Assert.True(ok, e?.Message);
+        Assert.True(r.Sampling.Logprobs);
+        Assert.Equal(20, r.Sampling.TopLogprobs);
+        (ok, r, _) = With(""" "logprobs":true """);
+        Assert.True(ok);
+        Assert.Equal(0, r.Sampling.TopLogprobs);
+        (ok, r, _) = With(""" "logprobs":false """);
+        Assert.True(ok);
+        Assert.Null(r.Sampling.Logprobs);
+        Assert.Null(r.Sampling.TopLogprobs);
+    }
+
+    [Theory]
+    [InlineData(""" "top_logprobs":2 """)]
+    [InlineData(""" "logprobs":false,"top_logprobs":2 """)]
+    [InlineData(""" "logprobs":true,"top_logprobs":21 """)]
+    [InlineData(""" "logprobs":true,"top_logprobs":-1 """)]
+    public void Top_logprobs_needs_logprobs_and_is_at_most_20(string fields)
+    {
+        var (ok, _, e) = With(fields);
+        Assert.False(ok);
+        Assert.Equal("top_logprobs", e!.Param);
     }
 
     [Theory]
