@@ -13,6 +13,8 @@ public sealed class ChatJob(
     ChatSettings settings) : EngineJob(request, promptTokens, stamp, attempt, queueMs, cancel)
 {
     private readonly StringBuilder _text = new();
+    private readonly List<TokenLogprob> _logprobs = [];
+    private readonly List<TokenLogprob> _pendingLogprobs = [];
     private readonly StopMatcher _stops = new(settings.Stop);
     private Conversation? _conversation;
     private ISamplingPipeline? _sampler;
@@ -25,9 +27,7 @@ public sealed class ChatJob(
 
     public override void Admit(BatchedExecutor executor, PrefixCache prefixes)
     {
-        _sampler = settings.Temperature <= 0
-            ? new GreedySamplingPipeline()
-            : new DefaultSamplingPipeline { Temperature = (float)settings.Temperature, TopP = (float)settings.TopP, Seed = settings.Seed ?? (uint)Random.Shared.Next() };
+        _sampler = Samplers.Create(settings);
         _decoder = new StreamingTokenDecoder(Encoding.UTF8, executor.Context.NativeHandle);
         _conversation = StartPrompt(executor, prefixes);
     }
@@ -43,6 +43,8 @@ public sealed class ChatJob(
             return Finish(FinishReasons.Stop);
 
         _generated++;
+        if (settings.Logprobs)
+            _pendingLogprobs.Add(TokenLogprobs.Of(executor.Context.NativeHandle, conversation.GetSampleIndex(), token, settings.TopLogprobs));
         _decoder!.Add(token);
         Send(_stops.Push(_decoder.Read()));
         if (_stops.Stopped)
@@ -55,19 +57,27 @@ public sealed class ChatJob(
         return false;
     }
 
-    private void Send(string text)
+    /// <summary>Sends text (and the log-probabilities of the tokens generated since the last chunk, when asked for).</summary>
+    private void Send(string text, bool last = false)
     {
-        if (text.Length == 0) return;
+        if (text.Length == 0 && !(last && _pendingLogprobs.Count > 0)) return;
         _text.Append(text);
+        IReadOnlyList<TokenLogprob>? logprobs = null;
+        if (_pendingLogprobs.Count > 0)
+        {
+            _logprobs.AddRange(_pendingLogprobs);
+            logprobs = [.. _pendingLogprobs];
+            _pendingLogprobs.Clear();
+        }
         if (Request.Stream)
-            Emit(InferReply.Of(new InferChunk { Id = Request.Id, Index = _chunkIndex++, Text = text, Attempt = Attempt }));
+            Emit(InferReply.Of(new InferChunk { Id = Request.Id, Index = _chunkIndex++, Text = text, Attempt = Attempt, Logprobs = logprobs }));
     }
 
     private bool Finish(string reason)
     {
-        if (!_stops.Stopped)
-            Send(_decoder!.Read() is { Length: > 0 } tail ? _stops.Push(tail) + _stops.Flush() : _stops.Flush());
-        Complete(Result(reason, _generated, _ttftMs) with { Text = _text.ToString() });
+        var tail = _stops.Stopped ? "" : _decoder!.Read() is { Length: > 0 } rest ? _stops.Push(rest) + _stops.Flush() : _stops.Flush();
+        Send(tail, last: true);
+        Complete(Result(reason, _generated, _ttftMs) with { Text = _text.ToString(), Logprobs = settings.Logprobs ? _logprobs : null });
         return true;
     }
 
@@ -78,4 +88,11 @@ public sealed class ChatJob(
     }
 }
 
-public sealed record ChatSettings(double Temperature, double TopP, uint? Seed, int MaxTokens, IReadOnlyList<string> Stop, int ContextSize);
+/// <summary>
+/// How one chat answer is sampled. <paramref name="Grammar"/>: GBNF (root rule <c>root</c>) built by the worker
+/// from the request's response format; null for free text.
+/// </summary>
+public sealed record ChatSettings(
+    double Temperature, double TopP, uint? Seed, int MaxTokens, IReadOnlyList<string> Stop, int ContextSize,
+    double PresencePenalty = 0, double FrequencyPenalty = 0, IReadOnlyDictionary<int, double>? LogitBias = null, string? Grammar = null,
+    bool Logprobs = false, int TopLogprobs = 0);

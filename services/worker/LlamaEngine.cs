@@ -8,6 +8,7 @@ using LLama.Native;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Grammars;
 
 namespace QwenNats.Worker;
 
@@ -237,13 +238,32 @@ public sealed class LlamaEngine : IAsyncDisposable
             return new SentimentJob(request, tokens, stamp, attempt, queueMs, cancel, Profile.Sentiment.Labels, _labelTokens);
 
         var s = request.Sampling;
+        var vocab = _weights.Vocab.Count;
+        if (s.LogitBias?.Keys.Where(t => t < 0 || t >= vocab).Order().FirstOrDefault(-1) is >= 0 and var outside)
+            return Refuse(ErrorCodes.InvalidRequest,
+                $"logit_bias names token {outside}, which is not in this model's vocabulary (token ids 0 to {vocab - 1}).", out error);
+        if (s.PresencePenalty is < -2 or > 2 || s.FrequencyPenalty is < -2 or > 2)
+            return Refuse(ErrorCodes.InvalidRequest, "presence_penalty and frequency_penalty must be between -2 and 2.", out error);
+        string? grammar = null;
+        if (s.ResponseFormat is { } format)
+        {
+            if (!JsonGrammar.TryFromResponseFormat(format, out var gbnf, out var problem))
+                return Refuse(ErrorCodes.InvalidRequest, $"{problem!.Param}: {problem.Message}", out error);
+            grammar = gbnf;
+        }
         var settings = new ChatSettings(
             Temperature: s.Temperature ?? Profile.Chat.Temperature,
             TopP: s.TopP ?? Profile.Chat.TopP,
             Seed: s.Seed,
             MaxTokens: Math.Min(s.MaxTokens ?? Profile.Chat.MaxTokens, room + 1),
             Stop: s.Stop is { Count: > 0 } ? [.. Profile.Chat.Stop, .. s.Stop] : Profile.Chat.Stop,
-            ContextSize: _options.ContextSize);
+            ContextSize: _options.ContextSize,
+            PresencePenalty: s.PresencePenalty ?? 0,
+            FrequencyPenalty: s.FrequencyPenalty ?? 0,
+            LogitBias: s.LogitBias,
+            Grammar: grammar,
+            Logprobs: s.Logprobs == true,
+            TopLogprobs: Math.Clamp(s.TopLogprobs ?? 0, 0, 20));
         return new ChatJob(request, tokens, stamp, attempt, queueMs, cancel, settings) { TrimmedMessages = trimmed };
     }
 

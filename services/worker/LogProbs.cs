@@ -17,6 +17,41 @@ public static class LogProbs
         return logits[index] - max - Math.Log(sum);
     }
 
+    /// <summary>log Σ exp(logits), computed stably: log softmax(logits)[i] is logits[i] minus it.</summary>
+    public static double LogSumExp(ReadOnlySpan<float> logits)
+    {
+        var max = float.NegativeInfinity;
+        foreach (var l in logits)
+            if (l > max) max = l;
+        double sum = 0;
+        foreach (var l in logits)
+            sum += Math.Exp(l - max);
+        return max + Math.Log(sum);
+    }
+
+    /// <summary>The indices of the <paramref name="count"/> largest logits, largest first (ties: lower index first).</summary>
+    public static int[] TopIndices(ReadOnlySpan<float> logits, int count)
+    {
+        count = Math.Min(count, logits.Length);
+        if (count <= 0)
+            return [];
+        var top = new int[count];
+        var n = 0;
+        for (var i = 0; i < logits.Length; i++)
+        {
+            if (n == count && logits[i] <= logits[top[n - 1]])
+                continue;
+            var at = n < count ? n++ : n - 1;
+            while (at > 0 && logits[top[at - 1]] < logits[i])
+            {
+                top[at] = top[at - 1];
+                at--;
+            }
+            top[at] = i;
+        }
+        return top;
+    }
+
     /// <summary>Softmax over scores (log-probabilities): the confidence of each choice among them.</summary>
     public static double[] Normalize(IReadOnlyList<double> scores)
     {

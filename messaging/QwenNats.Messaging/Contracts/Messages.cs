@@ -10,6 +10,49 @@ public sealed record SamplingParams
     public int? MaxTokens { get; init; }
     public IReadOnlyList<string>? Stop { get; init; }
     public uint? Seed { get; init; }
+    /// <summary>OpenAI's presence penalty (-2..2): subtracted once from the logit of every token already generated.</summary>
+    public double? PresencePenalty { get; init; }
+    /// <summary>OpenAI's frequency penalty (-2..2): subtracted from a token's logit once per time it was generated.</summary>
+    public double? FrequencyPenalty { get; init; }
+    /// <summary>OpenAI's logit bias: token id to a value in -100..100 added to its logit (the worker refuses ids beyond its vocabulary).</summary>
+    public IReadOnlyDictionary<int, double>? LogitBias { get; init; }
+    /// <summary>Constrains the answer to JSON (null: free text). The worker builds the grammar from it itself.</summary>
+    public ResponseFormat? ResponseFormat { get; init; }
+    /// <summary>Whether to return the log-probability of every generated token (OpenAI's <c>logprobs</c>).</summary>
+    public bool? Logprobs { get; init; }
+    /// <summary>With <see cref="Logprobs"/>: how many of the most likely tokens to list at each position (0..20).</summary>
+    public int? TopLogprobs { get; init; }
+}
+
+/// <summary>
+/// One generated token and its log-probability under the model (natural log, from the model's logits before
+/// any temperature, penalty, bias or grammar), with its UTF-8 bytes; <see cref="TopLogprobs"/> lists the most
+/// likely tokens at that position when asked for (null inside that list).
+/// </summary>
+public sealed record TokenLogprob
+{
+    public required string Token { get; init; }
+    public double Logprob { get; init; }
+    public IReadOnlyList<int> Bytes { get; init; } = [];
+    public IReadOnlyList<TokenLogprob>? TopLogprobs { get; init; }
+}
+
+/// <summary>
+/// OpenAI's <c>response_format</c> as it travels to a worker: JSON mode, or a JSON Schema (its JSON text) the
+/// ingress has checked. The worker turns it into a GBNF grammar with <c>Grammars.JsonGrammar</c>, so no grammar
+/// text from the wire ever reaches llama.cpp's grammar parser.
+/// </summary>
+public sealed record ResponseFormat
+{
+    public const string JsonObject = "json_object";
+    public const string JsonSchema = "json_schema";
+
+    /// <summary><see cref="JsonObject"/> or <see cref="JsonSchema"/>.</summary>
+    public required string Type { get; init; }
+    /// <summary>For <see cref="JsonSchema"/>: the schema's name, as the client gave it.</summary>
+    public string? Name { get; init; }
+    /// <summary>For <see cref="JsonSchema"/>: the schema, compact JSON text.</summary>
+    public string? Schema { get; init; }
 }
 
 /// <summary>One unit of work for a worker pool, published on <see cref="Subjects.Infer"/>.</summary>
@@ -74,6 +117,8 @@ public sealed record InferChunk
     public int Index { get; init; }
     public required string Text { get; init; }
     public int Attempt { get; init; } = 1;
+    /// <summary>When the request asked for log-probabilities: the tokens generated since the previous chunk.</summary>
+    public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
 }
 
 /// <summary>The final message of a successful request.</summary>
@@ -84,6 +129,8 @@ public sealed record InferResult
     public required string FinishReason { get; init; }
     /// <summary>Chat: the whole generated text.</summary>
     public string Text { get; init; } = "";
+    /// <summary>Chat, when the request asked for log-probabilities: every generated token of the answer.</summary>
+    public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
     /// <summary>Sentiment: the chosen label.</summary>
     public string? Label { get; init; }
     public double? Confidence { get; init; }

@@ -78,7 +78,7 @@ public static class ChatEndpoints
                 var latency = (DateTimeOffset.UtcNow - started).TotalMilliseconds;
                 await JsonAnswers.WriteAsync(http, 200, new ChatCompletion(
                     call.Id, "chat.completion", ServedBy.Now(), r.ModelId,
-                    [new ChatChoice(0, new AssistantMessage(ChatRoles.Assistant, r.Text), r.FinishReason)],
+                    [new ChatChoice(0, new AssistantMessage(ChatRoles.Assistant, r.Text), r.FinishReason, ChoiceLogprobs.From(r.Logprobs))],
                     new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens),
                     r.Colour, r.ProfileVersion, r.WorkerId,
                     new Timings(r.TimeToFirstTokenMs, r.TotalMs, r.QueueMs, Math.Round(latency, 3)),
@@ -118,7 +118,7 @@ public static class ChatEndpoints
             }
             else if (reply.Chunk is { } c && call.Accepted is { } acc)
             {
-                await SendAsync(http, Chunk(call, acc, created, new Delta(null, c.Text), null), chat.IncludeUsage);
+                await SendAsync(http, Chunk(call, acc, created, new Delta(null, c.Text), null, ChoiceLogprobs.From(c.Logprobs)), chat.IncludeUsage);
             }
             else if (reply.Result is { } r)
             {
@@ -151,8 +151,8 @@ public static class ChatEndpoints
         }
     }
 
-    private static ChatCompletionChunk Chunk(InferenceCall call, InferAccepted a, long created, Delta delta, string? finish) =>
-        new(call.Id, "chat.completion.chunk", created, a.ModelId, [new ChunkChoice(0, delta, finish)], a.Colour, a.ProfileVersion);
+    private static ChatCompletionChunk Chunk(InferenceCall call, InferAccepted a, long created, Delta delta, string? finish, ChoiceLogprobs? logprobs = null) =>
+        new(call.Id, "chat.completion.chunk", created, a.ModelId, [new ChunkChoice(0, delta, finish, logprobs)], a.Colour, a.ProfileVersion);
 
     /// <summary>Sends one chunk; with <paramref name="includeUsage"/> it carries <c>usage</c> (null unless given).</summary>
     private static async Task SendAsync(HttpContext http, ChatCompletionChunk chunk, bool includeUsage, Usage? usage = null)

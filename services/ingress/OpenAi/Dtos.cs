@@ -18,7 +18,19 @@ public sealed record ChatCompletion(
     string Colour, string Profile, string Worker, Timings Timings,
     int? TrimmedMessages = null);
 
-public sealed record ChatChoice(int Index, AssistantMessage Message, string FinishReason);
+public sealed record ChatChoice(int Index, AssistantMessage Message, string FinishReason, ChoiceLogprobs? Logprobs = null);
+
+/// <summary>OpenAI's <c>choices[].logprobs</c>: one entry per generated token (sent only when the request asked).</summary>
+public sealed record ChoiceLogprobs(IReadOnlyList<LogprobEntry> Content)
+{
+    public static ChoiceLogprobs? From(IReadOnlyList<TokenLogprob>? tokens) =>
+        tokens is null ? null : new(tokens.Select(t => new LogprobEntry(t.Token, t.Logprob, t.Bytes,
+            (t.TopLogprobs ?? []).Select(a => new TopLogprobEntry(a.Token, a.Logprob, a.Bytes)).ToArray())).ToArray());
+}
+
+public sealed record LogprobEntry(string Token, double Logprob, IReadOnlyList<int> Bytes, IReadOnlyList<TopLogprobEntry> TopLogprobs);
+
+public sealed record TopLogprobEntry(string Token, double Logprob, IReadOnlyList<int> Bytes);
 
 public sealed record AssistantMessage(string Role, string Content);
 
@@ -40,7 +52,7 @@ public sealed record ChatCompletionChunkWithUsage(
     [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] Usage? Usage,
     int? TrimmedMessages = null);
 
-public sealed record ChunkChoice(int Index, Delta Delta, [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
+public sealed record ChunkChoice(int Index, Delta Delta, [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason, ChoiceLogprobs? Logprobs = null);
 
 public sealed record Delta(
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role,

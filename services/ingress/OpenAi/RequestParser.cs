@@ -1,5 +1,6 @@
 using System.Text.Json;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Grammars;
 
 namespace QwenNats.Ingress.OpenAi;
 
@@ -69,6 +70,14 @@ public static class RequestParser
         if (!TryOptionalBool(root, "stream", out var stream, out error)) return false;
         if (!TryStop(root, out var stop, out error)) return false;
         if (!TryStreamOptions(root, stream ?? false, out var includeUsage, out error)) return false;
+        if (!TryOptionalNumber(root, "presence_penalty", -2, 2, out var presencePenalty, out error)) return false;
+        if (!TryOptionalNumber(root, "frequency_penalty", -2, 2, out var frequencyPenalty, out error)) return false;
+        if (!TryLogitBias(root, out var logitBias, out error)) return false;
+        if (!TryResponseFormat(root, out var responseFormat, out error)) return false;
+        if (!TryOptionalBool(root, "logprobs", out var logprobs, out error)) return false;
+        if (!TryOptionalInt(root, "top_logprobs", 0, MaxTopLogprobs, out var topLogprobs, out error)) return false;
+        if (topLogprobs is not null && logprobs != true)
+            return Fail(ApiError.Invalid("'top_logprobs' needs 'logprobs': true.", "top_logprobs"), out error);
 
         request = new ChatCompletionRequest(messages, model, new SamplingParams
         {
@@ -77,6 +86,12 @@ public static class RequestParser
             MaxTokens = (int?)maxTokens,
             Stop = stop,
             Seed = seed is null ? null : (uint)seed.Value,
+            PresencePenalty = presencePenalty is 0 ? null : presencePenalty,
+            FrequencyPenalty = frequencyPenalty is 0 ? null : frequencyPenalty,
+            LogitBias = logitBias,
+            ResponseFormat = responseFormat,
+            Logprobs = logprobs == true ? true : null,
+            TopLogprobs = logprobs == true ? (int)(topLogprobs ?? 0) : null,
         }, stream ?? false, includeUsage, user);
         return true;
     }
@@ -116,12 +131,8 @@ public static class RequestParser
 
     private static bool IsFalse(JsonElement e) => e.ValueKind == JsonValueKind.False;
     private static bool IsTrue(JsonElement e) => e.ValueKind == JsonValueKind.True;
-    private static bool IsZero(JsonElement e) => e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out var d) && d == 0;
     private static bool IsEmptyArray(JsonElement e) => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0;
-    private static bool IsEmptyObject(JsonElement e) => e.ValueKind == JsonValueKind.Object && !e.EnumerateObject().Any();
     private static bool IsString(JsonElement e, params string[] values) => e.ValueKind == JsonValueKind.String && values.Contains(e.GetString(), StringComparer.Ordinal);
-    private static bool IsTextFormat(JsonElement e) =>
-        e.ValueKind == JsonValueKind.Object && e.EnumerateObject().Count() == 1 && e.TryGetProperty("type", out var t) && IsString(t, "text");
     private static bool IsTextOnly(JsonElement e) => e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 1 && IsString(e[0], "text");
     private static bool Never(JsonElement e) => false;
 
@@ -142,6 +153,12 @@ public static class RequestParser
         ["stream"] = new(FieldStatus.Supported),
         ["stream_options"] = new(FieldStatus.Supported),
         ["user"] = new(FieldStatus.Supported),
+        ["response_format"] = new(FieldStatus.Supported),
+        ["presence_penalty"] = new(FieldStatus.Supported),
+        ["frequency_penalty"] = new(FieldStatus.Supported),
+        ["logit_bias"] = new(FieldStatus.Supported),
+        ["logprobs"] = new(FieldStatus.Supported),
+        ["top_logprobs"] = new(FieldStatus.Supported),
 
         // Metadata that cannot change the answer: accepted and ignored.
         ["metadata"] = new(FieldStatus.Ignored, e => e.ValueKind == JsonValueKind.Object,
@@ -152,18 +169,6 @@ public static class RequestParser
             "'service_tier' accepts only 'auto' or 'default': every request is served in one tier here. Remove it or send 'auto'."),
 
         // Fields whose non-default values would change the answer and cannot be honoured: refused.
-        ["response_format"] = new(FieldStatus.Refused, IsTextFormat,
-            "'response_format' is not supported: the output cannot be constrained to JSON or a schema. Remove it (or send {\"type\":\"text\"}) and ask for the format in the prompt instead."),
-        ["logprobs"] = new(FieldStatus.Refused, IsFalse,
-            "'logprobs' is not supported: token log-probabilities are not returned. Remove it or send false."),
-        ["top_logprobs"] = new(FieldStatus.Refused, Never,
-            "'top_logprobs' is not supported: token log-probabilities are not returned. Remove it."),
-        ["presence_penalty"] = new(FieldStatus.Refused, IsZero,
-            "'presence_penalty' is not supported: the sampler applies no presence penalty. Remove it or send 0; use temperature and top_p to vary the answer."),
-        ["frequency_penalty"] = new(FieldStatus.Refused, IsZero,
-            "'frequency_penalty' is not supported: the sampler applies no frequency penalty. Remove it or send 0; use temperature and top_p to vary the answer."),
-        ["logit_bias"] = new(FieldStatus.Refused, IsEmptyObject,
-            "'logit_bias' is not supported: token biases are not applied. Remove it or send {}; use 'stop' to end the answer at a string."),
         ["tools"] = new(FieldStatus.Refused, IsEmptyArray,
             "'tools' is not supported: the models here do not call tools. Remove it (or send []) and put the tools' results in the messages instead."),
         ["tool_choice"] = new(FieldStatus.Refused, e => IsString(e, "none"),
@@ -238,6 +243,101 @@ public static class RequestParser
         }
         return true;
     }
+
+    /// <summary>Most alternatives <c>top_logprobs</c> may ask for (OpenAI's limit).</summary>
+    public const int MaxTopLogprobs = 20;
+
+    /// <summary>Most entries of <c>logit_bias</c> (OpenAI's limit).</summary>
+    public const int MaxLogitBiasEntries = 300;
+
+    /// <summary>
+    /// <c>logit_bias</c>: an object of token ids (decimal strings) to numbers in -100..100, at most
+    /// <see cref="MaxLogitBiasEntries"/>. Whether an id is in the model's vocabulary only the worker knows.
+    /// </summary>
+    private static bool TryLogitBias(JsonElement root, out IReadOnlyDictionary<int, double>? bias, out ApiError? error)
+    {
+        bias = null;
+        error = null;
+        if (!root.TryGetProperty("logit_bias", out var el) || el.ValueKind == JsonValueKind.Null)
+            return true;
+        if (el.ValueKind != JsonValueKind.Object)
+            return Fail(ApiError.Invalid("'logit_bias' must be an object of token ids to numbers between -100 and 100.", "logit_bias"), out error);
+        var map = new Dictionary<int, double>();
+        foreach (var entry in el.EnumerateObject())
+        {
+            var param = $"logit_bias.{Truncate(entry.Name)}";
+            if (map.Count == MaxLogitBiasEntries)
+                return Fail(ApiError.Invalid($"'logit_bias' has more than {MaxLogitBiasEntries} entries.", "logit_bias"), out error);
+            if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var token))
+                return Fail(ApiError.Invalid($"'{param}': a key of 'logit_bias' must be a token id (a non-negative integer).", param), out error);
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetDouble(out var v) || v < -100 || v > 100)
+                return Fail(ApiError.Invalid($"'{param}' must be a number between -100 and 100.", param), out error);
+            if (!map.TryAdd(token, v))
+                return Fail(ApiError.Invalid($"'{param}': token {token} appears twice in 'logit_bias'.", param), out error);
+        }
+        bias = map.Count == 0 ? null : map;
+        return true;
+    }
+
+    /// <summary>
+    /// <c>response_format</c>: <c>{"type":"text"}</c> (the default), <c>{"type":"json_object"}</c> or
+    /// <c>{"type":"json_schema","json_schema":{"name","description"?,"schema","strict"?}}</c>. A schema is checked
+    /// here (a keyword that cannot be honoured is refused, <c>param</c> giving its path); the worker builds the
+    /// grammar from it.
+    /// </summary>
+    private static bool TryResponseFormat(JsonElement root, out ResponseFormat? format, out ApiError? error)
+    {
+        format = null;
+        error = null;
+        const string Param = "response_format";
+        if (!root.TryGetProperty(Param, out var el) || el.ValueKind == JsonValueKind.Null)
+            return true;
+        if (el.ValueKind != JsonValueKind.Object || !el.TryGetProperty("type", out var typeEl) || typeEl.ValueKind != JsonValueKind.String)
+            return Fail(ApiError.Invalid("'response_format' must be an object with a string 'type': text, json_object or json_schema.", Param), out error);
+        var type = typeEl.GetString();
+        string[] allowed = type switch
+        {
+            "text" or ResponseFormat.JsonObject => ["type"],
+            ResponseFormat.JsonSchema => ["type", "json_schema"],
+            _ => [],
+        };
+        if (allowed.Length == 0)
+            return Fail(ApiError.Invalid($"'response_format.type' is '{Truncate(type)}'; expected text, json_object or json_schema.", "response_format.type"), out error);
+        foreach (var extra in el.EnumerateObject())
+            if (!allowed.Contains(extra.Name, StringComparer.Ordinal))
+                return Fail(new ApiError(400, UnknownParameter, $"Unknown parameter: 'response_format.{Truncate(extra.Name)}' (type {type} takes {string.Join(", ", allowed)}).",
+                    $"response_format.{Truncate(extra.Name)}"), out error);
+        if (type == "text")
+            return true;
+        if (type == ResponseFormat.JsonObject)
+        {
+            format = new ResponseFormat { Type = ResponseFormat.JsonObject };
+            return true;
+        }
+
+        const string JsParam = "response_format.json_schema";
+        if (!el.TryGetProperty("json_schema", out var js) || js.ValueKind != JsonValueKind.Object)
+            return Fail(ApiError.Invalid("'response_format.json_schema' is required with type json_schema and must be an object.", JsParam), out error);
+        foreach (var p in js.EnumerateObject())
+            if (p.Name is not ("name" or "description" or "schema" or "strict"))
+                return Fail(new ApiError(400, UnknownParameter, $"Unknown parameter: '{JsParam}.{Truncate(p.Name)}' (known: name, description, schema, strict).",
+                    $"{JsParam}.{Truncate(p.Name)}"), out error);
+        if (!js.TryGetProperty("name", out var nameEl) || nameEl.ValueKind != JsonValueKind.String || !IsSchemaName(nameEl.GetString()!))
+            return Fail(ApiError.Invalid("'response_format.json_schema.name' is required: 1 to 64 letters, digits, '_' or '-'.", $"{JsParam}.name"), out error);
+        if (js.TryGetProperty("description", out var d) && d.ValueKind is not (JsonValueKind.String or JsonValueKind.Null))
+            return Fail(ApiError.Invalid("'response_format.json_schema.description' must be a string.", $"{JsParam}.description"), out error);
+        if (js.TryGetProperty("strict", out var strict) && strict.ValueKind is not (JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null))
+            return Fail(ApiError.Invalid("'response_format.json_schema.strict' must be a boolean.", $"{JsParam}.strict"), out error);
+        if (!js.TryGetProperty("schema", out var schema) || schema.ValueKind != JsonValueKind.Object)
+            return Fail(ApiError.Invalid("'response_format.json_schema.schema' is required and must be a JSON Schema object.", $"{JsParam}.schema"), out error);
+        if (!JsonGrammar.TryFromSchema(schema, $"{JsParam}.schema", out _, out var problem))
+            return Fail(new ApiError(400, problem!.Unsupported ? UnsupportedParameter : ErrorCodes.InvalidRequest, problem.Message, problem.Param), out error);
+        format = new ResponseFormat { Type = ResponseFormat.JsonSchema, Name = nameEl.GetString(), Schema = schema.GetRawText() };
+        return true;
+    }
+
+    private static bool IsSchemaName(string name) =>
+        name.Length is >= 1 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-');
 
     /// <summary>Text for the model may hold any Unicode text, tabs and line breaks, but no other control characters (NUL, escape…).</summary>
     public static bool CheckText(string text, string param, out ApiError? error)

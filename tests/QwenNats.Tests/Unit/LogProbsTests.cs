@@ -33,4 +33,22 @@ public sealed class LogProbsTests
         Assert.Equal(0.6, c[1], 9);
         Assert.Equal(c[0], c[2], 12);
     }
+
+    [Fact]
+    public void LogSumExp_normalises_log_softmax()
+    {
+        float[] logits = [1f, 2f, 3f, -1000f];
+        var lse = QwenNats.Worker.LogProbs.LogSumExp(logits);
+        Assert.Equal(1.0, logits.Sum(l => Math.Exp(l - lse)), 6);
+        Assert.Equal(QwenNats.Worker.LogProbs.LogSoftmaxAt(logits, 2), logits[2] - lse, 6);
+    }
+
+    [Fact]
+    public void TopIndices_are_the_largest_logits_largest_first()
+    {
+        float[] logits = [0.5f, 3f, -1f, 3f, 7f, 2f, 0f];
+        Assert.Equal([4, 1, 3], QwenNats.Worker.LogProbs.TopIndices(logits, 3));
+        Assert.Equal([4, 1, 3, 5, 0, 6, 2], QwenNats.Worker.LogProbs.TopIndices(logits, 20));
+        Assert.Empty(QwenNats.Worker.LogProbs.TopIndices(logits, 0));
+    }
 }

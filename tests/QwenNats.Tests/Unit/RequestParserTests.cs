@@ -59,16 +59,13 @@ public sealed class RequestParserTests
 
     private const string Hi = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
 
+    /// <summary>A request of one user message and <paramref name="fields"/> (JSON members, comma-separated).</summary>
+    private static (bool Ok, ChatCompletionRequest Request, ApiError? Error) With(string fields) => Parse("{" + Hi + "," + fields + "}");
+
     private static (bool Ok, ChatCompletionRequest Request, ApiError? Error) ParseWith(string field, string value) =>
         Parse($"{{{Hi},\"{field}\":{value}}}");
 
     [Theory]
-    [InlineData("response_format", """{"type":"json_object"}""")]
-    [InlineData("logprobs", "true")]
-    [InlineData("top_logprobs", "2")]
-    [InlineData("presence_penalty", "0.5")]
-    [InlineData("frequency_penalty", "-1")]
-    [InlineData("logit_bias", """{"50256":-100}""")]
     [InlineData("tools", """[{"type":"function","function":{"name":"f"}}]""")]
     [InlineData("tool_choice", "\"auto\"")]
     [InlineData("functions", """[{"name":"f"}]""")]
@@ -101,6 +98,11 @@ public sealed class RequestParserTests
     [InlineData("presence_penalty", "0")]
     [InlineData("frequency_penalty", "0.0")]
     [InlineData("logit_bias", "{}")]
+    [InlineData("response_format", """{"type":"json_object"}""")]
+    [InlineData("presence_penalty", "0.5")]
+    [InlineData("frequency_penalty", "-1")]
+    [InlineData("logit_bias", """{"50256":-100}""")]
+    [InlineData("logprobs", "true")]
     [InlineData("tools", "[]")]
     [InlineData("tool_choice", "\"none\"")]
     [InlineData("functions", "null")]
@@ -179,6 +181,127 @@ public sealed class RequestParserTests
             "parallel_tool_calls", "web_search_options",
         ];
         Assert.Equal(openAi.Order(), RequestParser.ChatFields.Keys.Order());
+    }
+
+    [Fact]
+    public void Penalties_and_logit_bias_reach_the_sampling_settings()
+    {
+        var (ok, r, e) = With(""" "presence_penalty":-2,"frequency_penalty":1.5,"logit_bias":{"7":-100,"12":100,"0":0.5} """);
+        Assert.True(ok, e?.Message);
+        Assert.Equal(-2, r.Sampling.PresencePenalty);
+        Assert.Equal(1.5, r.Sampling.FrequencyPenalty);
+        Assert.Equal(new Dictionary<int, double> { [7] = -100, [12] = 100, [0] = 0.5 }, r.Sampling.LogitBias);
+        var (_, zero, _) = With(""" "presence_penalty":0,"frequency_penalty":0,"logit_bias":{} """);
+        Assert.Null(zero.Sampling.PresencePenalty);
+        Assert.Null(zero.Sampling.FrequencyPenalty);
+        Assert.Null(zero.Sampling.LogitBias);
+    }
+
+    [Theory]
+    [InlineData("\"presence_penalty\":2.5", "presence_penalty")]
+    [InlineData("\"presence_penalty\":\"1\"", "presence_penalty")]
+    [InlineData("\"frequency_penalty\":-2.01", "frequency_penalty")]
+    [InlineData("\"logit_bias\":[1]", "logit_bias")]
+    [InlineData("\"logit_bias\":{\"abc\":1}", "logit_bias.abc")]
+    [InlineData("\"logit_bias\":{\"-3\":1}", "logit_bias.-3")]
+    [InlineData("\"logit_bias\":{\"5\":101}", "logit_bias.5")]
+    [InlineData("\"logit_bias\":{\"5\":\"x\"}", "logit_bias.5")]
+    [InlineData("\"response_format\":\"json\"", "response_format")]
+    [InlineData("\"response_format\":{\"type\":\"xml\"}", "response_format.type")]
+    [InlineData("\"response_format\":{\"type\":\"json_schema\"}", "response_format.json_schema")]
+    [InlineData("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a b\",\"schema\":{}}}", "response_format.json_schema.name")]
+    [InlineData("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\"}}", "response_format.json_schema.schema")]
+    [InlineData("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"strict\":\"yes\",\"schema\":{}}}", "response_format.json_schema.strict")]
+    [InlineData("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":{\"type\":\"integer\",\"enum\":[]}}}", "response_format.json_schema.schema.enum")]
+    public void Invalid_penalties_biases_and_formats_are_refused_by_name(string fields, string param)
+    {
+        var (ok, _, e) = Parse($"{{{Hi},{fields}}}");
+        Assert.False(ok);
+        Assert.Equal(400, e!.Status);
+        Assert.Equal(ErrorCodes.InvalidRequest, e.Code);
+        Assert.Equal(param, e.Param);
+    }
+
+    [Fact]
+    public void Logit_bias_takes_at_most_300_tokens()
+    {
+        string Bias(int n) => string.Join(",", Enumerable.Range(0, n).Select(i => $"\"{i}\":1"));
+        Assert.True(Parse($"{{{Hi},\"logit_bias\":{{{Bias(RequestParser.MaxLogitBiasEntries)}}}}}").Ok);
+        var (ok, _, e) = Parse($"{{{Hi},\"logit_bias\":{{{Bias(RequestParser.MaxLogitBiasEntries + 1)}}}}}");
+        Assert.False(ok);
+        Assert.Equal("logit_bias", e!.Param);
+    }
+
+    [Fact]
+    public void Json_mode_and_a_json_schema_travel_to_the_worker()
+    {
+        var (ok, r, e) = With(""" "response_format":{"type":"json_object"} """);
+        Assert.True(ok, e?.Message);
+        Assert.Equal(new ResponseFormat { Type = ResponseFormat.JsonObject }, r.Sampling.ResponseFormat);
+
+        (ok, r, e) = With(""" "response_format":{"type":"json_schema","json_schema":{"name":"city","description":"a city","strict":true,"schema":{"type":"object","properties":{"n":{"type":"string"}},"required":["n"]}}} """);
+        Assert.True(ok, e?.Message);
+        Assert.Equal(ResponseFormat.JsonSchema, r.Sampling.ResponseFormat!.Type);
+        Assert.Equal("city", r.Sampling.ResponseFormat.Name);
+        Assert.Equal("""{"type":"object","properties":{"n":{"type":"string"}},"required":["n"]}""", r.Sampling.ResponseFormat.Schema);
+
+        (ok, r, _) = With(""" "response_format":{"type":"text"} """);
+        Assert.True(ok);
+        Assert.Null(r.Sampling.ResponseFormat);
+    }
+
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"x":{"type":"string","pattern":"^a+$"}}}""", "response_format.json_schema.schema.properties.x.pattern")]
+    [InlineData("""{"anyOf":[{"type":"string"},{"type":"null"}]}""", "response_format.json_schema.schema.anyOf")]
+    [InlineData("""{"type":"object","properties":{"d":{"type":"string","format":"date-time"}}}""", "response_format.json_schema.schema.properties.d.format")]
+    public void A_schema_keyword_that_cannot_be_honoured_is_refused_by_its_path(string schema, string param)
+    {
+        var (ok, _, e) = With(""" "response_format":{"type":"json_schema","json_schema":{"name":"s","schema":""" + schema + """}} """);
+        Assert.False(ok);
+        Assert.Equal(400, e!.Status);
+        Assert.Equal(RequestParser.UnsupportedParameter, e.Code);
+        Assert.Equal(param, e.Param);
+        Assert.Equal("invalid_request_error", e.Type);
+    }
+
+    [Theory]
+    [InlineData("""{"type":"json_object","schema":{}}""", "response_format.schema")]
+    [InlineData("""{"type":"text","json_schema":{}}""", "response_format.json_schema")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"s","schema":{},"extra":1}}""", "response_format.json_schema.extra")]
+    public void Unknown_response_format_fields_are_refused_by_name(string format, string param)
+    {
+        var (ok, _, e) = With(""" "response_format":""" + format);
+        Assert.False(ok);
+        Assert.Equal(RequestParser.UnknownParameter, e!.Code);
+        Assert.Equal(param, e.Param);
+    }
+
+    [Fact]
+    public void Logprobs_and_top_logprobs_reach_the_sampling_settings()
+    {
+        var (ok, r, e) = With(""" "logprobs":true,"top_logprobs":20 """);
+        Assert.True(ok, e?.Message);
+        Assert.True(r.Sampling.Logprobs);
+        Assert.Equal(20, r.Sampling.TopLogprobs);
+        (ok, r, _) = With(""" "logprobs":true """);
+        Assert.True(ok);
+        Assert.Equal(0, r.Sampling.TopLogprobs);
+        (ok, r, _) = With(""" "logprobs":false """);
+        Assert.True(ok);
+        Assert.Null(r.Sampling.Logprobs);
+        Assert.Null(r.Sampling.TopLogprobs);
+    }
+
+    [Theory]
+    [InlineData(""" "top_logprobs":2 """)]
+    [InlineData(""" "logprobs":false,"top_logprobs":2 """)]
+    [InlineData(""" "logprobs":true,"top_logprobs":21 """)]
+    [InlineData(""" "logprobs":true,"top_logprobs":-1 """)]
+    public void Top_logprobs_needs_logprobs_and_is_at_most_20(string fields)
+    {
+        var (ok, _, e) = With(fields);
+        Assert.False(ok);
+        Assert.Equal("top_logprobs", e!.Param);
     }
 
     [Theory]
