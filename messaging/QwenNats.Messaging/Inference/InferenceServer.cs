@@ -104,6 +104,17 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         await DrainAsync(options.DrainTimeout);
         await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
         await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: true), cancellationToken: CancellationToken.None);
+        // A publish only reaches the client's write buffer; a round trip makes sure the server has the goodbye before
+        // the host disposes the connection, so registries drop this worker now instead of when its heartbeats go stale.
+        try
+        {
+            using var flush = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+            await nats.PingAsync(flush.Token);
+        }
+        catch (Exception e) when (e is OperationCanceledException or NatsException)
+        {
+            Log.HeartbeatNotSent(logger, e);
+        }
     }
 
     private async Task<(INatsJSConsumer Live, INatsJSConsumer Shadow)> ConnectAsync(string colour, CancellationToken ct)

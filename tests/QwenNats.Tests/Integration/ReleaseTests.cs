@@ -200,6 +200,8 @@ public sealed class ReleaseTests(ReleaseFixture fx, ITestOutputHelper output) : 
             await stray.StopAsync();
             stray.Dispose();
         }
+        // The stray worker said it left; the promoter hears it a moment later (and the next test starts without it).
+        await fx.WaitForPoolAsync(idle, p => p.Workers.All(w => w.WorkerId != $"{idle}-stray"), TimeSpan.FromSeconds(10));
 
         // A worker that cannot load the release (a corrupt file) says why, keeps serving its previous release, and the
         // pipeline stops at the deploy with exit code 6.
