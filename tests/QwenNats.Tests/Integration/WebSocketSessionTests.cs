@@ -156,27 +156,9 @@ public sealed class WebSocketSessionTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<ClientWebSocket> ConnectAsync(HttpClient http, string query, CancellationToken ct)
-    {
-        var ws = new ClientWebSocket();
-        await ws.ConnectAsync(new UriBuilder(http.BaseAddress!) { Scheme = "ws", Path = "/ws/chat", Query = query }.Uri, ct);
-        return ws;
-    }
+    private static Task<ClientWebSocket> ConnectAsync(HttpClient http, string query, CancellationToken ct) => WsClient.ConnectAsync(http, query, ct);
 
-    private static Task SendAsync(ClientWebSocket ws, string text, CancellationToken ct) =>
-        ws.SendAsync(Encoding.UTF8.GetBytes(text), WebSocketMessageType.Text, true, ct);
+    private static Task SendAsync(ClientWebSocket ws, string text, CancellationToken ct) => WsClient.SendAsync(ws, text, ct);
 
-    private static async Task<JsonElement> ReceiveAsync(ClientWebSocket ws, CancellationToken ct)
-    {
-        var buffer = new byte[64 * 1024];
-        using var ms = new MemoryStream();
-        while (true)
-        {
-            var r = await ws.ReceiveAsync(buffer, ct);
-            Assert.NotEqual(WebSocketMessageType.Close, r.MessageType);
-            ms.Write(buffer, 0, r.Count);
-            if (r.EndOfMessage) break;
-        }
-        return JsonDocument.Parse(ms.ToArray()).RootElement.Clone();
-    }
+    private static Task<JsonElement> ReceiveAsync(ClientWebSocket ws, CancellationToken ct) => WsClient.ReceiveAsync(ws, ct);
 }
