@@ -13,15 +13,17 @@ public sealed class NatsServer : IAsyncDisposable
     private readonly string _dir;
     private readonly string? _config;
     private readonly IReadOnlyDictionary<string, string> _env;
+    private readonly IReadOnlyList<string> _args;
     private Process _process;
 
-    private NatsServer(Process process, string dir, int port, string? config, IReadOnlyDictionary<string, string> env)
+    private NatsServer(Process process, string dir, int port, string? config, IReadOnlyDictionary<string, string> env, IReadOnlyList<string> args)
     {
         _process = process;
         _dir = dir;
         Port = port;
         _config = config;
         _env = env;
+        _args = args;
     }
 
     public int Port { get; }
@@ -37,14 +39,25 @@ public sealed class NatsServer : IAsyncDisposable
 
     private readonly List<string> _log = [];
 
-    public static async Task<NatsServer> StartAsync(string? config = null, IReadOnlyDictionary<string, string>? env = null)
+    public static Task<NatsServer> StartAsync(string? config = null, IReadOnlyDictionary<string, string>? env = null) =>
+        StartAsync(config, env, -1, [], null);
+
+    /// <summary>An argument for <see cref="StartAsync(string?, IReadOnlyDictionary{string, string}?, int, IReadOnlyList{string}, string?)"/>:
+    /// the configuration enables JetStream and names the store (<c>dir/js</c>), so no -js/-sd flags are added.</summary>
+    public const string StoreFromConfig = "(store from the configuration)";
+
+    /// <summary>
+    /// A server on a given client port (-1: a random one) with extra command-line arguments (cluster and monitoring
+    /// ports), in <paramref name="dir"/> (its store is <c>dir/js</c>; by default a new temporary directory).
+    /// </summary>
+    public static async Task<NatsServer> StartAsync(string? config, IReadOnlyDictionary<string, string>? env, int port, IReadOnlyList<string> args, string? dir)
     {
-        var dir = Path.Combine(Path.GetTempPath(), "qwen-nats-test-" + Guid.NewGuid().ToString("N")[..8]);
+        dir ??= Path.Combine(Path.GetTempPath(), "qwen-nats-test-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(dir);
         env ??= new Dictionary<string, string>();
         var log = new List<string>();
-        var (process, port) = await LaunchAsync(dir, -1, config, env, log);
-        var server = new NatsServer(process, dir, port, config, env);
+        (var process, port) = await LaunchAsync(dir, port, config, env, args, log);
+        var server = new NatsServer(process, dir, port, config, env, args);
         lock (server._log) server._log.AddRange(log);
         process.OutputDataReceived += (_, e) => server.Append(e.Data);
         process.ErrorDataReceived += (_, e) => server.Append(e.Data);
@@ -71,7 +84,7 @@ public sealed class NatsServer : IAsyncDisposable
         {
             try
             {
-                (_process, _) = await LaunchAsync(_dir, Port, _config, _env, log);
+                (_process, _) = await LaunchAsync(_dir, Port, _config, _env, _args, log);
                 break;
             }
             catch (InvalidOperationException) when (DateTime.UtcNow < deadline)
@@ -93,7 +106,7 @@ public sealed class NatsServer : IAsyncDisposable
         }
     }
 
-    private static async Task<(Process, int)> LaunchAsync(string dir, int port, string? config, IReadOnlyDictionary<string, string> env, List<string> log)
+    private static async Task<(Process, int)> LaunchAsync(string dir, int port, string? config, IReadOnlyDictionary<string, string> env, IReadOnlyList<string> extra, List<string> log)
     {
         var exe = Environment.GetEnvironmentVariable("NATS_SERVER") ?? "nats-server";
         var psi = new ProcessStartInfo(exe)
@@ -104,7 +117,10 @@ public sealed class NatsServer : IAsyncDisposable
         };
         var args = new List<string>();
         if (config is not null) args.AddRange(["-c", config]);
-        args.AddRange(["-a", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-js", "-sd", Path.Combine(dir, "js"), "--ports_file_dir", dir]);
+        args.AddRange(["-a", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--ports_file_dir", dir]);
+        // JetStream with the store in dir/js, unless the configuration sets both (a cluster node's does).
+        if (!extra.Contains(StoreFromConfig)) args.AddRange(["-js", "-sd", Path.Combine(dir, "js")]);
+        args.AddRange(extra.Where(a => a != StoreFromConfig));
         foreach (var a in args) psi.ArgumentList.Add(a);
         foreach (var (k, v) in env) psi.Environment[k] = v;
         Process process;

@@ -11,15 +11,16 @@ public sealed record DrillReport(string Drill, int Sent, int Succeeded, int Fail
     public override string ToString() =>
         $"{Drill}: sent {Sent}, succeeded {Succeeded}, failed with a clear error {FailedClearly} ({string.Join(", ", Codes.Select(c => $"{c.Key}×{c.Value}"))}), lost {Lost}; slowest {SlowestSeconds:F1} s";
 
-    /// <summary>Prints the report to the test output and to <c>artifacts/drills/&lt;drill&gt;.txt</c>.</summary>
-    public void Publish(ITestOutputHelper output)
+    /// <summary>Prints the report (and what else the drill found, <paramref name="findings"/>) to the test output and to <c>artifacts/drills/&lt;drill&gt;.txt</c>.</summary>
+    public void Publish(ITestOutputHelper output, string? findings = null)
     {
-        output.WriteLine(ToString());
+        var text = findings is null ? ToString() : ToString() + Environment.NewLine + findings;
+        output.WriteLine(text);
         foreach (var d in LostDetails.Take(10)) output.WriteLine("  lost: " + d);
         var root = Environment.GetEnvironmentVariable("QWEN_ARTIFACTS");
         if (string.IsNullOrEmpty(root)) root = Path.Combine(Paths.RepoRoot, "artifacts");
         Directory.CreateDirectory(Path.Combine(root, "drills"));
-        File.WriteAllText(Path.Combine(root, "drills", Drill + ".txt"), ToString() + Environment.NewLine + string.Join(Environment.NewLine, LostDetails));
+        File.WriteAllText(Path.Combine(root, "drills", Drill + ".txt"), text + Environment.NewLine + string.Join(Environment.NewLine, LostDetails));
     }
 }
 

@@ -17,14 +17,19 @@ public sealed class QwenSystem : IAsyncDisposable
     private readonly List<IHost> _workers = [];
     private readonly List<WebApplication> _ingresses = [];
 
-    public QwenSystem(NatsServer nats) => Nats = nats;
+    public QwenSystem(NatsServer nats) : this(nats.Url)
+    {
+    }
 
-    public NatsServer Nats { get; }
+    /// <param name="natsUrl">One server's URL, or a cluster's (every node's, comma-separated).</param>
+    public QwenSystem(string natsUrl) => NatsUrl = natsUrl;
+
+    public string NatsUrl { get; }
 
     /// <summary>Common settings: fast heartbeats and a small context so tests stay quick.</summary>
     public Dictionary<string, string?> Base() => new()
     {
-        ["Nats:Url"] = Nats.Url,
+        ["Nats:Url"] = NatsUrl,
         ["Logging:LogLevel:Default"] = "Warning",
         ["Logging:LogLevel:LLama"] = "Error",
         ["Topology:Storage"] = "memory",

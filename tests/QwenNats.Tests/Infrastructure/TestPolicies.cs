@@ -7,7 +7,7 @@ namespace QwenNats.Tests.Infrastructure;
 /// <summary>Rollout policies with small samples, for tests that let the judge decide.</summary>
 public static class TestPolicies
 {
-    public static string Write(string inconclusivePauseAfter, string noVerdictPauseAfter = "00:01:00", string minStepDuration = "00:00:22")
+    public static string Write(string inconclusivePauseAfter, string noVerdictPauseAfter = "00:01:00", string minStepDuration = "00:00:22", string canarySteps = "[50]")
     {
         var path = Path.Combine(Path.GetTempPath(), $"qwen-test-policy-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, """
@@ -19,9 +19,9 @@ public static class TestPolicies
               "chat_defects": { "p0": 0.05, "p1": 0.4 }, "chat_length": { "threshold": 2.0, "p0": 0.1, "p1": 0.5 },
               "chat_likelihood": { "threshold": 1.5, "p0": 0.1, "p1": 0.5 },
               "golden_accuracy_tolerance": 0.0,
-              "inconclusive_pause_after": "PAUSE", "no_verdict_pause_after": "SILENT", "canary_steps": [50], "bake_window": "00:00:01"
+              "inconclusive_pause_after": "PAUSE", "no_verdict_pause_after": "SILENT", "canary_steps": STEPS, "bake_window": "00:00:01"
             }
-            """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal).Replace("SILENT", noVerdictPauseAfter, StringComparison.Ordinal).Replace("STEP", minStepDuration, StringComparison.Ordinal));
+            """.Replace("PAUSE", inconclusivePauseAfter, StringComparison.Ordinal).Replace("SILENT", noVerdictPauseAfter, StringComparison.Ordinal).Replace("STEPS", canarySteps, StringComparison.Ordinal).Replace("STEP", minStepDuration, StringComparison.Ordinal));
         return path;
     }
 

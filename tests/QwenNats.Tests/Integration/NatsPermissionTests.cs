@@ -18,24 +18,15 @@ namespace QwenNats.Tests.Integration;
 /// </summary>
 public sealed class NatsPermissionTests(ITestOutputHelper output)
 {
-    private static readonly Dictionary<string, string> Passwords = new()
-    {
-        ["ingress"] = "pw-ingress-" + Guid.NewGuid().ToString("N")[..8],
-        ["worker_blue"] = "pw-blue-" + Guid.NewGuid().ToString("N")[..8],
-        ["worker_green"] = "pw-green-" + Guid.NewGuid().ToString("N")[..8],
-        ["judge"] = "pw-judge-" + Guid.NewGuid().ToString("N")[..8],
-        ["promoter"] = "pw-promoter-" + Guid.NewGuid().ToString("N")[..8],
-        ["operator"] = "pw-operator-" + Guid.NewGuid().ToString("N")[..8],
-        ["viewer"] = "pw-viewer-" + Guid.NewGuid().ToString("N")[..8],
-    };
+    private static readonly NatsUsers Users = new();
+    private static readonly IReadOnlyDictionary<string, string> Passwords = Users.Passwords;
 
-    private static Dictionary<string, string?> As(string user) => new() { ["Nats:User"] = user, ["Nats:Password"] = Passwords[user] };
+    private static Dictionary<string, string?> As(string user) => Users.Settings(user);
 
     [Fact]
     public async Task Every_service_works_under_its_own_user_and_every_forbidden_action_is_refused()
     {
-        var env = Passwords.ToDictionary(p => $"QWEN_NATS_{p.Key.ToUpperInvariant()}_PASSWORD", p => p.Value);
-        await using var nats = await NatsServer.StartAsync(Path.Combine(Paths.RepoRoot, "deploy", "nats", "auth.conf"), env);
+        await using var nats = await NatsServer.StartAsync(NatsUsers.AuthConf, Users.ServerEnvironment());
         await using var system = new QwenSystem(nats);
         var hosts = new List<IHost>();
         try
