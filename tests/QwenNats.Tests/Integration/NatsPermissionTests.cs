@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using System.Text.Json;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 using NATS.Client.Core;
@@ -105,6 +106,21 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
                 var verdict = await verdicts.Msgs.ReadAsync(cts.Token);
                 Assert.Contains("\"samples\"", Encoding.UTF8.GetString(verdict.Data!), StringComparison.OrdinalIgnoreCase);
                 output.WriteLine($"{user} watches {Rollouts.Bucket}, reads {events.Count} audit events and hears verdicts");
+
+                // The same with nats.js, a client the project did not write: the fleet and a watch of the rollout state.
+                var (code, stdout, stderr) = await NodeClients.RunAsync("nats-js", "fleet.mjs",
+                    new Dictionary<string, string> { ["NATS_URL"] = nats.Url, ["NATS_USER"] = user, ["NATS_PASSWORD"] = Passwords[user] }, TimeSpan.FromSeconds(60));
+                Assert.True(code == 0, $"nats.js as {user}: exit {code}: {stderr}");
+                var fleet = JsonDocument.Parse(stdout).RootElement;
+                var services = fleet.GetProperty("services").EnumerateArray().Select(p => p.GetProperty("name").GetString()).ToList();
+                Assert.Equal(2, services.Count(n => n == Subjects.WorkerService));
+                Assert.Contains(Subjects.PromoterService, services);
+                Assert.Contains(Subjects.JudgeService, services);
+                Assert.Equal(["blue", "green"], fleet.GetProperty("infos").EnumerateArray()
+                    .Where(i => i.GetProperty("name").GetString() == Subjects.WorkerService)
+                    .Select(i => i.GetProperty("metadata").GetProperty("colour").GetString()).Order());
+                Assert.Equal("Shadow", fleet.GetProperty("rollout").GetProperty("value").GetProperty("phase").GetString());
+                output.WriteLine($"nats.js as {user}: {services.Count} services, rollout state revision {fleet.GetProperty("rollout").GetProperty("revision")}");
             }
             using (var abort = new HttpRequestMessage(HttpMethod.Post, "/api/console/actions/abort") { Content = Api.Json("{\"reason\":\"from the console\"}") })
             {
