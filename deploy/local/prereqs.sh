@@ -9,6 +9,7 @@
 #   chromium     Debian's browser at ${QWEN_CHROMIUM:-/usr/bin/chromium} (package chromium): the console's browser tests
 #   curl         (package curl): up.sh's readiness check, the CI smoke test and the README's examples
 #   promtool     (package prometheus): CI checks the Prometheus configuration and alert rules
+#   node         node and npm (packages nodejs npm): the official openai npm client's tests (tests/clients/node)
 #
 # For the missing ones it runs `apt-get update` once and then `apt-get install -y` of their packages,
 # with sudo when not run as root. --dry-run (or QWEN_PREREQS_DRY_RUN=1) prints what is missing and the
@@ -20,15 +21,16 @@ tools=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) tools+=("$arg") ;;
   esac
 done
-[ "${#tools[@]}" -gt 0 ] || { echo "usage: deploy/local/prereqs.sh [--dry-run] nats-server|chromium|curl|promtool..." >&2; exit 2; }
+[ "${#tools[@]}" -gt 0 ] || { echo "usage: deploy/local/prereqs.sh [--dry-run] nats-server|chromium|curl|promtool|node..." >&2; exit 2; }
 
 present() { # tool -> 0 when installed
   case "$1" in
     chromium) [ -x "${QWEN_CHROMIUM:-/usr/bin/chromium}" ] ;;
+    node) command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 ;;
     *) command -v "$1" >/dev/null 2>&1 ;;
   esac
 }
@@ -36,14 +38,15 @@ package() {
   case "$1" in
     nats-server|chromium|curl) echo "$1" ;;
     promtool) echo prometheus ;;
-    *) echo "prereqs.sh: unknown tool '$1' (known: nats-server, chromium, curl, promtool)" >&2; return 1 ;;
+    node) echo nodejs npm ;;
+    *) echo "prereqs.sh: unknown tool '$1' (known: nats-server, chromium, curl, promtool, node)" >&2; return 1 ;;
   esac
 }
 
 missing=(); packages=()
 for tool in "${tools[@]}"; do
   pkg="$(package "$tool")" || exit 2
-  if ! present "$tool"; then missing+=("$tool"); packages+=("$pkg"); fi
+  if ! present "$tool"; then missing+=("$tool"); read -ra pkgs <<< "$pkg"; packages+=("${pkgs[@]}"); fi
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
