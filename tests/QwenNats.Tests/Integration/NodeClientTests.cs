@@ -1,0 +1,65 @@
+using System.Diagnostics;
+using System.Text.Json;
+using QwenNats.Tests.Infrastructure;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>
+/// The official <c>openai</c> npm client (version pinned in tests/clients/node/package-lock.json) against the live
+/// ingress: <c>npm ci</c>, then <c>node check.mjs</c>, which checks every honoured chat field, the legacy completions
+/// and the typed 400 errors (tests/clients/node/check.mjs says what each check asserts).
+/// </summary>
+[Collection(SystemCollection.Name)]
+public sealed class NodeClientTests(SystemFixture fx)
+{
+    private static readonly string Folder = Path.Combine(Paths.RepoRoot, "tests", "clients", "node");
+
+    /// <summary>Every check check.mjs runs: each must report ok, so a check that stops running fails this test too.</summary>
+    private static readonly string[] Checks =
+    [
+        "chat_plain", "chat_stream", "chat_stream_include_usage", "chat_json_object", "chat_json_schema", "chat_logprobs",
+        "chat_penalties", "chat_logit_bias", "chat_seed", "chat_stop", "chat_max_tokens", "chat_errors",
+        "completion_plain", "completion_stream_include_usage", "completion_logprobs", "completion_echo", "completion_sampling",
+        "completion_errors",
+    ];
+
+    [Fact]
+    public async Task The_openai_npm_client_gets_every_field_it_asks_for_from_chat_and_completions()
+    {
+        var install = await RunAsync("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], TimeSpan.FromMinutes(5), new());
+        Assert.True(install.Exit == 0, $"npm ci failed ({install.Exit}):\n{install.Output}\n{install.Errors}");
+
+        var run = await RunAsync("node", ["check.mjs"], TimeSpan.FromMinutes(10),
+            new() { ["QWEN_BASE_URL"] = fx.Http.BaseAddress!.ToString().TrimEnd('/') });
+        var results = run.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => l.StartsWith('{'))
+            .Select(l => JsonDocument.Parse(l).RootElement)
+            .ToDictionary(r => r.GetProperty("name").GetString()!, r => r);
+        var failures = results.Values.Where(r => !r.GetProperty("ok").GetBoolean())
+            .Select(r => $"{r.GetProperty("name").GetString()}: {r.GetProperty("error").GetString()}").ToList();
+        Assert.True(failures.Count == 0, string.Join("\n\n", failures) + "\n" + run.Errors);
+        Assert.Equal(Checks.Order(), results.Keys.Order());
+        Assert.Equal(0, run.Exit);
+    }
+
+    private static async Task<(int Exit, string Output, string Errors)> RunAsync(string file, string[] args, TimeSpan timeout, Dictionary<string, string> env)
+    {
+        var psi = new ProcessStartInfo(file) { WorkingDirectory = Folder, UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in env) psi.Environment[k] = v;
+        using var process = Process.Start(psi) ?? throw new InvalidOperationException($"{file} did not start");
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {string.Join(' ', args)} ran longer than {timeout}: {await errors}");
+        }
+        return (process.ExitCode, await output, await errors);
+    }
+}
