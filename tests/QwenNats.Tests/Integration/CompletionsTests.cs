@@ -138,15 +138,26 @@ public sealed class CompletionsTests(SystemFixture fx)
     }
 
     [Fact]
-    public async Task Completions_follow_the_sessions_pin_like_chat()
+    public async Task Completions_are_routed_like_chat_a_testers_colour_choice_included()
     {
         var session = $"completions-{Guid.NewGuid():N}";
-        using var first = await fx.Http.SendAsync(Api.Post("/v1/completions", Body(), session: session));
-        using var second = await fx.Http.SendAsync(Api.Post("/v1/completions", Body(), session: session));
-        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
-        Assert.Equal("NewSession", Api.Header(first, "X-Qwen-Route"));
-        Assert.Equal("Pinned", Api.Header(second, "X-Qwen-Route"));
-        Assert.Equal(Api.Header(first, "X-Qwen-Colour"), Api.Header(second, "X-Qwen-Colour"));
+        using var chat = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody(Prompt, maxTokens: 4), session: session));
+        using var plain = await fx.Http.SendAsync(Api.Post("/v1/completions", Body(), session: session));
+        Assert.Equal(HttpStatusCode.OK, plain.StatusCode);
+        Assert.Equal(Api.Header(chat, "X-Qwen-Route"), Api.Header(plain, "X-Qwen-Route"));
+        Assert.Equal(Api.Header(chat, "X-Qwen-Colour"), Api.Header(plain, "X-Qwen-Colour"));
+
+        using var green = await fx.Http.SendAsync(Api.Post("/v1/completions", Body(), colour: "green"));
+        Assert.Equal(HttpStatusCode.OK, green.StatusCode);
+        Assert.Equal("green", Api.Header(green, "X-Qwen-Colour"));
+        Assert.Equal("v2", Api.Header(green, "X-Qwen-Profile"));
+        Assert.Equal("green-1", (await Api.JsonAsync(green)).GetProperty("worker").GetString());
+
+        var forbidden = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Api.Json(Body()) };
+        forbidden.Headers.Add("X-Qwen-Colour", "green");
+        using var refused = await fx.Http.SendAsync(forbidden);
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Equal("colour_choice_forbidden", (await Api.JsonAsync(refused)).GetProperty("error").GetProperty("code").GetString());
     }
 
     [Theory]
