@@ -10,7 +10,7 @@
 #   curl         (package curl): up.sh's readiness check, the CI smoke test and the README's examples
 #   promtool     (package prometheus): CI checks the Prometheus configuration and alert rules
 #   node         Node.js and npm (packages nodejs, npm): tests that drive the system with clients the project
-#                did not write (tests/clients/)
+#                did not write (tests/clients/: the official openai npm client, nats.js)
 #
 # For the missing ones it runs `apt-get update` once and then `apt-get install -y` of their packages,
 # with sudo when not run as root. --dry-run (or QWEN_PREREQS_DRY_RUN=1) prints what is missing and the
@@ -47,8 +47,7 @@ package() {
 missing=(); packages=()
 for tool in "${tools[@]}"; do
   pkg="$(package "$tool")" || exit 2
-  # shellcheck disable=SC2206 # a tool may need several packages
-  if ! present "$tool"; then missing+=("$tool"); packages+=($pkg); fi
+  if ! present "$tool"; then missing+=("$tool"); read -ra pkgs <<< "$pkg"; packages+=("${pkgs[@]}"); fi
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 

@@ -24,6 +24,7 @@ public static class IngressApp
         // The OpenAI-compatible API and the WebSocket chat: API key and rate limit on the groups.
         var v1 = app.MapGroup("/v1").RequireApiKey();
         v1.MapChatApi();
+        v1.MapCompletionsApi();
         v1.MapSentimentApi();
         v1.MapModelsApi();
         app.MapGroup("/ws").RequireApiKey().MapWebSocketChat();

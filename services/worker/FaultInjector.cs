@@ -42,12 +42,12 @@ public sealed class FaultInjector
             var flipped = labels[(labels.ToList().IndexOf(label) + 1) % labels.Count];
             r = r with { Label = flipped, Text = flipped };
         }
-        if (_o.Nonsense && r.Task == InferTasks.Chat && r.Text.Length > 0)
+        if (_o.Nonsense && r.Task is InferTasks.Chat or InferTasks.Completion && r.Text.Length > 0)
         {
             const string letters = "abcdefghijklmnopqrstuvwxyz    ";
             r = r with { Text = string.Create(r.Text.Length, 0, (span, _) => { for (var i = 0; i < span.Length; i++) span[i] = letters[Random.Shared.Next(letters.Length)]; }) };
         }
-        if (_o.Truncate && r.Task == InferTasks.Chat)
+        if (_o.Truncate && r.Task is InferTasks.Chat or InferTasks.Completion)
             r = r with { Text = r.Text[..(r.Text.Length / 3)], FinishReason = FinishReasons.Length, CompletionTokens = r.CompletionTokens / 3 };
         return Task.FromResult(r);
     }

@@ -184,6 +184,13 @@ public sealed class LlamaEngine : IAsyncDisposable
                     return Refuse(ErrorCodes.InvalidRequest, "The last message must not be the assistant's.", out error);
                 prompt = Prompts.Chat(request.Messages);
                 break;
+            case InferTasks.Completion:
+                if (request.Messages is { Count: > 0 })
+                    return Refuse(ErrorCodes.InvalidRequest, "A completion takes its prompt in 'input', not messages.", out error);
+                if (string.IsNullOrEmpty(request.Input))
+                    return Refuse(ErrorCodes.InvalidRequest, "The completion's prompt (input) is empty.", out error);
+                prompt = PromptBuilder.Raw(request.Input);
+                break;
             case InferTasks.Sentiment:
                 if (string.IsNullOrWhiteSpace(request.Input))
                     return Refuse(ErrorCodes.InvalidRequest, "The input text is empty.", out error);
@@ -199,7 +206,7 @@ public sealed class LlamaEngine : IAsyncDisposable
                 prompt = Prompts.Chat(request.Messages);
                 break;
             default:
-                return Refuse(ErrorCodes.UnknownTask, $"Unknown task '{request.Task}'; expected 'chat', 'sentiment' or 'score'.", out error);
+                return Refuse(ErrorCodes.UnknownTask, $"Unknown task '{request.Task}'; expected 'chat', 'completion', 'sentiment' or 'score'.", out error);
         }
 
         var tokens = Tokenize(prompt, addBos: true);
@@ -256,7 +263,9 @@ public sealed class LlamaEngine : IAsyncDisposable
             TopP: s.TopP ?? Profile.Chat.TopP,
             Seed: s.Seed,
             MaxTokens: Math.Min(s.MaxTokens ?? Profile.Chat.MaxTokens, room + 1),
-            Stop: s.Stop is { Count: > 0 } ? [.. Profile.Chat.Stop, .. s.Stop] : Profile.Chat.Stop,
+            // A raw completion has no chat template, so the template's stop strings do not apply to it.
+            Stop: request.Task == InferTasks.Completion ? s.Stop ?? []
+                : s.Stop is { Count: > 0 } ? [.. Profile.Chat.Stop, .. s.Stop] : Profile.Chat.Stop,
             ContextSize: _options.ContextSize,
             PresencePenalty: s.PresencePenalty ?? 0,
             FrequencyPenalty: s.FrequencyPenalty ?? 0,

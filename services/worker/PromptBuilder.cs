@@ -68,6 +68,12 @@ public sealed class PromptBuilder(PromptProfile profile, IChatFormatter formatte
         return formatter.Format(withSystem);
     }
 
+    /// <summary>
+    /// A legacy completion's prompt: the client's text as it is, with no template and no system prompt (the model
+    /// continues it). Like every client text, markers of control tokens stay plain text.
+    /// </summary>
+    public static string Raw(string prompt) => ClientText.Neutralize(prompt);
+
     /// <summary>The classification prompt; each label is scored as its continuation.</summary>
     public string Sentiment(string input)
     {

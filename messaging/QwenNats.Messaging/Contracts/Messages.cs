@@ -62,6 +62,7 @@ public sealed record InferRequest
     public string? SessionId { get; init; }
     public required string Task { get; init; }
     public IReadOnlyList<ChatMessage>? Messages { get; init; }
+    /// <summary>Sentiment: the text to classify. Score: the answer to score. Completion: the raw prompt to continue.</summary>
     public string? Input { get; init; }
     public SamplingParams Sampling { get; init; } = new();
     /// <summary>Whether the caller wants token chunks; the final result is sent either way.</summary>

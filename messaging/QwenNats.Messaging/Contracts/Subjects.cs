@@ -58,6 +58,12 @@ public static class InferTasks
     public const string Chat = "chat";
     public const string Sentiment = "sentiment";
     /// <summary>
+    /// A legacy (OpenAI <c>/v1/completions</c>) text completion: the worker continues <see cref="InferRequest.Input"/>,
+    /// the raw prompt, with no chat template and no system prompt; <see cref="InferRequest.Messages"/> must be empty.
+    /// Sampling, streaming and the reply messages are those of <see cref="Chat"/>.
+    /// </summary>
+    public const string Completion = "completion";
+    /// <summary>
     /// Teacher-forced scoring: the worker reads <see cref="InferRequest.Input"/> as an assistant answer to
     /// <see cref="InferRequest.Messages"/> and returns its mean log-probability per token under this
     /// worker's model and profile (<see cref="InferResult.MeanLogProb"/>). The judge's model-based chat signal.

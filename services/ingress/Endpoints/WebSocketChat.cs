@@ -9,7 +9,7 @@ namespace QwenNats.Ingress.Endpoints;
 
 /// <summary>
 /// <c>GET /ws/chat</c> (mapped on the <c>/ws</c> group): a conversation over one WebSocket. In: <c>{"type":"message","content":"..."}</c>
-/// (optional <c>id</c>, <c>temperature</c>, <c>max_tokens</c>, <c>seed</c>), <c>{"type":"cancel"}</c> (stops the turn being
+/// (optional <c>id</c> and the HTTP chat's sampling fields, <see cref="RequestParser.SamplingFields"/>), <c>{"type":"cancel"}</c> (stops the turn being
 /// generated) or <c>{"type":"reset"}</c>. Out: <c>ready</c>, <c>accepted</c>, <c>token</c>…, then <c>done</c>, <c>cancelled</c>
 /// or <c>error</c>. A bad frame gets an error frame and the connection stays open.
 /// <para>
@@ -92,7 +92,7 @@ public static class WebSocketChat
                 }
                 if (next.Error is { } error)
                 {
-                    await SendErrorAsync(ws, send, error.Code, error.Message, ct);
+                    await SendAsync(ws, send, new WsFrame { Type = "error", Code = error.Code, Message = error.Message, Param = error.Param }, ct);
                     continue;
                 }
                 var frame = next.Frame!;
@@ -376,16 +376,16 @@ public static class WebSocketChat
                 error = new ApiError(400, RequestParser.PromptTooLong, $"'content' is longer than {maxChars} characters.", "content");
                 return false;
             }
-            // Reuse the HTTP parser's checks for the sampling fields by wrapping them as a chat request.
-            var wrapped = new Dictionary<string, JsonElement>
-            {
-                ["messages"] = JsonDocument.Parse("[{\"role\":\"user\",\"content\":\"x\"}]").RootElement,
-            };
-            foreach (var name in new[] { "temperature", "top_p", "max_tokens", "seed", "stop" })
-                if (root.TryGetProperty(name, out var v))
-                    wrapped[name] = v.Clone();
-            using var check = JsonDocument.Parse(JsonSerializer.SerializeToUtf8Bytes(wrapped, WsJson.Default.DictionaryStringJsonElement));
-            if (!RequestParser.TryParseChat(check.RootElement, maxTokens, out var parsed, out error))
+            // A turn takes the HTTP chat's sampling fields, checked by the same code; any other field is refused by name.
+            foreach (var field in root.EnumerateObject())
+                if (field.Name is not ("type" or "content" or "id") && !RequestParser.SamplingFields.Contains(field.Name))
+                {
+                    var name = field.Name.Length <= 40 ? field.Name : field.Name[..40] + "…";
+                    error = new ApiError(400, RequestParser.UnknownParameter,
+                        $"Unknown parameter: '{name}'. A message frame takes type, content, id and the sampling fields {string.Join(", ", RequestParser.SamplingFields)}.", name);
+                    return false;
+                }
+            if (!RequestParser.TryParseSampling(root, maxTokens, out var sampling, out error))
                 return false;
             string? turnId = null;
             if (root.TryGetProperty("id", out var idElement))
@@ -397,7 +397,7 @@ public static class WebSocketChat
                 }
                 turnId = given;
             }
-            frame = new ParsedFrame(FrameKind.Message, c.GetString()!, parsed.Sampling, turnId);
+            frame = new ParsedFrame(FrameKind.Message, c.GetString()!, sampling, turnId);
             return true;
         }
     }
@@ -442,5 +442,3 @@ public static class WebSocketChat
     }
 }
 
-[System.Text.Json.Serialization.JsonSerializable(typeof(Dictionary<string, JsonElement>))]
-internal sealed partial class WsJson : System.Text.Json.Serialization.JsonSerializerContext;

@@ -60,6 +60,71 @@ public sealed record Delta(
 
 public sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
 
+/// <summary>A legacy completion (<c>POST /v1/completions</c>): OpenAI's <c>text_completion</c> object.</summary>
+public sealed record TextCompletion(
+    string Id, string Object, long Created, string Model,
+    IReadOnlyList<TextChoice> Choices, Usage Usage,
+    string Colour, string Profile, string Worker, Timings Timings);
+
+/// <summary>One choice of a <c>text_completion</c>; <c>logprobs</c> and (in a stream) <c>finish_reason</c> are sent as null when absent, as OpenAI does.</summary>
+public sealed record TextChoice(
+    string Text, int Index,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] LegacyLogprobs? Logprobs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
+
+/// <summary>
+/// A streamed piece of a legacy completion (<c>object: "text_completion"</c>). With <c>stream_options.include_usage</c>
+/// every chunk carries <c>usage</c>, null except on the last one, which has no choices.
+/// </summary>
+public sealed record TextCompletionChunk(
+    string Id, string Object, long Created, string Model,
+    IReadOnlyList<TextChoice> Choices,
+    string Colour, string Profile);
+
+public sealed record TextCompletionChunkWithUsage(
+    string Id, string Object, long Created, string Model,
+    IReadOnlyList<TextChoice> Choices,
+    string Colour, string Profile,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] Usage? Usage);
+
+/// <summary>
+/// The legacy completions' <c>logprobs</c>: parallel lists, one entry per generated token — its text, its
+/// log-probability, the most likely tokens at that position (token text to log-probability, as many as the request's
+/// <c>logprobs</c>) and its character offset in the choice's text (the prompt counts when <c>echo</c> is on).
+/// </summary>
+public sealed record LegacyLogprobs(
+    IReadOnlyList<string> Tokens,
+    IReadOnlyList<double> TokenLogprobs,
+    IReadOnlyList<IReadOnlyDictionary<string, double>> TopLogprobs,
+    IReadOnlyList<int> TextOffset)
+{
+    /// <summary>The entries of <paramref name="tokens"/>, offsets counted from <paramref name="offset"/>, which moves past them.</summary>
+    public static LegacyLogprobs? From(IReadOnlyList<TokenLogprob>? tokens, ref int offset)
+    {
+        if (tokens is null) return null;
+        var offsets = new int[tokens.Count];
+        for (var i = 0; i < tokens.Count; i++)
+        {
+            offsets[i] = offset;
+            offset += tokens[i].Token.Length;
+        }
+        return new(
+            tokens.Select(t => t.Token).ToArray(),
+            tokens.Select(t => t.Logprob).ToArray(),
+            tokens.Select(t => (IReadOnlyDictionary<string, double>)Top(t)).ToArray(),
+            offsets);
+    }
+
+    // Two alternatives can share a text (different token ids): the more likely one, listed first, is kept.
+    private static Dictionary<string, double> Top(TokenLogprob t)
+    {
+        var top = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var a in t.TopLogprobs ?? [])
+            top.TryAdd(a.Token, a.Logprob);
+        return top;
+    }
+}
+
 public sealed record Timings(double TimeToFirstTokenMs, double TotalMs, double QueueMs, double LatencyMs);
 
 public sealed record SentimentResponse(
@@ -84,6 +149,8 @@ public sealed record WsFrame
     public Usage? Usage { get; init; }
     public string? Code { get; init; }
     public string? Message { get; init; }
+    /// <summary><c>error</c>: the field of the client's frame the error is about (as in an HTTP error's <c>param</c>).</summary>
+    public string? Param { get; init; }
     public int? Turns { get; init; }
     /// <summary><c>done</c>: the oldest messages of the history left out of this turn (the ingress's character
     /// limit, then the worker's context); they are gone from the conversation's history as well.</summary>
@@ -107,6 +174,9 @@ public sealed record ShadowCounters(long Sent, long Compared, long Dropped);
 [JsonSerializable(typeof(ChatCompletion))]
 [JsonSerializable(typeof(ChatCompletionChunk))]
 [JsonSerializable(typeof(ChatCompletionChunkWithUsage))]
+[JsonSerializable(typeof(TextCompletion))]
+[JsonSerializable(typeof(TextCompletionChunk))]
+[JsonSerializable(typeof(TextCompletionChunkWithUsage))]
 [JsonSerializable(typeof(SentimentResponse))]
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(WsFrame))]

@@ -9,7 +9,7 @@ namespace QwenNats.Ingress.OpenAi;
 /// JSON, a missing or wrong-typed field, an unknown role, a value out of range — becomes a 400 that
 /// names the field, never an exception.
 /// </summary>
-public static class RequestParser
+public static partial class RequestParser
 {
     public const int MaxStopSequences = 4;
 
@@ -39,13 +39,18 @@ public static class RequestParser
             if (!m.TryGetProperty("role", out var roleEl) || roleEl.ValueKind != JsonValueKind.String)
                 return Fail(ApiError.Invalid($"'{param}.role' is required and must be a string.", $"{param}.role"), out error);
             var role = roleEl.GetString();
+            if (role is "tool" or "function")
+                return Fail(new ApiError(400, UnsupportedParameter,
+                    $"'{param}.role' is '{role}': the models here do not call tools, so there are no tool results to read. Put the result in a user message instead.", $"{param}.role"), out error);
             if (role == "developer") role = ChatRoles.System;
             if (!ChatRoles.IsKnown(role))
-                return Fail(ApiError.Invalid($"'{param}.role' is '{Truncate(roleEl.GetString())}'; expected system, user or assistant.", $"{param}.role"), out error);
+                return Fail(ApiError.Invalid($"'{param}.role' is '{Truncate(roleEl.GetString())}'; expected system, developer, user or assistant.", $"{param}.role"), out error);
+            if (!CheckMessageFields(m, param, out error))
+                return false;
             if (!m.TryGetProperty("content", out var contentEl))
                 return Fail(ApiError.Invalid($"'{param}.content' is required.", $"{param}.content"), out error);
-            if (!TryReadContent(contentEl, out var content))
-                return Fail(ApiError.Invalid($"'{param}.content' must be a string or an array of text parts.", $"{param}.content"), out error);
+            if (!TryReadContent(contentEl, $"{param}.content", out var content, out error))
+                return false;
             if (!CheckText(content, $"{param}.content", out error))
                 return false;
             messages.Add(new ChatMessage(role!, content));
@@ -61,25 +66,43 @@ public static class RequestParser
 
         if (!TryOptionalString(root, "model", out var model, out error)) return false;
         if (!TryOptionalString(root, "user", out var user, out error)) return false;
+        if (!TryParseSampling(root, maxTokensLimit, out var sampling, out error)) return false;
+        if (!TryOptionalBool(root, "stream", out var stream, out error)) return false;
+        if (!TryStreamOptions(root, stream ?? false, out var includeUsage, out error)) return false;
+        if (!TryOptionalBool(root, "logprobs", out var logprobs, out error)) return false;
+        if (!TryOptionalInt(root, "top_logprobs", 0, MaxTopLogprobs, out var topLogprobs, out error)) return false;
+        if (topLogprobs is not null && logprobs != true)
+            return Fail(ApiError.Invalid("'top_logprobs' needs 'logprobs': true.", "top_logprobs"), out error);
+
+        request = new ChatCompletionRequest(messages, model, sampling with
+        {
+            Logprobs = logprobs == true ? true : null,
+            TopLogprobs = logprobs == true ? (int)(topLogprobs ?? 0) : null,
+        }, stream ?? false, includeUsage, user);
+        return true;
+    }
+
+    /// <summary>
+    /// The sampling fields chat, completions and WebSocket turns share (<see cref="SamplingFields"/>): temperature,
+    /// top_p, max_tokens (max_completion_tokens where max_tokens is absent), seed, stop, presence and frequency
+    /// penalties, logit_bias and response_format. Which of them a request may send at all is its endpoint's field
+    /// table; this reads and checks whichever are present.
+    /// </summary>
+    public static bool TryParseSampling(JsonElement root, int maxTokensLimit, out SamplingParams sampling, out ApiError? error)
+    {
+        sampling = new SamplingParams();
         if (!TryOptionalNumber(root, "temperature", 0, 2, out var temperature, out error)) return false;
         if (!TryOptionalNumber(root, "top_p", 0, 1, out var topP, out error)) return false;
         if (topP is 0) return Fail(ApiError.Invalid("'top_p' must be greater than 0.", "top_p"), out error);
         if (!TryOptionalInt(root, "max_tokens", 1, maxTokensLimit, out var maxTokens, out error)) return false;
         if (maxTokens is null && !TryOptionalInt(root, "max_completion_tokens", 1, maxTokensLimit, out maxTokens, out error)) return false;
         if (!TryOptionalInt(root, "seed", 0, uint.MaxValue, out var seed, out error)) return false;
-        if (!TryOptionalBool(root, "stream", out var stream, out error)) return false;
         if (!TryStop(root, out var stop, out error)) return false;
-        if (!TryStreamOptions(root, stream ?? false, out var includeUsage, out error)) return false;
         if (!TryOptionalNumber(root, "presence_penalty", -2, 2, out var presencePenalty, out error)) return false;
         if (!TryOptionalNumber(root, "frequency_penalty", -2, 2, out var frequencyPenalty, out error)) return false;
         if (!TryLogitBias(root, out var logitBias, out error)) return false;
         if (!TryResponseFormat(root, out var responseFormat, out error)) return false;
-        if (!TryOptionalBool(root, "logprobs", out var logprobs, out error)) return false;
-        if (!TryOptionalInt(root, "top_logprobs", 0, MaxTopLogprobs, out var topLogprobs, out error)) return false;
-        if (topLogprobs is not null && logprobs != true)
-            return Fail(ApiError.Invalid("'top_logprobs' needs 'logprobs': true.", "top_logprobs"), out error);
-
-        request = new ChatCompletionRequest(messages, model, new SamplingParams
+        sampling = new SamplingParams
         {
             Temperature = temperature,
             TopP = topP,
@@ -90,11 +113,16 @@ public static class RequestParser
             FrequencyPenalty = frequencyPenalty is 0 ? null : frequencyPenalty,
             LogitBias = logitBias,
             ResponseFormat = responseFormat,
-            Logprobs = logprobs == true ? true : null,
-            TopLogprobs = logprobs == true ? (int)(topLogprobs ?? 0) : null,
-        }, stream ?? false, includeUsage, user);
+        };
         return true;
     }
+
+    /// <summary>The fields <see cref="TryParseSampling"/> reads.</summary>
+    public static IReadOnlySet<string> SamplingFields { get; } = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop",
+        "presence_penalty", "frequency_penalty", "logit_bias", "response_format",
+    };
 
     public static bool TryParseSentiment(JsonElement root, int maxChars, out string input, out ApiError? error)
     {
@@ -197,12 +225,14 @@ public static class RequestParser
     public static IReadOnlyDictionary<string, FieldStatus> ChatFields { get; } = ChatFieldRules.ToDictionary(r => r.Key, r => r.Value.Status, StringComparer.Ordinal);
 
     /// <summary>Refuses any unknown field, and any ignored or refused field whose value is neither null nor an accepted one.</summary>
-    private static bool CheckChatFields(JsonElement root, out ApiError? error)
+    private static bool CheckChatFields(JsonElement root, out ApiError? error) => CheckFields(root, ChatFieldRules, out error);
+
+    private static bool CheckFields(JsonElement root, Dictionary<string, FieldRule> rules, out ApiError? error)
     {
         error = null;
         foreach (var field in root.EnumerateObject())
         {
-            if (!ChatFieldRules.TryGetValue(field.Name, out var rule))
+            if (!rules.TryGetValue(field.Name, out var rule))
                 return Fail(new ApiError(400, UnknownParameter,
                     $"Unknown parameter: '{Truncate(field.Name)}'. This server refuses fields it does not know rather than ignoring them; remove it (README.md lists the supported fields).",
                     Truncate(field.Name)), out error);
@@ -349,28 +379,85 @@ public static class RequestParser
         return true;
     }
 
-    private static bool TryReadContent(JsonElement el, out string content)
+    /// <summary>
+    /// A message's <c>content</c>: a string, or an array of text parts (<c>{"type":"text","text":"..."}</c>), read as
+    /// their texts one after the other. Any other part (image_url, input_audio, file, refusal) is refused naming it,
+    /// and so is any other field of a text part: nothing in a message is dropped silently.
+    /// </summary>
+    private static bool TryReadContent(JsonElement el, string param, out string content, out ApiError? error)
     {
         content = "";
+        error = null;
         if (el.ValueKind == JsonValueKind.String)
         {
             content = el.GetString()!;
             return true;
         }
         if (el.ValueKind != JsonValueKind.Array)
-            return false;
+            return Fail(ApiError.Invalid($"'{param}' must be a string or an array of text parts.", param), out error);
         var sb = new System.Text.StringBuilder();
+        var i = 0;
         foreach (var part in el.EnumerateArray())
         {
-            if (part.ValueKind != JsonValueKind.Object
-                || !part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || type.GetString() != "text"
-                || !part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
-                return false;
+            var partParam = $"{param}[{i++}]";
+            if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
+                return Fail(ApiError.Invalid($"'{partParam}' must be an object with a string 'type' (a text part: {{\"type\":\"text\",\"text\":\"...\"}}).", partParam), out error);
+            if (type.GetString() != "text")
+                return Fail(new ApiError(400, UnsupportedParameter,
+                    $"'{partParam}.type' is '{Truncate(type.GetString())}': only text parts are supported (the models here read text only). Send the content as text.", $"{partParam}.type"), out error);
+            foreach (var field in part.EnumerateObject())
+                if (field.Name is not ("type" or "text"))
+                    return Fail(new ApiError(400, UnknownParameter, $"Unknown parameter: '{partParam}.{Truncate(field.Name)}'. A text part has only 'type' and 'text'.",
+                        $"{partParam}.{Truncate(field.Name)}"), out error);
+            if (!part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                return Fail(ApiError.Invalid($"'{partParam}.text' is required and must be a string.", $"{partParam}.text"), out error);
             sb.Append(text.GetString());
         }
         content = sb.ToString();
         return true;
     }
+
+    /// <summary>
+    /// The fields of one message besides <c>role</c> and <c>content</c>. OpenAI's <c>name</c>, <c>tool_calls</c>,
+    /// <c>tool_call_id</c>, <c>function_call</c>, <c>refusal</c> and <c>audio</c> cannot be honoured (the prompt
+    /// template has no place for names; the models call no tools) and are refused with 400
+    /// <c>unsupported_parameter</c> naming them (<c>messages[0].tool_calls</c>) unless null (or <c>tool_calls: []</c>);
+    /// any other field is refused as unknown.
+    /// </summary>
+    private static bool CheckMessageFields(JsonElement message, string param, out ApiError? error)
+    {
+        error = null;
+        foreach (var field in message.EnumerateObject())
+        {
+            var name = $"{param}.{Truncate(field.Name)}";
+            if (field.Name is "role" or "content")
+                continue;
+            if (!MessageFieldRefusals.TryGetValue(field.Name, out var refusal))
+                return Fail(new ApiError(400, UnknownParameter,
+                    $"Unknown parameter: '{name}'. A message has role and content (README.md lists the message fields).", name), out error);
+            if (field.Value.ValueKind == JsonValueKind.Null || (field.Name == "tool_calls" && IsEmptyArray(field.Value)))
+                continue;
+            return Fail(new ApiError(400, UnsupportedParameter, $"'{name}' is not supported: {refusal}", name), out error);
+        }
+        return true;
+    }
+
+    /// <summary>OpenAI's message fields this server knows but cannot honour, and why (README.md's message field table).</summary>
+    private static readonly Dictionary<string, string> MessageFieldRefusals = new(StringComparer.Ordinal)
+    {
+        ["name"] = "the prompt template has no place for a participant's name. Remove it, or write the name into the content.",
+        ["tool_calls"] = "the models here do not call tools. Remove it (or send []) and put the tools' results in the messages as text.",
+        ["tool_call_id"] = "the models here do not call tools, so there is no tool call to answer. Remove it.",
+        ["function_call"] = "the models here do not call functions. Remove it.",
+        ["refusal"] = "a refusal is not read back into the conversation. Remove it (or send null) and put the text in 'content'.",
+        ["audio"] = "answers are text only, so there is no earlier audio answer to refer to. Remove it.",
+    };
+
+    /// <summary>Every field a message may carry and its status (README.md's message field table lists the same).</summary>
+    public static IReadOnlyDictionary<string, FieldStatus> MessageFields { get; } =
+        new[] { "role", "content" }.ToDictionary(f => f, _ => FieldStatus.Supported, StringComparer.Ordinal)
+            .Concat(MessageFieldRefusals.Keys.ToDictionary(f => f, _ => FieldStatus.Refused, StringComparer.Ordinal))
+            .ToDictionary(StringComparer.Ordinal);
 
     private static bool TryStop(JsonElement root, out IReadOnlyList<string>? stop, out ApiError? error)
     {

@@ -120,7 +120,7 @@ public sealed class Fuzz(int seed)
             }
             case 7:
                 return new FuzzCase("bad-route-or-method", Pick(new[] { "GET", "PUT", "DELETE", "PATCH", "POST" }),
-                    Pick(new[] { "/v1/chat/completions", "/v1/sentiment", "/v1/models/x", "/v1/nope", "/v1/%00", "/api/rollout/../../etc/passwd", "/v2/chat", "/ws/chat" }),
+                    Pick(new[] { "/v1/chat/completions", "/v1/completions", "/v1/sentiment", "/v1/models/x", "/v1/nope", "/v1/%00", "/api/rollout/../../etc/passwd", "/v2/chat", "/ws/chat" }),
                     Utf8(RandomText(50)), none);
             case 8:
                 return new FuzzCase("console-action", "POST", "/api/console/actions/" + Pick(new[] { "start", "promote", "rollback", "golden", "x", "start%00" }),

@@ -4,11 +4,12 @@ namespace QwenNats.Tests.Infrastructure;
 
 /// <summary>
 /// Node.js programs under <c>tests/clients/&lt;name&gt;</c>: clients the project did not write (their packages
-/// pinned by the folder's package-lock.json, installed with <c>npm ci</c> on first use).
+/// pinned by the folder's package-lock.json, installed with <c>npm ci</c> once per test run).
 /// </summary>
 public static class NodeClients
 {
     private static readonly SemaphoreSlim Install = new(1, 1);
+    private static readonly HashSet<string> Installed = [];
 
     public static string Folder(string name) => Path.Combine(Paths.RepoRoot, "tests", "clients", name);
 
@@ -19,11 +20,12 @@ public static class NodeClients
         await Install.WaitAsync();
         try
         {
-            if (!Directory.Exists(Path.Combine(dir, "node_modules")))
+            if (!Installed.Contains(dir))
             {
-                var (code, stdout, stderr) = await ExecAsync("npm", ["ci", "--no-audit", "--no-fund"], dir, new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
+                var (code, stdout, stderr) = await ExecAsync("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], dir, new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
                 if (code != 0)
                     throw new InvalidOperationException($"npm ci in {dir} failed ({code}): {stdout}\n{stderr}");
+                Installed.Add(dir);
             }
         }
         finally

@@ -109,6 +109,65 @@ public sealed class WebSocketChatTests(SystemFixture fx)
         Assert.Equal(WebSocketState.Open, ws.State);
     }
 
+    [Theory]
+    [InlineData("{\"content\":\"hi\",\"n\":2}", "n", "unknown_parameter")]
+    [InlineData("{\"content\":\"hi\",\"logprobs\":true}", "logprobs", "unknown_parameter")]
+    [InlineData("{\"content\":\"hi\",\"temprature\":0.5}", "temprature", "unknown_parameter")]
+    [InlineData("{\"content\":\"hi\",\"presence_penalty\":3}", "presence_penalty", "invalid_request")]
+    [InlineData("{\"content\":\"hi\",\"logit_bias\":{\"x\":1}}", "logit_bias.x", "invalid_request")]
+    [InlineData("{\"content\":\"hi\",\"response_format\":{\"type\":\"xml\"}}", "response_format.type", "invalid_request")]
+    [InlineData("{\"content\":\"hi\",\"stop\":[1]}", "stop", "invalid_request")]
+    public async Task A_frame_with_an_unknown_or_bad_field_gets_an_error_frame_naming_it(string frame, string param, string code)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var ws = await ConnectAsync("", cts.Token);
+        await ReceiveAsync(ws, cts.Token);
+        await SendAsync(ws, frame, cts.Token);
+        var error = await ReceiveAsync(ws, cts.Token);
+        Assert.Equal("error", error.GetProperty("type").GetString());
+        Assert.Equal(code, error.GetProperty("code").GetString());
+        Assert.Equal(param, error.GetProperty("param").GetString());
+        Assert.Contains(param, error.GetProperty("message").GetString());
+        Assert.Equal(WebSocketState.Open, ws.State);
+    }
+
+    [Fact]
+    public async Task A_turn_honours_the_http_chats_sampling_fields()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        using var ws = await ConnectAsync("", cts.Token);
+        await ReceiveAsync(ws, cts.Token);
+        async Task<JsonElement> FreshTurnAsync(string frame)
+        {
+            await SendAsync(ws, "{\"type\":\"reset\"}", cts.Token);
+            Assert.Equal("reset", (await ReceiveAsync(ws, cts.Token)).GetProperty("type").GetString());
+            return (await TurnAsync(ws, frame, cts.Token)).Done;
+        }
+
+        var json = await FreshTurnAsync("{\"content\":\"A cat in JSON\",\"max_tokens\":300,\"temperature\":0.8,\"seed\":3,\"response_format\":{\"type\":\"json_object\"}}");
+        Assert.Equal("stop", json.GetProperty("finish_reason").GetString());
+        Assert.Equal(JsonValueKind.Object, JsonDocument.Parse(json.GetProperty("text").GetString()!).RootElement.ValueKind);
+
+        // A +100 bias on one text token: a greedy answer of four of that token.
+        var biased = (await FreshTurnAsync("{\"content\":\"Once upon a time\",\"max_tokens\":4,\"temperature\":0,\"logit_bias\":{\"300\":100}}")).GetProperty("text").GetString()!;
+        Assert.True(biased.Length > 0 && biased.Length % 4 == 0, biased);
+        Assert.Equal(string.Concat(Enumerable.Repeat(biased[..(biased.Length / 4)], 4)), biased);
+
+        const string Greedy = "{\"content\":\"Once upon a time\",\"max_tokens\":32,\"temperature\":0";
+        var plain = (await FreshTurnAsync(Greedy + "}")).GetProperty("text").GetString()!;
+        var penalised = (await FreshTurnAsync(Greedy + ",\"frequency_penalty\":2,\"presence_penalty\":2}")).GetProperty("text").GetString()!;
+        Assert.NotEqual(plain, penalised);
+        var word = System.Text.RegularExpressions.Regex.Matches(plain, "[A-Za-z]{3,}").First(m => m.Index > 0).Value;
+        var stopped = await FreshTurnAsync(Greedy + ",\"stop\":[\"" + word + "\"]}");
+        Assert.Equal("stop", stopped.GetProperty("finish_reason").GetString());
+        Assert.Equal(plain[..plain.IndexOf(word, StringComparison.Ordinal)], stopped.GetProperty("text").GetString());
+
+        const string Seeded = "{\"content\":\"Once upon a time\",\"max_completion_tokens\":16,\"temperature\":1,\"top_p\":0.95,\"seed\":77}";
+        var first = await FreshTurnAsync(Seeded);
+        Assert.InRange(first.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), 1, 16);
+        Assert.Equal(first.GetProperty("text").GetString(), (await FreshTurnAsync(Seeded)).GetProperty("text").GetString());
+    }
+
     private sealed record Turn(JsonElement Done, List<JsonElement> Tokens, string Streamed);
 
     private static async Task<Turn> TurnAsync(ClientWebSocket ws, string frame, CancellationToken ct)

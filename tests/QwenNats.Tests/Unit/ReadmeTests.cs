@@ -132,18 +132,28 @@ public sealed partial class ReadmeTests
     }
 
     [Fact]
-    public void The_readme_chat_field_table_gives_every_field_the_parser_knows_its_status()
+    public void The_readme_chat_field_table_gives_every_field_the_parser_knows_its_status() =>
+        FieldTableMatches("### Chat completions fields", QwenNats.Ingress.OpenAi.RequestParser.ChatFields);
+
+    [Fact]
+    public void The_readme_completions_field_table_gives_every_field_the_parser_knows_its_status() =>
+        FieldTableMatches("### Completions fields", QwenNats.Ingress.OpenAi.RequestParser.CompletionFields);
+
+    [Fact]
+    public void The_readme_message_field_table_gives_every_field_the_parser_knows_its_status() =>
+        FieldTableMatches("### Message fields", QwenNats.Ingress.OpenAi.RequestParser.MessageFields);
+
+    private static void FieldTableMatches(string heading, IReadOnlyDictionary<string, QwenNats.Ingress.OpenAi.RequestParser.FieldStatus> known)
     {
         var lines = Readme.Split('\n');
-        var start = Array.FindIndex(lines, l => l == "### Chat completions fields");
-        Assert.True(start >= 0, "README.md has no '### Chat completions fields' table");
+        var start = Array.FindIndex(lines, l => l == heading);
+        Assert.True(start >= 0, $"README.md has no '{heading}' table");
         var rows = lines.Skip(start + 1).SkipWhile(l => !l.StartsWith('|')).TakeWhile(l => l.StartsWith('|')).Skip(2)
             .Select(r => r.Split('|', StringSplitOptions.TrimEntries)).ToList();
         var inReadme = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var cells in rows)
             foreach (var field in Regex.Matches(cells[1], "`([a-z_]+)`").Select(m => m.Groups[1].Value))
                 inReadme[field] = cells[2];
-        var known = QwenNats.Ingress.OpenAi.RequestParser.ChatFields;
         Assert.Equal(known.Keys.Order(), inReadme.Keys.Order());
         foreach (var (field, status) in known)
         {
