@@ -9,6 +9,8 @@
 #   chromium     Debian's browser at ${QWEN_CHROMIUM:-/usr/bin/chromium} (package chromium): the console's browser tests
 #   curl         (package curl): up.sh's readiness check, the CI smoke test and the README's examples
 #   promtool     (package prometheus): CI checks the Prometheus configuration and alert rules
+#   npm          (package npm; node 20.19 or later): CI lints the compose file (.ci/compose: dclint)
+#   systemd-analyze  (package systemd): CI verifies the systemd units of deploy/systemd
 #
 # For the missing ones it runs `apt-get update` once and then `apt-get install -y` of their packages,
 # with sudo when not run as root. --dry-run (or QWEN_PREREQS_DRY_RUN=1) prints what is missing and the
@@ -20,11 +22,11 @@ tools=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) tools+=("$arg") ;;
   esac
 done
-[ "${#tools[@]}" -gt 0 ] || { echo "usage: deploy/local/prereqs.sh [--dry-run] nats-server|chromium|curl|promtool..." >&2; exit 2; }
+[ "${#tools[@]}" -gt 0 ] || { echo "usage: deploy/local/prereqs.sh [--dry-run] nats-server|chromium|curl|promtool|npm|systemd-analyze..." >&2; exit 2; }
 
 present() { # tool -> 0 when installed
   case "$1" in
@@ -36,7 +38,9 @@ package() {
   case "$1" in
     nats-server|chromium|curl) echo "$1" ;;
     promtool) echo prometheus ;;
-    *) echo "prereqs.sh: unknown tool '$1' (known: nats-server, chromium, curl, promtool)" >&2; return 1 ;;
+    npm) echo npm ;;
+    systemd-analyze) echo systemd ;;
+    *) echo "prereqs.sh: unknown tool '$1' (known: nats-server, chromium, curl, promtool, npm, systemd-analyze)" >&2; return 1 ;;
   esac
 }
 
