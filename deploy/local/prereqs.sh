@@ -11,6 +11,7 @@
 #   promtool     (package prometheus): CI checks the Prometheus configuration and alert rules
 #   node         Node.js and npm (packages nodejs, npm): tests that drive the system with clients the project
 #                did not write (tests/clients/: the official openai npm client, nats.js)
+#   systemd-analyze  (package systemd): CI verifies the systemd units of deploy/systemd
 #
 # For the missing ones it runs `apt-get update` once and then `apt-get install -y` of their packages,
 # with sudo when not run as root. --dry-run (or QWEN_PREREQS_DRY_RUN=1) prints what is missing and the
@@ -22,11 +23,11 @@ tools=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) tools+=("$arg") ;;
   esac
 done
-[ "${#tools[@]}" -gt 0 ] || { echo "usage: deploy/local/prereqs.sh [--dry-run] nats-server|chromium|curl|promtool|node..." >&2; exit 2; }
+[ "${#tools[@]}" -gt 0 ] || { echo "usage: deploy/local/prereqs.sh [--dry-run] nats-server|chromium|curl|promtool|node|systemd-analyze..." >&2; exit 2; }
 
 present() { # tool -> 0 when installed
   case "$1" in
@@ -40,7 +41,8 @@ package() {
     nats-server|chromium|curl) echo "$1" ;;
     promtool) echo prometheus ;;
     node) echo "nodejs npm" ;;
-    *) echo "prereqs.sh: unknown tool '$1' (known: nats-server, chromium, curl, promtool, node)" >&2; return 1 ;;
+    systemd-analyze) echo systemd ;;
+    *) echo "prereqs.sh: unknown tool '$1' (known: nats-server, chromium, curl, promtool, node, systemd-analyze)" >&2; return 1 ;;
   esac
 }
 

@@ -33,15 +33,21 @@ public sealed class NatsCluster : IAsyncDisposable
         {
             var name = $"qwen-nats-{i + 1}";
             var dir = Path.Combine(Path.GetTempPath(), $"qwen-nats-cluster-{Guid.NewGuid().ToString("N")[..8]}-{i + 1}");
+            var clientPort = Ports.Free();
+            var httpPort = Ports.Free();
             var env = new Dictionary<string, string>(environment)
             {
                 ["QWEN_NATS_NAME"] = name,
                 ["QWEN_NATS_STORE"] = Path.Combine(dir, "js"),
                 ["QWEN_NATS_ROUTES"] = routes,
                 ["QWEN_NATS_ROUTE_PASSWORD"] = routePassword,
+                // The node's listen addresses, all on loopback (the flags below say the same ports again).
+                ["QWEN_NATS_CLIENT_LISTEN"] = $"127.0.0.1:{clientPort}",
+                ["QWEN_NATS_ROUTE_LISTEN"] = $"127.0.0.1:{routePorts[i]}",
+                ["QWEN_NATS_HTTP_LISTEN"] = $"127.0.0.1:{httpPort}",
             };
-            string[] args = [NatsServer.StoreFromConfig, "--cluster", $"nats://127.0.0.1:{routePorts[i]}", "-m", Ports.Free().ToString(System.Globalization.CultureInfo.InvariantCulture)];
-            return (name, node: await NatsServer.StartAsync(NodeConf, env, Ports.Free(), args, dir));
+            string[] args = [NatsServer.StoreFromConfig, "--cluster", $"nats://127.0.0.1:{routePorts[i]}", "-m", httpPort.ToString(System.Globalization.CultureInfo.InvariantCulture)];
+            return (name, node: await NatsServer.StartAsync(NodeConf, env, clientPort, args, dir));
         });
         var nodes = await Task.WhenAll(starts);
         return new NatsCluster(nodes.ToDictionary(n => n.name, n => n.node));
