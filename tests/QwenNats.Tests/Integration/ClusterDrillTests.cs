@@ -127,7 +127,9 @@ public sealed class ClusterDrillTests(ITestOutputHelper output)
 
             Assert.Equal(0, report.Lost);
             Assert.True(report.Succeeded > 0);
-            Assert.All(report.Codes.Keys, code => Assert.Contains(code, new[] { ErrorCodes.BusUnavailable, ErrorCodes.NoWorkers, ErrorCodes.WorkerLost, ErrorCodes.Overloaded }));
+            // Clear errors only: prompt 503s while a stream elects its leader, and 504s for work queued behind an
+            // election (a Raft election takes several seconds) that could not be answered within its deadline.
+            Assert.All(report.Codes.Keys, code => Assert.Contains(code, new[] { ErrorCodes.BusUnavailable, ErrorCodes.NoWorkers, ErrorCodes.WorkerLost, ErrorCodes.Overloaded, ErrorCodes.DeadlineExceeded }));
             // Both kills landed during the rollout, which carried on to its decision: the identical candidate is promoted.
             Assert.All(kills, k => Assert.Contains(k.Phase, new[] { RolloutPhase.Shadow, RolloutPhase.Canary }));
             Assert.True(end.Phase is RolloutPhase.Promoted or RolloutPhase.Stable && end.Live == "green", $"rollout ended in {end.Phase}, live {end.Live}: {end.Reason}");
