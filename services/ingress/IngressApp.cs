@@ -75,6 +75,7 @@ public static class IngressApp
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
         builder.Services.AddSingleton<Routing.SessionRouter>();
         builder.Services.AddSingleton<RequestRouting>();
+        builder.Services.AddSingleton<Routing.AccessAudit>();
         builder.Services.AddSingleton<Endpoints.ConversationStore>();
         builder.Services.AddInferenceClient(sp => IngressInference(sp.GetRequiredService<ServiceIdentity>(), sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<IngressOptions>>().Value));
         builder.Services.AddSingleton<IInferenceObserver, IngressInferenceObserver>();

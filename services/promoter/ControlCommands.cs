@@ -57,7 +57,9 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
                 var limit = Math.Clamp(request.Limit ?? O.HistoryDefault, 1, O.HistoryMax);
                 return new ControlReply { Ok = true, Events = await store.HistoryAsync(limit, ct), Leader = id };
             case Rollouts.Verbs.Pin:
-                return await PinAsync(request, ct);
+                return await PinAsync(request, reason, actor, ct);
+            case Rollouts.Verbs.Unpin:
+                return await UnpinAsync(request, reason, actor, ct);
             case Rollouts.Verbs.Start:
                 return await StartAsync(request, reason, actor, ct);
             case Rollouts.Verbs.Promote:
@@ -209,7 +211,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
         return new ControlReply { Ok = true, Assignment = assignment, Release = release, State = state, Pools = [releases.Pool(colour, assignment)], Leader = lease.Holder };
     }
 
-    private async Task<ControlReply> PinAsync(ControlRequest request, CancellationToken ct)
+    private async Task<ControlReply> PinAsync(ControlRequest request, string reason, string actor, CancellationToken ct)
     {
         var session = Trim(request.Session);
         var colour = Trim(request.Colour);
@@ -221,10 +223,25 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
         if (ttl <= TimeSpan.Zero || ttl > O.MaxPinTtl)
             return ControlReply.Refused("invalid_request", $"'ttl_seconds' must be between 1 and {(int)O.MaxPinTtl.TotalSeconds}.");
         var now = clock.GetUtcNow();
-        var pin = new SessionPin { Colour = colour, PinnedAt = now, By = "operator", ExpiresAt = now + ttl };
+        var pin = new SessionPin { Colour = colour, PinnedAt = now, By = "operator", ExpiresAt = now + ttl }; // who: the audit record
         await store.Sessions.PutAsync(SessionKeys.For(session), pin, cancellationToken: ct);
         PromoterLog.Pinned(logger, colour, ttl);
+        await store.RecordAccessAsync(Rollouts.Verbs.Pin, $"session {session} pinned to {colour} for {(int)ttl.TotalSeconds} s{(reason.Length > 0 ? ": " + reason : "")}", actor, ct);
         return new ControlReply { Ok = true, Pin = pin, Leader = lease.Holder };
+    }
+
+    private async Task<ControlReply> UnpinAsync(ControlRequest request, string reason, string actor, CancellationToken ct)
+    {
+        var session = Trim(request.Session);
+        if (session is null || session.Length > 128)
+            return ControlReply.Refused("invalid_request", "'session' is required (at most 128 characters).");
+        var key = SessionKeys.For(session);
+        var had = await store.Sessions.TryGetEntryAsync<SessionPin>(key, cancellationToken: ct) is { Success: true } entry && entry.Value.Value is not null;
+        if (!had)
+            return ControlReply.Refused("not_pinned", $"Session '{session}' has no pin.");
+        await store.Sessions.DeleteAsync(key, cancellationToken: ct);
+        await store.RecordAccessAsync(Rollouts.Verbs.Unpin, $"pin of session {session} removed{(reason.Length > 0 ? ": " + reason : "")}", actor, ct);
+        return new ControlReply { Ok = true, Leader = lease.Holder };
     }
 
     /// <summary>Free-text fields end up in the audit log: bounded, and without control characters.</summary>

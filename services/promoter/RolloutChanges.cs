@@ -116,7 +116,8 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
             var (state, _) = await log.GetAsync(ct);
             if (state.Version == 0)
                 return;
-            var last = (await log.HistoryAsync(1, ct)) is [var l] ? l : null;
+            // The last transition's record (access events in between carry the state unchanged).
+            var last = (await log.HistoryAsync(20, ct)).LastOrDefault(Rollouts.IsTransition);
             if (last is not null && last.State.Version >= state.Version)
                 return;
             var repair = new RolloutEvent

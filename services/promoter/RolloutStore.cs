@@ -46,6 +46,23 @@ public sealed class RolloutStore(TopologyClient topology, INatsJSContext js, IOp
         ack.EnsureSuccess();
     }
 
+    /// <summary>
+    /// Records an access event beside the rollout's transitions (a pin set or removed): the rollout's state at the
+    /// time, unchanged (<c>from</c> = <c>to</c>), under its own message id so it is never taken for a transition's
+    /// duplicate.
+    /// </summary>
+    public async Task RecordAccessAsync(string trigger, string reason, string actor, CancellationToken ct)
+    {
+        var (state, _) = await GetAsync(ct);
+        var e = new RolloutEvent
+        {
+            Trigger = trigger, From = state.Phase, To = state.Phase, State = state, Reason = reason, Actor = actor, Cause = "operator",
+            At = clock.GetUtcNow(),
+        };
+        var ack = await js.PublishAsync(Rollouts.Event(trigger), e, opts: new NatsJSPubOpts { MsgId = $"{trigger}-{Guid.NewGuid():N}" }, cancellationToken: ct);
+        ack.EnsureSuccess();
+    }
+
     /// <summary>The judge's latest verdict, when a judge has published one.</summary>
     public async Task<Verdict?> LatestVerdictAsync(CancellationToken ct)
     {

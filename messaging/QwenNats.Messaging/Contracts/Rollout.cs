@@ -22,6 +22,13 @@ public static class Rollouts
     public const string EventsSubjects = "qwen.events.>";
     public static string Event(string trigger) => $"qwen.events.rollout.{trigger}";
 
+    /// <summary>Triggers of access events in the audit log (a pin set or removed, a tester's colour choice): they
+    /// record the rollout's state unchanged, beside the transitions, and are not transitions themselves.</summary>
+    public static readonly IReadOnlyList<string> AccessTriggers = [Verbs.Pin, Verbs.Unpin, "colour-choice"];
+
+    /// <summary>Whether an audit event is a transition of the rollout (not an access event).</summary>
+    public static bool IsTransition(RolloutEvent e) => !AccessTriggers.Contains(e.Trigger);
+
     /// <summary>Operator request/reply subjects: <c>qwen.ctl.&lt;verb&gt;</c>.</summary>
     public static string Control(string verb) => $"qwen.ctl.{verb}";
     public const string ControlWildcard = "qwen.ctl.>";
@@ -43,13 +50,14 @@ public static class Rollouts
         public const string SetWeight = "set-weight";
         public const string History = "history";
         public const string Pin = "pin";
+        public const string Unpin = "unpin";
         public const string Golden = "golden";
         public const string Release = "release";
         public const string Releases = "releases";
         public const string Deploy = "deploy";
         public const string Compare = "compare";
 
-        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin, Golden, Compare, Release, Releases, Deploy];
+        public static readonly IReadOnlyList<string> All = [Status, Start, Promote, Rollback, Pause, Resume, Abort, SetWeight, History, Pin, Unpin, Golden, Compare, Release, Releases, Deploy];
 
         /// <summary>Verbs that run inference on both colours (the golden set, a comparison) and so take longer to answer.</summary>
         public static bool RunsInference(string verb) => verb is Golden or Compare;

@@ -6,7 +6,7 @@ namespace QwenNats.Ingress.Routing;
 /// <summary>Where one request goes: its colour and session.</summary>
 public sealed record RouteResult(string Colour, string Session, RouteReason Reason);
 
-public sealed partial class RequestRouting(IOptions<IngressOptions> options, RolloutView view, SessionRouter router, ILogger<RequestRouting> logger)
+public sealed partial class RequestRouting(IOptions<IngressOptions> options, RolloutView view, SessionRouter router, AccessAudit audit, ILogger<RequestRouting> logger)
 {
     public const string ColourHeader = "X-Qwen-Colour";
     public const string ProfileHeader = "X-Qwen-Profile";
@@ -26,7 +26,8 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
 
     /// <summary>
     /// The colour for this request: a tester's explicit colour when one is named (the operator token or an API key
-    /// with the tester scope; 403 <c>colour_choice_forbidden</c> for anyone else; validated, no pin change, logged),
+    /// with the tester scope; 403 <c>colour_choice_forbidden</c> for anyone else; validated, no pin change, logged and
+    /// recorded in the audit log by <see cref="AccessAudit"/>),
     /// otherwise the session's pinned colour or a new pin from the rollout state.
     /// </summary>
     public async Task<(RouteResult? Route, ApiError? Error)> RouteAsync(HttpContext http, string? user, string? requested)
@@ -43,6 +44,7 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
         if (!string.IsNullOrEmpty(requested))
         {
             ColourOverride(logger, caller!.Name, colour, LiveColour, session, http.Request.Path.Value ?? "");
+            audit.ColourChosen(caller.Name, colour, session, http.Request.Path.Value ?? "");
             return (new RouteResult(colour, session, RouteReason.Explicit), null);
         }
         var decision = await router.RouteAsync(session, http.RequestAborted);

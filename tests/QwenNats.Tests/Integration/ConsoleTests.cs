@@ -102,7 +102,7 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         await Expect(page, "#phase", "Shadow");
         Assert.Equal("green", await page.GetAttributeAsync("#candidate", "data-colour"));
         await page.Locator("#events li[data-trigger=start]").Filter(new() { HasText = reason }).WaitForAsync();
-        var started = (await fx.CtlAsync("history", "{\"limit\":1}")).Events!.Single();
+        var started = (await fx.CtlAsync("history", "{\"limit\":10}")).Events!.Last(Rollouts.IsTransition);
         Assert.Equal(("start", reason, "console"), (started.Trigger, started.Reason, started.Actor));
         await Browser.ScreenshotAsync(page, test, "05-shadow");
 

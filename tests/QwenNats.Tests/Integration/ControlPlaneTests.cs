@@ -45,7 +45,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal("customers complain", mine.Last().Reason);
         Assert.Equal("bob", mine.Last().Actor);
         Assert.All(mine, e => Assert.Equal("operator", e.Cause));
-        var versions = history.Events!.Select(e => e.State.Version).ToList();
+        var versions = history.Events!.Where(Rollouts.IsTransition).Select(e => e.State.Version).ToList();
         Assert.Equal(versions.OrderBy(v => v), versions);
         Assert.Equal(versions.Count, versions.Distinct().Count());
 
@@ -53,7 +53,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         while ((await fx.CtlAsync("status", ct: cts.Token)).State!.Phase != RolloutPhase.Stable)
             await Task.Delay(100, cts.Token);
-        var last = (await fx.CtlAsync("history", "{\"limit\":1}")).Events!.Single();
+        var last = (await fx.CtlAsync("history", "{\"limit\":10}")).Events!.Last(Rollouts.IsTransition);
         Assert.Equal(("finish", "timer"), (last.Trigger, last.Cause));
     }
 
@@ -144,15 +144,63 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
     }
 
     [Fact]
-    public async Task An_operator_can_pin_a_session_to_a_colour_for_grey_testing()
+    public async Task An_operator_can_pin_a_session_to_a_colour_for_grey_testing_and_remove_the_pin_both_audited()
     {
-        var pin = await fx.CtlAsync("pin", "{\"session\":\"tester-1\",\"colour\":\"green\",\"ttl_seconds\":60}");
+        var pin = await fx.CtlAsync("pin", "{\"session\":\"tester-1\",\"colour\":\"green\",\"ttl_seconds\":60,\"actor\":\"alice\",\"reason\":\"try v2\"}");
         Assert.True(pin.Ok, pin.Error);
         Assert.Equal("operator", pin.Pin!.By);
-        using var r = await fx.Http2.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"nice\"}", session: "tester-1"));
-        Assert.Equal("green", (await Api.JsonAsync(r)).GetProperty("colour").GetString());
-        Assert.Equal("OperatorPin", Api.Header(r, "X-Qwen-Route"));
+        using (var r = await fx.Http2.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"nice\"}", session: "tester-1")))
+        {
+            Assert.Equal("green", (await Api.JsonAsync(r)).GetProperty("colour").GetString());
+            Assert.Equal("OperatorPin", Api.Header(r, "X-Qwen-Route"));
+        }
         Assert.Equal("blue", await ColourAsync(fx.Http2, "not-a-tester"));
+
+        // And back: the pin is removed, the session follows the rollout again (blue is live).
+        var unpin = await fx.CtlAsync("unpin", "{\"session\":\"tester-1\",\"actor\":\"alice\"}");
+        Assert.True(unpin.Ok, unpin.Error);
+        Assert.Equal("blue", await ColourAsync(fx.Http2, "tester-1"));
+        var again = await fx.CtlAsync("unpin", "{\"session\":\"never-pinned\"}");
+        Assert.Equal("not_pinned", again.Code);
+
+        var events = (await fx.CtlAsync("history", "{\"limit\":50}")).Events!;
+        var pinned = Assert.Single(events, e => e.Trigger == "pin" && e.Reason.Contains("tester-1", StringComparison.Ordinal));
+        Assert.Equal("alice", pinned.Actor);
+        Assert.Contains("green", pinned.Reason, StringComparison.Ordinal);
+        Assert.Contains("try v2", pinned.Reason, StringComparison.Ordinal);
+        Assert.Equal(pinned.From, pinned.To);
+        var removed = Assert.Single(events, e => e.Trigger == "unpin" && e.Reason.Contains("tester-1", StringComparison.Ordinal));
+        Assert.Equal("alice", removed.Actor);
+        Assert.True(removed.At >= pinned.At);
+        Assert.DoesNotContain(events, e => e.Reason.Contains("never-pinned", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_testers_colour_choice_is_recorded_in_the_audit_log_once_per_session_and_colour()
+    {
+        var session = $"chooser-{Guid.NewGuid():N}";
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await fx.Http2.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"nice\"}", colour: "green", session: session));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal("green", Api.Header(r, "X-Qwen-Colour"));
+        }
+        // The read-only ingress (no operator token) refuses the same choice: nothing to record.
+        var refusedSession = $"refused-{Guid.NewGuid():N}";
+        using (var refused = await fx.Http1.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"nice\"}", colour: "green", session: refusedSession)))
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+
+        IReadOnlyList<RolloutEvent> chosen = [];
+        await EventuallyAsync(async () =>
+        {
+            chosen = (await fx.CtlAsync("history", "{\"limit\":100}")).Events!.Where(e => e.Trigger == "colour-choice" && e.Reason.Contains(session, StringComparison.Ordinal)).ToList();
+            return chosen.Count > 0;
+        });
+        var e = Assert.Single(chosen);
+        Assert.Equal("operator", e.Actor);
+        Assert.Equal("tester", e.Cause);
+        Assert.Contains("chose green (live blue)", e.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain((await fx.CtlAsync("history", "{\"limit\":100}")).Events!, x => x.Reason.Contains(refusedSession, StringComparison.Ordinal));
     }
 
     [Fact]

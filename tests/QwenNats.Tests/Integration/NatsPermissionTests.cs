@@ -170,6 +170,7 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             }
             await TryPublishAsync("ingress", Rollouts.Control("start"), "send an operator command");
             await TryPublishAsync("ingress", "$KV.qwen_rollout.state", "write the rollout state");
+            await TryPublishAsync("ingress", Rollouts.Event("start"), "forge a rollout transition in the audit log");
             await TryPublishAsync("worker_blue", "$JS.API.CONSUMER.MSG.NEXT.QWEN_WORK_GREEN.workers", "take green work");
             await TryPublishAsync("worker_blue", Rollouts.Control("promote"), "send an operator command");
             await TryPublishAsync("worker_blue", Subjects.Infer("blue"), "publish inference work");

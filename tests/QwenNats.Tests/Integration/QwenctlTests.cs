@@ -25,6 +25,7 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
             [Rollouts.Verbs.Rollback] = "",
             [Rollouts.Verbs.History] = "{\"limit\":3}",
             [Rollouts.Verbs.Pin] = "{\"session\":\"qwenctl-test\",\"colour\":\"green\",\"ttl_seconds\":5}",
+            [Rollouts.Verbs.Unpin] = "{\"session\":\"qwenctl-test\"}",
             [Rollouts.Verbs.Golden] = "{\"colour\":\"blue\"}",
             [Rollouts.Verbs.Compare] = "{\"colour\":\"purple\"}",
             [Rollouts.Verbs.Status] = "",
@@ -47,7 +48,7 @@ public sealed class QwenctlTests(RolloutFixture fx) : IAsyncLifetime
         Assert.True(answers[Rollouts.Verbs.Start] && answers[Rollouts.Verbs.SetWeight] && answers[Rollouts.Verbs.Pause]
                     && answers[Rollouts.Verbs.Resume] && answers[Rollouts.Verbs.Promote] && answers[Rollouts.Verbs.Abort]);
         Assert.False(answers[Rollouts.Verbs.Rollback]);
-        Assert.True(answers[Rollouts.Verbs.Status] && answers[Rollouts.Verbs.History] && answers[Rollouts.Verbs.Pin] && answers[Rollouts.Verbs.Releases]);
+        Assert.True(answers[Rollouts.Verbs.Status] && answers[Rollouts.Verbs.History] && answers[Rollouts.Verbs.Pin] && answers[Rollouts.Verbs.Unpin] && answers[Rollouts.Verbs.Releases]);
         // A release without a model and profile, a deploy of a release nobody registered and a comparison with an unknown colour are refused.
         Assert.False(answers[Rollouts.Verbs.Release] || answers[Rollouts.Verbs.Deploy] || answers[Rollouts.Verbs.Compare]);
     }
