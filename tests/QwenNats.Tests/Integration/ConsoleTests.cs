@@ -40,10 +40,13 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         await using var browser = await Browser.LaunchAsync();
         var frames = new List<string>();
         var failedLoads = new List<string>();
+        var consoleErrors = new List<string>();
         var page = await browser.OpenAsync(http.BaseAddress!, p =>
         {
             p.WebSocket += (_, ws) => ws.FrameReceived += (_, f) => { lock (frames) frames.Add(f.Text ?? ""); };
             p.Response += (_, r) => { if (r.Status >= 400) lock (failedLoads) failedLoads.Add($"{r.Status} {r.Url}"); };
+            p.Console += (_, m) => { if (m.Type == "error") lock (consoleErrors) consoleErrors.Add(m.Text); };
+            p.PageError += (_, e) => { lock (consoleErrors) consoleErrors.Add(e); };
         });
 
         await Expect(page, "#feed-status", "live");
@@ -53,6 +56,7 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Contains("Actions need the operator token", await page.TextContentAsync("#operator-mode"));
         await Browser.ScreenshotAsync(page, test, "01-loaded");
         lock (failedLoads) Assert.Empty(failedLoads); // every asset, the icon included, loads
+        lock (consoleErrors) Assert.Empty(consoleErrors); // and the browser's console shows no error
 
         // Chat: the answer streams in token by token and is marked with the colour and profile that served it.
         await page.FillAsync("#chat-input", "Once upon a time");
