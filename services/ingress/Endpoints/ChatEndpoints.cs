@@ -17,46 +17,17 @@ public static class ChatEndpoints
     private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
     {
         var o = options.Value;
-        var (doc, readError) = await JsonBodyReader.ReadAsync(http, o.MaxBodyBytes);
-        if (doc is null)
-        {
-            await JsonAnswers.WriteErrorAsync(http, readError!);
+        if (await OpenAiPipeline.ReadAndRouteAsync<ChatCompletionRequest>(http, routing, o, RequestParser.TryParseChat, c => c.User) is not (var chat, var route))
             return;
-        }
-        ChatCompletionRequest chat;
-        using (doc)
-        {
-            if (!RequestParser.TryParseChat(doc.RootElement, o.MaxTokensLimit, out chat, out var parseError, o.MaxPromptChars))
-            {
-                await JsonAnswers.WriteErrorAsync(http, parseError!);
-                return;
-            }
-        }
-        var (route, routeError) = await routing.RouteAsync(http, chat.User, http.Request.Headers[RequestRouting.ColourHeader]);
-        if (route is null)
-        {
-            await JsonAnswers.WriteErrorAsync(http, routeError!);
-            return;
-        }
-        var (colour, session) = (route.Colour, route.Session);
-
         var id = ServedBy.NewId("chatcmpl");
         var logger = loggers.CreateLogger("QwenNats.Ingress.Chat");
-        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = id, ["session_id"] = session });
+        using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = id, ["session_id"] = route.Session });
         var draft = new InferRequest
         {
-            Id = id, SessionId = session, Task = InferTasks.Chat, Messages = chat.Messages, Sampling = chat.Sampling, Stream = chat.Stream, ReplyTo = "",
+            Id = id, SessionId = route.Session, Task = InferTasks.Chat, Messages = chat.Messages, Sampling = chat.Sampling, Stream = chat.Stream, ReplyTo = "",
         };
-
-        var start = await client.TryStartAsync(InferenceQueue.Live, colour, draft, o.RequestTimeout, http.RequestAborted);
-        if (!start.Started)
-        {
-            ServedBy.Stamp(http, colour, null, null, id);
-            await JsonAnswers.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
+        if (await OpenAiPipeline.StartAsync(http, client, route, draft, o) is not { } call)
             return;
-        }
-        var call = start.Call;
-
         await using (call)
         {
             var started = DateTimeOffset.UtcNow;
@@ -87,8 +58,7 @@ public static class ChatEndpoints
             }
             if (reply.Error is { } e)
             {
-                ServedBy.Stamp(http, e.Colour ?? call.Colour, call.Accepted?.ProfileVersion, e.WorkerId, call.Id);
-                await JsonAnswers.WriteErrorAsync(http, ApiError.FromInfer(e), o.RetryAfterSeconds);
+                await OpenAiPipeline.ErrorAsync(http, call, e, o);
                 return;
             }
         }
@@ -100,12 +70,7 @@ public static class ChatEndpoints
         var started = false;
         async Task StartAsync(InferAccepted a)
         {
-            ServedBy.Stamp(http, a.Colour, a.ProfileVersion, a.WorkerId, call.Id, a.Release);
-            http.Response.StatusCode = 200;
-            http.Response.ContentType = "text/event-stream; charset=utf-8";
-            http.Response.Headers.CacheControl = "no-cache";
-            http.Response.Headers["X-Accel-Buffering"] = "no";
-            await http.Response.StartAsync(http.RequestAborted);
+            await OpenAiPipeline.StartEventsAsync(http, call, a);
             await SendAsync(http, Chunk(call, a, created, new Delta(ChatRoles.Assistant, ""), null), chat.IncludeUsage);
             started = true;
         }
@@ -130,22 +95,12 @@ public static class ChatEndpoints
                 // OpenAI's include_usage: one more chunk after the finish chunk, with no choices and the usage.
                 if (chat.IncludeUsage)
                     await SendAsync(http, finish with { Choices = [], TrimmedMessages = null }, true, new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens));
-                await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
-                await http.Response.Body.FlushAsync(http.RequestAborted);
+                await OpenAiPipeline.EndEventsAsync(http);
                 return;
             }
             else if (reply.Error is { } e)
             {
-                var error = ApiError.FromInfer(e);
-                if (!started)
-                {
-                    ServedBy.Stamp(http, e.Colour ?? call.Colour, null, e.WorkerId, call.Id);
-                    await JsonAnswers.WriteErrorAsync(http, error, o.RetryAfterSeconds);
-                    return;
-                }
-                await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(error.ToBody(), IngressJson.Context.ErrorBody)}\n\n", http.RequestAborted);
-                await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
-                await http.Response.Body.FlushAsync(http.RequestAborted);
+                await OpenAiPipeline.StreamErrorAsync(http, call, e, started, o);
                 return;
             }
         }
@@ -160,7 +115,6 @@ public static class ChatEndpoints
         var json = includeUsage
             ? JsonSerializer.Serialize(new ChatCompletionChunkWithUsage(chunk.Id, chunk.Object, chunk.Created, chunk.Model, chunk.Choices, chunk.Colour, chunk.Profile, usage, chunk.TrimmedMessages), IngressJson.Context.ChatCompletionChunkWithUsage)
             : JsonSerializer.Serialize(chunk, IngressJson.Context.ChatCompletionChunk);
-        await http.Response.WriteAsync($"data: {json}\n\n", http.RequestAborted);
-        await http.Response.Body.FlushAsync(http.RequestAborted);
+        await OpenAiPipeline.SendEventAsync(http, json);
     }
 }

@@ -21,28 +21,8 @@ public static class CompletionEndpoints
     private static async Task HandleAsync(HttpContext http, IInferenceClient client, RequestRouting routing, IOptions<IngressOptions> options, ILoggerFactory loggers)
     {
         var o = options.Value;
-        var (doc, readError) = await JsonBodyReader.ReadAsync(http, o.MaxBodyBytes);
-        if (doc is null)
-        {
-            await JsonAnswers.WriteErrorAsync(http, readError!);
+        if (await OpenAiPipeline.ReadAndRouteAsync<CompletionRequest>(http, routing, o, RequestParser.TryParseCompletion, c => c.User) is not (var completion, var route))
             return;
-        }
-        CompletionRequest completion;
-        using (doc)
-        {
-            if (!RequestParser.TryParseCompletion(doc.RootElement, o.MaxTokensLimit, out completion, out var parseError, o.MaxPromptChars))
-            {
-                await JsonAnswers.WriteErrorAsync(http, parseError!);
-                return;
-            }
-        }
-        var (route, routeError) = await routing.RouteAsync(http, completion.User, http.Request.Headers[RequestRouting.ColourHeader]);
-        if (route is null)
-        {
-            await JsonAnswers.WriteErrorAsync(http, routeError!);
-            return;
-        }
-
         var id = ServedBy.NewId("cmpl");
         var logger = loggers.CreateLogger("QwenNats.Ingress.Completions");
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = id, ["session_id"] = route.Session });
@@ -51,19 +31,15 @@ public static class CompletionEndpoints
             Id = id, SessionId = route.Session, Task = InferTasks.Completion, Input = completion.Prompt,
             Sampling = completion.Sampling, Stream = completion.Stream, ReplyTo = "",
         };
-
-        var start = await client.TryStartAsync(InferenceQueue.Live, route.Colour, draft, o.RequestTimeout, http.RequestAborted);
-        if (!start.Started)
-        {
-            ServedBy.Stamp(http, route.Colour, null, null, id);
-            await JsonAnswers.WriteErrorAsync(http, new ApiError(start.Status, start.Code, start.Message), o.RetryAfterSeconds);
+        if (await OpenAiPipeline.StartAsync(http, client, route, draft, o) is not { } call)
             return;
+        await using (call)
+        {
+            if (completion.Stream)
+                await StreamAsync(http, call, completion, o);
+            else
+                await RespondAsync(http, call, completion, DateTimeOffset.UtcNow, o);
         }
-        await using var call = start.Call;
-        if (completion.Stream)
-            await StreamAsync(http, call, completion, o);
-        else
-            await RespondAsync(http, call, completion, DateTimeOffset.UtcNow, o);
     }
 
     private static async Task RespondAsync(HttpContext http, InferenceCall call, CompletionRequest completion, DateTimeOffset started, IngressOptions o)
@@ -86,8 +62,7 @@ public static class CompletionEndpoints
             }
             if (reply.Error is { } e)
             {
-                ServedBy.Stamp(http, e.Colour ?? call.Colour, call.Accepted?.ProfileVersion, e.WorkerId, call.Id);
-                await JsonAnswers.WriteErrorAsync(http, ApiError.FromInfer(e), o.RetryAfterSeconds);
+                await OpenAiPipeline.ErrorAsync(http, call, e, o);
                 return;
             }
         }
@@ -101,12 +76,7 @@ public static class CompletionEndpoints
         var offset = completion.Echo ? completion.Prompt.Length : 0;
         async Task StartAsync(InferAccepted a)
         {
-            ServedBy.Stamp(http, a.Colour, a.ProfileVersion, a.WorkerId, call.Id, a.Release);
-            http.Response.StatusCode = 200;
-            http.Response.ContentType = "text/event-stream; charset=utf-8";
-            http.Response.Headers.CacheControl = "no-cache";
-            http.Response.Headers["X-Accel-Buffering"] = "no";
-            await http.Response.StartAsync(http.RequestAborted);
+            await OpenAiPipeline.StartEventsAsync(http, call, a);
             if (completion.Echo)
                 await SendAsync(http, Chunk(call, a, created, completion.Prompt, null, null), completion.IncludeUsage);
             started = true;
@@ -132,22 +102,12 @@ public static class CompletionEndpoints
                 // OpenAI's include_usage: one more chunk, with no choices and the usage.
                 if (completion.IncludeUsage)
                     await SendAsync(http, finish with { Choices = [] }, true, new Usage(r.PromptTokens, r.CompletionTokens, r.PromptTokens + r.CompletionTokens));
-                await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
-                await http.Response.Body.FlushAsync(http.RequestAborted);
+                await OpenAiPipeline.EndEventsAsync(http);
                 return;
             }
             else if (reply.Error is { } e)
             {
-                var error = ApiError.FromInfer(e);
-                if (!started)
-                {
-                    ServedBy.Stamp(http, e.Colour ?? call.Colour, null, e.WorkerId, call.Id);
-                    await JsonAnswers.WriteErrorAsync(http, error, o.RetryAfterSeconds);
-                    return;
-                }
-                await http.Response.WriteAsync($"data: {JsonSerializer.Serialize(error.ToBody(), IngressJson.Context.ErrorBody)}\n\n", http.RequestAborted);
-                await http.Response.WriteAsync("data: [DONE]\n\n", http.RequestAborted);
-                await http.Response.Body.FlushAsync(http.RequestAborted);
+                await OpenAiPipeline.StreamErrorAsync(http, call, e, started, o);
                 return;
             }
         }
@@ -162,7 +122,6 @@ public static class CompletionEndpoints
         var json = includeUsage
             ? JsonSerializer.Serialize(new TextCompletionChunkWithUsage(chunk.Id, chunk.Object, chunk.Created, chunk.Model, chunk.Choices, chunk.Colour, chunk.Profile, usage), IngressJson.Context.TextCompletionChunkWithUsage)
             : JsonSerializer.Serialize(chunk, IngressJson.Context.TextCompletionChunk);
-        await http.Response.WriteAsync($"data: {json}\n\n", http.RequestAborted);
-        await http.Response.Body.FlushAsync(http.RequestAborted);
+        await OpenAiPipeline.SendEventAsync(http, json);
     }
 }
