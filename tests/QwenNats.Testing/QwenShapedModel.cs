@@ -11,8 +11,13 @@ public sealed record QwenShape(int Layers, int Hidden, int Heads, int KvHeads, i
     /// output tied to the embeddings, 32k context.</summary>
     public static readonly QwenShape Qwen15_0_5B = new(24, 1024, 16, 16, 2816, 151936, 32768, TiedOutput: true, "Qwen1.5-0.5B-shaped");
 
-    /// <summary>The same architecture, small enough for a test to write and load in a second.</summary>
+    /// <summary>The same architecture, small enough for a test to write and load in a second. Its 2048-token
+    /// vocabulary is too small for Qwen's tokenizer: write it with <see cref="QwenShapedModel.WriteWithByteVocabulary"/>.</summary>
     public static readonly QwenShape Miniature = new(2, 256, 4, 4, 512, 2048, 4096, TiedOutput: true, "Qwen2-miniature");
+
+    /// <summary>Two tiny layers with Qwen's full vocabulary (151936 rows, 19 MiB of F16 embeddings): a model whose
+    /// tokenizer is Qwen's, small enough for a test.</summary>
+    public static readonly QwenShape MiniatureQwenVocabulary = new(2, 64, 4, 4, 128, 151936, 4096, TiedOutput: true, "Qwen2-miniature-qwen-vocabulary");
 
     public long Parameters =>
         (long)Vocab * Hidden * (TiedOutput ? 1 : 2) + Hidden
@@ -20,10 +25,11 @@ public sealed record QwenShape(int Layers, int Hidden, int Heads, int KvHeads, i
 }
 
 /// <summary>
-/// Writes a GGUF (version 3) with the exact tensor shapes and metadata of a Qwen2-architecture model — a
-/// byte-level BPE vocabulary with Qwen's special tokens, a ChatML chat template — and random weights
-/// (F16 matrices, F32 norms and biases). Its compute per token is the real model's, so timings on it
-/// predict the real model's without downloading it; its answers are noise. Quantize it with LLamaSharp.
+/// Writes a GGUF (version 3) with the exact tensor shapes and metadata of a Qwen2-architecture model — Qwen's
+/// byte-level BPE tokenizer (vocabulary, merges, special tokens, pre-tokenizer <c>qwen2</c>), a ChatML chat
+/// template — and random weights (F16 matrices, F32 norms and biases). Its compute per token is the real model's
+/// and prompts tokenize to the real model's token counts, so timings on it predict the real model's without
+/// downloading it; its answers are noise. Quantize it with LLamaSharp.
 /// </summary>
 public static class QwenShapedModel
 {
@@ -42,12 +48,33 @@ public static class QwenShapedModel
         public long Bytes => Elements * (Type == GgmlType.F16 ? 2 : 4);
     }
 
-    public static void Write(string path, QwenShape shape, int seed = 1)
+    /// <summary>
+    /// Writes the model with Qwen's real tokenizer: the 151,643 regular tokens and merges of <paramref name="tokenizer"/>
+    /// (<see cref="QwenTokenizer.FromNpmAsync"/>), <c>&lt;|endoftext|&gt;</c>, <c>&lt;|im_start|&gt;</c> and <c>&lt;|im_end|&gt;</c>
+    /// at ids 151643 to 151645, and the rest of the shape's vocabulary as unused <c>[PADn]</c> tokens, as the GGUFs
+    /// converted from Qwen1.5 have. The shape's vocabulary must hold them all (Qwen's is 151936).
+    /// </summary>
+    public static void Write(string path, QwenShape shape, QwenTokenizer tokenizer, int seed = 1)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        WriteFile(path, shape, QwenVocabulary(shape.Vocab, tokenizer), seed);
+    }
+
+    /// <summary>
+    /// Writes the model with a stand-in vocabulary of the shape's size and no merges, so any text tokenizes to one
+    /// token per UTF-8 byte (about four times Qwen's token count for English). For shapes whose vocabulary is too
+    /// small for Qwen's tokenizer (<see cref="QwenShape.Miniature"/>) or where token counts do not matter; it needs
+    /// no tokenizer data.
+    /// </summary>
+    public static void WriteWithByteVocabulary(string path, QwenShape shape, int seed = 1) =>
+        WriteFile(path, shape, ByteVocabulary(shape.Vocab), seed);
+
+    private static void WriteFile(string path, QwenShape shape, Vocabulary vocabulary, int seed)
     {
         var tensors = Tensors(shape);
         using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         using var w = new BinaryWriter(file, Encoding.UTF8, leaveOpen: true);
-        var kv = Metadata(shape);
+        var kv = Metadata(shape, vocabulary);
         w.Write(0x46554747u);            // "GGUF"
         w.Write(3u);                     // version
         w.Write((ulong)tensors.Count);
@@ -120,9 +147,9 @@ public static class QwenShapedModel
         return list;
     }
 
-    private static List<(string Key, Action<BinaryWriter> Write)> Metadata(QwenShape s)
+    private static List<(string Key, Action<BinaryWriter> Write)> Metadata(QwenShape s, Vocabulary v)
     {
-        var (tokens, types, bos, eos) = Vocabulary(s.Vocab);
+        var (tokens, types, merges, bos, eos) = v;
         var a = "qwen2";
         return
         [
@@ -158,7 +185,8 @@ public static class QwenShapedModel
             {
                 w.Write((uint)GgufType.Array);
                 w.Write((uint)GgufType.String);
-                w.Write(0UL);
+                w.Write((ulong)merges.Count);
+                foreach (var m in merges) WriteString(w, m);
             }),
             ("tokenizer.ggml.bos_token_id", w => U32(w, (uint)bos)),
             ("tokenizer.ggml.eos_token_id", w => U32(w, (uint)eos)),
@@ -168,16 +196,37 @@ public static class QwenShapedModel
         ];
     }
 
-    /// <summary>
-    /// A byte-level BPE vocabulary: the 256 byte symbols of GPT-2's byte-to-unicode map first (so any text
-    /// tokenizes, one token per byte — there are no merges), then distinct filler tokens, then Qwen's
-    /// special tokens (<c>&lt;|endoftext|&gt;</c>, <c>&lt;|im_start|&gt;</c>, <c>&lt;|im_end|&gt;</c>) at Qwen's ids, then padding.
-    /// </summary>
-    private static (List<string> Tokens, List<int> Types, int Bos, int Eos) Vocabulary(int size)
+    private sealed record Vocabulary(IReadOnlyList<string> Tokens, IReadOnlyList<int> Types, IReadOnlyList<string> Merges, int Bos, int Eos);
+
+    private const int Normal = 1, Control = 3, Unused = 5;
+
+    /// <summary>Qwen's regular tokens and merges, its ChatML special tokens at their ids, then unused padding.</summary>
+    private static Vocabulary QwenVocabulary(int size, QwenTokenizer tokenizer)
     {
-        const int Normal = 1, Control = 3, Unused = 5;
+        var specials = QwenTokenizer.ChatMlSpecialTokens;
+        var regular = tokenizer.Tokens.Count;
+        if (size < regular + specials.Count)
+            throw new ArgumentException(
+                $"A vocabulary of {size} tokens cannot hold Qwen's {regular} regular and {specials.Count} special tokens; use a shape with Qwen's 151936 " +
+                $"(such as {nameof(QwenShape)}.{nameof(QwenShape.MiniatureQwenVocabulary)}) or {nameof(WriteWithByteVocabulary)}.", nameof(size));
+        var tokens = new List<string>(size);
+        var types = new List<int>(size);
+        tokens.AddRange(tokenizer.Tokens);
+        types.AddRange(Enumerable.Repeat(Normal, regular));
+        foreach (var s in specials) { tokens.Add(s); types.Add(Control); }
+        for (var i = tokens.Count; i < size; i++) { tokens.Add($"[PAD{i.ToString(CultureInfo.InvariantCulture)}]"); types.Add(Unused); }
+        return new Vocabulary(tokens, types, tokenizer.Merges, regular, regular + 2);
+    }
+
+    /// <summary>
+    /// A byte-level vocabulary without merges: the 256 byte symbols of GPT-2's byte-to-unicode map first (so any text
+    /// tokenizes, one token per byte), then distinct filler tokens, then Qwen's special tokens
+    /// (<c>&lt;|endoftext|&gt;</c>, <c>&lt;|im_start|&gt;</c>, <c>&lt;|im_end|&gt;</c>) at Qwen's ids (or at the end of a smaller vocabulary), then padding.
+    /// </summary>
+    private static Vocabulary ByteVocabulary(int size)
+    {
         var bytes = ByteSymbols();
-        var special = Math.Min(151643, size - 3);
+        var special = Math.Min(QwenTokenizer.RegularTokenCount, size - 3);
         var tokens = new List<string>(size);
         var types = new List<int>(size);
         for (var b = 0; b < 256; b++) { tokens.Add(bytes[b].ToString()); types.Add(Normal); }
@@ -187,9 +236,9 @@ public static class QwenShapedModel
             tokens.Add(i % 2 == 0 ? "\u0120" + word : word);   // U+0120 is the byte symbol of a space
             types.Add(Normal);
         }
-        foreach (var s in new[] { "<|endoftext|>", "<|im_start|>", "<|im_end|>" }) { tokens.Add(s); types.Add(Control); }
+        foreach (var s in QwenTokenizer.ChatMlSpecialTokens) { tokens.Add(s); types.Add(Control); }
         for (var i = tokens.Count; i < size; i++) { tokens.Add($"[PAD{i.ToString(CultureInfo.InvariantCulture)}]"); types.Add(Unused); }
-        return (tokens, types, special, special + 2);
+        return new Vocabulary(tokens, types, [], special, special + 2);
     }
 
     private static string Base26(int n)

@@ -34,7 +34,7 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
             await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
 
             var model = Path.Combine(dir, "big.gguf");
-            QwenShapedModel.Write(model, Sixty);
+            QwenShapedModel.WriteWithByteVocabulary(model, Sixty);
             var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
             var sha = (await ModelStore.UploadAsync(store, model, CancellationToken.None)).Sha256;
             var registered = await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "big", ModelSha256 = sha, Profile = PromptProfile.Load(Paths.Profile("v1")) });

