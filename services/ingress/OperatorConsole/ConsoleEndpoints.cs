@@ -48,7 +48,10 @@ public static class ConsoleEndpoints
     /// <summary>The verbs the console may send; everything else stays with <c>qwen.ctl.*</c>.</summary>
     public static readonly IReadOnlyList<string> Actions =
         [Rollouts.Verbs.Start, Rollouts.Verbs.Promote, Rollouts.Verbs.Pause, Rollouts.Verbs.Resume, Rollouts.Verbs.Rollback, Rollouts.Verbs.Abort, Rollouts.Verbs.SetWeight,
-         Rollouts.Verbs.Deploy];
+         Rollouts.Verbs.Deploy, Rollouts.Verbs.Pin, Rollouts.Verbs.Unpin];
+
+    /// <summary>Longest session id a pin action may name (as the ingress accepts session ids).</summary>
+    public const int MaxSessionChars = 128;
 
     /// <summary>Longest release id a deploy action may name (release ids are KV keys of at most 64 characters).</summary>
     public const int MaxReleaseChars = 64;
@@ -272,10 +275,31 @@ public static class ConsoleEndpoints
                 return false;
             }
         }
+        string? session = null;
+        if (verb is Rollouts.Verbs.Pin or Rollouts.Verbs.Unpin)
+        {
+            // A tester's switch: the console's own session to a colour (the candidate) and back, audited by the promoter.
+            session = root.TryGetProperty("session", out var sid) && sid.ValueKind == JsonValueKind.String ? sid.GetString()!.Trim() : "";
+            if (session.Length == 0 || session.Length > MaxSessionChars || session.Any(char.IsControl))
+            {
+                error = ApiError.Invalid($"{verb} needs a 'session' of at most {MaxSessionChars} characters.", "session");
+                return false;
+            }
+            if (verb == Rollouts.Verbs.Pin)
+            {
+                colour = root.TryGetProperty("colour", out var pc) && pc.ValueKind == JsonValueKind.String ? pc.GetString()!.Trim() : "";
+                if (!colours.Contains(colour, StringComparer.Ordinal))
+                {
+                    error = ApiError.Invalid($"pin needs a 'colour', one of: {string.Join(", ", colours)}.", "colour");
+                    return false;
+                }
+            }
+        }
         var full = root.TryGetProperty("full", out var f) && f.ValueKind == JsonValueKind.True;
         request = new ControlRequest
         {
             Reason = reason, Actor = options.Actor, Candidate = candidate, Weight = weight, Full = full ? true : null, Colour = colour, Release = release,
+            Session = session,
         };
         return true;
     }

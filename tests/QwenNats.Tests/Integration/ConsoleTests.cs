@@ -110,6 +110,17 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal(("start", reason, "console"), (started.Trigger, started.Reason, started.Actor));
         await Browser.ScreenshotAsync(page, test, "05-shadow");
 
+        // A tester's switch: this console's session pinned to the candidate (its chat answered by green), then
+        // unpinned (answered by blue, live, again); both land in the audit log with the session.
+        var session = (await page.TextContentAsync("#session-id"))!;
+        await page.FillAsync("#op-reason", "try the candidate");
+        await ActAsync(page, "pin", "ok");
+        Assert.Equal("green", await ChatColourAsync(page));
+        await ActAsync(page, "unpin", "ok");
+        Assert.Equal("blue", await ChatColourAsync(page));
+        await page.Locator("#events li[data-trigger=pin]").Filter(new() { HasText = session }).WaitForAsync();
+        await page.Locator("#events li[data-trigger=unpin]").Filter(new() { HasText = session }).WaitForAsync();
+
         // The judge's scorecard appears when the judge writes one (here written to its bucket directly).
         var rolloutId = started.State.RolloutId!;
         await PutVerdictAsync(new Verdict
@@ -317,6 +328,17 @@ public sealed class ConsoleTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal(code, error.GetProperty("code").GetString());
         Assert.False(string.IsNullOrEmpty(error.GetProperty("message").GetString()));
         return error;
+    }
+
+    /// <summary>Sends a chat message from the console; the colour that answered it.</summary>
+    private static async Task<string?> ChatColourAsync(IPage page)
+    {
+        var done = page.Locator(".msg.assistant[data-state=done]");
+        var before = await done.CountAsync();
+        await page.FillAsync("#chat-input", "Once upon a time");
+        await page.ClickAsync("#chat-send");
+        await done.Nth(before).WaitForAsync();
+        return await done.Nth(before).GetAttributeAsync("data-colour");
     }
 
     private static async Task ActAsync(IPage page, string verb, string expectedCode)

@@ -291,10 +291,17 @@ async function act(verb) {
   status.textContent = `${verb}…`;
   const body = { reason: $("op-reason").value.trim() };
   if (verb === "start") body.candidate = $("op-candidate").value;
+  // A tester's switch: this console's chat session to the selected colour, and back to the rollout.
+  if (verb === "pin" || verb === "unpin") body.session = chat.session;
+  if (verb === "pin") body.colour = $("op-candidate").value;
   try {
     const { ok, http, answer } = await postAction(verb, body);
     if (!ok) {
       showRefused(status, answer, http);
+      return;
+    }
+    if (verb === "pin" || verb === "unpin") {
+      showDone(status, verb === "pin" ? `pinned session ${chat.session} to ${answer.pin.colour}` : `unpinned session ${chat.session}`);
       return;
     }
     showDone(status, `${verb}: ${answer.state.phase} (live ${answer.state.live}${answer.state.candidate ? ", candidate " + answer.state.candidate : ""})`);
