@@ -8,13 +8,7 @@ public static class LogProbs
     {
         if ((uint)index >= (uint)logits.Length)
             throw new ArgumentOutOfRangeException(nameof(index));
-        var max = float.NegativeInfinity;
-        foreach (var l in logits)
-            if (l > max) max = l;
-        double sum = 0;
-        foreach (var l in logits)
-            sum += Math.Exp(l - max);
-        return logits[index] - max - Math.Log(sum);
+        return logits[index] - LogSumExp(logits);
     }
 
     /// <summary>log Σ exp(logits), computed stably: log softmax(logits)[i] is logits[i] minus it.</summary>
