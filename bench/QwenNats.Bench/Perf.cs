@@ -300,12 +300,12 @@ internal static class Perf
         }
     }
 
-    private sealed record Stream(int Tokens, double TtftMs, double TokensPerSecond);
+    internal sealed record Stream(int Tokens, double TtftMs, double TokensPerSecond);
 
-    private sealed record LoopResult(List<double> Ms, long Sent, long Compared, long Dropped);
+    internal sealed record LoopResult(List<double> Ms, long Sent, long Compared, long Dropped);
 
     /// <summary>A nats-server and service processes on free ports.</summary>
-    private sealed class Rig : IAsyncDisposable
+    internal sealed class Rig : IAsyncDisposable
     {
         public required Proc Nats { get; init; }
         public required List<Proc> Workers { get; init; }
@@ -316,7 +316,9 @@ internal static class Perf
         public required string NatsUrl { get; init; }
         public required string Dir { get; init; }
 
-        public static async Task<Rig> StartAsync((string Colour, string Model, int Slots, bool Prefix)[] workers, int threads, bool controlPlane = false, double[]? shadowFractions = null)
+        /// <param name="settings">Settings given to every service, over the rig's own (e.g. <c>Topology:Storage</c>, memory here by default).</param>
+        public static async Task<Rig> StartAsync((string Colour, string Model, int Slots, bool Prefix)[] workers, int threads, bool controlPlane = false, double[]? shadowFractions = null,
+            IReadOnlyDictionary<string, string>? settings = null)
         {
             var dir = Path.Combine(Path.GetTempPath(), "qwen-perf-" + Guid.NewGuid().ToString("N")[..8]);
             var port = Proc.FreePort();
@@ -324,6 +326,8 @@ internal static class Perf
             var nats = Proc.Nats(port, dir);
             await Task.Delay(300);
             var common = new Dictionary<string, string> { ["Nats:Url"] = url, ["Logging:LogLevel:Default"] = "Warning", ["Topology:Storage"] = "memory" };
+            foreach (var (k, v) in settings ?? new Dictionary<string, string>())
+                common[k] = v;
             var ws = workers.Select(w => Proc.Service($"worker-{w.Colour}", "worker", "QwenNats.Worker", new Dictionary<string, string>(common)
             {
                 ["Worker:Colour"] = w.Colour, ["Worker:ModelPath"] = w.Model, ["Worker:ProfilePath"] = Path.Combine(Proc.Root, "deploy", "profiles", w.Colour == "blue" ? "v1.json" : "v2.json"),
@@ -333,8 +337,8 @@ internal static class Perf
             Proc? promoter = null, judge = null;
             if (controlPlane)
             {
-                promoter = Proc.Service("promoter", "promoter", "QwenNats.Promoter", new Dictionary<string, string>(common) { ["Topology:Storage"] = "memory", ["Promoter:Automatic"] = "false" });
-                judge = Proc.Service("judge", "judge", "QwenNats.Judge", new Dictionary<string, string>(common) { ["Topology:Storage"] = "memory" });
+                promoter = Proc.Service("promoter", "promoter", "QwenNats.Promoter", new Dictionary<string, string>(common) { ["Promoter:Automatic"] = "false" });
+                judge = Proc.Service("judge", "judge", "QwenNats.Judge", new Dictionary<string, string>(common));
             }
             var ingresses = new List<Proc>();
             var http = new List<HttpClient>();

@@ -13,6 +13,7 @@ public sealed partial class ErrorBoundary(RequestDelegate next, ILogger<ErrorBou
 {
     public async Task InvokeAsync(HttpContext http)
     {
+        RequestTimes.Begin(http);
         try
         {
             await next(http);

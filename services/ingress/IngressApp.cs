@@ -73,6 +73,8 @@ public static class IngressApp
         builder.Services.AddSingleton<Security.ApiKeys>();
         builder.Services.AddSingleton<Routing.RolloutView>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.RolloutView>());
+        builder.Services.AddSingleton<Routing.SessionPins>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<Routing.SessionPins>());
         builder.Services.AddSingleton<Routing.SessionRouter>();
         builder.Services.AddSingleton<RequestRouting>();
         builder.Services.AddSingleton<Routing.AccessAudit>();

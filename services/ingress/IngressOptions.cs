@@ -46,4 +46,13 @@ public sealed record IngressOptions
 
     /// <summary>Unique id of this ingress instance (its reply subjects live under it).</summary>
     public string? InstanceId { get; init; }
+
+    /// <summary>
+    /// Session pins this ingress keeps in its watched copy of KV <c>qwen_sessions</c> (each a few hundred bytes); pins
+    /// beyond it are read from KV on every request. 0 reads every pin from KV.
+    /// </summary>
+    public int PinCacheSize { get; init; } = 100_000;
+
+    /// <summary>Send a <c>Server-Timing</c> header on answers that are not streamed: where the request's time went, stage by stage.</summary>
+    public bool ServerTiming { get; init; } = true;
 }

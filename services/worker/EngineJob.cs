@@ -20,6 +20,9 @@ public abstract class EngineJob
     private readonly Channel<InferReply> _output = Channel.CreateUnbounded<InferReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     protected readonly Stopwatch Clock = Stopwatch.StartNew();
 
+    /// <summary>When this job was made (Unix microseconds): where its <see cref="InferResult.TotalMs"/> starts.</summary>
+    public long StartedUs { get; } = UnixMicros.Now();
+
     protected EngineJob(InferRequest request, IReadOnlyList<int> promptTokens, AnswerStamp stamp, int attempt, double queueMs, CancellationToken cancel)
     {
         Request = request;
@@ -103,6 +106,7 @@ public abstract class EngineJob
 
     protected InferResult Result(string finishReason, int completionTokens, double ttftMs) => new()
     {
+        Times = new WorkerTimes { StartedUs = StartedUs, FinishedUs = UnixMicros.Now() },
         Id = Request.Id,
         Task = Request.Task,
         FinishReason = finishReason,

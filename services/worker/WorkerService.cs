@@ -362,6 +362,8 @@ public sealed partial class WorkerService(
         await foreach (var produced in job.Output.ReadAllAsync())
         {
             var reply = fault.Active && produced.Result is { } done ? InferReply.Of(await faults.ApplyAsync(done, engine.Profile)) : produced;
+            if (reply.Result is { Times: { } times } stamped)
+                reply = InferReply.Of(stamped with { Times = times with { ReceivedUs = work.ReceivedUs, SentUs = UnixMicros.Now() } });
             await work.ReplyAsync(reply);
             if (reply.Result is { } finished)
             {

@@ -166,6 +166,31 @@ public sealed record InferResult
     /// <summary>What answered (model, whole prompt profile, injected faults) as one digest: <see cref="GoldenKeys.Fingerprint"/>.</summary>
     public string? Fingerprint { get; init; }
     public int Attempt { get; init; } = 1;
+    /// <summary>When the worker took, started, finished and sent this answer: the worker's part of the request's path.</summary>
+    public WorkerTimes? Times { get; init; }
+}
+
+/// <summary>
+/// The worker's timestamps for one answer, in Unix microseconds of the worker's wall clock. Between processes of one
+/// machine they line up with the ingress's (<see cref="UnixMicros"/>), which is how the ingress breaks a request's
+/// time into stages (its <c>Server-Timing</c> header); across machines they are as good as the clocks' sync.
+/// </summary>
+public sealed record WorkerTimes
+{
+    /// <summary>The worker's NATS client delivered the work message.</summary>
+    public long ReceivedUs { get; init; }
+    /// <summary>The request became a job for the decode loop (prompt built and tokenized): where <see cref="InferResult.TotalMs"/> starts.</summary>
+    public long StartedUs { get; init; }
+    /// <summary>The decode loop produced the result: where <see cref="InferResult.TotalMs"/> ends.</summary>
+    public long FinishedUs { get; init; }
+    /// <summary>The result was handed to NATS.</summary>
+    public long SentUs { get; init; }
+}
+
+/// <summary>Wall-clock time in Unix microseconds (sub-microsecond resolution on Linux).</summary>
+public static class UnixMicros
+{
+    public static long Now() => (DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) / TimeSpan.TicksPerMicrosecond;
 }
 
 public sealed record InferError

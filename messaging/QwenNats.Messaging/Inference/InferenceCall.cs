@@ -33,6 +33,13 @@ public sealed class InferenceCall : IAsyncDisposable
     public InferenceQueue Queue { get; }
     public InferAccepted? Accepted { get; private set; }
 
+    /// <summary>When the request was handed to JetStream, and when JetStream acknowledged it (Unix microseconds).</summary>
+    public long PublishedUs { get; internal set; }
+    public long AckedUs { get; internal set; }
+
+    /// <summary>When the final reply reached this call (Unix microseconds; 0 until then).</summary>
+    public long FinalUs { get; private set; }
+
     /// <summary>
     /// From the start of this call to the first output of the attempt that answers: its first streamed token (chat),
     /// or its result when nothing was streamed before it (sentiment). Null until then, and for a call that ended
@@ -48,6 +55,7 @@ public sealed class InferenceCall : IAsyncDisposable
 
     private void Finish(InferReply final)
     {
+        FinalUs = UnixMicros.Now();
         _finished = true;
         Finished?.Invoke(this, final);
         _client.Finished(this, final, _clock.Elapsed);

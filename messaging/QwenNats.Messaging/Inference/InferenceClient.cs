@@ -103,13 +103,14 @@ public sealed class InferenceClient(
         };
         var channel = Channel.CreateUnbounded<InferReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         _calls[request.Id] = channel;
+        var publishedUs = UnixMicros.Now();
         var refused = await PublishAsync(subject, colour, request, ct);
         if (refused is not null)
         {
             _calls.TryRemove(request.Id, out _);
             return refused;
         }
-        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout));
+        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout) { PublishedUs = publishedUs, AckedUs = UnixMicros.Now() });
     }
 
     /// <summary>Publishes the request; null when JetStream took it, otherwise why not.</summary>

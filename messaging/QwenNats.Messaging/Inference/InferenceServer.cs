@@ -30,7 +30,7 @@ public sealed record InferenceServerOptions
 }
 
 /// <summary>One request taken from a work queue, handed to the <see cref="IInferenceHandler"/>.</summary>
-public sealed class InferenceWork(NatsConnection nats, InferRequest request, int attempt, double queueMs, string? traceId)
+public sealed class InferenceWork(NatsConnection nats, InferRequest request, int attempt, double queueMs, string? traceId, long receivedUs = 0)
 {
     public InferRequest Request { get; } = request;
 
@@ -41,6 +41,9 @@ public sealed class InferenceWork(NatsConnection nats, InferRequest request, int
     public double QueueMs { get; } = queueMs;
 
     public string? TraceId { get; } = traceId;
+
+    /// <summary>When the worker's NATS client delivered the message (Unix microseconds, <see cref="UnixMicros"/>).</summary>
+    public long ReceivedUs { get; } = receivedUs;
 
     /// <summary>Sends one reply (chunk, result or error) to the client waiting for this request.</summary>
     public ValueTask ReplyAsync(InferReply reply) => nats.PublishAsync(Request.ReplyTo, reply);
@@ -257,6 +260,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 
     private async Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg)
     {
+        var receivedUs = UnixMicros.Now();
         if (msg.Error is not null || msg.Data is null)
         {
             Log.Undecodable(logger, msg.Error);
@@ -268,7 +272,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         var traceId = msg.Headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["trace_id"] = traceId, ["attempt"] = attempt });
         var queueMs = request.CreatedUnixMs > 0 ? Math.Max(0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - request.CreatedUnixMs) : 0;
-        var work = new InferenceWork(nats, request, attempt, queueMs, traceId);
+        var work = new InferenceWork(nats, request, attempt, queueMs, traceId, receivedUs);
 
         if (request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > request.DeadlineUnixMs)
         {
@@ -280,7 +284,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 
         if (request.AnswerBudgetMs > 0)
             // Taken in time: from now the worker has its whole budget (the caller's deadline moves the same way on "accepted").
-            work = new InferenceWork(nats, request = request with { DeadlineUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + request.AnswerBudgetMs }, attempt, queueMs, traceId);
+            work = new InferenceWork(nats, request = request with { DeadlineUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + request.AnswerBudgetMs }, attempt, queueMs, traceId, receivedUs);
         if (attempt > 1)
             Log.TakingOver(logger, attempt);
         using var cancel = new CancellationTokenSource();

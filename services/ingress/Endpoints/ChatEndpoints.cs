@@ -46,6 +46,7 @@ public static class ChatEndpoints
             {
                 ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id, r.Release);
                 ServedBy.Trimmed(http, r.TrimmedMessages);
+                RequestTimes.Stamp(http, o, call, r);
                 var latency = (DateTimeOffset.UtcNow - started).TotalMilliseconds;
                 await JsonAnswers.WriteAsync(http, 200, new ChatCompletion(
                     call.Id, "chat.completion", ServedBy.Now(), r.ModelId,

@@ -49,6 +49,7 @@ public static class CompletionEndpoints
             if (reply.Result is { } r)
             {
                 ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, call.Id, r.Release);
+                RequestTimes.Stamp(http, o, call, r);
                 var latency = (DateTimeOffset.UtcNow - started).TotalMilliseconds;
                 var offset = completion.Echo ? completion.Prompt.Length : 0;
                 var text = completion.Echo ? completion.Prompt + r.Text : r.Text;

@@ -32,12 +32,14 @@ internal static class OpenAiPipeline
                 return null;
             }
         }
+        RequestTimes.Parsed(http);
         var (route, routeError) = await routing.RouteAsync(http, user(request), http.Request.Headers[RequestRouting.ColourHeader]);
         if (route is null)
         {
             await JsonAnswers.WriteErrorAsync(http, routeError!);
             return null;
         }
+        RequestTimes.Routed(http);
         return (request, route);
     }
 

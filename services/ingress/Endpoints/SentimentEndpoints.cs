@@ -34,12 +34,14 @@ public static class SentimentEndpoints
             if (doc.RootElement.TryGetProperty("user", out var u) && u.ValueKind == System.Text.Json.JsonValueKind.String)
                 user = u.GetString();
         }
+        RequestTimes.Parsed(http);
         var (route, routeError) = await routing.RouteAsync(http, user, http.Request.Headers[RequestRouting.ColourHeader]);
         if (route is null)
         {
             await JsonAnswers.WriteErrorAsync(http, routeError!);
             return;
         }
+        RequestTimes.Routed(http);
         var colour = route.Colour;
 
         var id = ServedBy.NewId("sent");
@@ -63,6 +65,7 @@ public static class SentimentEndpoints
                 if (reply.Result is { Label: { } label } r)
                 {
                     ServedBy.Stamp(http, r.Colour, r.ProfileVersion, r.WorkerId, id, r.Release);
+                    RequestTimes.Stamp(http, o, call, r);
                     await JsonAnswers.WriteAsync(http, 200, new SentimentResponse(
                         label, r.Confidence ?? 0, r.Scores ?? new Dictionary<string, double>(), r.Colour, r.ModelId, r.ProfileVersion, r.WorkerId,
                         Math.Round((DateTimeOffset.UtcNow - started).TotalMilliseconds, 3)), IngressJson.Context.SentimentResponse);

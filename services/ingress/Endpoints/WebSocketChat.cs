@@ -122,7 +122,11 @@ public static class WebSocketChat
                 // Every turn follows the session's pin, so the conversation keeps its colour across
                 // switches and moves to live only when its colour is rolled back.
                 if (string.IsNullOrEmpty(requested))
-                    colour = (await router.RouteAsync(session, ct)).Colour;
+                {
+                    var (decision, pinWritten) = await router.RouteAsync(session, isNew: false, ct);
+                    await pinWritten;
+                    colour = decision.Colour;
+                }
                 using var turn = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 var running = TurnAsync(ws, send, client, colour, session, conversation, frame, o.RequestTimeout, o.MaxPromptChars, logger, turn.Token);
                 // While the turn runs: a cancel frame stops it; other frames wait their turn (a few at most).

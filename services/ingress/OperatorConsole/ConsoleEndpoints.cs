@@ -152,7 +152,7 @@ public static class ConsoleEndpoints
     }
 
     private static async Task ActAsync(HttpContext http, string verb, OperatorBus bus, IOptions<ConsoleOptions> options, IOptions<IngressOptions> ingress,
-        ILoggerFactory loggers)
+        Routing.SessionPins pins, ILoggerFactory loggers)
     {
         var o = options.Value;
         if (!Actions.Contains(verb, StringComparer.Ordinal))
@@ -207,6 +207,9 @@ public static class ConsoleEndpoints
             await JsonAnswers.WriteErrorAsync(http, new ApiError(409, reply.Code ?? "refused", reply.Error ?? "The promoter refused the action."));
             return;
         }
+        // A pin changed through this ingress applies here before the console hears of it (elsewhere: when the watch brings it).
+        if (request.Session is { } pinned)
+            pins.Invalidate(SessionKeys.For(pinned));
         await JsonAnswers.WriteAsync(http, 200, reply, QwenJsonContext.Default.ControlReply);
     }
 

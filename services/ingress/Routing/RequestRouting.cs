@@ -40,16 +40,21 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
         }
         if (!TryResolveColour(requested, out var colour, out var error))
             return (null, error);
-        var session = ResolveSession(http, user);
+        var session = ResolveSession(http, user, out var isNew);
         if (!string.IsNullOrEmpty(requested))
         {
             ColourOverride(logger, caller!.Name, colour, LiveColour, session, http.Request.Path.Value ?? "");
             audit.ColourChosen(caller.Name, colour, session, http.Request.Path.Value ?? "");
             return (new RouteResult(colour, session, RouteReason.Explicit), null);
         }
-        var decision = await router.RouteAsync(session, http.RequestAborted);
+        var (decision, pinWritten) = await router.RouteAsync(session, isNew, http.RequestAborted);
         if (!http.Response.HasStarted)
+        {
             http.Response.Headers[RouteHeader] = decision.Reason.ToString();
+            // The pin is written while the request runs; the answer (and with it the session cookie) waits for it.
+            if (!pinWritten.IsCompleted)
+                http.Response.OnStarting(static written => (Task)written, pinWritten);
+        }
         return (new RouteResult(decision.Colour, session, decision.Reason), null);
     }
 
@@ -71,12 +76,16 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
     }
 
     /// <summary>The session: header, cookie or OpenAI <c>user</c>; a new id (set as a cookie) when there is none.</summary>
-    public string ResolveSession(HttpContext http, string? user)
+    public string ResolveSession(HttpContext http, string? user) => ResolveSession(http, user, out _);
+
+    /// <param name="isNew">Whether the id was made up here (the request named no session).</param>
+    public string ResolveSession(HttpContext http, string? user, out bool isNew)
     {
         string? id = http.Request.Headers[SessionHeader].FirstOrDefault();
         if (!IsUsable(id)) id = http.Request.Cookies[SessionCookie];
         if (!IsUsable(id)) id = user;
-        if (IsUsable(id))
+        isNew = !IsUsable(id);
+        if (!isNew)
             return id!;
         id = Guid.NewGuid().ToString("N");
         if (!http.Response.HasStarted)

@@ -4,57 +4,77 @@ using QwenNats.Messaging;
 
 namespace QwenNats.Ingress.Routing;
 
-/// <summary>Applies <see cref="RoutingPolicy"/> with the session pins shared by every ingress in KV <c>qwen_sessions</c>.</summary>
-public sealed partial class SessionRouter(RolloutView view, TimeProvider clock, IOptions<IngressOptions> options, ILogger<SessionRouter> logger)
+/// <summary>Where a request goes, and the write of its session's pin when one was needed (completes when the pin is in KV, never faults).</summary>
+public sealed record Routed(RouteDecision Decision, Task PinWritten);
+
+/// <summary>
+/// Applies <see cref="RoutingPolicy"/> with the session pins shared by every ingress in KV <c>qwen_sessions</c>.
+/// A pin is read from this ingress's watched copy (<see cref="SessionPins"/>) when it holds it, from KV otherwise;
+/// a session this ingress has just made up has no pin to read. A pin to write is written beside the request
+/// (<see cref="Routed.PinWritten"/>), and callers hold the answer until it is in KV, so a client never sees a session
+/// whose pin could still be missing, while the request itself does not wait for the write.
+/// </summary>
+public sealed partial class SessionRouter(RolloutView view, SessionPins pins, TimeProvider clock, IOptions<IngressOptions> options, ILogger<SessionRouter> logger)
 {
-    public async Task<RouteDecision> RouteAsync(string sessionId, CancellationToken ct)
+    /// <param name="isNew">The session id was made up by this ingress for this request: no pin can exist.</param>
+    public async ValueTask<Routed> RouteAsync(string sessionId, bool isNew, CancellationToken ct)
     {
         var state = view.Current;
         var store = await view.GetSessionsAsync(ct);
         var now = clock.GetUtcNow();
         if (store is null)
-            return RoutingPolicy.DecideUnknownPin(state);
+            return new Routed(RoutingPolicy.DecideUnknownPin(state), Task.CompletedTask);
 
         var key = SessionKeys.For(sessionId);
         SessionPin? pin = null;
         DateTimeOffset written = default;
-        try
+        if (!isNew && !pins.TryGet(key, out pin!, out written))
         {
-            var entry = await store.TryGetEntryAsync<SessionPin>(key, cancellationToken: ct);
-            if (entry.Success && entry.Value.Value is { } p)
+            pin = null;
+            try
             {
-                pin = p;
-                written = entry.Value.Created;
+                var entry = await store.TryGetEntryAsync<SessionPin>(key, cancellationToken: ct);
+                if (entry.Success && entry.Value.Value is { } p)
+                {
+                    pin = p;
+                    written = entry.Value.Created;
+                }
+                else if (!(entry.Success ? entry.Value.Error is null : entry.Error is NatsKVKeyNotFoundException or NatsKVKeyDeletedException))
+                {
+                    // Not "no pin" but "pin unknown" (an error result, or a value that did not deserialize).
+                    LogPinUnreadable(logger, entry.Success ? entry.Value.Error : entry.Error);
+                    return new Routed(RoutingPolicy.DecideUnknownPin(state), Task.CompletedTask);
+                }
             }
-            else if (!(entry.Success ? entry.Value.Error is null : entry.Error is NatsKVKeyNotFoundException or NatsKVKeyDeletedException))
+            catch (Exception e) when (e is not OperationCanceledException)
             {
-                // Not "no pin" but "pin unknown" (an error result, or a value that did not deserialize).
-                LogPinUnreadable(logger, entry.Success ? entry.Value.Error : entry.Error);
-                return RoutingPolicy.DecideUnknownPin(state);
+                LogPinUnreadable(logger, e);
+                return new Routed(RoutingPolicy.DecideUnknownPin(state), Task.CompletedTask);
             }
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            LogPinUnreadable(logger, e);
-            return RoutingPolicy.DecideUnknownPin(state);
         }
 
         var decision = RoutingPolicy.Decide(state, pin, sessionId, now);
         var refresh = pin is not null && now - written > options.Value.PinRefreshAfter;
-        if (decision.WritePin || (refresh && decision.Reason == RouteReason.Pinned))
+        if (!decision.WritePin && !(refresh && decision.Reason == RouteReason.Pinned))
+            return new Routed(decision, Task.CompletedTask);
+        var updated = decision.WritePin
+            ? new SessionPin { Colour = decision.Colour, RolloutId = state.RolloutId, PinnedAt = now }
+            : pin!;
+        pins.Wrote(key, updated, now);
+        return new Routed(decision, WriteAsync(store, key, updated));
+    }
+
+    private async Task WriteAsync(INatsKVStore store, string key, SessionPin pin)
+    {
+        try
         {
-            var updated = decision.WritePin
-                ? new SessionPin { Colour = decision.Colour, RolloutId = state.RolloutId, PinnedAt = now }
-                : pin!;
-            try
-            {
-                await store.PutAsync(key, updated, cancellationToken: ct);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                LogPinNotWritten(logger, e);
-            }
+            // Not cancelled with the request: a pin decided is a pin kept.
+            await store.PutAsync(key, pin, cancellationToken: CancellationToken.None);
         }
-        return decision;
+        catch (Exception e)
+        {
+            pins.Forget(key, pin);
+            LogPinNotWritten(logger, e);
+        }
     }
 }

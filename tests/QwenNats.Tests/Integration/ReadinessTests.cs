@@ -67,9 +67,12 @@ public sealed class ReadinessTests
         var fresh = ActivatorUtilities.CreateInstance<RolloutView>(app.Services);
         Assert.False(fresh.StateRead);
         Assert.Null(await fresh.GetSessionsAsync(default));
-        var decision = await new SessionRouter(fresh, TimeProvider.System, app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Ingress.IngressOptions>>(),
-            NullLogger<SessionRouter>.Instance).RouteAsync("s1", default);
-        Assert.Equal(RoutingPolicy.DecideUnknownPin(fresh.Current), decision);
+        var ingressOptions = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Ingress.IngressOptions>>();
+        var pins = new SessionPins(fresh, TimeProvider.System, ingressOptions, NullLogger<SessionPins>.Instance);
+        var routed = await new SessionRouter(fresh, pins, TimeProvider.System, ingressOptions,
+            NullLogger<SessionRouter>.Instance).RouteAsync("s1", isNew: false, default);
+        Assert.Equal(RoutingPolicy.DecideUnknownPin(fresh.Current), routed.Decision);
+        Assert.True(routed.PinWritten.IsCompletedSuccessfully);
     }
 
     [Fact]

@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.JetStream.Models;
+
+namespace QwenNats.Bench;
+
+/// <summary>
+/// <c>hop</c>: what the path HTTP → ingress → JetStream → worker → reply adds to an inference, and where it goes.
+/// Sequential one-token greedy chats on the tiny model through a system of its own (nats-server with file storage,
+/// promoter, judge, one ingress, one blue worker): the added latency is the client's wall time minus the worker's
+/// own <c>timings.total_ms</c>, and each answer's <c>Server-Timing</c> header gives the stages. Two cases: a client
+/// that sends no session (a new session every request) and one that keeps its session (<c>X-Session-Id</c>). For
+/// scale, the same run measures what the parts cost on their own: a core NATS request/reply and a JetStream
+/// publish with its acknowledgement, from this process.
+/// </summary>
+internal static class Hop
+{
+    private static readonly CultureInfo C = CultureInfo.InvariantCulture;
+
+    /// <summary>The stages of the ingress's Server-Timing header, in path order, then the client's own share.</summary>
+    private static readonly string[] Stages = ["parse", "route", "publish", "deliver", "worker-in", "infer", "worker-out", "reply", "respond", "total"];
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var o = Args.Parse(args);
+        var tiny = o["tiny"];
+        var requests = int.Parse(o.GetValueOrDefault("requests", "1000"), C);
+        var threads = int.Parse(o.GetValueOrDefault("threads", "1"), C);
+        var slots = int.Parse(o.GetValueOrDefault("slots", "2"), C);
+        Console.WriteLine(await MeasureAsync(tiny, requests, threads, slots));
+        return 0;
+    }
+
+    private sealed record Sample(double WallMs, double InferMs, Dictionary<string, double> Stages)
+    {
+        public double AddedMs => WallMs - InferMs;
+    }
+
+    public static async Task<string> MeasureAsync(string tiny, int requests, int threads, int slots)
+    {
+        var md = new StringBuilder();
+        var clock = Stopwatch.StartNew();
+        await using var rig = await Perf.Rig.StartAsync([("blue", tiny, slots, true)], threads, controlPlane: true, settings: new Dictionary<string, string> { ["Topology:Storage"] = "file" });
+        using var http = new HttpClient(new SocketsHttpHandler { UseCookies = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan })
+        {
+            BaseAddress = rig.Http[0].BaseAddress, Timeout = TimeSpan.FromSeconds(30),
+        };
+        var cases = new (string Name, string? Session)[] { ("no session (a new one each request)", null), ("one session (X-Session-Id)", "hop-bench-session") };
+        var results = new List<(string Name, List<Sample> Samples)>();
+        foreach (var (name, session) in cases)
+        {
+            for (var i = 0; i < Math.Min(50, requests); i++)
+                await ChatAsync(http, session);
+            var samples = new List<Sample>(requests);
+            for (var i = 0; i < requests; i++)
+                samples.Add(await ChatAsync(http, session));
+            results.Add((name, samples));
+        }
+        var (nats, js) = await FloorAsync(rig.NatsUrl, Math.Max(50, requests / 2));
+
+        md.AppendLine(C, $"Sequential one-token greedy chats on stories260K, {requests} per case after a warm-up; one blue worker ({slots} slots, {threads} thread), promoter, judge and one ingress on this machine, JetStream file storage. Added = client wall time − the worker's `total_ms`.").AppendLine();
+        md.AppendLine("| case | wall p50 ms | worker total_ms p50 | added p50 ms | added p90 | added p99 | added max |");
+        md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var (name, s) in results)
+        {
+            var added = s.Select(x => x.AddedMs).ToList();
+            md.AppendLine(C, $"| {name} | {P(s.Select(x => x.WallMs).ToList(), .5):F2} | {P(s.Select(x => x.InferMs).ToList(), .5):F2} | **{P(added, .5):F2}** | {P(added, .9):F2} | **{P(added, .99):F2}** | {added.Max():F2} |");
+        }
+        md.AppendLine();
+        md.AppendLine("Per stage (`Server-Timing`; `http` = the client's wall time − the ingress's `total`: client, loopback TCP and Kestrel), p50 and p99 ms:").AppendLine();
+        md.Append("| stage |");
+        foreach (var (name, _) in results) md.Append(C, $" {name} p50 | p99 |");
+        md.AppendLine();
+        md.Append("| --- |");
+        foreach (var _ in results) md.Append(" ---: | ---: |");
+        md.AppendLine();
+        foreach (var stage in Stages.Append("http"))
+        {
+            md.Append(C, $"| {stage} |");
+            foreach (var (_, s) in results)
+            {
+                var values = s.Select(x => stage == "http" ? (x.Stages.TryGetValue("total", out var t) ? x.WallMs - t : double.NaN) : x.Stages.GetValueOrDefault(stage, double.NaN))
+                    .Where(v => !double.IsNaN(v)).ToList();
+                md.Append(values.Count == 0 ? " – | – |" : string.Create(C, $" {P(values, .5):F3} | {P(values, .99):F3} |"));
+            }
+            md.AppendLine();
+        }
+        md.AppendLine();
+        md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(nats, .5):F3} ms, p99 {P(nats, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(js, .5):F3} ms, p99 {P(js, .99):F3} ms.");
+        md.AppendLine().AppendLine(C, $"Took {clock.Elapsed.TotalMinutes:F1} minutes.");
+        return md.ToString();
+    }
+
+    private static async Task<Sample> ChatAsync(HttpClient http, string? session)
+    {
+        const string Body = """{"messages":[{"role":"user","content":"Hi"}],"max_tokens":1,"temperature":0}""";
+        using var req = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(Body, Encoding.UTF8, "application/json") };
+        if (session is not null) req.Headers.Add("X-Session-Id", session);
+        var clock = Stopwatch.StartNew();
+        using var r = await http.SendAsync(req);
+        var text = await r.Content.ReadAsStringAsync();
+        var wall = clock.Elapsed.TotalMilliseconds;
+        if (!r.IsSuccessStatusCode) throw new InvalidOperationException($"HTTP {(int)r.StatusCode}: {text}");
+        using var doc = JsonDocument.Parse(text);
+        var total = doc.RootElement.GetProperty("timings").GetProperty("total_ms").GetDouble();
+        var stages = new Dictionary<string, double>();
+        if (r.Headers.TryGetValues("Server-Timing", out var values))
+            foreach (var part in string.Join(", ", values).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            {
+                var bits = part.Split(";dur=");
+                if (bits.Length == 2 && double.TryParse(bits[1], NumberStyles.Float, C, out var ms)) stages[bits[0]] = ms;
+            }
+        return new Sample(wall, total, stages);
+    }
+
+    /// <summary>Core request/reply and JetStream publish-to-ack round trips from this process, in milliseconds.</summary>
+    private static async Task<(List<double> Core, List<double> JetStream)> FloorAsync(string url, int n)
+    {
+        await using var nats = QwenNats.Testing.Nats.Connect(url, "qwen-bench-floor");
+        await nats.ConnectAsync();
+        using var stop = new CancellationTokenSource();
+        var echo = Task.Run(async () =>
+        {
+            await foreach (var m in nats.SubscribeAsync<byte[]>("bench.hop.echo", cancellationToken: stop.Token))
+                await m.ReplyAsync(m.Data);
+        });
+        await Task.Delay(200);
+        var payload = new byte[300];
+        var core = new List<double>(n);
+        for (var i = 0; i < n + 20; i++)
+        {
+            var c = Stopwatch.StartNew();
+            await nats.RequestAsync<byte[], byte[]>("bench.hop.echo", payload);
+            if (i >= 20) core.Add(c.Elapsed.TotalMilliseconds);
+        }
+        await stop.CancelAsync();
+        try { await echo; } catch (OperationCanceledException) { }
+        var js = new NatsJSContext(nats);
+        await js.CreateStreamAsync(new StreamConfig("BENCH_HOP", ["bench.hop.js"]) { Storage = StreamConfigStorage.File, Retention = StreamConfigRetention.Workqueue, MaxMsgs = 10_000 });
+        var acks = new List<double>(n);
+        for (var i = 0; i < n + 20; i++)
+        {
+            var c = Stopwatch.StartNew();
+            (await js.PublishAsync("bench.hop.js", payload)).EnsureSuccess();
+            if (i >= 20) acks.Add(c.Elapsed.TotalMilliseconds);
+        }
+        await js.DeleteStreamAsync("BENCH_HOP");
+        return (core, acks);
+    }
+
+    private static double P(IReadOnlyList<double> values, double q) => Perf.P(values, q);
+}

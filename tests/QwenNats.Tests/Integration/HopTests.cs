@@ -1,0 +1,116 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using NATS.Client.JetStream;
+using NATS.Client.KeyValueStore;
+using QwenNats.Ingress.Routing;
+using QwenNats.Messaging;
+using QwenNats.Tests.Infrastructure;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>
+/// The routing hop's cheaper path keeps its guarantees: a session's pin is read from the ingress's watched copy of
+/// <c>qwen_sessions</c> (which follows writes by anyone, deletes included), a session the ingress made up is pinned
+/// in KV before its answer reaches the client although the request did not wait for the write, and every answer
+/// says where its time went (<c>Server-Timing</c>).
+/// </summary>
+[Collection(RolloutCollection.Name)]
+public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
+{
+    public Task InitializeAsync() => fx.ResetAsync();
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    private static readonly string[] Stages = ["parse", "route", "publish", "deliver", "worker-in", "infer", "worker-out", "reply", "respond", "total"];
+
+    [Fact]
+    public async Task A_session_the_ingress_made_up_is_pinned_in_KV_before_its_answer_arrives()
+    {
+        var store = await SessionsAsync();
+        for (var i = 0; i < 5; i++)
+        {
+            // A client without cookies or a session header: every request is a new session the ingress names.
+            using var http = new HttpClient(new HttpClientHandler { UseCookies = false }) { BaseAddress = fx.Http2.BaseAddress };
+            using var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}"));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal("NewSession", Api.Header(r, "X-Qwen-Route"));
+            var cookie = Assert.Single(r.Headers.GetValues("Set-Cookie"), c => c.StartsWith(RequestRouting.SessionCookie + "=", StringComparison.Ordinal));
+            var session = cookie[(RequestRouting.SessionCookie.Length + 1)..].Split(';')[0];
+            // Read at once, with no waiting: the answer was held until the pin was written.
+            var pin = await store.GetEntryAsync<SessionPin>(SessionKeys.For(session));
+            Assert.Equal((await Api.JsonAsync(r)).GetProperty("colour").GetString(), pin.Value!.Colour);
+        }
+    }
+
+    [Fact]
+    public async Task A_pin_written_or_deleted_by_anyone_reaches_the_ingress_copy_which_routes_by_it()
+    {
+        var start = await fx.CtlAsync("start", "{\"candidate\":\"green\"}");
+        Assert.True(start.Ok, start.Error);
+        var store = await SessionsAsync();
+        var pins = fx.Ingress1.Services.GetRequiredService<SessionPins>();
+        const string Session = "pinned-elsewhere";
+        var key = SessionKeys.For(Session);
+
+        // Written as another ingress would (to the candidate, which serves in Shadow): the copy learns it from its watch.
+        await store.PutAsync(key, new SessionPin { Colour = "green", RolloutId = start.State!.RolloutId, PinnedAt = DateTimeOffset.UtcNow });
+        await EventuallyAsync(() => pins.TryGet(key, out var p, out _) && p.Colour == "green");
+        await EventuallyAsync(async () => await ColourAsync(fx.Http1, Session) == ("green", "Pinned"));
+
+        // Deleted elsewhere: gone from the copy, and the session is routed as new (to live, weight 0) again.
+        await store.DeleteAsync(key);
+        await EventuallyAsync(() => !pins.TryGet(key, out _, out _));
+        Assert.Equal(("blue", "NewSession"), await ColourAsync(fx.Http1, Session));
+        // That request pinned it to blue, in the copy at once.
+        Assert.True(pins.TryGet(key, out var mine, out _));
+        Assert.Equal("blue", mine.Colour);
+        Assert.Equal(("blue", "Pinned"), await ColourAsync(fx.Http1, Session));
+    }
+
+    [Fact]
+    public async Task An_answer_says_where_its_time_went_stage_by_stage()
+    {
+        using var r = await fx.Http1.SendAsync(Api.Post("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":1,\"temperature\":0}", session: "timed"));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var header = string.Join(", ", r.Headers.GetValues("Server-Timing"));
+        var stages = header.Split(',', StringSplitOptions.TrimEntries).Select(s => s.Split(";dur=")).ToList();
+        Assert.Equal(Stages, stages.Select(s => s[0]));
+        var ms = stages.ToDictionary(s => s[0], s => double.Parse(s[1], CultureInfo.InvariantCulture));
+        // Stages measured inside one process cannot be negative; the worker's inference is its own total_ms.
+        foreach (var local in new[] { "parse", "route", "publish", "worker-in", "infer", "worker-out", "respond", "total" })
+            Assert.True(ms[local] >= 0, $"{local}: {ms[local]} ({header})");
+        var timings = (await Api.JsonAsync(r)).GetProperty("timings");
+        Assert.Equal(timings.GetProperty("total_ms").GetDouble(), ms["infer"], 0.5);
+        Assert.True(ms["total"] >= ms["infer"], header);
+        Assert.True(ms["total"] >= ms["parse"] + ms["route"] + ms["publish"], header);
+
+        // Sentiment answers carry it too; a streamed answer, whose headers leave before the work is done, does not.
+        using (var s = await fx.Http1.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}", session: "timed")))
+            Assert.Contains("infer;dur=", string.Join(", ", s.Headers.GetValues("Server-Timing")), StringComparison.Ordinal);
+        using (var stream = await fx.Http1.SendAsync(Api.Post("/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":1,\"stream\":true}", session: "timed")))
+        {
+            Assert.Equal(HttpStatusCode.OK, stream.StatusCode);
+            Assert.False(stream.Headers.Contains("Server-Timing"));
+        }
+    }
+
+    private async Task<INatsKVStore> SessionsAsync() =>
+        await new NatsKVContext(new NatsJSContext(fx.Operator)).GetStoreAsync(Rollouts.SessionsBucket);
+
+    private static async Task<(string Colour, string Route)> ColourAsync(HttpClient http, string session)
+    {
+        using var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}", session: session));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        return ((await Api.JsonAsync(r)).GetProperty("colour").GetString()!, Api.Header(r, "X-Qwen-Route")!);
+    }
+
+    private static Task EventuallyAsync(Func<bool> condition) => EventuallyAsync(() => Task.FromResult(condition()));
+
+    private static async Task EventuallyAsync(Func<Task<bool>> condition)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while (!await condition())
+            await Task.Delay(20, cts.Token);
+    }
+}
