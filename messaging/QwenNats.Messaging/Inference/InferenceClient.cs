@@ -1,4 +1,5 @@
 using QwenNats.Messaging.Topology;
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
@@ -53,7 +54,6 @@ public sealed class InferenceClient(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var wildcard = Subjects.ReplyWildcard(InstanceId);
-        var prefixLength = wildcard.Length - 1;
         await Retry.KeepRunningAsync(logger, "The reply subscription", async ct =>
         {
             await nats.ConnectAsync();
@@ -62,15 +62,52 @@ public sealed class InferenceClient(
                 await topology.EnsureOwnedAsync(owner, null, ct);
                 topology.MarkBound();
             }
-            await using var sub = await nats.SubscribeCoreAsync<InferReply>(wildcard, cancellationToken: ct);
+            // Replies are routed to their calls by the connection's socket reader itself (no channel and task of the
+            // subscription's own in between); the subscription is re-made by the client after a reconnect.
+            await using var sub = new ReplyRouter(nats, wildcard, this);
+            await nats.AddSubAsync(sub, ct);
             _ready.TrySetResult();
             Log.ReceivingReplies(logger, InstanceId, wildcard);
-            await foreach (var msg in sub.Msgs.ReadAllAsync(ct))
-            {
-                if (msg.Subject.Length > prefixLength && msg.Data is { } reply && _calls.TryGetValue(msg.Subject[prefixLength..], out var channel))
-                    channel.Writer.TryWrite(reply);
-            }
+            await Task.Delay(Timeout.Infinite, ct);
         }, stoppingToken);
+    }
+
+    /// <summary>Hands one reply message to the call it belongs to (on the socket reader: short, and never throws).</summary>
+    private void Route(string subject, int prefixLength, ReadOnlySequence<byte> payload)
+    {
+        if (subject.Length <= prefixLength || !_calls.TryGetValue(subject[prefixLength..], out var channel))
+            return;
+        InferReply? reply;
+        try
+        {
+            reply = ReplySerializer.Deserialize(payload);
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or NatsException)
+        {
+            Log.ReplyUndecodable(logger, subject, e);
+            return;
+        }
+        if (reply is not null)
+            channel.Writer.TryWrite(reply);
+    }
+
+    private static readonly INatsDeserialize<InferReply> ReplySerializer = QwenSerializerRegistry.Default.GetDeserializer<InferReply>();
+
+    /// <summary>The wildcard subscription on this client's reply subjects, delivering on the socket reader.</summary>
+    private sealed class ReplyRouter(NatsConnection nats, string wildcard, InferenceClient client)
+        : NatsSubBase(nats, nats.SubscriptionManager, wildcard, queueGroup: null, opts: null)
+    {
+        private readonly int _prefixLength = wildcard.Length - 1;
+
+        protected override ValueTask ReceiveInternalAsync(string subject, string? replyTo, ReadOnlySequence<byte>? headersBuffer, ReadOnlySequence<byte> payloadBuffer)
+        {
+            client.Route(subject, _prefixLength, payloadBuffer);
+            return ValueTask.CompletedTask;
+        }
+
+        protected override void TryComplete()
+        {
+        }
     }
 
     public async ValueTask<InferenceStart> TryStartAsync(InferenceQueue queue, string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct)

@@ -59,4 +59,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1240, Level = LogLevel.Information, Message = "Draining {Count} requests in flight")]
     public static partial void Draining(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 1250, Level = LogLevel.Warning, Message = "A reply on {Subject} could not be decoded; dropped")]
+    public static partial void ReplyUndecodable(ILogger logger, string subject, Exception exception);
 }
