@@ -61,3 +61,12 @@ echo "## Deploy to ready"
 echo
 if [ "$QUICK" = true ]; then REPEAT=1; else REPEAT=3; fi
 dotnet "$BENCH" deploy --model "$TINY,$Q4" --repeat $REPEAT --threads 1
+echo
+echo "## Live latency during a release hot-swap"
+echo
+# Live requests in a closed loop while the candidate colour swaps models (quick: the miniature model only).
+if [ "$QUICK" = true ]; then
+  dotnet "$BENCH" swap --live "$TINY" --candidate "$Q4" --swaps 1 --quiet 2 --threads 1
+else
+  dotnet "$BENCH" swap --live "$TINY,$TINY,$Q4" --candidate "$TINY,$Q4,$Q4" --swaps 3 --quiet 10 --threads 1
+fi

@@ -111,7 +111,7 @@ internal static class DeployTime
         return clock.Elapsed.TotalSeconds;
     }
 
-    private static async Task WaitAsync(ControlClient ctl, string colour, Func<PoolStatus, bool> done, Proc? worker)
+    internal static async Task WaitAsync(ControlClient ctl, string colour, Func<PoolStatus, bool> done, Proc? worker)
     {
         var deadline = DateTime.UtcNow.AddMinutes(10);
         while (true)

@@ -8,6 +8,7 @@ return args.FirstOrDefault() switch
     "perf" => await Perf.RunAsync(args[1..]),
     "deploy" => await DeployTime.RunAsync(args[1..]),
     "hop" => await Hop.RunAsync(args[1..]),
+    "swap" => await SwapLatency.RunAsync(args[1..]),
     _ => Usage(),
 };
 
@@ -18,6 +19,7 @@ static int Usage()
     Console.Error.WriteLine("       QwenNats.Bench perf --tiny <gguf> --qwen <q4_k_m gguf> [--qwen8 <q8_0 gguf>] [--threads 1] [--quick true]");
     Console.Error.WriteLine("       QwenNats.Bench hop --tiny <gguf> [--requests 1000] [--slots 2] [--threads 1]");
     Console.Error.WriteLine("       QwenNats.Bench deploy --model <gguf>[,<gguf>...] [--repeat 3] [--threads 1]");
+    Console.Error.WriteLine("       QwenNats.Bench swap --live <gguf>[,<gguf>...] --candidate <gguf>[,<gguf>...] [--swaps 3] [--quiet 10] [--settle 1] [--clients 2] [--threads 1] [--switch-mode auto]");
     Console.Error.WriteLine("       QwenNats.Bench soak --nats <url> --ingress <url> [--seconds 600] [--warmup 30] [--clients 4] [--cycle 20] [--max-growth 10] [--pids .run/pids]");
     return 2;
 }
