@@ -43,6 +43,12 @@ MODELS="${QWEN_BENCH_MODELS:-$HOME/.cache/qwen-nats/bench-models}"
 TINY="$(cd "$ROOT/.." && pwd)/shared/models/stories260K.gguf"
 [ -n "${QWEN_TEST_MODEL:-}" ] && TINY="$QWEN_TEST_MODEL"
 echo
+echo "## The routing hop"
+echo
+# What HTTP → ingress → JetStream → worker → reply adds to one-token chats on the tiny model, stage by stage.
+if [ "${1:-}" = "--quick" ]; then HOPS=30; else HOPS=1000; fi
+dotnet "$BENCH" hop --tiny "$TINY" --requests $HOPS --threads 1
+echo
 if [ "${1:-}" = "--quick" ]; then
   dotnet "$BENCH" model --shape miniature --out "$MODELS" --quant q4_k_m,q8_0 >"$ROOT/.run/logs/bench-model.log" 2>&1
   Q4="$MODELS/qwen2-miniature-q4_k_m.gguf"; Q8="$MODELS/qwen2-miniature-q8_0.gguf"; QUICK=true
