@@ -47,6 +47,7 @@ internal static class OpenAiPipeline
     public static async Task<InferenceCall?> StartAsync(HttpContext http, IInferenceClient client, RouteResult route, InferRequest draft, IngressOptions o)
     {
         var start = await client.TryStartAsync(InferenceQueue.Live, route.Colour, draft, o.RequestTimeout, http.RequestAborted);
+        RequestRouting.StartPinWrite(http);
         if (start.Started)
             return start.Call;
         ServedBy.Stamp(http, route.Colour, null, null, draft.Id);

@@ -50,6 +50,7 @@ public static class SentimentEndpoints
         {
             Id = id, SessionId = route.Session, Task = InferTasks.Sentiment, Input = input, ReplyTo = "",
         }, o.RequestTimeout, http.RequestAborted);
+        RequestRouting.StartPinWrite(http);
         if (!start.Started)
         {
             ServedBy.Stamp(http, colour, null, null, id);

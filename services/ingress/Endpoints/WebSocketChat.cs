@@ -123,8 +123,8 @@ public static class WebSocketChat
                 // switches and moves to live only when its colour is rolled back.
                 if (string.IsNullOrEmpty(requested))
                 {
-                    var (decision, pinWritten) = await router.RouteAsync(session, isNew: false, ct);
-                    await pinWritten;
+                    var (decision, pinWrite) = await router.RouteAsync(session, isNew: false, ct);
+                    await pinWrite.Start();
                     colour = decision.Colour;
                 }
                 using var turn = CancellationTokenSource.CreateLinkedTokenSource(ct);

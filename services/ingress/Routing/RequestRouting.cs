@@ -47,16 +47,24 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
             audit.ColourChosen(caller.Name, colour, session, http.Request.Path.Value ?? "");
             return (new RouteResult(colour, session, RouteReason.Explicit), null);
         }
-        var (decision, pinWritten) = await router.RouteAsync(session, isNew, http.RequestAborted);
+        var (decision, pinWrite) = await router.RouteAsync(session, isNew, http.RequestAborted);
         if (!http.Response.HasStarted)
         {
             http.Response.Headers[RouteHeader] = decision.Reason.ToString();
-            // The pin is written while the request runs; the answer (and with it the session cookie) waits for it.
-            if (!pinWritten.IsCompleted)
-                http.Response.OnStarting(static written => (Task)written, pinWritten);
+            // The pin is written while the request runs (started by StartPinWrite once the work is published); the
+            // answer, and with it the session cookie, waits for it.
+            if (pinWrite != PinWrite.None)
+            {
+                http.Features.Set(pinWrite);
+                http.Response.OnStarting(static write => ((PinWrite)write).Start(), pinWrite);
+            }
         }
         return (new RouteResult(decision.Colour, session, decision.Reason), null);
     }
+
+    /// <summary>Starts writing the request's session pin, if it has one to write: called once its work is published, so the
+    /// write does not queue in front of the work.</summary>
+    public static void StartPinWrite(HttpContext http) => http.Features.Get<PinWrite>()?.Start();
 
     /// <summary>An explicit colour (operators' testing) or the live colour.</summary>
     public bool TryResolveColour(string? requested, out string colour, out ApiError? error)

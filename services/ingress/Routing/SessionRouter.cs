@@ -4,8 +4,36 @@ using QwenNats.Messaging;
 
 namespace QwenNats.Ingress.Routing;
 
-/// <summary>Where a request goes, and the write of its session's pin when one was needed (completes when the pin is in KV, never faults).</summary>
-public sealed record Routed(RouteDecision Decision, Task PinWritten);
+/// <summary>Where a request goes, and the write of its session's pin when one is needed.</summary>
+public sealed record Routed(RouteDecision Decision, PinWrite PinWrite);
+
+/// <summary>
+/// A session pin to write, started by whoever comes first: the request's path right after it published its work (so
+/// the write does not queue in front of the work on the connection and the server), or the answer, which waits for it.
+/// </summary>
+public sealed class PinWrite
+{
+    private readonly Func<Task>? _write;
+    private Task? _written;
+
+    public PinWrite(Func<Task> write) => _write = write;
+
+    private PinWrite() => _written = Task.CompletedTask;
+
+    /// <summary>Nothing to write.</summary>
+    public static PinWrite None { get; } = new();
+
+    /// <summary>Starts the write (once); the task completes when the pin is in KV or the write failed (it never faults).</summary>
+    public Task Start()
+    {
+        if (Volatile.Read(ref _written) is { } started)
+            return started;
+        lock (_gate)
+            return _written ??= _write!();
+    }
+
+    private readonly Lock _gate = new();
+}
 
 /// <summary>
 /// Applies <see cref="RoutingPolicy"/> with the session pins shared by every ingress in KV <c>qwen_sessions</c>.
@@ -23,7 +51,7 @@ public sealed partial class SessionRouter(RolloutView view, SessionPins pins, Ti
         var store = await view.GetSessionsAsync(ct);
         var now = clock.GetUtcNow();
         if (store is null)
-            return new Routed(RoutingPolicy.DecideUnknownPin(state), Task.CompletedTask);
+            return new Routed(RoutingPolicy.DecideUnknownPin(state), PinWrite.None);
 
         var key = SessionKeys.For(sessionId);
         SessionPin? pin = null;
@@ -43,25 +71,25 @@ public sealed partial class SessionRouter(RolloutView view, SessionPins pins, Ti
                 {
                     // Not "no pin" but "pin unknown" (an error result, or a value that did not deserialize).
                     LogPinUnreadable(logger, entry.Success ? entry.Value.Error : entry.Error);
-                    return new Routed(RoutingPolicy.DecideUnknownPin(state), Task.CompletedTask);
+                    return new Routed(RoutingPolicy.DecideUnknownPin(state), PinWrite.None);
                 }
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 LogPinUnreadable(logger, e);
-                return new Routed(RoutingPolicy.DecideUnknownPin(state), Task.CompletedTask);
+                return new Routed(RoutingPolicy.DecideUnknownPin(state), PinWrite.None);
             }
         }
 
         var decision = RoutingPolicy.Decide(state, pin, sessionId, now);
         var refresh = pin is not null && now - written > options.Value.PinRefreshAfter;
         if (!decision.WritePin && !(refresh && decision.Reason == RouteReason.Pinned))
-            return new Routed(decision, Task.CompletedTask);
+            return new Routed(decision, PinWrite.None);
         var updated = decision.WritePin
             ? new SessionPin { Colour = decision.Colour, RolloutId = state.RolloutId, PinnedAt = now }
             : pin!;
         pins.Wrote(key, updated, now);
-        return new Routed(decision, WriteAsync(store, key, updated));
+        return new Routed(decision, new PinWrite(() => WriteAsync(store, key, updated)));
     }
 
     private async Task WriteAsync(INatsKVStore store, string key, SessionPin pin)

@@ -72,7 +72,7 @@ public sealed class ReadinessTests
         var routed = await new SessionRouter(fresh, pins, TimeProvider.System, ingressOptions,
             NullLogger<SessionRouter>.Instance).RouteAsync("s1", isNew: false, default);
         Assert.Equal(RoutingPolicy.DecideUnknownPin(fresh.Current), routed.Decision);
-        Assert.True(routed.PinWritten.IsCompletedSuccessfully);
+        Assert.Same(PinWrite.None, routed.PinWrite);
     }
 
     [Fact]
