@@ -43,106 +43,126 @@ internal static class Perf
         var genTokens = quick ? 12 : 48;
         var rateTokens = quick ? 12 : 96;
         var levels = quick ? new[] { 1, 2 } : new[] { 1, 2, 4, 8 };
-        var shadowSeconds = quick ? 4 : 40;
+        // Section 4: live requests per setting (at least), per block, chat length, pause between blocks; --only shadow runs it alone.
+        var shadowRequests = int.Parse(o.GetValueOrDefault("shadow-requests", quick ? "12" : "200"), C);
+        var shadowBlock = int.Parse(o.GetValueOrDefault("shadow-block", quick ? "4" : "20"), C);
+        var shadowChatTokens = int.Parse(o.GetValueOrDefault("shadow-chat-tokens", "4"), C);
+        var shadowGapMs = int.Parse(o.GetValueOrDefault("shadow-gap-ms", "1500"), C);
+        var onlyShadow = o.GetValueOrDefault("only") == "shadow";
+        // The mirrored fractions compared (the first is the baseline); 0,0.2,1 adds the 20 % row at half as much time again.
+        var shadowFractions = o.GetValueOrDefault("shadow-fractions", "0,1").Split(',').Select(f => double.Parse(f, C)).ToArray();
         var profile = Path.Combine(Proc.Root, "deploy", "profiles", "v1.json");
         var md = new StringBuilder();
         var qName = Path.GetFileNameWithoutExtension(q4);
         var memory = new List<(string What, long Bytes)>();
         var total = Stopwatch.StartNew();
 
-        // 1. Ingress overhead, and the prefix cache's effect, on both models.
-        md.AppendLine("## 1. Ingress overhead (HTTP → ingress → NATS → worker, against the same calls in-process)").AppendLine();
-        md.AppendLine(C, $"Sequential requests, {reps} of each, greedy; worker and in-process engine use {threads} thread(s). Prefix cache off on both sides so the comparison is like for like; its effect is the last column (the worker with it on).").AppendLine();
-        md.AppendLine("| model | call | in-process p50 ms | p99 | through the system p50 ms | p99 | added p50 ms | added p99 ms | system with prefix cache p50 ms |");
-        md.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        double workerRate = 0, directRate = 0;
-        foreach (var (label, model) in new[] { ("stories260K (tiny)", tiny), (qName, q4) })
+        if (!onlyShadow)
         {
-            // In-process and through-the-system calls alternate, so both see the same machine conditions.
-            await using (var rig = await Rig.StartAsync([("blue", model, 1, false)], threads))
+            // 1. Ingress overhead, and the prefix cache's effect, on both models.
+            md.AppendLine("## 1. Ingress overhead (HTTP → ingress → NATS → worker, against the same calls in-process)").AppendLine();
+            md.AppendLine(C, $"Sequential requests, {reps} of each, greedy; worker and in-process engine use {threads} thread(s). Prefix cache off on both sides so the comparison is like for like; its effect is the last column (the worker with it on).").AppendLine();
+            md.AppendLine("| model | call | in-process p50 ms | p99 | through the system p50 ms | p99 | added p50 ms | added p99 ms | system with prefix cache p50 ms |");
+            md.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+            double workerRate = 0, directRate = 0;
+            foreach (var (label, model) in new[] { ("stories260K (tiny)", tiny), (qName, q4) })
             {
-                using var direct = new Direct(model, profile, threads);
-                const string Input = "The weather is lovely today and I feel great";
-                var (dSent, sSent) = await InterleaveAsync(reps, () => direct.SentimentAsync(Input), () => rig.SentimentAsync(Input));
-                var (dChat, sChat) = await InterleaveAsync(reps, () => direct.ChatAsync("Tell me a short story", 8), () => rig.ChatAsync("Tell me a short story", 8));
-                md.AppendLine(C, $"| {label} | sentiment | {P(dSent, .5):F1} | {P(dSent, .99):F1} | {P(sSent, .5):F1} | {P(sSent, .99):F1} | {P(sSent, .5) - P(dSent, .5):F1} | {P(sSent, .99) - P(dSent, .99):F1} | |");
-                md.AppendLine(C, $"| {label} | chat, 8 tokens | {P(dChat, .5):F1} | {P(dChat, .99):F1} | {P(sChat, .5):F1} | {P(sChat, .99):F1} | {P(sChat, .5) - P(dChat, .5):F1} | {P(sChat, .99) - P(dChat, .99):F1} | |");
-                if (model == q4)
+                // In-process and through-the-system calls alternate, so both see the same machine conditions.
+                await using (var rig = await Rig.StartAsync([("blue", model, 1, false)], threads))
                 {
-                    var d = new List<double>();
-                    var w = new List<double>();
-                    for (var i = 0; i < (quick ? 2 : 5); i++)
+                    using var direct = new Direct(model, profile, threads);
+                    const string Input = "The weather is lovely today and I feel great";
+                    var (dSent, sSent) = await InterleaveAsync(reps, () => direct.SentimentAsync(Input), () => rig.SentimentAsync(Input));
+                    var (dChat, sChat) = await InterleaveAsync(reps, () => direct.ChatAsync("Tell me a short story", 8), () => rig.ChatAsync("Tell me a short story", 8));
+                    md.AppendLine(C, $"| {label} | sentiment | {P(dSent, .5):F1} | {P(dSent, .99):F1} | {P(sSent, .5):F1} | {P(sSent, .99):F1} | {P(sSent, .5) - P(dSent, .5):F1} | {P(sSent, .99) - P(dSent, .99):F1} | |");
+                    md.AppendLine(C, $"| {label} | chat, 8 tokens | {P(dChat, .5):F1} | {P(dChat, .99):F1} | {P(sChat, .5):F1} | {P(sChat, .99):F1} | {P(sChat, .5) - P(dChat, .5):F1} | {P(sChat, .99) - P(dChat, .99):F1} | |");
+                    if (model == q4)
                     {
-                        d.Add(await direct.TokensPerSecondAsync("Tell me a short story", rateTokens));
-                        w.Add((await rig.StreamAsync("Tell me a short story", rateTokens)).TokensPerSecond);
+                        var d = new List<double>();
+                        var w = new List<double>();
+                        for (var i = 0; i < (quick ? 2 : 5); i++)
+                        {
+                            d.Add(await direct.TokensPerSecondAsync("Tell me a short story", rateTokens));
+                            w.Add((await rig.StreamAsync("Tell me a short story", rateTokens)).TokensPerSecond);
+                        }
+                        (directRate, workerRate) = (Median(d), Median(w));
                     }
-                    (directRate, workerRate) = (Median(d), Median(w));
+                }
+                await using (var rig = await Rig.StartAsync([("blue", model, 1, true)], threads))
+                {
+                    var cached = await TimeAsync(reps, () => rig.SentimentAsync("The weather is lovely today and I feel great"));
+                    md.AppendLine(C, $"| {label} | sentiment, prefix cache on | | | | | | | {P(cached, .5):F1} |");
                 }
             }
-            await using (var rig = await Rig.StartAsync([("blue", model, 1, true)], threads))
+            md.AppendLine();
+
+            // 2. Single-stream generation speed.
+            md.AppendLine("## 2. Worker tokens/s for one stream against a plain LLamaSharp decode loop").AppendLine();
+            md.AppendLine("Generation speed after the first token, greedy, median of alternating runs; the worker's is measured by the client from the first streamed token to the end of the stream.").AppendLine();
+            md.AppendLine("| model | threads | tokens | plain LLamaSharp tokens/s | worker through the system tokens/s | ratio |");
+            md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: |");
+            md.AppendLine(C, $"| {qName} | {threads} | {rateTokens} | {directRate:F2} | {workerRate:F2} | **{workerRate / directRate:F3}** |").AppendLine();
+
+            // 3. Concurrent streams, slots on and off.
+            md.AppendLine("## 3. Concurrent streams: aggregate tokens/s and p95 time to first token").AppendLine();
+            md.AppendLine(C, $"{qName}, one worker, {threads} thread(s), {genTokens / 2} tokens per stream; slots on = 4 sequences per forward pass, off = 1.").AppendLine();
+            md.AppendLine("| streams | slots off tokens/s | slots on tokens/s | gain | slots off p95 TTFT ms | slots on p95 TTFT ms |");
+            md.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: |");
+            var rows = new Dictionary<int, (double Tps, double Ttft)[]>();
+            foreach (var slots in new[] { 1, 4 })
             {
-                var cached = await TimeAsync(reps, () => rig.SentimentAsync("The weather is lovely today and I feel great"));
-                md.AppendLine(C, $"| {label} | sentiment, prefix cache on | | | | | | | {P(cached, .5):F1} |");
+                await using var rig = await Rig.StartAsync([("blue", q4, slots, true)], threads);
+                await rig.StreamAsync("warm up", 2);
+                foreach (var c in levels)
+                {
+                    var clock = Stopwatch.StartNew();
+                    var runs = await Task.WhenAll(Enumerable.Range(0, c).Select(i => rig.StreamAsync($"Story number {i}", genTokens / 2)));
+                    var tps = runs.Sum(r => r.Tokens) / clock.Elapsed.TotalSeconds;
+                    rows.TryAdd(c, new (double, double)[2]);
+                    rows[c][slots == 1 ? 0 : 1] = (tps, P(runs.Select(r => r.TtftMs).ToList(), .95));
+                }
+                memory.Add(($"worker, {qName}, {slots} slot(s), after load", rig.Workers[0].Resident()));
             }
+            foreach (var (c, r) in rows.OrderBy(r => r.Key))
+                md.AppendLine(C, $"| {c} | {r[0].Tps:F2} | {r[1].Tps:F2} | {r[1].Tps / r[0].Tps:F2}x | {r[0].Ttft:F0} | {r[1].Ttft:F0} |");
+            md.AppendLine();
         }
-        md.AppendLine();
 
-        // 2. Single-stream generation speed.
-        md.AppendLine("## 2. Worker tokens/s for one stream against a plain LLamaSharp decode loop").AppendLine();
-        md.AppendLine("Generation speed after the first token, greedy, median of alternating runs; the worker's is measured by the client from the first streamed token to the end of the stream.").AppendLine();
-        md.AppendLine("| model | threads | tokens | plain LLamaSharp tokens/s | worker through the system tokens/s | ratio |");
-        md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: |");
-        md.AppendLine(C, $"| {qName} | {threads} | {rateTokens} | {directRate:F2} | {workerRate:F2} | **{workerRate / directRate:F3}** |").AppendLine();
-
-        // 3. Concurrent streams, slots on and off.
-        md.AppendLine("## 3. Concurrent streams: aggregate tokens/s and p95 time to first token").AppendLine();
-        md.AppendLine(C, $"{qName}, one worker, {threads} thread(s), {genTokens / 2} tokens per stream; slots on = 4 sequences per forward pass, off = 1.").AppendLine();
-        md.AppendLine("| streams | slots off tokens/s | slots on tokens/s | gain | slots off p95 TTFT ms | slots on p95 TTFT ms |");
-        md.AppendLine("| ---: | ---: | ---: | ---: | ---: | ---: |");
-        var rows = new Dictionary<int, (double Tps, double Ttft)[]>();
-        foreach (var slots in new[] { 1, 4 })
-        {
-            await using var rig = await Rig.StartAsync([("blue", q4, slots, true)], threads);
-            await rig.StreamAsync("warm up", 2);
-            foreach (var c in levels)
-            {
-                var clock = Stopwatch.StartNew();
-                var runs = await Task.WhenAll(Enumerable.Range(0, c).Select(i => rig.StreamAsync($"Story number {i}", genTokens / 2)));
-                var tps = runs.Sum(r => r.Tokens) / clock.Elapsed.TotalSeconds;
-                rows.TryAdd(c, new (double, double)[2]);
-                rows[c][slots == 1 ? 0 : 1] = (tps, P(runs.Select(r => r.TtftMs).ToList(), .95));
-            }
-            memory.Add(($"worker, {qName}, {slots} slot(s), after load", rig.Workers[0].Resident()));
-        }
-        foreach (var (c, r) in rows.OrderBy(r => r.Key))
-            md.AppendLine(C, $"| {c} | {r[0].Tps:F2} | {r[1].Tps:F2} | {r[1].Tps / r[0].Tps:F2}x | {r[0].Ttft:F0} | {r[1].Ttft:F0} |");
-        md.AppendLine();
-
-        // 4. Live latency under shadow mirroring, candidate on the same machine.
-        md.AppendLine("## 4. Live latency with shadow mirroring off, at 20 % and at 100 %").AppendLine();
-        md.AppendLine(C, $"{qName}; blue (live) and green (candidate) workers on this machine, 2 slots and {threads} thread(s) each; 2 clients in a closed loop of sentiment and 8-token chats for {shadowSeconds} s per setting.").AppendLine();
-        md.AppendLine("| mirroring | live requests | live p50 ms | live p95 ms | p95 vs off | mirrored | compared | dropped |");
+        var section4 = Stopwatch.StartNew();
+        // 4. Live latency under shadow mirroring, candidate on the same machine. One ingress per setting (the share of
+        // live requests it mirrors), all in the same Shadow rollout; the clients take turns at them in short blocks
+        // until every setting has its requests, so each sees the same machine over the same minutes.
+        static string Pct(double f) => f.ToString("0.#%", CultureInfo.InvariantCulture).Replace("%", " %", StringComparison.Ordinal);
+        md.AppendLine(C, $"## 4. Live latency with shadow mirroring at {string.Join(", ", shadowFractions.Select(Pct))}").AppendLine();
+        md.AppendLine(C, $"{qName}; blue (live) and green (candidate, in Shadow) workers on this machine, 2 slots and {threads} thread(s) each; 2 clients in a closed loop of sentiment and {shadowChatTokens}-token chats, taking turns at {shadowFractions.Length} ingresses that mirror {string.Join(", ", shadowFractions.Select(Pct))} of live requests, in blocks of {shadowBlock} requests with a {shadowGapMs} ms pause between blocks (mirrors of the previous block finish), until each setting has at least {shadowRequests} live requests.").AppendLine();
+        md.AppendLine("| mirroring | live requests | live p50 ms | live p95 ms | p95 vs first row | mirrored | compared | dropped |");
         md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        await using (var rig = await Rig.StartAsync([("blue", q4, 2, true), ("green", q4, 2, true)], threads, controlPlane: true, shadowFractions: [0.2, 1.0]))
+        await using (var rig = await Rig.StartAsync([("blue", q4, 2, true), ("green", q4, 2, true)], threads, controlPlane: true, shadowFractions: shadowFractions))
         {
             memory.Add(("ingress, idle", rig.Ingresses[0].Resident()));
             memory.Add(("judge, idle", rig.Judge!.Resident()));
             memory.Add(("promoter, idle", rig.Promoter!.Resident()));
             memory.Add(("nats-server, idle", rig.Nats.Resident()));
             await rig.SentimentAsync("warm up");
-            var off = await rig.ClosedLoopAsync(0, shadowSeconds);
             await rig.CtlAsync("start", "{\"candidate\":\"green\",\"reason\":\"bench\"}");
-            var twenty = await rig.ClosedLoopAsync(0, shadowSeconds);
-            var (all, peaks) = await rig.ClosedLoopWithMemoryAsync(1, shadowSeconds);
+            var settings = Enumerable.Range(0, shadowFractions.Length).ToArray();
+            var (rows4, peaks) = await rig.InterleavedAsync(settings, shadowRequests, shadowBlock, shadowChatTokens, TimeSpan.FromMilliseconds(shadowGapMs), memoryOf: settings[^1]);
             await rig.CtlAsync("abort", "{\"reason\":\"bench done\"}");
-            foreach (var (name, row) in new[] { ("off", off), ("20 %", twenty), ("100 %", all) })
-                md.AppendLine(C, $"| {name} | {row.Ms.Count} | {P(row.Ms, .5):F0} | {P(row.Ms, .95):F0} | {(P(row.Ms, .95) / P(off.Ms, .95) - 1) * 100:+0;-0} % | {row.Sent} | {row.Compared} | {row.Dropped} |");
-            memory.Add(("ingress, under load with 100 % mirroring", peaks["ingress"]));
+            var first = rows4[0];
+            foreach (var (f, row) in shadowFractions.Zip(rows4))
+                md.AppendLine(C, $"| {Pct(f)} | {row.Ms.Count} | {P(row.Ms, .5):F0} | {P(row.Ms, .95):F0} | {(P(row.Ms, .95) / P(first.Ms, .95) - 1) * 100:+0;-0} % | {row.Sent} | {row.Compared} | {row.Dropped} |");
+            memory.Add(($"ingress, under load with {Pct(shadowFractions[^1])} mirroring", peaks["ingress"]));
             memory.Add(("judge, under load", peaks["judge"]));
             memory.Add(("promoter, under load", peaks["promoter"]));
             memory.Add(("nats-server, under load", peaks["nats-server"]));
         }
         md.AppendLine();
+        md.AppendLine(C, $"Section 4 took {section4.Elapsed.TotalMinutes:F1} minutes.").AppendLine();
+        if (onlyShadow)
+        {
+            Console.WriteLine(md.ToString());
+            return 0;
+        }
 
         // 5. Memory.
         foreach (var (label, model) in new[] { ("stories260K", tiny), (q8 is null ? "" : Path.GetFileNameWithoutExtension(q8), q8) })
@@ -435,38 +455,61 @@ internal static class Perf
             return new Stream(completion, first, completion > 1 && done > first ? (completion - 1) / ((done - first) / 1000) : 0);
         }
 
-        public async Task<LoopResult> ClosedLoopAsync(int ingress, int seconds) => (await ClosedLoopWithMemoryAsync(ingress, seconds)).Result;
-
-        public async Task<(LoopResult Result, Dictionary<string, long> Peaks)> ClosedLoopWithMemoryAsync(int ingress, int seconds)
+        /// <summary>
+        /// Two clients in a closed loop, taking turns at <paramref name="ingresses"/> in blocks of <paramref name="block"/>
+        /// requests (a pause between blocks), until each ingress has served <paramref name="perIngress"/> requests; the
+        /// peak memory of the services is sampled while <paramref name="memoryOf"/>'s blocks run.
+        /// </summary>
+        public async Task<(LoopResult[] Results, Dictionary<string, long> Peaks)> InterleavedAsync(int[] ingresses, int perIngress, int block, int chatTokens, TimeSpan gap, int memoryOf)
         {
-            var before = await ShadowAsync(ingress);
-            var ms = new List<double>();
+            var before = new List<(long Sent, long Compared, long Dropped)>();
+            foreach (var i in ingresses) before.Add(await ShadowAsync(i));
+            var ms = ingresses.Select(_ => new List<double>()).ToArray();
             var peaks = new Dictionary<string, long>();
-            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(seconds));
-            async Task ClientAsync(int id)
+            var n = 0;
+            while (ms.Any(m => m.Count < perIngress))
             {
-                var n = 0;
-                while (!stop.IsCancellationRequested)
+                foreach (var (slot, ingress) in ingresses.Select((x, k) => (k, x)))
                 {
-                    var clock = Stopwatch.StartNew();
-                    if (n++ % 2 == 0) await SentimentAsync("The soup was cold but the staff were kind", ingress);
-                    else await ChatAsync("Say something nice", 8, ingress, session: $"bench-{id}-{n}");
-                    lock (ms) ms.Add(clock.Elapsed.TotalMilliseconds);
+                    if (ms[slot].Count >= perIngress) continue;
+                    var left = block;
+                    async Task ClientAsync(int id)
+                    {
+                        while (Interlocked.Decrement(ref left) >= 0)
+                        {
+                            var k = Interlocked.Increment(ref n);
+                            var clock = Stopwatch.StartNew();
+                            if (k % 2 == 0) await SentimentAsync("The soup was cold but the staff were kind", ingress);
+                            else await ChatAsync("Say something nice", chatTokens, ingress, session: $"bench-{id}-{k}");
+                            lock (ms) ms[slot].Add(clock.Elapsed.TotalMilliseconds);
+                        }
+                    }
+                    using var sampling = new CancellationTokenSource();
+                    var sampler = ingress == memoryOf ? SampleAsync(ingress, peaks, sampling.Token) : Task.CompletedTask;
+                    await Task.WhenAll(ClientAsync(0), ClientAsync(1));
+                    await sampling.CancelAsync();
+                    await sampler;
+                    await Task.Delay(gap);
                 }
             }
-            async Task SampleAsync()
-            {
-                while (!stop.IsCancellationRequested)
-                {
-                    foreach (var p in new[] { Ingresses[ingress], Judge, Promoter, Nats })
-                        if (p is not null) peaks[p.Name] = Math.Max(peaks.GetValueOrDefault(p.Name), p.Resident());
-                    try { await Task.Delay(1000, stop.Token); } catch (OperationCanceledException) { }
-                }
-            }
-            await Task.WhenAll(ClientAsync(0), ClientAsync(1), SampleAsync());
             await Task.Delay(1000);
-            var after = await ShadowAsync(ingress);
-            return (new LoopResult(ms, after.Sent - before.Sent, after.Compared - before.Compared, after.Dropped - before.Dropped), peaks);
+            var results = new LoopResult[ingresses.Length];
+            for (var k = 0; k < ingresses.Length; k++)
+            {
+                var after = await ShadowAsync(ingresses[k]);
+                results[k] = new LoopResult(ms[k], after.Sent - before[k].Sent, after.Compared - before[k].Compared, after.Dropped - before[k].Dropped);
+            }
+            return (results, peaks);
+        }
+
+        private async Task SampleAsync(int ingress, Dictionary<string, long> peaks, CancellationToken ct)
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                foreach (var p in new[] { Ingresses[ingress], Judge, Promoter, Nats })
+                    if (p is not null) peaks[p.Name] = Math.Max(peaks.GetValueOrDefault(p.Name), p.Resident());
+                try { await Task.Delay(1000, ct); } catch (OperationCanceledException) { }
+            }
         }
 
         private async Task<(long Sent, long Compared, long Dropped)> ShadowAsync(int ingress)

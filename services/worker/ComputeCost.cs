@@ -8,8 +8,8 @@ namespace QwenNats.Worker;
 /// confounded on a shared machine (whichever process the scheduler favours looks faster, whichever pool is
 /// busier queues longer); the CPU time a decode step costs is not. So every request records the CPU time
 /// of each batched decode step it took part in (the whole step: batching makes a step only a little
-/// dearer, so the figure is about the same alone or batched) and of its own sampling. The decode runs on a
-/// thread-pool thread inside llama.cpp; a compute callback that llama.cpp calls after every graph node
+/// dearer, so the figure is about the same alone or batched) and of its own sampling. The decode runs on the
+/// decode loop's thread inside llama.cpp; a compute callback that llama.cpp calls after every graph node
 /// reads that thread's CPU clock, so the figure is the compute thread's own time, whatever else runs in
 /// the process or on the machine. See docs/judge.md.
 /// </summary>

@@ -26,6 +26,9 @@ internal static partial class EngineLog
     [LoggerMessage(EventId = 3906, Level = LogLevel.Warning, Message = "Prompt prefixes not shared after the reset")]
     public static partial void PrefixesNotShared(ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 3907, Level = LogLevel.Warning, Message = "The decode thread could not take nice value {Wanted} (it has {Now}); lowering a nice value needs CAP_SYS_NICE or RLIMIT_NICE")]
+    public static partial void NiceRefused(ILogger logger, int wanted, int now);
+
     [LoggerMessage(EventId = 3910, Level = LogLevel.Warning, Message = "FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, nonsense {Nonsense}, slowdown x{Slowdown}, error rate {ErrorRate}, hang rate {HangRate}")]
     public static partial void FaultsOn(ILogger logger, double fraction, bool flip, bool truncate, bool nonsense, double slowdown, double errorRate, double hangRate);
 }

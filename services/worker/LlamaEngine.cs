@@ -28,8 +28,16 @@ public sealed class LlamaEngine : IAsyncDisposable
     private readonly IReadOnlyList<int[]> _labelTokens;
     private BatchedExecutor _executor;
     private readonly ComputeCost _cost = new();
-    private Task _loop = Task.CompletedTask;
     private int _busy;
+
+    // The decode loop's thread: one at a time; a newer generation takes the loop (and its requests) over.
+    private readonly object _gate = new();
+    private readonly object _loopLock = new();
+    private readonly List<EngineJob> _active = [];
+    private readonly TaskCompletionSource _loopDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private CancellationTokenSource _wake = new();
+    private bool _started, _candidate, _warmed;
+    private int _generation, _baseNice, _threadNice, _threadId;
 
     public LlamaEngine(IOptions<WorkerOptions> options, PromptProfile profile, ILogger<LlamaEngine> logger)
         : this(options.Value, ModelSource.FromOptions(options.Value), profile, logger)
@@ -131,13 +139,104 @@ public sealed class LlamaEngine : IAsyncDisposable
     /// <summary>Raised with the number of prompt tokens a request took from the shared prefix.</summary>
     public event Action<int>? PrefixReused;
 
-    public void Start() => _loop = Task.Run(async () =>
+    /// <summary>Starts the decode loop on its own thread (see <see cref="SetCandidate"/> for its priority).</summary>
+    public void Start()
     {
-        await Prefixes.WarmAsync(_executor, _stop.Token);
-        EngineLog.PrefixesShared(_logger,
-            Prefixes.Tokens[InferTasks.Chat].Length, Prefixes.Tokens[InferTasks.Sentiment].Length, Prefixes.Enabled ? "" : " (off: Worker:PrefixCache=false)");
-        await RunAsync(_stop.Token);
-    });
+        lock (_gate)
+        {
+            if (_started) return;
+            _started = true;
+            // The priority a live decode thread has: the one of the thread that starts the engine (the worker's).
+            _baseNice = ThreadNice.Current();
+            StartDecodeThread();
+        }
+    }
+
+    /// <summary>
+    /// Whether this engine's colour is only a candidate (it answers mirrored copies, no live traffic): its decode
+    /// thread, and so llama.cpp's compute threads it creates, then run <see cref="WorkerOptions.CandidateNice"/>
+    /// nice levels lower, so on a shared box the live colour's decoding gets the CPU first. Every change moves the
+    /// loop to a fresh thread between two steps (back to live, at normal priority: an unprivileged thread cannot
+    /// lower its nice value again, and compute threads keep the value they were created with).
+    /// Linux only; elsewhere, or with <see cref="WorkerOptions.CandidateNice"/> 0, nothing changes.
+    /// </summary>
+    public void SetCandidate(bool candidate)
+    {
+        lock (_gate)
+        {
+            if (_candidate == candidate) return;
+            _candidate = candidate;
+            // A fresh thread, created here (at the caller's priority), takes the loop over and sets its own nice value
+            // before it decodes: so the compute threads llama.cpp starts from it (OpenMP) have that value too.
+            if (_started && PrioritiesApply)
+                StartDecodeThread();
+        }
+    }
+
+    /// <summary>Whether thread priorities are applied at all (Linux, <see cref="WorkerOptions.CandidateNice"/> above 0, decode on our thread).</summary>
+    public bool PrioritiesApply => _options.CandidateNice > 0 && ThreadNice.Supported && InlineDecode.Available;
+
+    /// <summary>The decode thread's kernel id and nice value now (0, 0 before it runs).</summary>
+    public (int ThreadId, int Nice) DecodeThread => (Volatile.Read(ref _threadId), Volatile.Read(ref _threadNice));
+
+    private int WantedNice => _candidate && PrioritiesApply ? Math.Min(19, _baseNice + _options.CandidateNice) : _baseNice;
+
+    /// <summary>Under <see cref="_gate"/>: a new thread for the loop; the one running it (if any) hands over between two steps.</summary>
+    private void StartDecodeThread()
+    {
+        var generation = ++_generation;
+        var woken = _wake;
+        _wake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+        woken.Cancel();
+        var thread = new Thread(() => DecodeThreadMain(generation))
+        {
+            IsBackground = true,
+            // What /proc/<pid>/task/<tid>/comm shows (15 characters at most).
+            Name = $"decode {_options.Colour}",
+        };
+        thread.Start();
+    }
+
+    private void DecodeThreadMain(int generation)
+    {
+        try
+        {
+            lock (_loopLock)
+            {
+                if (generation != Volatile.Read(ref _generation)) return;
+                ApplyNice();
+                if (!_warmed)
+                {
+                    Prefixes.Warm(_executor, Decode);
+                    _warmed = true;
+                    EngineLog.PrefixesShared(_logger,
+                        Prefixes.Tokens[InferTasks.Chat].Length, Prefixes.Tokens[InferTasks.Sentiment].Length, Prefixes.Enabled ? "" : " (off: Worker:PrefixCache=false)");
+                }
+            }
+            if (Run(generation))
+                _loopDone.TrySetResult();
+        }
+        catch (Exception e)
+        {
+            _loopDone.TrySetException(e);
+        }
+    }
+
+    /// <summary>Sets this (new) thread's nice value to the wanted one (raising always works; lowering may be refused).</summary>
+    private void ApplyNice()
+    {
+        if (!ThreadNice.Supported) return;
+        int wanted;
+        lock (_gate) wanted = WantedNice;
+        var now = ThreadNice.Current();
+        if (now != wanted && !ThreadNice.TrySet(wanted))
+            EngineLog.NiceRefused(_logger, wanted, now);
+        Volatile.Write(ref _threadNice, ThreadNice.Current());
+        Volatile.Write(ref _threadId, ThreadNice.CurrentThreadId());
+    }
+
+    private DecodeResult Decode(BatchedExecutor executor) =>
+        InlineDecode.Available ? InlineDecode.Infer(executor) : executor.Infer(_stop.Token).GetAwaiter().GetResult();
 
     /// <summary>
     /// Runs one short request of each task through the decode loop before the worker takes work, so the
@@ -313,100 +412,130 @@ public sealed class LlamaEngine : IAsyncDisposable
     private int[] Tokenize(string text, bool addBos) =>
         _weights.Tokenize(text, addBos, special: true, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
 
-    private async Task RunAsync(CancellationToken stop)
+    /// <summary>The decode loop; true when it ended (stop), false when a newer thread took it over.</summary>
+    private bool Run(int generation)
     {
-        var active = new List<EngineJob>(_options.Slots);
+        var active = _active;
+        var stop = _stop.Token;
         while (!stop.IsCancellationRequested)
+        {
+            CancellationToken wake;
+            lock (_gate) wake = _wake.Token;
+            lock (_loopLock)
+            {
+                if (generation != Volatile.Read(ref _generation))
+                    return false;
+                try
+                {
+                    if (Step(active, stop))
+                        continue;
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    break;
+                }
+                catch (Exception e)
+                {
+                    EngineLog.LoopFailed(_logger, active.Count, e);
+                    Reset(active, ErrorCodes.InternalError, "The worker failed while generating.");
+                    continue;
+                }
+            }
+            // Nothing to do: wait for work (or a stop, or a change of priority) outside the loop lock.
+            try
+            {
+                _incoming.Reader.WaitToReadAsync(wake).AsTask().GetAwaiter().GetResult();
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        lock (_loopLock)
+        {
+            if (generation != Volatile.Read(ref _generation))
+                return false;
+            foreach (var job in active)
+                End(job, ErrorCodes.Cancelled, "The worker is shutting down.");
+            active.Clear();
+            while (_incoming.Reader.TryRead(out var queued))
+                End(queued, ErrorCodes.Cancelled, "The worker is shutting down.");
+        }
+        return true;
+    }
+
+    /// <summary>One step of the loop: admit queued requests, decode once, sample. False when there is nothing to do.</summary>
+    private bool Step(List<EngineJob> active, CancellationToken stop)
+    {
+        while (active.Count < _options.Slots && _incoming.Reader.TryRead(out var job))
         {
             try
             {
-                while (active.Count < _options.Slots && _incoming.Reader.TryRead(out var job))
-                {
-                    try
-                    {
-                        job.Admit(_executor, Prefixes);
-                        active.Add(job);
-                        if (job.ReusedTokens > 0) PrefixReused?.Invoke(job.ReusedTokens);
-                    }
-                    catch (Exception e)
-                    {
-                        EngineLog.AdmitFailed(_logger, job.Request.Id, e);
-                        End(job, ErrorCodes.InternalError, "The worker could not start this request.");
-                    }
-                }
-                if (active.Count == 0)
-                {
-                    await _incoming.Reader.WaitToReadAsync(stop);
-                    continue;
-                }
-
-                if (_executor.BatchQueueCount > 0)
-                {
-                    var participants = active.Where(j => j.RequiresInference).ToArray();
-                    _cost.Begin();
-                    var result = await _executor.Infer(stop);
-                    ComputeCost.Charge(participants, _cost.End());
-                    if (result != DecodeResult.Ok)
-                    {
-                        EngineLog.DecodeFailed(_logger, result.ToString(), active.Count);
-                        await ResetAsync(active, result == DecodeResult.NoKvSlot ? ErrorCodes.Overloaded : ErrorCodes.InternalError,
-                            result == DecodeResult.NoKvSlot ? "The worker ran out of KV cache; retry." : $"Decoding failed ({result}).");
-                        continue;
-                    }
-                }
-
-                for (var i = active.Count - 1; i >= 0; i--)
-                {
-                    var job = active[i];
-                    if (job.RequiresInference)
-                        continue;
-                    bool done;
-                    if (job.Cancel.IsCancellationRequested)
-                    {
-                        job.Fail(ErrorCodes.Cancelled, "The request was cancelled.");
-                        done = true;
-                    }
-                    else if (job.Request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > job.Request.DeadlineUnixMs)
-                    {
-                        job.Fail(ErrorCodes.DeadlineExceeded, "The request's deadline passed during generation.");
-                        done = true;
-                    }
-                    else
-                    {
-                        try
-                        {
-                            var cpuBefore = ThreadCpu.Now();
-                            done = job.Step(_executor);
-                            ComputeCost.ChargeSampling(job, ThreadCpu.Now() - cpuBefore);
-                        }
-                        catch (Exception e)
-                        {
-                            EngineLog.RequestFailed(_logger, job.Request.Id, e);
-                            job.Fail(ErrorCodes.InternalError, "The worker failed while generating.");
-                            done = true;
-                        }
-                    }
-                    if (done)
-                    {
-                        active.RemoveAt(i);
-                        Interlocked.Decrement(ref _busy);
-                    }
-                }
-            }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
-            {
-                break;
+                job.Admit(_executor, Prefixes);
+                active.Add(job);
+                if (job.ReusedTokens > 0) PrefixReused?.Invoke(job.ReusedTokens);
             }
             catch (Exception e)
             {
-                EngineLog.LoopFailed(_logger, active.Count, e);
-                await ResetAsync(active, ErrorCodes.InternalError, "The worker failed while generating.");
+                EngineLog.AdmitFailed(_logger, job.Request.Id, e);
+                End(job, ErrorCodes.InternalError, "The worker could not start this request.");
             }
         }
-        foreach (var job in active)
-            End(job, ErrorCodes.Cancelled, "The worker is shutting down.");
-        while (_incoming.Reader.TryRead(out var queued))
-            End(queued, ErrorCodes.Cancelled, "The worker is shutting down.");
+        if (active.Count == 0)
+            return false;
+
+        if (_executor.BatchQueueCount > 0)
+        {
+            var participants = active.Where(j => j.RequiresInference).ToArray();
+            _cost.Begin();
+            var result = Decode(_executor);
+            ComputeCost.Charge(participants, _cost.End());
+            if (result != DecodeResult.Ok)
+            {
+                EngineLog.DecodeFailed(_logger, result.ToString(), active.Count);
+                Reset(active, result == DecodeResult.NoKvSlot ? ErrorCodes.Overloaded : ErrorCodes.InternalError,
+                    result == DecodeResult.NoKvSlot ? "The worker ran out of KV cache; retry." : $"Decoding failed ({result}).");
+                return true;
+            }
+        }
+
+        for (var i = active.Count - 1; i >= 0; i--)
+        {
+            var job = active[i];
+            if (job.RequiresInference)
+                continue;
+            bool done;
+            if (job.Cancel.IsCancellationRequested)
+            {
+                job.Fail(ErrorCodes.Cancelled, "The request was cancelled.");
+                done = true;
+            }
+            else if (job.Request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > job.Request.DeadlineUnixMs)
+            {
+                job.Fail(ErrorCodes.DeadlineExceeded, "The request's deadline passed during generation.");
+                done = true;
+            }
+            else
+            {
+                try
+                {
+                    var cpuBefore = ThreadCpu.Now();
+                    done = job.Step(_executor);
+                    ComputeCost.ChargeSampling(job, ThreadCpu.Now() - cpuBefore);
+                }
+                catch (Exception e)
+                {
+                    EngineLog.RequestFailed(_logger, job.Request.Id, e);
+                    job.Fail(ErrorCodes.InternalError, "The worker failed while generating.");
+                    done = true;
+                }
+            }
+            if (done)
+            {
+                active.RemoveAt(i);
+                Interlocked.Decrement(ref _busy);
+            }
+        }
+        return true;
     }
 
     private void End(EngineJob job, string code, string message)
@@ -416,7 +545,7 @@ public sealed class LlamaEngine : IAsyncDisposable
     }
 
     /// <summary>After a failed decode the batch queue may hold tokens of any job: fail them all and start a clean context.</summary>
-    private async Task ResetAsync(List<EngineJob> active, string code, string message)
+    private void Reset(List<EngineJob> active, string code, string message)
     {
         foreach (var job in active)
             End(job, code, message);
@@ -426,7 +555,7 @@ public sealed class LlamaEngine : IAsyncDisposable
         _cost.Attach(_executor.Context.NativeHandle);
         try
         {
-            await Prefixes.WarmAsync(_executor, _stop.Token);
+            Prefixes.Warm(_executor, Decode);
         }
         catch (InvalidOperationException e)
         {
@@ -438,7 +567,10 @@ public sealed class LlamaEngine : IAsyncDisposable
     {
         _incoming.Writer.TryComplete();
         await _stop.CancelAsync();
-        try { await _loop; } catch (OperationCanceledException) { }
+        bool started;
+        lock (_gate) started = _started;
+        if (started)
+            try { await _loopDone.Task; } catch (OperationCanceledException) { }
         _executor.Dispose();
         _weights.Dispose();
         _cost.Dispose();

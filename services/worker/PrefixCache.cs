@@ -44,7 +44,7 @@ public sealed class PrefixCache
     }
 
     /// <summary>Evaluates every prefix in a (new) context; called at start and after the context is reset.</summary>
-    public async Task WarmAsync(BatchedExecutor executor, CancellationToken ct)
+    public void Warm(BatchedExecutor executor, Func<BatchedExecutor, DecodeResult> decode)
     {
         _evaluated.Clear();
         if (!Enabled) return;
@@ -57,7 +57,7 @@ public sealed class PrefixCache
         }
         if (_evaluated.Count > 0)
         {
-            var result = await executor.Infer(ct);
+            var result = decode(executor);
             if (result != DecodeResult.Ok)
             {
                 foreach (var c in _evaluated.Values) c.Dispose();

@@ -25,6 +25,8 @@ public static class WorkerHost
             .Validate(o => o.Slots >= 1 && o.ContextSize >= 64 && o.BatchSize >= 1, "Worker:Slots, Worker:ContextSize (at least 64) and Worker:BatchSize must be positive.")
             .Validate(o => o.HeartbeatInterval > TimeSpan.Zero && o.FetchExpiry > TimeSpan.FromSeconds(1) && o.DrainTimeout >= TimeSpan.Zero, "Worker:HeartbeatInterval must be positive and Worker:FetchExpiry more than 1 s.")
             .Validate(o => o.ShadowPollMin > TimeSpan.Zero && o.ShadowPollMax >= o.ShadowPollMin, "Worker:ShadowPollMin must be positive and at most Worker:ShadowPollMax.")
+            .Validate(o => o.LiveWaitBeforeShadow > TimeSpan.FromSeconds(1), "Worker:LiveWaitBeforeShadow must be more than 1 s.")
+            .Validate(o => o.CandidateNice is >= 0 and <= 19, "Worker:CandidateNice must be between 0 (off) and 19.")
             .Validate(o => string.IsNullOrWhiteSpace(o.ModelPath) || !string.IsNullOrWhiteSpace(o.ProfilePath), "Worker:ModelPath needs Worker:ProfilePath (a prompt profile such as deploy/profiles/v1.json).")
             .Validate(o => !string.IsNullOrWhiteSpace(o.ModelPath) || o.FollowReleases, "Worker:ModelPath is empty and Worker:FollowReleases is off: the worker would never serve anything.")
             .Validate(o => o.SwitchMode is "auto" or "beside" or "drain" && o.LoadMemoryFactor > 0, "Worker:SwitchMode must be auto, beside or drain, and Worker:LoadMemoryFactor positive.")

@@ -56,6 +56,16 @@ public sealed record WorkerOptions
     public TimeSpan ShadowPollMin { get; init; } = TimeSpan.FromMilliseconds(20);
     public TimeSpan ShadowPollMax { get; init; } = TimeSpan.FromMilliseconds(250);
 
+    /// <summary>With one slot, how long a pull for live work waits before the worker looks at its shadow queue again
+    /// (more than 1 s; with more slots, mirrored work takes slots beside the one waiting for live work).</summary>
+    public TimeSpan LiveWaitBeforeShadow { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>How many nice levels lower the decode threads run while this colour is only a candidate (the
+    /// candidate of a rollout in Shadow: it answers mirrored copies and no live traffic), so the live colour's
+    /// decoding on the same box gets the CPU first; back to normal when it serves live traffic. 0 turns it off.
+    /// Linux only.</summary>
+    public int CandidateNice { get; init; } = 10;
+
     /// <summary>On shutdown, how long requests in flight may take to finish before the worker leaves.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
 

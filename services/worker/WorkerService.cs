@@ -41,6 +41,7 @@ public sealed partial class WorkerService(
     private readonly TaskCompletionSource _serving = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile LoadedRelease? _current;
     private volatile bool _taking = true;
+    private volatile bool _onlyCandidate;
     private volatile string? _loading;
     private volatile string? _failedRelease;
     private volatile string? _failure;
@@ -108,13 +109,15 @@ public sealed partial class WorkerService(
         }
 
         var following = _options.FollowReleases ? FollowAsync(stoppingToken) : Task.CompletedTask;
+        var role = WatchRoleAsync(stoppingToken);
         await server.RunAsync(this, new InferenceServerOptions
         {
             WorkerId = WorkerId, Colour = Colour, Slots = _options.Slots,
             FetchExpiry = _options.FetchExpiry, HeartbeatInterval = _options.HeartbeatInterval, DrainTimeout = _options.DrainTimeout,
-            ShadowPollMin = _options.ShadowPollMin, ShadowPollMax = _options.ShadowPollMax,
+            ShadowPollMin = _options.ShadowPollMin, ShadowPollMax = _options.ShadowPollMax, LiveWaitBeforeShadow = _options.LiveWaitBeforeShadow,
         }, stoppingToken);
         await following.ContinueWith(_ => { }, TaskScheduler.Default);
+        await role.ContinueWith(_ => { }, TaskScheduler.Default);
         if (_current is { } last)
             await last.Engine.DisposeAsync();
     }
@@ -123,16 +126,78 @@ public sealed partial class WorkerService(
     private async Task StartAsync(LoadedRelease loaded, CancellationToken ct)
     {
         loaded.Engine.PrefixReused += n => _reused.WithLabels(Colour).Inc(n);
+        loaded.Engine.SetCandidate(_onlyCandidate);
         loaded.Engine.Start();
         await loaded.Engine.WarmUpAsync(loaded.Stamp(WorkerId, Colour), ct);
     }
 
     private void Switch(LoadedRelease loaded)
     {
+        loaded.Engine.SetCandidate(_onlyCandidate);
         _current = loaded;
         _taking = true;
         _serving.TrySetResult();
         announcer.Changed();
+    }
+
+    /// <summary>
+    /// Whether <paramref name="colour"/> is only a candidate in <paramref name="state"/>: the candidate of a rollout
+    /// in Shadow (or paused there), answering mirrored copies and no live traffic. In Canary it serves the
+    /// sessions pinned to it, after a promotion it is live, and a standby finishes its pinned sessions: all live work.
+    /// </summary>
+    public static bool OnlyCandidate(RolloutState state, string colour) =>
+        state.Candidate == colour && state.Live != colour
+        && (state.Phase == RolloutPhase.Shadow || state.Phase == RolloutPhase.Paused && state.PausedFrom == RolloutPhase.Shadow);
+
+    /// <summary>
+    /// Follows the rollout state (KV <c>qwen_rollout</c>/<c>state</c>) so the decode threads run at a lower priority
+    /// while this colour is only a candidate (<see cref="WorkerOptions.CandidateNice"/>), and at normal priority otherwise.
+    /// </summary>
+    private async Task WatchRoleAsync(CancellationToken ct)
+    {
+        if (_options.CandidateNice <= 0)
+            return;
+        if (!ThreadNice.Supported || !InlineDecode.Available)
+        {
+            PrioritiesUnsupported(logger, _options.CandidateNice, ThreadNice.Supported ? "this LLamaSharp version decodes on thread-pool threads only" : "thread nice values are set on Linux only");
+            return;
+        }
+        var missing = false;
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                var bucket = await topology.BucketAsync(Rollouts.Bucket, ct);
+                missing = false;
+                await foreach (var entry in bucket.WatchAsync<RolloutState>(Rollouts.StateKey, cancellationToken: ct))
+                {
+                    if (entry.Value is not { } state) continue;
+                    var candidate = OnlyCandidate(state, Colour);
+                    if (candidate == _onlyCandidate) continue;
+                    _onlyCandidate = candidate;
+                    RoleChanged(logger, Colour, candidate ? "only a candidate" : "serving live traffic", candidate ? _options.CandidateNice : 0, state.Phase);
+                    _current?.Engine.SetCandidate(candidate);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                // No promoter has run yet (no bucket), or the connection is down: the colour keeps its priority meanwhile.
+                if (!missing) RoleUnknown(logger, e);
+                missing = true;
+            }
+            try
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1), ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
     }
 
     /// <summary>Watches the colour's assignment and applies each new one, the latest first when several arrive during a load.</summary>
@@ -441,6 +506,15 @@ public sealed partial class WorkerService(
 
     [LoggerMessage(EventId = 3015, Level = LogLevel.Debug, Message = "Release {Release} is already served")]
     private static partial void AlreadyServing(ILogger logger, string release);
+
+    [LoggerMessage(EventId = 3017, Level = LogLevel.Information, Message = "The {Colour} pool is {Role} ({Phase}): decode threads at nice +{Nice}")]
+    private static partial void RoleChanged(ILogger logger, string colour, string role, int nice, RolloutPhase phase);
+
+    [LoggerMessage(EventId = 3018, Level = LogLevel.Information, Message = "Worker:CandidateNice is {Nice} but not applied: {Reason}; a candidate decodes at normal priority")]
+    private static partial void PrioritiesUnsupported(ILogger logger, int nice, string reason);
+
+    [LoggerMessage(EventId = 3019, Level = LogLevel.Information, Message = "Rollout state not readable yet (no promoter has run, or NATS is down); decode priority unchanged until it is")]
+    private static partial void RoleUnknown(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 3016, Level = LogLevel.Information, Message = "Removed {Count} interrupted model downloads from {Directory}")]
     private static partial void RemovedPartials(ILogger logger, int count, string directory);

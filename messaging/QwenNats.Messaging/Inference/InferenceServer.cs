@@ -27,6 +27,10 @@ public sealed record InferenceServerOptions
     /// <summary>How often an idle worker looks at its shadow queue: at first, and at most (it backs off between them while the queue is empty).</summary>
     public TimeSpan ShadowPollMin { get; init; } = TimeSpan.FromMilliseconds(20);
     public TimeSpan ShadowPollMax { get; init; } = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>With one slot, how long a pull for live work waits before the worker looks at its shadow queue again
+    /// (more than 1 s).</summary>
+    public TimeSpan LiveWaitBeforeShadow { get; init; } = TimeSpan.FromSeconds(2);
 }
 
 /// <summary>One request taken from a work queue, handed to the <see cref="IInferenceHandler"/>.</summary>
@@ -74,7 +78,8 @@ public interface IInferenceHandler
 /// <summary>
 /// The worker side of the inference protocol: pulls from its colour's JetStream work queue one message per
 /// free slot (so a busy worker never holds work an idle one could do), takes mirrored work from the shadow
-/// queue only with a slot to spare, keeps each message with progress acks while it runs, acks only after
+/// queue only while no live work is waiting (live work is always admitted first; with one slot, a mirror runs
+/// only when the live queue was just found empty), keeps each message with progress acks while it runs, acks only after
 /// the final reply (a worker that dies leaves its work unacked for redelivery), sends heartbeats with its
 /// free slots, stops requests on <see cref="Subjects.Cancel"/>, and drains requests in flight on stop.
 /// </summary>
@@ -82,6 +87,10 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 {
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _running = new();
     private readonly ConcurrentDictionary<Task, byte> _inFlight = new();
+
+    // 1 while the live loop waits at the server for live work, holding a slot: then no live work is waiting,
+    // and other free slots may take mirrored work.
+    private int _liveWaiting;
 
     /// <summary>Serves until <paramref name="stoppingToken"/> is cancelled, then drains and says it is leaving.</summary>
     public async Task RunAsync(IInferenceHandler handler, InferenceServerOptions options, CancellationToken stoppingToken)
@@ -100,9 +109,11 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         Log.Serving(logger, options.WorkerId, Subjects.Infer(options.Colour), options.Slots);
 
         using var slots = new SemaphoreSlim(options.Slots, options.Slots);
+        // One slot: the live loop itself takes mirrored work when its live pull comes back empty. More: the shadow
+        // loop fills slots beside the one the live loop holds, and only while that one is waiting for live work.
         await Task.WhenAll(
-            LiveLoopAsync(handler, options, consumer, slots, stoppingToken),
-            ShadowLoopAsync(handler, options, shadow, slots, stoppingToken));
+            LiveLoopAsync(handler, options, consumer, options.Slots == 1 ? shadow : null, slots, stoppingToken),
+            options.Slots == 1 ? Task.CompletedTask : ShadowLoopAsync(handler, options, consumer, shadow, slots, stoppingToken));
 
         await DrainAsync(options.DrainTimeout);
         await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
@@ -133,9 +144,16 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         }, ct);
     }
 
-    /// <summary>Live work: one long-poll pull per free slot.</summary>
-    private async Task LiveLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer consumer, SemaphoreSlim slots, CancellationToken ct)
+    /// <summary>
+    /// Live work: one long-poll pull per free slot. With one slot (<paramref name="shadow"/> given) the same loop
+    /// serves mirrored work, and only after live: when a live pull comes back empty it takes one mirror with a
+    /// no-wait fetch; after a mirror it looks at the live queue first (no-wait) and takes the next mirror only if
+    /// that is empty; with no mirror either, it waits for live work for <see cref="InferenceServerOptions.LiveWaitBeforeShadow"/>.
+    /// </summary>
+    private async Task LiveLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer consumer, INatsJSConsumer? shadow,
+        SemaphoreSlim slots, CancellationToken ct)
     {
+        var mirrorsWaiting = false;
         while (!ct.IsCancellationRequested)
         {
             try
@@ -155,7 +173,23 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             INatsJSMsg<InferRequest>? next;
             try
             {
-                next = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = options.FetchExpiry }, cancellationToken: ct);
+                if (shadow is not null && mirrorsWaiting)
+                {
+                    next = await FetchNoWaitAsync(consumer, ct);
+                }
+                else
+                {
+                    Volatile.Write(ref _liveWaiting, 1);
+                    try
+                    {
+                        var expires = shadow is null ? options.FetchExpiry : options.LiveWaitBeforeShadow;
+                        next = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = expires }, cancellationToken: ct);
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref _liveWaiting, 0);
+                    }
+                }
             }
             catch (Exception e)
             {
@@ -165,58 +199,84 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 await Delay(TimeSpan.FromMilliseconds(500), ct);
                 continue;
             }
+            if (next is null && shadow is not null)
+            {
+                // The live queue is empty: the slot may run one mirror.
+                next = await TakeMirrorAsync(shadow, ct);
+                mirrorsWaiting = next is not null;
+            }
             Dispatch(handler, options, next, slots);
         }
     }
 
     /// <summary>
-    /// Mirrored work is lower priority: it only takes a slot that is free while the live loop already holds
-    /// one for the next live request (a one-slot worker alternates its slot between the two loops), with a
-    /// no-wait pull that backs off while there is no mirrored work.
+    /// Mirrored work with more than one slot: it takes a free slot only while the live loop holds another one
+    /// waiting at the server for live work (so a live request that arrives gets that slot at once) and the live
+    /// queue has nothing pending (consumer info), with a no-wait pull that backs off while there is no mirrored work.
     /// </summary>
-    private async Task ShadowLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer shadow, SemaphoreSlim slots, CancellationToken ct)
+    private async Task ShadowLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer live, INatsJSConsumer shadow,
+        SemaphoreSlim slots, CancellationToken ct)
     {
         var idle = options.ShadowPollMin;
         while (!ct.IsCancellationRequested)
         {
-            if (options.Slots == 1)
-            {
-                try
-                {
-                    await slots.WaitAsync(ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-            else if (!slots.Wait(0))
+            if (Volatile.Read(ref _liveWaiting) == 0 || !slots.Wait(0))
             {
                 await Delay(options.ShadowPollMin, ct);
                 continue;
             }
-            if (!handler.Taking)
+            if (!handler.Taking || Volatile.Read(ref _liveWaiting) == 0 || await LiveWorkPendingAsync(live, ct))
             {
                 slots.Release();
-                await Delay(options.ShadowPollMax, ct);
+                await Delay(handler.Taking ? options.ShadowPollMin : options.ShadowPollMax, ct);
                 continue;
             }
-            INatsJSMsg<InferRequest>? next = null;
-            try
-            {
-                await foreach (var m in shadow.FetchNoWaitAsync<InferRequest>(new NatsJSFetchOpts { MaxMsgs = 1 }, cancellationToken: ct))
-                    next = m;
-            }
-            catch (Exception e)
-            {
-                if (ct.IsCancellationRequested) { slots.Release(); return; }
-                Log.ShadowFetchFailed(logger, e);
-            }
+            var next = await TakeMirrorAsync(shadow, ct);
+            if (ct.IsCancellationRequested && next is null) { slots.Release(); return; }
             Dispatch(handler, options, next, slots);
             idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, options.ShadowPollMax.Ticks)) : options.ShadowPollMin;
             if (next is null)
                 await Delay(idle, ct);
         }
+    }
+
+    /// <summary>Whether live work is queued and not yet taken (true also when that cannot be read now).</summary>
+    private async Task<bool> LiveWorkPendingAsync(INatsJSConsumer live, CancellationToken ct)
+    {
+        try
+        {
+            await live.RefreshAsync(ct);
+            return live.Info.NumPending > 0;
+        }
+        catch (Exception e)
+        {
+            if (!ct.IsCancellationRequested)
+                Log.ShadowFetchFailed(logger, e);
+            return true;
+        }
+    }
+
+    /// <summary>One mirrored request if there is one now (a no-wait fetch), else null.</summary>
+    private async Task<INatsJSMsg<InferRequest>?> TakeMirrorAsync(INatsJSConsumer shadow, CancellationToken ct)
+    {
+        try
+        {
+            return await FetchNoWaitAsync(shadow, ct);
+        }
+        catch (Exception e)
+        {
+            if (!ct.IsCancellationRequested)
+                Log.ShadowFetchFailed(logger, e);
+            return null;
+        }
+    }
+
+    private static async Task<INatsJSMsg<InferRequest>?> FetchNoWaitAsync(INatsJSConsumer consumer, CancellationToken ct)
+    {
+        INatsJSMsg<InferRequest>? next = null;
+        await foreach (var m in consumer.FetchNoWaitAsync<InferRequest>(new NatsJSFetchOpts { MaxMsgs = 1 }, cancellationToken: ct))
+            next = m;
+        return next;
     }
 
     private void Dispatch(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest>? next, SemaphoreSlim slots)

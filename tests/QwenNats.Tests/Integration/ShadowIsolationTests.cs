@@ -1,0 +1,195 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using NATS.Client.KeyValueStore;
+using QwenNats.Messaging;
+using QwenNats.Messaging.Topology;
+using QwenNats.Tests.Infrastructure;
+using QwenNats.Worker;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>
+/// Shadow isolation on one box, each test on its own nats-server: a worker admits live work before mirrored work,
+/// and a candidate colour decodes at a lower OS priority (Linux nice value) only while it is a candidate.
+/// </summary>
+public sealed class ShadowIsolationTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Queued_live_work_is_admitted_before_queued_mirrors(int slots)
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var nats = await Ctl.ConnectAsync(server);
+        var js = new NatsJSContext(nats);
+        var topology = new TopologyClient(js, new NatsKVContext(js), new QwenTopology(new TopologyOptions { Storage = "memory" }), NullLogger<TopologyClient>.Instance);
+        await topology.EnsureOwnedAsync(Owners.Ingress, null, CancellationToken.None);
+
+        var handler = new RecordingHandler();
+        // Live requests that hold every slot until released, so the rest queues behind them.
+        for (var i = 0; i < slots; i++)
+            await PublishAsync(js, Subjects.Infer("blue"), $"hold-{i}");
+
+        using var stop = new CancellationTokenSource();
+        var worker = new InferenceServer(nats, topology, NullLogger<InferenceServer>.Instance);
+        var running = worker.RunAsync(handler, new InferenceServerOptions
+        {
+            WorkerId = "w1", Colour = "blue", Slots = slots, FetchExpiry = TimeSpan.FromSeconds(2), LiveWaitBeforeShadow = TimeSpan.FromMilliseconds(1500),
+            ShadowPollMin = TimeSpan.FromMilliseconds(5), ShadowPollMax = TimeSpan.FromMilliseconds(20),
+        }, stop.Token);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (handler.Started.Count < slots)
+            await Task.Delay(10, timeout.Token);
+
+        // While the slots are busy: mirrors first (older), then live work.
+        for (var i = 0; i < 3; i++)
+            await PublishAsync(js, Subjects.Shadow("blue"), $"mirror-{i}");
+        for (var i = 0; i < 3; i++)
+            await PublishAsync(js, Subjects.Infer("blue"), $"live-{i}");
+        // Give the shadow side every chance to grab a slot it should not have.
+        await Task.Delay(300, timeout.Token);
+        handler.ReleaseAll();
+
+        while (handler.Started.Count < slots + 6)
+            await Task.Delay(10, timeout.Token);
+        await stop.CancelAsync();
+        await running;
+
+        var order = handler.Started.ToArray();
+        var lastLive = Array.FindLastIndex(order, id => !id.StartsWith("mirror", StringComparison.Ordinal));
+        var firstMirror = Array.FindIndex(order, id => id.StartsWith("mirror", StringComparison.Ordinal));
+        Assert.True(lastLive < firstMirror, $"a mirror started before queued live work: {string.Join(", ", order)}");
+        Assert.Equal(3, order.Count(id => id.StartsWith("mirror", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task A_candidate_decodes_on_a_thread_with_a_higher_nice_value_and_a_live_colour_at_normal_priority()
+    {
+        Assert.True(OperatingSystem.IsLinux(), "thread nice values are a Linux feature; this test runs on Linux");
+        const string colour = "nicetest";
+        await using var server = await NatsServer.StartAsync();
+        await using var nats = await Ctl.ConnectAsync(server);
+        var js = new NatsJSContext(nats);
+        var kv = new NatsKVContext(js);
+        var topology = new TopologyClient(js, kv, new QwenTopology(new TopologyOptions { Storage = "memory", Colours = ["blue", colour] }), NullLogger<TopologyClient>.Instance);
+        await topology.EnsureOwnedAsync(Owners.Ingress, null, CancellationToken.None);
+        await topology.EnsureOwnedAsync(Owners.Promoter, null, CancellationToken.None);
+        var rollout = await kv.GetStoreAsync(Rollouts.Bucket);
+
+        await using var system = new QwenSystem(server);
+        var host = await system.StartWorkerAsync(colour, "v2", extra: new()
+        {
+            ["Topology:Colours:0"] = "blue", ["Topology:Colours:1"] = colour, ["Worker:CandidateNice"] = "7",
+        });
+        var engine = host.Services.GetRequiredService<WorkerService>().Current!.Engine;
+        var normal = ThreadNice.Current();
+        var (bootThread, bootNice) = engine.DecodeThread;
+        Assert.Equal(normal, bootNice);
+        Assert.Equal(normal, NiceOf(bootThread));
+
+        // Shadow, this colour the candidate: a new decode thread, 7 nice levels lower, and the old one gone.
+        await rollout.PutAsync(Rollouts.StateKey, new RolloutState
+        {
+            Phase = RolloutPhase.Shadow, Live = "blue", Candidate = colour, RolloutId = "r-nice", Version = 1, Since = DateTimeOffset.UtcNow,
+        });
+        var candidateThread = await WaitForDecodeThreadAsync(engine, colour, normal + 7, other: bootThread);
+        await AnswerAsync(nats, js, colour, "while-candidate");
+        Assert.Equal(normal + 7, NiceOf(candidateThread));
+        Assert.True(CpuTicksOf(candidateThread) > 0, "the decode (llama.cpp's compute) did not run on the decode thread");
+
+        // Canary: the colour serves live sessions again, at normal priority, on a fresh thread.
+        await rollout.PutAsync(Rollouts.StateKey, new RolloutState
+        {
+            Phase = RolloutPhase.Canary, Live = "blue", Candidate = colour, RolloutId = "r-nice", Weight = 10, Step = 1, Version = 2, Since = DateTimeOffset.UtcNow,
+        });
+        var liveThread = await WaitForDecodeThreadAsync(engine, colour, normal, other: candidateThread);
+        await AnswerAsync(nats, js, colour, "while-live");
+        Assert.Equal(normal, NiceOf(liveThread));
+        Assert.True(CpuTicksOf(liveThread) > 0, "the decode did not run on the new decode thread");
+    }
+
+    /// <summary>Until the engine decodes on a thread other than <paramref name="other"/>, with the nice value wanted, and the other has exited.</summary>
+    private static async Task<int> WaitForDecodeThreadAsync(LlamaEngine engine, string colour, int nice, int other)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        while (true)
+        {
+            var (tid, _) = engine.DecodeThread;
+            if (tid != other && tid != 0 && NiceOf(tid) == nice && !File.Exists($"/proc/self/task/{other}/stat"))
+            {
+                Assert.Equal($"decode {colour}", File.ReadAllText($"/proc/self/task/{tid}/comm").Trim());
+                return tid;
+            }
+            await Task.Delay(50, timeout.Token);
+        }
+    }
+
+    /// <summary>A thread's nice value, from /proc/self/task/&lt;tid&gt;/stat (field 19).</summary>
+    private static int NiceOf(int tid) => int.Parse(StatFields(tid)[18], System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>A thread's user plus system CPU time in clock ticks (fields 14 and 15).</summary>
+    private static long CpuTicksOf(int tid)
+    {
+        var f = StatFields(tid);
+        return long.Parse(f[13], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(f[14], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    private static string[] StatFields(int tid)
+    {
+        var stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
+        // The name (field 2) is in parentheses and may hold spaces: split after its closing parenthesis.
+        var rest = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return ["pid", "comm", .. rest];
+    }
+
+    /// <summary>Sends one chat request to the colour's live queue and waits for its answer.</summary>
+    private static async Task AnswerAsync(NatsConnection nats, NatsJSContext js, string colour, string id)
+    {
+        var inbox = $"qwen.reply.test.{id}";
+        await using var sub = await nats.SubscribeCoreAsync<InferReply>(inbox);
+        await js.PublishAsync(Subjects.Infer(colour), new InferRequest
+        {
+            Id = id, Task = InferTasks.Chat, Messages = [new ChatMessage(ChatRoles.User, "Once upon a time")],
+            Sampling = new SamplingParams { Temperature = 0, MaxTokens = 24 }, ReplyTo = inbox,
+        });
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await foreach (var msg in sub.Msgs.ReadAllAsync(timeout.Token))
+        {
+            if (msg.Data is not { IsFinal: true } final) continue;
+            Assert.NotNull(final.Result);
+            return;
+        }
+    }
+
+    private static async Task PublishAsync(NatsJSContext js, string subject, string id)
+    {
+        var ack = await js.PublishAsync(subject, new InferRequest { Id = id, Task = InferTasks.Sentiment, Input = "fine", ReplyTo = $"qwen.reply.test.{id}" });
+        ack.EnsureSuccess();
+    }
+
+    /// <summary>Records the order in which requests start; the first ones wait until <see cref="ReleaseAll"/>.</summary>
+    private sealed class RecordingHandler : IInferenceHandler
+    {
+        private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public ConcurrentQueue<string> Started { get; } = new();
+        public bool Taking => true;
+        public void ReleaseAll() => _release.TrySetResult();
+        public Task WaitUntilServingAsync(CancellationToken ct) => Task.CompletedTask;
+
+        public WorkerHeartbeat Heartbeat(bool leaving) => new()
+        {
+            WorkerId = "w1", Colour = "blue", ModelId = "none", ModelSha256 = "", ProfileVersion = "", Slots = 1, UnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+            Leaving = leaving, Serving = true,
+        };
+
+        public async Task HandleAsync(InferenceWork work, CancellationToken cancelled)
+        {
+            Started.Enqueue(work.Request.Id);
+            await _release.Task.WaitAsync(cancelled);
+            await work.ReplyAsync(InferReply.Of(new InferError { Id = work.Request.Id, Code = ErrorCodes.Cancelled, Message = "test" }));
+        }
+    }
+}
