@@ -9,10 +9,13 @@ using QwenNats.ServiceDefaults;
 namespace QwenNats.Bench;
 
 /// <summary>
-/// Switch propagation: the time from the <c>qwen.ctl</c> reply to (a) the ingress applying the new state
-/// (<c>GET /api/rollout</c> shows its version) and (b) the first request of a new session answered by the
-/// new colour, on every ingress. Each switch is either "set-weight 100" (to the candidate) or "rollback"
-/// (back to live), alternating.
+/// Switch propagation: the time from the <c>qwen.ctl</c> reply to (a) the ingress applying the new state and
+/// (b) the first request of a new session answered by the new colour, on every ingress. Each switch is either
+/// "set-weight 100" (to the candidate) or "rollback" (back to live), alternating.
+/// (a) is observed with a long poll sent before the command, <c>GET /api/rollout/applied?version=N</c>, which the
+/// ingress answers the moment its KV watch applies version N (the state its routing reads from then on), so no
+/// polling interval and no per-poll cost is in the figure; only the answer's way back over loopback HTTP is. The
+/// figure is negative when the ingress applied the state before the reply reached the operator.
 /// </summary>
 public static class SwitchPropagation
 {
@@ -35,6 +38,9 @@ public static class SwitchPropagation
 
         var view = ingresses.ToDictionary(i => i, _ => new List<double>());
         var served = ingresses.ToDictionary(i => i, _ => new List<double>());
+        var roundTrip = new List<double>();
+        var known = (await CtlAsync(nats, "status", "")).State!.Version;
+        var clock = Stopwatch.StartNew();
         for (var n = 0; n < switches; n++)
         {
             var toCandidate = n % 2 == 0;
@@ -42,25 +48,28 @@ public static class SwitchPropagation
             {
                 var start = await CtlAsync(nats, "start", $"{{\"candidate\":\"{candidate}\",\"reason\":\"bench\"}}");
                 if (!start.Ok) throw new InvalidOperationException(start.Error);
-                await WaitVersionAsync(http, ingresses, start.State!.Version);
+                await Task.WhenAll(ingresses.Select(i => AppliedAsync(http, i, start.State!.Version, clock)));
+                known = start.State!.Version;
             }
-            var clock = Stopwatch.StartNew();
+            // Every ingress is asked, before the command, to answer when it applies the next state version.
+            var applied = ingresses.ToDictionary(i => i, i => AppliedAsync(http, i, known + 1, clock));
+            var sent = clock.Elapsed.TotalMilliseconds;
             var reply = toCandidate
                 ? await CtlAsync(nats, "set-weight", "{\"weight\":100,\"reason\":\"bench\"}")
                 : await CtlAsync(nats, "rollback", "{\"reason\":\"bench\"}");
             var replied = clock.Elapsed.TotalMilliseconds;
             if (!reply.Ok) throw new InvalidOperationException(reply.Error);
+            roundTrip.Add(replied - sent);
+            known = reply.State!.Version;
             var expected = toCandidate ? candidate : live;
             await Task.WhenAll(ingresses.Select(async ingress =>
             {
                 var v = Task.Run(async () =>
                 {
-                    while (true)
-                    {
-                        using var doc = JsonDocument.Parse(await http.GetStringAsync($"{ingress}/api/rollout"));
-                        if (doc.RootElement.GetProperty("state").GetProperty("version").GetInt64() >= reply.State!.Version)
-                            return clock.Elapsed.TotalMilliseconds - replied;
-                    }
+                    // Only a state at least as new as the reply's counts (a timer's transition in between is not the switch).
+                    while ((await applied[ingress]).Version < reply.State!.Version)
+                        applied[ingress] = AppliedAsync(http, ingress, reply.State!.Version, clock);
+                    return (await applied[ingress]).At - replied;
                 });
                 var s = Task.Run(async () =>
                 {
@@ -86,7 +95,10 @@ public static class SwitchPropagation
         }
 
         var table = new StringBuilder();
-        table.AppendLine($"Switch propagation over {switches} switches (half set-weight 100 to {candidate}, half rollback to {live}); milliseconds after the qwen.ctl reply.");
+        table.AppendLine($"Switch propagation over {switches} switches (half set-weight 100 to {candidate}, half rollback to {live}); milliseconds after the qwen.ctl reply " +
+                         "(negative: the ingress applied the state before the reply arrived).");
+        table.AppendLine();
+        table.AppendLine($"The qwen.ctl command itself (request to reply): p50 {P(roundTrip, 50):F2} ms, p99 {P(roundTrip, 99):F2} ms, max {roundTrip.Max():F2} ms.");
         table.AppendLine();
         table.AppendLine("| ingress | state applied p50 | p99 | max | first request on new colour p50 | p99 | max |");
         table.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -101,16 +113,20 @@ public static class SwitchPropagation
         return 0;
     }
 
-    private static async Task WaitVersionAsync(HttpClient http, IEnumerable<string> ingresses, long version)
+    /// <summary>
+    /// Long-polls the ingress until it applies state <paramref name="version"/> (or later); returns that state's
+    /// version and when (milliseconds on <paramref name="clock"/>) the ingress's answer arrived.
+    /// </summary>
+    private static async Task<(long Version, double At)> AppliedAsync(HttpClient http, string ingress, long version, Stopwatch clock)
     {
-        foreach (var ingress in ingresses)
+        while (true)
         {
-            while (true)
-            {
-                using var doc = JsonDocument.Parse(await http.GetStringAsync($"{ingress}/api/rollout"));
-                if (doc.RootElement.GetProperty("state").GetProperty("version").GetInt64() >= version) break;
-                await Task.Delay(5);
-            }
+            // The ingress answers after at most wait_ms (reached: false) and is asked again: no client timeout is hit.
+            var body = await http.GetStringAsync($"{ingress}/api/rollout/applied?version={version}&wait_ms={(int)(http.Timeout.TotalMilliseconds / 2)}");
+            var at = clock.Elapsed.TotalMilliseconds;
+            using var doc = JsonDocument.Parse(body);
+            if (doc.RootElement.GetProperty("reached").GetBoolean())
+                return (doc.RootElement.GetProperty("state").GetProperty("version").GetInt64(), at);
         }
     }
 

@@ -44,6 +44,10 @@ public sealed record IngressOptions
     /// TTL-bounded pins bucket (the TTL is the session idle timeout, set by the promoter).</summary>
     public TimeSpan PinRefreshAfter { get; init; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>Longest a <c>GET /api/rollout/applied?version=N</c> waits for this ingress to apply state version N
+    /// (its <c>wait_ms</c> is capped at this) before it answers with the state it applies and <c>reached: false</c>.</summary>
+    public TimeSpan RolloutWaitMax { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Unique id of this ingress instance (its reply subjects live under it).</summary>
     public string? InstanceId { get; init; }
 

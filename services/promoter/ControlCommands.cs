@@ -63,8 +63,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Start:
                 return await StartAsync(request, reason, actor, ct);
             case Rollouts.Verbs.Promote:
-                if (await EmptyPoolAsync(verb, ct) is { } promoteRefused) return promoteRefused;
-                return await changes.ChangeAsync(verb, r => r.Promote(request.Full == true, reason, actor), "operator", id, ct);
+                return await changes.ChangeAsync(verb, r => EmptyPool(verb, r.State) ?? r.Promote(request.Full == true, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.SetWeight:
                 return await changes.ChangeAsync(verb, r => r.SetWeight(request.Weight, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Pause:
@@ -72,8 +71,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Resume:
                 return await changes.ChangeAsync(verb, r => r.Resume(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Rollback:
-                if (await EmptyPoolAsync(verb, ct) is { } rollbackRefused) return rollbackRefused;
-                return await changes.ChangeAsync(verb, r => r.Rollback(reason, actor), "operator", id, ct);
+                return await changes.ChangeAsync(verb, r => EmptyPool(verb, r.State) ?? r.Rollback(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Abort:
                 return await changes.ChangeAsync(verb, r => r.Abort(reason, actor), "operator", id, ct);
             default:
@@ -171,16 +169,18 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
         return reply.Ok || pool is null ? reply : reply with { Pools = [pool] };
     }
 
-    /// <summary>promote and rollback never move traffic to a pool with no worker serving.</summary>
-    private async Task<ControlReply?> EmptyPoolAsync(string verb, CancellationToken ct)
+    /// <summary>
+    /// promote and rollback never move traffic to a pool with no worker serving. Checked on the state the change
+    /// is compared-and-set against (no read of its own, so nothing between the check and the write).
+    /// </summary>
+    private RolloutOutcome? EmptyPool(string verb, RolloutState state)
     {
-        var state = (await store.GetAsync(ct)).State;
         var target = verb == Rollouts.Verbs.Promote
             ? state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary ? state.Candidate : null
             : state.Phase == RolloutPhase.Promoted ? state.Standby : state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused ? state.Live : null;
         if (target is null || workers.HasWorkers(target))
             return null;
-        return ControlReply.Refused("empty_pool", $"No worker of the {target} pool is serving: {verb} would send traffic to nobody. Start or deploy workers for {target} first.", state);
+        return new RolloutOutcome(false, state, state.Phase, "empty_pool", $"No worker of the {target} pool is serving: {verb} would send traffic to nobody. Start or deploy workers for {target} first.");
     }
 
     /// <summary>

@@ -1,10 +1,12 @@
 using QwenNats.Messaging;
 using NATS.Client.Core;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Options;
 using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Endpoints;
 
-/// <summary><c>/healthz</c> (the process answers), <c>/readyz</c> (NATS, topology, the rollout state read, live workers), <c>/api/rollout</c> and <c>/v1/models</c>.</summary>
+/// <summary><c>/healthz</c> (the process answers), <c>/readyz</c> (NATS, topology, the rollout state read, live workers), <c>/api/rollout</c>, <c>/api/rollout/applied</c> and <c>/v1/models</c>.</summary>
 public static class StatusEndpoints
 {
     public static IEndpointRouteBuilder MapStatusApi(this IEndpointRouteBuilder app)
@@ -46,6 +48,31 @@ public static class StatusEndpoints
             return TypedResults.Json(new RolloutSnapshot(client.InstanceId, view.Current,
                 workers.Live().GroupBy(w => w.Colour).ToDictionary(g => g.Key, g => g.Count()), verdict,
                 new ShadowCounters(mirror.Sent, mirror.Compared, mirror.Dropped)), IngressJson.Context.RolloutSnapshot);
+        });
+
+        // Only the state this ingress routes by, read from memory; with ?version=N it answers as soon as the ingress has
+        // applied state version N (a long poll, at most wait_ms, capped by Ingress:RolloutWaitMax): what a tool that
+        // waits for a switch to take effect (bench: switch propagation) asks, with no polling and no NATS round trip.
+        app.MapGet("/api/rollout/applied", async (Routing.RolloutView view, IInferenceClient client, IOptions<IngressOptions> options,
+            long? version, [FromQuery(Name = "wait_ms")] int? waitMs, CancellationToken ct) =>
+        {
+            var state = view.Current;
+            if (version is { } wanted && state.Version < wanted)
+            {
+                var max = options.Value.RolloutWaitMax;
+                var wait = waitMs is { } ms ? TimeSpan.FromMilliseconds(Math.Clamp(ms, 0, (long)max.TotalMilliseconds)) : max;
+                using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                bounded.CancelAfter(wait);
+                try
+                {
+                    state = await view.WaitForVersionAsync(wanted, bounded.Token);
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    state = view.Current;
+                }
+            }
+            return TypedResults.Json(new AppliedRollout(client.InstanceId, version is null || state.Version >= version, state), IngressJson.Context.AppliedRollout);
         });
 
         return app;

@@ -166,6 +166,9 @@ public sealed record WsFrame
 /// <summary><c>GET /api/rollout</c>: the rollout state as this ingress applies it.</summary>
 public sealed record RolloutSnapshot(string Ingress, RolloutState State, IReadOnlyDictionary<string, int> Workers, Verdict? Verdict, ShadowCounters Shadow);
 
+/// <summary><c>GET /api/rollout/applied</c>: the state this ingress routes by, and whether its version reached the one asked for.</summary>
+public sealed record AppliedRollout(string Ingress, bool Reached, RolloutState State);
+
 /// <summary>Mirrors this ingress has sent, compared (sample recorded) and dropped (candidate saturated).</summary>
 public sealed record ShadowCounters(long Sent, long Compared, long Dropped);
 
@@ -181,6 +184,7 @@ public sealed record ShadowCounters(long Sent, long Compared, long Dropped);
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(WsFrame))]
 [JsonSerializable(typeof(RolloutSnapshot))]
+[JsonSerializable(typeof(AppliedRollout))]
 [JsonSerializable(typeof(QwenNats.Ingress.Endpoints.Conversation))]
 public sealed partial class IngressJsonContext : JsonSerializerContext;
 

@@ -42,8 +42,28 @@ public sealed partial class RolloutView(TopologyClient topology, IOptions<Ingres
         return _sessions ??= await TryGetSessionsAsync(ct);
     }
 
-    /// <summary>Raised after every state change seen by this ingress.</summary>
+    /// <summary>Raised after every state change seen by this ingress (after the state is applied: routing already uses it).</summary>
     public event Action<RolloutState>? Changed;
+
+    /// <summary>Completed (and replaced) each time a state is applied; what <see cref="WaitForVersionAsync"/> waits on.</summary>
+    private TaskCompletionSource _applied = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>
+    /// The applied state once its version is at least <paramref name="version"/>: at once when it already is,
+    /// otherwise as soon as the watch applies such a state (the moment routing starts using it).
+    /// </summary>
+    public async Task<RolloutState> WaitForVersionAsync(long version, CancellationToken ct)
+    {
+        while (true)
+        {
+            // The signal is read before the state: a state applied in between completes this signal.
+            var signal = Volatile.Read(ref _applied).Task;
+            var current = _current;
+            if (current.Version >= version)
+                return current;
+            await signal.WaitAsync(ct);
+        }
+    }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -56,11 +76,15 @@ public sealed partial class RolloutView(TopologyClient topology, IOptions<Ingres
                 _sessions ??= await TryGetSessionsAsync(stoppingToken);
                 await foreach (var entry in store.WatchAsync<RolloutState>(Rollouts.StateKey, cancellationToken: stoppingToken))
                 {
+                    // Once the pins bucket is known (before the first state, normally) this costs nothing.
                     _sessions ??= await TryGetSessionsAsync(stoppingToken);
                     if (entry.Value is not { } state) continue;
+                    // Applied in the order the watch delivers the promoter's writes (KV revisions), and signalled
+                    // before the log, the metrics and the console's handler.
                     var before = _current;
                     _current = state;
                     _stateRead = true;
+                    Interlocked.Exchange(ref _applied, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                     if (before.Version != state.Version || before.Phase != state.Phase)
                         LogRollout(logger, state.Phase, state.Live, state.Candidate ?? "-", state.Weight, state.Version, state.Reason);
                     metrics.Rollout(state);

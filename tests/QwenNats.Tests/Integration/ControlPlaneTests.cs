@@ -131,6 +131,35 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_ingress_asked_to_wait_for_a_state_version_answers_once_it_applies_it()
+    {
+        var before = (await fx.CtlAsync("status")).State!.Version;
+        // Asked before the switch: no answer until the switch is written and applied.
+        var waits = new[] { fx.Http1, fx.Http2 }.Select(h => h.GetStringAsync($"/api/rollout/applied?version={before + 1}")).ToArray();
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        Assert.All(waits, w => Assert.False(w.IsCompleted));
+        var start = await fx.CtlAsync("start", "{\"candidate\":\"green\"}");
+        Assert.True(start.Ok, start.Error);
+        foreach (var wait in waits)
+        {
+            var applied = JsonDocument.Parse(await wait.WaitAsync(TimeSpan.FromSeconds(10))).RootElement;
+            Assert.True(applied.GetProperty("reached").GetBoolean());
+            Assert.Equal(start.State!.Version, applied.GetProperty("state").GetProperty("version").GetInt64());
+            Assert.Equal("Shadow", applied.GetProperty("state").GetProperty("phase").GetString());
+            Assert.Equal("green", applied.GetProperty("state").GetProperty("candidate").GetString());
+        }
+
+        // A version already applied answers at once; one never written answers after wait_ms, with the state applied.
+        var now = JsonDocument.Parse(await fx.Http1.GetStringAsync($"/api/rollout/applied?version={start.State!.Version}")).RootElement;
+        Assert.True(now.GetProperty("reached").GetBoolean());
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var never = JsonDocument.Parse(await fx.Http2.GetStringAsync($"/api/rollout/applied?version={start.State.Version + 1000}&wait_ms=200")).RootElement;
+        Assert.True(clock.Elapsed >= TimeSpan.FromMilliseconds(150), $"answered after {clock.Elapsed.TotalMilliseconds:F0} ms");
+        Assert.False(never.GetProperty("reached").GetBoolean());
+        Assert.Equal(start.State.Version, never.GetProperty("state").GetProperty("version").GetInt64());
+    }
+
+    [Fact]
     public async Task After_the_bake_window_old_colour_sessions_move_to_the_new_live()
     {
         Assert.Equal("blue", await ColourAsync(fx.Http1, "baker"));
