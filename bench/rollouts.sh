@@ -38,7 +38,8 @@ trap '[ -n "${LOAD:-}" ] && kill -TERM "$LOAD" 2>/dev/null; "$ROOT/deploy/local/
 # The idle colour gets the release under test (v1-<digest>: blue's own, an A/A run; v2-<digest>: a new profile),
 # whatever an earlier run left assigned; the first rollout starts once its pool serves it.
 . "$ROOT/.run/up.env"
-release="$GREEN-$(sha256sum "$RUNNING_MODEL" | cut -c1-8)"
+# up.sh's release ids (RELEASE_V1, RELEASE_V2 in up.env) for the profile named by --green.
+release_var="RELEASE_${GREEN^^}"; release="${!release_var:?up.sh registered no release for profile $GREEN}"
 idle="$([ "$(ctl status | field "d['state']['live']")" = blue ] && echo green || echo blue)"
 ctl deploy "{\"colour\":\"$idle\",\"release\":\"$release\",\"reason\":\"bench: the release under test\",\"actor\":\"bench\"}" >/dev/null \
   || { echo "deploying $release to $idle failed" >&2; exit 1; }

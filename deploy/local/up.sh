@@ -2,7 +2,8 @@
 # Starts the whole QwenNats system on this machine, on loopback:
 #   nats-server (JetStream, store in .run/nats), the ingress, the blue and green worker pools (QWEN_WORKERS
 #   each), the judge and the promoter. Workers start with no model: up.sh uploads QWEN_MODEL to the model store,
-#   registers two releases of it (v1-<digest> with profile v1, v2-<digest> with profile v2) and, on a first
+#   registers two releases of it (v1-<digest> with profile v1, v2-<digest> with profile v2; the digest is of the model
+#   and the profile file, so an edited profile is a new release) and, on a first
 #   start, deploys v1 to blue (live) and v2 to green; every worker fetches its colour's release over NATS.
 #   A system started before keeps the releases its colours were given (ship new ones with qwenctl rollout).
 # Logs: .run/logs/<service>.log. Stop with deploy/local/down.sh.
@@ -229,15 +230,20 @@ start promoter "" dotnet "$(bin promoter QwenNats.Promoter)" --Promoter:PolicyPa
 ctl() { NATS_URL="$NATS_URL" QWEN_CTL_USERS_FILE="$RUN/nats-users.env" "$ROOT/deploy/local/qwenctl" "$@"; }
 for _ in $(seq 1 120); do ctl status >/dev/null 2>&1 && break; sleep 0.5; done
 ctl status >/dev/null 2>&1 || { say "No promoter answered in 60 s; see $RUN/logs/promoter.log" >&2; exit 1; }
-DIGEST="$(sha256sum "$MODEL" | cut -c1-8)"
-say "Uploading $(basename "$MODEL") to the model store and registering releases v1-$DIGEST and v2-$DIGEST..."
+# A release id names what it holds and never changes meaning: <profile>-<digest of the model and the profile file>,
+# so an edited profile (or another model) is a new release, never a clash with one a store already has.
+MODEL_SHA="$(sha256sum "$MODEL" | cut -c1-64)"
+release_of() { echo "$1-$( { echo "$MODEL_SHA"; cat "$ROOT/deploy/profiles/$1.json"; } | sha256sum | cut -c1-8)"; }
+RELEASE_V1="$(release_of v1)"; RELEASE_V2="$(release_of v2)"
+say "Uploading $(basename "$MODEL") to the model store and registering releases $RELEASE_V1 and $RELEASE_V2..."
 for profile in v1 v2; do
-  ctl register --release "$profile-$DIGEST" --model "$MODEL" --profile "$ROOT/deploy/profiles/$profile.json" \
+  release="$(release_of $profile)"
+  ctl register --release "$release" --model "$MODEL" --profile "$ROOT/deploy/profiles/$profile.json" \
     --notes "up.sh: $(basename "$MODEL") with prompt profile $profile" --actor up.sh >>"$RUN/logs/releases.log" 2>&1 || {
-    say "Registering release $profile-$DIGEST failed; see $RUN/logs/releases.log" >&2; tail -5 "$RUN/logs/releases.log" >&2; exit 1; }
+    say "Registering release $release failed; see $RUN/logs/releases.log" >&2; tail -5 "$RUN/logs/releases.log" >&2; exit 1; }
 done
 for pair in blue:v1 green:v2; do
-  ctl deploy "{\"colour\":\"${pair%%:*}\",\"release\":\"${pair#*:}-$DIGEST\",\"bootstrap\":true,\"actor\":\"up.sh\",\"reason\":\"first start\"}" \
+  ctl deploy "{\"colour\":\"${pair%%:*}\",\"release\":\"$(release_of ${pair#*:})\",\"bootstrap\":true,\"actor\":\"up.sh\",\"reason\":\"first start\"}" \
     >>"$RUN/logs/releases.log" 2>&1 || { say "Deploying to ${pair%%:*} failed; see $RUN/logs/releases.log" >&2; tail -20 "$RUN/logs/releases.log" >&2; exit 1; }
 done
 
@@ -268,7 +274,7 @@ fi
 
 up_ok=1
 NATS_URL_HINT=""; [ "$NATS_PORT" != 4222 ] && NATS_URL_HINT="NATS_URL=$NATS_URL "
-printf 'RUNNING_PORT=%s\nRUNNING_NATS_PORT=%s\nRUNNING_MODEL=%q\n' "$PORT" "$NATS_PORT" "$MODEL" >"$RUN/up.env"
+printf 'RUNNING_PORT=%s\nRUNNING_NATS_PORT=%s\nRUNNING_MODEL=%q\nRELEASE_V1=%s\nRELEASE_V2=%s\n' "$PORT" "$NATS_PORT" "$MODEL" "$RELEASE_V1" "$RELEASE_V2" >"$RUN/up.env"
 if [ -z "$OPERATOR_TOKEN" ]; then
   token_line="none: the console is read-only (QWEN_OPERATOR_TOKEN=none)"
 elif [ -n "$SHOW_TOKEN" ]; then
@@ -287,7 +293,7 @@ QwenNats is up.
   nats      $NATS_URL  (JetStream store $RUN/nats; users and permissions deploy/nats/auth.conf, passwords $RUN/nats-users.env)
   operator  ${NATS_URL_HINT}deploy/local/qwenctl status   (--help lists its verbs; uses the operator user from $RUN/nats-users.env)
   model     $MODEL
-  releases  v1-$DIGEST (profile v1) and v2-$DIGEST (profile v2) of this model; deploy/local/qwenctl releases shows what each colour serves, qwenctl rollout --help how to ship a new one
+  releases  $RELEASE_V1 (profile v1) and $RELEASE_V2 (profile v2) of this model; deploy/local/qwenctl releases shows what each colour serves, qwenctl rollout --help how to ship a new one
   metrics   http://127.0.0.1:$PORT/metrics, workers :$((METRICS_BASE + 1)) :$((METRICS_BASE + 2)), judge :$((METRICS_BASE + 3)), promoter :$((METRICS_BASE + 4))
   logs      $RUN/logs/   stop: deploy/local/down.sh
 
