@@ -17,7 +17,7 @@ namespace QwenNats.Ingress.Routing;
 /// write, never from a KV read, so what the copy holds is always the newest value it was sent; keys it does not
 /// hold (the copy is full) are read from KV.
 /// </summary>
-public sealed partial class SessionPins(RolloutView view, TimeProvider clock, IOptions<IngressOptions> options, ILogger<SessionPins> logger) : BackgroundService
+public sealed partial class SessionPins(TopologyClient topology, TimeProvider clock, IOptions<IngressOptions> options, ILogger<SessionPins> logger) : BackgroundService
 {
     private readonly int _capacity = options.Value.PinCacheSize;
     private volatile ConcurrentDictionary<string, (SessionPin Pin, DateTimeOffset Written)> _pins = new(StringComparer.Ordinal);
@@ -72,7 +72,13 @@ public sealed partial class SessionPins(RolloutView view, TimeProvider clock, IO
         {
             try
             {
-                if (await view.GetSessionsAsync(stoppingToken) is not { } store)
+                // Its own look-up of the bucket (not RolloutView's, which requests share at most once a second).
+                INatsKVStore store;
+                try
+                {
+                    store = await topology.BucketAsync(Rollouts.SessionsBucket, stoppingToken);
+                }
+                catch (TopologyMissingException)
                 {
                     await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
                     continue;

@@ -68,7 +68,7 @@ public sealed class ReadinessTests
         Assert.False(fresh.StateRead);
         Assert.Null(await fresh.GetSessionsAsync(default));
         var ingressOptions = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Ingress.IngressOptions>>();
-        var pins = new SessionPins(fresh, TimeProvider.System, ingressOptions, NullLogger<SessionPins>.Instance);
+        var pins = new SessionPins(app.Services.GetRequiredService<Messaging.Topology.TopologyClient>(), TimeProvider.System, ingressOptions, NullLogger<SessionPins>.Instance);
         var routed = await new SessionRouter(fresh, pins, TimeProvider.System, ingressOptions,
             NullLogger<SessionRouter>.Instance).RouteAsync("s1", isNew: false, default);
         Assert.Equal(RoutingPolicy.DecideUnknownPin(fresh.Current), routed.Decision);
