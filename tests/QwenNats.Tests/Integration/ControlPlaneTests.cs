@@ -96,7 +96,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal("blue", await ColourAsync(fx.Http1, "pinned-blue"));
         Assert.True((await fx.CtlAsync("start", "{\"candidate\":\"green\"}")).Ok);
         Assert.True((await fx.CtlAsync("set-weight", "{\"weight\":100}")).Ok);
-        await EventuallyAsync(async () => await ColourAsync(fx.Http2, "new-on-2") == "green");
+        await Eventually.TrueAsync(async () => await ColourAsync(fx.Http2, "new-on-2") == "green");
         Assert.Equal("green", await ColourAsync(fx.Http1, "new-on-1"));
         Assert.Equal("green", await ColourAsync(fx.Http1, "new-on-2"));
         Assert.Equal("blue", await ColourAsync(fx.Http2, "pinned-blue"));
@@ -106,7 +106,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal("green", await ColourAsync(fx.Http2, "after-promotion"));
 
         Assert.True((await fx.CtlAsync("rollback", "{\"reason\":\"test\"}")).Ok);
-        await EventuallyAsync(async () => await ColourAsync(fx.Http1, "new-on-1") == "blue");
+        await Eventually.TrueAsync(async () => await ColourAsync(fx.Http1, "new-on-1") == "blue");
         Assert.Equal("blue", await ColourAsync(fx.Http2, "new-on-2"));
         Assert.Equal("blue", await ColourAsync(fx.Http2, "after-promotion"));
         Assert.Equal("blue", await ColourAsync(fx.Http1, "pinned-blue"));
@@ -118,7 +118,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         var start = await fx.CtlAsync("start", "{\"candidate\":\"green\"}");
         foreach (var http in new[] { fx.Http1, fx.Http2 })
         {
-            await EventuallyAsync(async () =>
+            await Eventually.TrueAsync(async () =>
             {
                 var view = JsonDocument.Parse(await http.GetStringAsync("/api/rollout")).RootElement;
                 return view.GetProperty("state").GetProperty("version").GetInt64() == start.State!.Version;
@@ -169,7 +169,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         while ((await fx.CtlAsync("status", ct: cts.Token)).State!.Phase != RolloutPhase.Stable)
             await Task.Delay(100, cts.Token);
-        await EventuallyAsync(async () => await ColourAsync(fx.Http2, "baker") == "green");
+        await Eventually.TrueAsync(async () => await ColourAsync(fx.Http2, "baker") == "green");
     }
 
     [Fact]
@@ -189,7 +189,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         // (Every ingress applies it when its watch of the pins brings the delete, within milliseconds, as with a switch.)
         var unpin = await fx.CtlAsync("unpin", "{\"session\":\"tester-1\",\"actor\":\"alice\"}");
         Assert.True(unpin.Ok, unpin.Error);
-        await EventuallyAsync(async () => await ColourAsync(fx.Http2, "tester-1") == "blue");
+        await Eventually.TrueAsync(async () => await ColourAsync(fx.Http2, "tester-1") == "blue");
         var again = await fx.CtlAsync("unpin", "{\"session\":\"never-pinned\"}");
         Assert.Equal("not_pinned", again.Code);
 
@@ -221,7 +221,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
             Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
 
         IReadOnlyList<RolloutEvent> chosen = [];
-        await EventuallyAsync(async () =>
+        await Eventually.TrueAsync(async () =>
         {
             chosen = (await fx.CtlAsync("history", "{\"limit\":100}")).Events!.Where(e => e.Trigger == "colour-choice" && e.Reason.Contains(session, StringComparison.Ordinal)).ToList();
             return chosen.Count > 0;
@@ -238,7 +238,7 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
     {
         Assert.True((await fx.CtlAsync("start", "{\"candidate\":\"green\"}")).Ok);
         Assert.True((await fx.CtlAsync("set-weight", "{\"weight\":25}")).Ok);
-        await EventuallyAsync(async () => (await fx.CtlAsync("status")).State!.Weight == 25);
+        await Eventually.TrueAsync(async () => (await fx.CtlAsync("status")).State!.Weight == 25);
         await Task.Delay(200);
         const int n = 240;
         var colours = new string[n];
@@ -306,12 +306,5 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         using var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}", session: session));
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         return (await Api.JsonAsync(r)).GetProperty("colour").GetString()!;
-    }
-
-    private static async Task EventuallyAsync(Func<Task<bool>> condition)
-    {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        while (!await condition())
-            await Task.Delay(20, cts.Token);
     }
 }

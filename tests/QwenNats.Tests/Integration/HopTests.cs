@@ -55,12 +55,12 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
 
         // Written as another ingress would (to the candidate, which serves in Shadow): the copy learns it from its watch.
         await store.PutAsync(key, new SessionPin { Colour = "green", RolloutId = start.State!.RolloutId, PinnedAt = DateTimeOffset.UtcNow });
-        await EventuallyAsync(() => pins.TryGet(key, out var p, out _) && p.Colour == "green");
-        await EventuallyAsync(async () => await ColourAsync(fx.Http1, Session) == ("green", "Pinned"));
+        await Eventually.TrueAsync(() => pins.TryGet(key, out var p, out _) && p.Colour == "green");
+        await Eventually.TrueAsync(async () => await ColourAsync(fx.Http1, Session) == ("green", "Pinned"));
 
         // Deleted elsewhere: gone from the copy, and the session is routed as new (to live, weight 0) again.
         await store.DeleteAsync(key);
-        await EventuallyAsync(() => !pins.TryGet(key, out _, out _));
+        await Eventually.TrueAsync(() => !pins.TryGet(key, out _, out _));
         Assert.Equal(("blue", "NewSession"), await ColourAsync(fx.Http1, Session));
         // That request pinned it to blue, in the copy at once.
         Assert.True(pins.TryGet(key, out var mine, out _));
@@ -103,14 +103,5 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
         using var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}", session: session));
         Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         return ((await Api.JsonAsync(r)).GetProperty("colour").GetString()!, Api.Header(r, "X-Qwen-Route")!);
-    }
-
-    private static Task EventuallyAsync(Func<bool> condition) => EventuallyAsync(() => Task.FromResult(condition()));
-
-    private static async Task EventuallyAsync(Func<Task<bool>> condition)
-    {
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        while (!await condition())
-            await Task.Delay(20, cts.Token);
     }
 }
