@@ -24,7 +24,7 @@ public sealed class IngressMetrics
         Tokens = f.CreateCounter("qwen_tokens_total", "Prompt and generated tokens.", ["colour", "kind"]);
         TokensPerSecond = f.CreateHistogram("qwen_tokens_per_second", "Generation speed of chat answers.",
             new HistogramConfiguration { LabelNames = ["colour"], Buckets = Histogram.ExponentialBuckets(1, 2, 14) });
-        Mirrors = f.CreateCounter("qwen_shadow_mirrors_total", "Mirrored requests: sent to the candidate, compared (sample recorded), dropped (candidate saturated).", ["result"]);
+        Mirrors = f.CreateCounter("qwen_shadow_mirrors_total", "Mirrored requests: sent to the candidate, compared (sample recorded), dropped (candidate saturated), yielded (held back for live work on the candidate's machine until the deadline, Worker:ShadowYield).", ["result"]);
         Phase = f.CreateGauge("qwen_rollout_phase", "1 for the rollout phase this ingress applies, 0 for the others.", ["phase"]);
         Weight = f.CreateGauge("qwen_canary_weight", "Percent of new sessions sent to the candidate.");
         PoolWorkers = f.CreateGauge("qwen_pool_workers", "Workers this ingress sees alive, by colour.", ["colour"]);

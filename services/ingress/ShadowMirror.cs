@@ -209,8 +209,18 @@ public sealed class ShadowMirror : BackgroundService
         await using (call)
         {
             await foreach (var reply in call.ReadAsync())
-                if (reply.IsFinal)
-                    return Side(pair.CandidateColour, reply) with { Taken = reply.Result is not null || call.Accepted is not null };
+            {
+                if (!reply.IsFinal)
+                    continue;
+                if (reply.Error?.Code == ErrorCodes.ShadowYielded)
+                {
+                    // Held back for live work on the candidate's machine until its deadline: a capacity miss, no sample.
+                    Interlocked.Increment(ref _dropped);
+                    _metrics.Mirrors.WithLabels("yielded").Inc();
+                    return null;
+                }
+                return Side(pair.CandidateColour, reply) with { Taken = reply.Result is not null || call.Accepted is not null };
+            }
         }
         return null;
     }

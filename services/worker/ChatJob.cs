@@ -37,7 +37,7 @@ public sealed class ChatJob(
         var conversation = _conversation!;
         var token = conversation.Sample(_sampler!);
         if (_generated == 0)
-            _ttftMs = Clock.Elapsed.TotalMilliseconds;
+            _ttftMs = ActiveMs;
 
         if (token.IsEndOfGeneration(executor.Context.NativeHandle.ModelHandle.Vocab))
             return Finish(FinishReasons.Stop);

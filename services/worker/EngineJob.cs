@@ -46,6 +46,53 @@ public abstract class EngineJob
 
     public abstract bool RequiresInference { get; }
 
+    /// <summary>A mirrored copy (taken from the shadow queue): it may be held back for live work on the machine.</summary>
+    public bool Mirrored { get; set; }
+
+    private long _pausedTicks, _pausedSince = -1;
+
+    /// <summary>Whether the job is held back now (<see cref="Pause"/>).</summary>
+    public bool Paused => _pausedSince >= 0;
+
+    /// <summary>Holds the job back (the engine neither admits, decodes nor samples it) until <see cref="Resume"/>.</summary>
+    public void Pause()
+    {
+        if (_pausedSince < 0)
+            _pausedSince = Clock.ElapsedTicks;
+    }
+
+    public void Resume()
+    {
+        if (_pausedSince < 0) return;
+        _pausedTicks += Clock.ElapsedTicks - _pausedSince;
+        _pausedSince = -1;
+    }
+
+    /// <summary>Time held back so far, in milliseconds.</summary>
+    public double YieldedMs => Stopwatch.GetElapsedTime(0, _pausedTicks + (_pausedSince >= 0 ? Clock.ElapsedTicks - _pausedSince : 0)).TotalMilliseconds;
+
+    /// <summary>Wall time since the job was made, less the time it was held back, in milliseconds.</summary>
+    protected double ActiveMs => Clock.Elapsed.TotalMilliseconds - YieldedMs;
+
+    /// <summary>Prompt tokens decoded per step (0: the whole prompt in one), set before <see cref="Admit"/>.</summary>
+    public int PromptChunk { get; set; }
+
+    private LLama.Native.LLamaToken[]? _promptRest;
+    private Conversation? _prompting;
+
+    /// <summary>Prompt tokens still to queue (<see cref="PromptChunk"/>): <see cref="PromptMore"/>, not <see cref="Step"/>, comes next.</summary>
+    public bool HasPromptLeft => _promptRest is { Length: > 0 };
+
+    /// <summary>Queues the next chunk of the prompt.</summary>
+    public void PromptMore()
+    {
+        var rest = _promptRest!;
+        var take = PromptChunk > 0 ? Math.Min(PromptChunk, rest.Length) : rest.Length;
+        _prompting!.Prompt(rest[..take]);
+        Queued(take);
+        _promptRest = rest[take..];
+    }
+
     /// <summary>CPU milliseconds charged to this request so far (decode steps it took part in, its sampling).</summary>
     public double ComputeMs { get; private set; }
 
@@ -73,8 +120,9 @@ public abstract class EngineJob
     {
         var (conversation, reused) = prefixes.Begin(executor, Request.Task, PromptTokens);
         ReusedTokens = reused;
-        conversation.Prompt(PromptTokens.Skip(reused).Select(t => (LLama.Native.LLamaToken)t).ToArray());
-        Queued(PromptTokens.Count - reused);
+        _prompting = conversation;
+        _promptRest = PromptTokens.Skip(reused).Select(t => (LLama.Native.LLamaToken)t).ToArray();
+        PromptMore();
         return conversation;
     }
 
@@ -113,7 +161,8 @@ public abstract class EngineJob
         PromptTokens = PromptTokens.Count,
         CompletionTokens = completionTokens,
         TimeToFirstTokenMs = ttftMs,
-        TotalMs = Clock.Elapsed.TotalMilliseconds,
+        TotalMs = ActiveMs,
+        YieldedMs = YieldedMs > 0 ? Math.Round(YieldedMs, 3) : null,
         QueueMs = QueueMs,
         ComputeMs = Math.Round(ComputeMs, 3),
         ComputedTokens = PromptTokens.Count - ReusedTokens + completionTokens,

@@ -34,6 +34,10 @@ public sealed class LlamaEngine : IAsyncDisposable
     private readonly object _gate = new();
     private readonly object _loopLock = new();
     private readonly List<EngineJob> _active = [];
+    // Mirrored jobs taken while they may not run (Worker:ShadowYield): not admitted yet, so nothing of theirs is decoded.
+    private readonly List<EngineJob> _parked = [];
+    private HostYield? _yield;
+    private int _yieldChunk;
     private readonly TaskCompletionSource _loopDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private CancellationTokenSource _wake = new();
     private bool _started, _candidate, _warmed;
@@ -170,6 +174,33 @@ public sealed class LlamaEngine : IAsyncDisposable
             // before it decodes: so the compute threads llama.cpp starts from it (OpenMP) have that value too.
             if (_started && PrioritiesApply)
                 StartDecodeThread();
+        }
+    }
+
+    /// <summary>
+    /// Mirrored jobs yield to live work on this machine (<see cref="WorkerOptions.ShadowYield"/>): while
+    /// <paramref name="yield"/> says they may not run, they are not admitted, decoded or sampled, and their prompts are
+    /// decoded <paramref name="chunk"/> tokens per step, so a pause starts within one short step.
+    /// </summary>
+    public void YieldTo(HostYield yield, int chunk)
+    {
+        lock (_gate)
+        {
+            if (_yield is not null) return;
+            _yield = yield;
+            _yieldChunk = chunk;
+        }
+        yield.Opened += Nudge;
+    }
+
+    /// <summary>Wakes the decode loop if it waits (mirrored work may run again).</summary>
+    private void Nudge()
+    {
+        lock (_gate)
+        {
+            var woken = _wake;
+            _wake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            woken.Cancel();
         }
     }
 
@@ -441,12 +472,20 @@ public sealed class LlamaEngine : IAsyncDisposable
                     continue;
                 }
             }
-            // Nothing to do: wait for work (or a stop, or a change of priority) outside the loop lock.
+            // Nothing to do: wait for work (or a stop, a change of priority, mirrored work allowed again) outside the
+            // loop lock; with jobs held back, look again now and then for their deadlines and cancellations.
             try
             {
-                _incoming.Reader.WaitToReadAsync(wake).AsTask().GetAwaiter().GetResult();
+                var waiting = _incoming.Reader.WaitToReadAsync(wake).AsTask();
+                if (_parked.Count > 0 || active.Any(j => j.Paused))
+                    waiting.Wait(HeldBackRecheck);
+                else
+                    waiting.GetAwaiter().GetResult();
             }
             catch (OperationCanceledException)
+            {
+            }
+            catch (AggregateException e) when (e.InnerException is OperationCanceledException)
             {
             }
         }
@@ -457,6 +496,9 @@ public sealed class LlamaEngine : IAsyncDisposable
             foreach (var job in active)
                 End(job, ErrorCodes.Cancelled, "The worker is shutting down.");
             active.Clear();
+            foreach (var job in _parked)
+                End(job, ErrorCodes.Cancelled, "The worker is shutting down.");
+            _parked.Clear();
             while (_incoming.Reader.TryRead(out var queued))
                 End(queued, ErrorCodes.Cancelled, "The worker is shutting down.");
         }
@@ -466,26 +508,53 @@ public sealed class LlamaEngine : IAsyncDisposable
     /// <summary>One step of the loop: admit queued requests, decode once, sample. False when there is nothing to do.</summary>
     private bool Step(List<EngineJob> active, CancellationToken stop)
     {
+        var mirrorsRun = _yield?.MayRunMirrors ?? true;
+        var progressed = false;
+        for (var i = _parked.Count - 1; i >= 0; i--)
+            if (_parked[i].Cancel.IsCancellationRequested || PastDeadline(_parked[i]))
+            {
+                var job = _parked[i];
+                _parked.RemoveAt(i);
+                EndHeldBack(job);
+                progressed = true;
+            }
+        while (mirrorsRun && _parked.Count > 0 && active.Count < _options.Slots)
+        {
+            var job = _parked[0];
+            _parked.RemoveAt(0);
+            job.Resume();
+            Admit(active, job);
+            progressed = true;
+        }
         while (active.Count < _options.Slots && _incoming.Reader.TryRead(out var job))
         {
-            try
+            progressed = true;
+            if (job.Mirrored && _yield is not null)
             {
-                job.Admit(_executor, Prefixes);
-                active.Add(job);
-                if (job.ReusedTokens > 0) PrefixReused?.Invoke(job.ReusedTokens);
+                job.PromptChunk = _yieldChunk;
+                if (!mirrorsRun)
+                {
+                    job.Pause();
+                    _parked.Add(job);
+                    continue;
+                }
             }
-            catch (Exception e)
-            {
-                EngineLog.AdmitFailed(_logger, job.Request.Id, e);
-                End(job, ErrorCodes.InternalError, "The worker could not start this request.");
-            }
+            Admit(active, job);
         }
         if (active.Count == 0)
-            return false;
+            return progressed;
+        foreach (var job in active)
+            if (job.Mirrored && _yield is not null)
+            {
+                if (mirrorsRun) job.Resume();
+                else job.Pause();
+            }
 
-        if (_executor.BatchQueueCount > 0)
+        if (_executor.BatchQueueCount > 0 && active.Any(j => j.RequiresInference && (!j.Paused || PastDeadline(j))))
         {
+            // Tokens a held-back job queued before it was paused are decoded with the others' (they are in the batch).
             var participants = active.Where(j => j.RequiresInference).ToArray();
+            progressed = true;
             _cost.Begin();
             var result = Decode(_executor);
             ComputeCost.Charge(participants, _cost.End());
@@ -504,15 +573,30 @@ public sealed class LlamaEngine : IAsyncDisposable
             if (job.RequiresInference)
                 continue;
             bool done;
+            if (job.Paused && (job.Cancel.IsCancellationRequested || PastDeadline(job)))
+            {
+                progressed = true;
+                active.RemoveAt(i);
+                EndHeldBack(job);
+                continue;
+            }
+            if (job.Paused)
+                continue;
+            progressed = true;
             if (job.Cancel.IsCancellationRequested)
             {
                 job.Fail(ErrorCodes.Cancelled, "The request was cancelled.");
                 done = true;
             }
-            else if (job.Request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > job.Request.DeadlineUnixMs)
+            else if (PastDeadline(job))
             {
                 job.Fail(ErrorCodes.DeadlineExceeded, "The request's deadline passed during generation.");
                 done = true;
+            }
+            else if (job.HasPromptLeft)
+            {
+                job.PromptMore();
+                done = false;
             }
             else
             {
@@ -535,7 +619,38 @@ public sealed class LlamaEngine : IAsyncDisposable
                 Interlocked.Decrement(ref _busy);
             }
         }
-        return true;
+        return progressed;
+    }
+
+    /// <summary>How often the loop looks at held-back jobs for deadlines and cancellations while it has nothing to run.</summary>
+    private static readonly TimeSpan HeldBackRecheck = TimeSpan.FromMilliseconds(100);
+
+    private static bool PastDeadline(EngineJob job) =>
+        job.Request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > job.Request.DeadlineUnixMs;
+
+    private void Admit(List<EngineJob> active, EngineJob job)
+    {
+        try
+        {
+            job.Admit(_executor, Prefixes);
+            active.Add(job);
+            if (job.ReusedTokens > 0) PrefixReused?.Invoke(job.ReusedTokens);
+        }
+        catch (Exception e)
+        {
+            EngineLog.AdmitFailed(_logger, job.Request.Id, e);
+            End(job, ErrorCodes.InternalError, "The worker could not start this request.");
+        }
+    }
+
+    /// <summary>A held-back mirrored job cancelled or out of time: the wait was for live work, so its deadline ends it as
+    /// a capacity miss (<see cref="ErrorCodes.ShadowYielded"/>), not as the candidate's failure to answer.</summary>
+    private void EndHeldBack(EngineJob job)
+    {
+        if (job.Cancel.IsCancellationRequested)
+            End(job, ErrorCodes.Cancelled, "The request was cancelled.");
+        else
+            End(job, ErrorCodes.ShadowYielded, $"Held back {job.YieldedMs:F0} ms for live work on this machine until the deadline passed (Worker:ShadowYield).");
     }
 
     private void End(EngineJob job, string code, string message)

@@ -28,7 +28,7 @@ public sealed class ScoreJob(
         var conversation = _conversation!;
         if (!_answerQueued)
         {
-            _ttftMs = Clock.Elapsed.TotalMilliseconds;
+            _ttftMs = ActiveMs;
             _sum = LogProbs.LogSoftmaxAt(conversation.Sample(), answerTokens[0]);
             _answerQueued = true;
             if (answerTokens.Count == 1)

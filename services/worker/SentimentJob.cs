@@ -28,7 +28,7 @@ public sealed class SentimentJob(
     {
         if (_forks.Count == 0)
         {
-            _ttftMs = Clock.Elapsed.TotalMilliseconds;
+            _ttftMs = ActiveMs;
             var logits = _prompt!.Sample();
             for (var i = 0; i < labels.Count; i++)
                 _scores[i] = LogProbs.LogSoftmaxAt(logits, labelTokens[i][0]);

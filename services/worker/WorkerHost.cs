@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using QwenNats.Messaging;
 using LLama.Native;
 using Microsoft.Extensions.Configuration;
@@ -26,6 +27,7 @@ public static class WorkerHost
             .Validate(o => o.HeartbeatInterval > TimeSpan.Zero && o.FetchExpiry > TimeSpan.FromSeconds(1) && o.DrainTimeout >= TimeSpan.Zero, "Worker:HeartbeatInterval must be positive and Worker:FetchExpiry more than 1 s.")
             .Validate(o => o.ShadowPollMin > TimeSpan.Zero && o.ShadowPollMax >= o.ShadowPollMin, "Worker:ShadowPollMin must be positive and at most Worker:ShadowPollMax.")
             .Validate(o => o.LiveWaitBeforeShadow > TimeSpan.FromSeconds(1), "Worker:LiveWaitBeforeShadow must be more than 1 s.")
+            .Validate(o => o.ShadowYieldIdleAfter >= TimeSpan.Zero && o.ShadowYieldChunk >= 1, "Worker:ShadowYieldIdleAfter must not be negative and Worker:ShadowYieldChunk must be at least 1.")
             .Validate(o => o.CandidateNice is >= 0 and <= 19, "Worker:CandidateNice must be between 0 (off) and 19.")
             .Validate(o => string.IsNullOrWhiteSpace(o.ModelPath) || !string.IsNullOrWhiteSpace(o.ProfilePath), "Worker:ModelPath needs Worker:ProfilePath (a prompt profile such as deploy/profiles/v1.json).")
             .Validate(o => !string.IsNullOrWhiteSpace(o.ModelPath) || o.FollowReleases, "Worker:ModelPath is empty and Worker:FollowReleases is off: the worker would never serve anything.")
@@ -34,6 +36,7 @@ public static class WorkerHost
         builder.Services.Configure<FaultOptions>(builder.Configuration.GetSection(FaultOptions.Section));
         builder.Services.AddSingleton<ServiceAnnouncer>();
         builder.Services.AddSingleton<InferenceServer>();
+        builder.Services.TryAddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(sp =>
         {
             NativeLogging.Route(sp.GetRequiredService<ILoggerFactory>());

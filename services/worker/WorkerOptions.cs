@@ -66,6 +66,28 @@ public sealed record WorkerOptions
     /// Linux only.</summary>
     public int CandidateNice { get; init; } = 10;
 
+    /// <summary>
+    /// Mirrored work uses only the idle time of live work on this machine: the worker reports its own live work on
+    /// <c>qwen.host.&lt;host&gt;.live</c>, and while another worker there runs live work (or did in the last
+    /// <see cref="ShadowYieldIdleAfter"/>) it takes no mirrored copy and pauses those it runs between two decode steps,
+    /// their prompts decoded <see cref="ShadowYieldChunk"/> tokens at a time. Paused time is left out of their
+    /// timings; a copy still paused at its deadline ends as <c>shadow_yielded</c>, which the ingress counts as a
+    /// capacity miss. For a candidate that shares its machine (and cores) with live workers; off by default, as fewer
+    /// mirrors are answered under steady load.
+    /// </summary>
+    public bool ShadowYield { get; init; }
+
+    /// <summary>With <see cref="ShadowYield"/>: how long live work on the machine must have stopped before mirrored work runs again.</summary>
+    public TimeSpan ShadowYieldIdleAfter { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>With <see cref="ShadowYield"/>: prompt tokens of a mirrored request decoded per step (so a pause waits for one short step).</summary>
+    public int ShadowYieldChunk { get; init; } = 16;
+
+    /// <summary>This machine's name for <see cref="ShadowYield"/> (workers that share cores must agree on it); empty: the host name.</summary>
+    public string Host { get; init; } = "";
+
+    public string ResolvedHost => Host is { Length: > 0 } h ? h : Environment.MachineName;
+
     /// <summary>On shutdown, how long requests in flight may take to finish before the worker leaves.</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
 

@@ -19,6 +19,8 @@ namespace QwenNats.Worker;
 /// </summary>
 public sealed partial class WorkerService(
     InferenceServer server,
+    NATS.Client.Core.NatsConnection nats,
+    TimeProvider clock,
     TopologyClient topology,
     ServiceIdentity identity,
     IOptions<WorkerOptions> options,
@@ -46,6 +48,7 @@ public sealed partial class WorkerService(
     private volatile string? _failedRelease;
     private volatile string? _failure;
     private ModelCache? _cache;
+    private HostYield? _yield;
 
     public string WorkerId => _options.WorkerId ?? identity.InstanceId;
     private string Colour => _options.Colour;
@@ -108,6 +111,20 @@ public sealed partial class WorkerService(
             Waiting(logger, Colour, Releases.AssignmentKey(Colour));
         }
 
+        if (_options.ShadowYield)
+        {
+            _yield = new HostYield(nats, new HostYieldOptions
+            {
+                Host = _options.ResolvedHost, WorkerId = WorkerId, IdleAfter = _options.ShadowYieldIdleAfter, StaleAfter = _options.HeartbeatInterval * 3,
+            }, clock, loggers.CreateLogger<HostYield>());
+            await Retry.UntilDoneAsync(logger, "Listening to live work on this machine", async t =>
+            {
+                await nats.ConnectAsync();
+                await _yield.StartAsync(t);
+            }, stoppingToken);
+            _current?.Engine.YieldTo(_yield, _options.ShadowYieldChunk);
+            YieldingMirrors(logger, _yield.Subject);
+        }
         var following = _options.FollowReleases ? FollowAsync(stoppingToken) : Task.CompletedTask;
         var role = WatchRoleAsync(stoppingToken);
         await server.RunAsync(this, new InferenceServerOptions
@@ -115,11 +132,15 @@ public sealed partial class WorkerService(
             WorkerId = WorkerId, Colour = Colour, Slots = _options.Slots,
             FetchExpiry = _options.FetchExpiry, HeartbeatInterval = _options.HeartbeatInterval, DrainTimeout = _options.DrainTimeout,
             ShadowPollMin = _options.ShadowPollMin, ShadowPollMax = _options.ShadowPollMax, LiveWaitBeforeShadow = _options.LiveWaitBeforeShadow,
+            HostLiveSubject = _yield?.Subject,
+            MirrorsMayRun = _yield is { } y ? () => y.MayRunMirrors : null,
         }, stoppingToken);
         await following.ContinueWith(_ => { }, TaskScheduler.Default);
         await role.ContinueWith(_ => { }, TaskScheduler.Default);
         if (_current is { } last)
             await last.Engine.DisposeAsync();
+        if (_yield is not null)
+            await _yield.DisposeAsync();
     }
 
     /// <summary>Starts the decode loop and runs one warm-up request per task.</summary>
@@ -127,6 +148,8 @@ public sealed partial class WorkerService(
     {
         loaded.Engine.PrefixReused += n => _reused.WithLabels(Colour).Inc(n);
         loaded.Engine.SetCandidate(_onlyCandidate);
+        if (_yield is not null)
+            loaded.Engine.YieldTo(_yield, _options.ShadowYieldChunk);
         loaded.Engine.Start();
         await loaded.Engine.WarmUpAsync(loaded.Stamp(WorkerId, Colour), ct);
     }
@@ -421,6 +444,7 @@ public sealed partial class WorkerService(
             return;
         }
 
+        job.Mirrored = work.Mirrored;
         if (fault.Active)
             job.CostFactor = faults.Slowdown;
         engine.Submit(job);
@@ -506,6 +530,9 @@ public sealed partial class WorkerService(
 
     [LoggerMessage(EventId = 3015, Level = LogLevel.Debug, Message = "Release {Release} is already served")]
     private static partial void AlreadyServing(ILogger logger, string release);
+
+    [LoggerMessage(EventId = 3020, Level = LogLevel.Information, Message = "Mirrored work yields to live work on this machine ({Subject}; Worker:ShadowYield)")]
+    private static partial void YieldingMirrors(ILogger logger, string subject);
 
     [LoggerMessage(EventId = 3017, Level = LogLevel.Information, Message = "The {Colour} pool is {Role} ({Phase}): decode threads at nice +{Nice}")]
     private static partial void RoleChanged(ILogger logger, string colour, string role, int nice, RolloutPhase phase);

@@ -141,9 +141,14 @@ public sealed record InferResult
     public double? MeanLogProb { get; init; }
     public int PromptTokens { get; init; }
     public int CompletionTokens { get; init; }
+    /// <summary>Wall time to the first token (or label), less <see cref="YieldedMs"/>.</summary>
     public double TimeToFirstTokenMs { get; init; }
+    /// <summary>Wall time in the worker, less <see cref="YieldedMs"/>.</summary>
     public double TotalMs { get; init; }
     public double QueueMs { get; init; }
+    /// <summary>A mirrored request's time held back for live work on the worker's machine (<c>Worker:ShadowYield</c>);
+    /// left out of <see cref="TotalMs"/> and <see cref="TimeToFirstTokenMs"/>, which measure the candidate, not the wait.</summary>
+    public double? YieldedMs { get; init; }
     /// <summary>
     /// CPU time this request cost the worker, in milliseconds: every batched decode step it took part in
     /// and its own sampling, measured as process CPU time (not wall-clock), so it does not grow when another
@@ -223,6 +228,21 @@ public sealed record InferReply
 }
 
 public sealed record CancelRequest(string Id);
+
+/// <summary>
+/// A worker's live work now, on <see cref="Subjects.HostLive"/> of its machine: sent when it starts or ends
+/// (the first live request taken, the last one finished) and again every heartbeat while it runs any.
+/// </summary>
+public sealed record HostLiveLoad
+{
+    public required string WorkerId { get; init; }
+    public required string Colour { get; init; }
+    /// <summary>Live requests the worker is running.</summary>
+    public int Live { get; init; }
+    /// <summary>Counts the worker's messages, so one that arrives after a newer one is ignored.</summary>
+    public long Sequence { get; init; }
+    public long UnixMs { get; init; }
+}
 
 /// <summary>What a worker announces on <see cref="Subjects.WorkerHeartbeat"/> every interval.</summary>
 public sealed record WorkerHeartbeat

@@ -11,6 +11,7 @@ namespace QwenNats.Messaging;
 [JsonSerializable(typeof(InferReply))]
 [JsonSerializable(typeof(CancelRequest))]
 [JsonSerializable(typeof(WorkerHeartbeat))]
+[JsonSerializable(typeof(HostLiveLoad))]
 [JsonSerializable(typeof(ErrorReply))]
 [JsonSerializable(typeof(RolloutState))]
 [JsonSerializable(typeof(RolloutEvent))]

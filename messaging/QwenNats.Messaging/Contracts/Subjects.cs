@@ -28,6 +28,22 @@ public static class Subjects
     /// <summary>Workers announce themselves (and their free slots) here.</summary>
     public const string WorkerHeartbeat = "qwen.workers.heartbeat";
 
+    /// <summary>
+    /// Live load of the workers on one machine (<see cref="HostLiveLoad"/>), for candidates there that yield to it:
+    /// <c>qwen.host.&lt;host&gt;.live</c>, the host name reduced to one subject token.
+    /// </summary>
+    public static string HostLive(string host) => $"{Root}.host.{Token(host)}.live";
+
+    /// <summary>Text as one subject token: characters other than letters, digits, '-' and '_' become '_'.</summary>
+    public static string Token(string text)
+    {
+        var chars = text.Trim().ToCharArray();
+        for (var i = 0; i < chars.Length; i++)
+            if (!(char.IsAsciiLetterOrDigit(chars[i]) || chars[i] is '-' or '_'))
+                chars[i] = '_';
+        return chars.Length == 0 ? "_" : new string(chars);
+    }
+
     /// <summary>A process's own status endpoint in the services framework.</summary>
     public static string ServiceStatus(string instanceId) => $"{Root}.svc.{instanceId}.status";
 
@@ -91,6 +107,9 @@ public static class ErrorCodes
     public const string NoWorkers = "no_workers";
     public const string Overloaded = "overloaded";
     public const string WorkerLost = "worker_lost";
+    /// <summary>A mirrored copy the candidate held back for live work on its machine until its deadline passed
+    /// (<c>Worker:ShadowYield</c>): a capacity miss, not an answer of the candidate's.</summary>
+    public const string ShadowYielded = "shadow_yielded";
     /// <summary>The ingress lost its connection to NATS: new requests are refused and requests in flight end.</summary>
     public const string BusUnavailable = "bus_unavailable";
     public const string Cancelled = "cancelled";

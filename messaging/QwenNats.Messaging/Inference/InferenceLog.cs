@@ -62,4 +62,13 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1250, Level = LogLevel.Warning, Message = "A reply on {Subject} could not be decoded; dropped")]
     public static partial void ReplyUndecodable(ILogger logger, string subject, Exception exception);
+
+    [LoggerMessage(EventId = 1260, Level = LogLevel.Warning, Message = "Live load of this machine on {Subject} not readable; listening again")]
+    public static partial void HostLoadUnreadable(ILogger logger, string subject, Exception exception);
+
+    [LoggerMessage(EventId = 1261, Level = LogLevel.Debug, Message = "Mirrored work {State}")]
+    public static partial void MirrorsGate(ILogger logger, string state);
+
+    [LoggerMessage(EventId = 1262, Level = LogLevel.Debug, Message = "Live load not sent")]
+    public static partial void HostLoadNotSent(ILogger logger, Exception exception);
 }

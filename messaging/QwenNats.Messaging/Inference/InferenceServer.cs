@@ -31,11 +31,22 @@ public sealed record InferenceServerOptions
     /// <summary>With one slot, how long a pull for live work waits before the worker looks at its shadow queue again
     /// (more than 1 s).</summary>
     public TimeSpan LiveWaitBeforeShadow { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Where to report this worker's live work (<see cref="Subjects.HostLive"/> of its machine), for
+    /// candidates there that yield to it; null: not reported.</summary>
+    public string? HostLiveSubject { get; init; }
+
+    /// <summary>Whether mirrored work may be taken now (a candidate yielding to live work on its machine:
+    /// <see cref="HostYield.MayRunMirrors"/>); null: always.</summary>
+    public Func<bool>? MirrorsMayRun { get; init; }
 }
 
 /// <summary>One request taken from a work queue, handed to the <see cref="IInferenceHandler"/>.</summary>
-public sealed class InferenceWork(NatsConnection nats, InferRequest request, int attempt, double queueMs, string? traceId, long receivedUs = 0)
+public sealed class InferenceWork(NatsConnection nats, InferRequest request, int attempt, double queueMs, string? traceId, long receivedUs = 0, bool mirrored = false)
 {
+    /// <summary>Taken from the shadow queue: a mirrored copy (or golden/comparison work), not live traffic.</summary>
+    public bool Mirrored { get; } = mirrored;
+
     public InferRequest Request { get; } = request;
 
     /// <summary>1 on first delivery; higher when another worker took it and did not finish.</summary>
@@ -92,11 +103,51 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     // and other free slots may take mirrored work.
     private int _liveWaiting;
 
+    // Live requests running now, and the count of live-load reports sent (HostLiveSubject).
+    private readonly Lock _liveGate = new();
+    private int _liveRunning;
+    private long _liveSequence;
+
+    private string? _hostLive;
+    private InferenceServerOptions? _options;
+
+    /// <summary>
+    /// Counts live requests running (<paramref name="change"/> +1 or -1; 0 only re-reports) and reports a start or an
+    /// end of live work, or a renewal, on <see cref="InferenceServerOptions.HostLiveSubject"/>. The count and sequence
+    /// are taken together, so a report sent late is recognised as older by its sequence.
+    /// </summary>
+    private void ReportLive(int change)
+    {
+        if (_hostLive is not { } subject || _options is not { } o)
+            return;
+        HostLiveLoad load;
+        lock (_liveGate)
+        {
+            var before = _liveRunning;
+            _liveRunning += change;
+            if (change != 0 && (before > 0) == (_liveRunning > 0))
+                return;
+            load = new HostLiveLoad { WorkerId = o.WorkerId, Colour = o.Colour, Live = _liveRunning, Sequence = ++_liveSequence, UnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
+        }
+        try
+        {
+            var sent = nats.PublishAsync(subject, load);
+            if (!sent.IsCompletedSuccessfully)
+                _ = sent.AsTask().ContinueWith(t => Log.HostLoadNotSent(logger, t.Exception!), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        }
+        catch (Exception e)
+        {
+            Log.HostLoadNotSent(logger, e);
+        }
+    }
+
     /// <summary>Serves until <paramref name="stoppingToken"/> is cancelled, then drains and says it is leaving.</summary>
     public async Task RunAsync(IInferenceHandler handler, InferenceServerOptions options, CancellationToken stoppingToken)
     {
         var (consumer, shadow) = await ConnectAsync(options.Colour, stoppingToken);
         using var heartbeat = new PeriodicTimer(options.HeartbeatInterval);
+        _hostLive = options.HostLiveSubject;
+        _options = options;
         var heartbeats = HeartbeatLoopAsync(handler, heartbeat, stoppingToken);
         var cancels = CancelLoopAsync(stoppingToken);
         try
@@ -199,13 +250,14 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 await Delay(TimeSpan.FromMilliseconds(500), ct);
                 continue;
             }
-            if (next is null && shadow is not null)
+            var mirrored = false;
+            if (next is null && shadow is not null && (options.MirrorsMayRun?.Invoke() ?? true))
             {
                 // The live queue is empty: the slot may run one mirror.
                 next = await TakeMirrorAsync(shadow, ct);
-                mirrorsWaiting = next is not null;
+                mirrorsWaiting = mirrored = next is not null;
             }
-            Dispatch(handler, options, next, slots);
+            Dispatch(handler, options, next, slots, mirrored);
         }
     }
 
@@ -220,7 +272,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         var idle = options.ShadowPollMin;
         while (!ct.IsCancellationRequested)
         {
-            if (Volatile.Read(ref _liveWaiting) == 0 || !slots.Wait(0))
+            if (Volatile.Read(ref _liveWaiting) == 0 || !(options.MirrorsMayRun?.Invoke() ?? true) || !slots.Wait(0))
             {
                 await Delay(options.ShadowPollMin, ct);
                 continue;
@@ -233,7 +285,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             }
             var next = await TakeMirrorAsync(shadow, ct);
             if (ct.IsCancellationRequested && next is null) { slots.Release(); return; }
-            Dispatch(handler, options, next, slots);
+            Dispatch(handler, options, next, slots, mirrored: true);
             idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, options.ShadowPollMax.Ticks)) : options.ShadowPollMin;
             if (next is null)
                 await Delay(idle, ct);
@@ -279,14 +331,14 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         return next;
     }
 
-    private void Dispatch(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest>? next, SemaphoreSlim slots)
+    private void Dispatch(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest>? next, SemaphoreSlim slots, bool mirrored)
     {
         if (next is not { } msg)
         {
             slots.Release();
             return;
         }
-        var task = HandleAsync(handler, options, msg, slots);
+        var task = HandleAsync(handler, options, msg, slots, mirrored);
         _inFlight.TryAdd(task, 0);
         _ = task.ContinueWith(t => _inFlight.TryRemove(t, out _), TaskScheduler.Default);
     }
@@ -302,11 +354,13 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         }
     }
 
-    private async Task HandleAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, SemaphoreSlim slots)
+    private async Task HandleAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, SemaphoreSlim slots, bool mirrored)
     {
+        if (!mirrored)
+            ReportLive(+1);
         try
         {
-            await ProcessAsync(handler, options, msg);
+            await ProcessAsync(handler, options, msg, mirrored);
         }
         catch (Exception e)
         {
@@ -314,11 +368,13 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         }
         finally
         {
+            if (!mirrored)
+                ReportLive(-1);
             slots.Release();
         }
     }
 
-    private async Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg)
+    private async Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, bool mirrored)
     {
         var receivedUs = UnixMicros.Now();
         if (msg.Error is not null || msg.Data is null)
@@ -332,7 +388,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         var traceId = msg.Headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["trace_id"] = traceId, ["attempt"] = attempt });
         var queueMs = request.CreatedUnixMs > 0 ? Math.Max(0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - request.CreatedUnixMs) : 0;
-        var work = new InferenceWork(nats, request, attempt, queueMs, traceId, receivedUs);
+        var work = new InferenceWork(nats, request, attempt, queueMs, traceId, receivedUs, mirrored);
 
         if (request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > request.DeadlineUnixMs)
         {
@@ -344,7 +400,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 
         if (request.AnswerBudgetMs > 0)
             // Taken in time: from now the worker has its whole budget (the caller's deadline moves the same way on "accepted").
-            work = new InferenceWork(nats, request = request with { DeadlineUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + request.AnswerBudgetMs }, attempt, queueMs, traceId, receivedUs);
+            work = new InferenceWork(nats, request = request with { DeadlineUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + request.AnswerBudgetMs }, attempt, queueMs, traceId, receivedUs, mirrored);
         if (attempt > 1)
             Log.TakingOver(logger, attempt);
         using var cancel = new CancellationTokenSource();
@@ -405,6 +461,8 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 try
                 {
                     await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: false), cancellationToken: ct);
+                    if (Volatile.Read(ref _liveRunning) > 0)
+                        ReportLive(0);
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {

@@ -111,6 +111,172 @@ public sealed class ShadowIsolationTests
         Assert.True(CpuTicksOf(liveThread) > 0, "the decode did not run on the new decode thread");
     }
 
+    /// <summary>A yielding candidate's machine, as its workers name it.</summary>
+    private const string YieldHost = "yield-test";
+
+    /// <summary>Settings of a worker that yields mirrored work to live work on <see cref="YieldHost"/>, with every request
+    /// made slow (fault injection burns the CPU a costlier model would), so a pause can be caught mid-answer.</summary>
+    private static Dictionary<string, string?> Yielding(string workerId, double slowdown) => new()
+    {
+        ["Worker:ShadowYield"] = "true", ["Worker:Host"] = YieldHost, ["Worker:WorkerId"] = workerId,
+        ["Worker:ShadowYieldIdleAfter"] = "00:00:00.100", ["Worker:ShadowYieldChunk"] = "4",
+        ["Faults:Fraction"] = slowdown > 1 ? "1" : "0", ["Faults:Slowdown"] = slowdown.ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+
+    [Fact]
+    public async Task A_yielding_candidate_takes_no_mirror_and_pauses_the_one_it_runs_while_live_work_runs_on_its_machine()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var nats = await Ctl.ConnectAsync(server);
+        var js = new NatsJSContext(nats);
+        var topology = new TopologyClient(js, new NatsKVContext(js), new QwenTopology(new TopologyOptions { Storage = "memory" }), NullLogger<TopologyClient>.Instance);
+        await topology.EnsureOwnedAsync(Owners.Ingress, null, CancellationToken.None);
+        await using var system = new QwenSystem(server);
+        await system.StartWorkerAsync("green", "v2", slots: 2, extra: Yielding("green-1", slowdown: 100));
+        var live = new LiveReports(nats, "blue-1");
+
+        // The same greedy chat on green's live queue: its prompt decoded in one piece, never held back.
+        var reference = await Exchange.StartAsync(nats, js, Subjects.Infer("green"), "reference", budgetMs: 0);
+        var referenceResult = (await reference.FinalAsync(TimeSpan.FromSeconds(60))).Result!;
+        Assert.True(referenceResult.TotalMs > 800, $"the slowed answer took {referenceResult.TotalMs:F0} ms: too short to pause one mid-way");
+        Assert.Null(referenceResult.YieldedMs);
+
+        // 1. Live work runs on the machine before the mirror arrives: the mirror is not taken.
+        await live.BusyAsync();
+        await Task.Delay(300);
+        var waiting = await Exchange.StartAsync(nats, js, Subjects.Shadow("green"), "mirror-waiting", budgetMs: 60_000);
+        for (var i = 0; i < 6; i++)
+        {
+            await Task.Delay(250);
+            await live.BusyAsync();
+        }
+        Assert.Null(waiting.Accepted);
+        await live.IdleAsync();
+        var waited = (await waiting.FinalAsync(TimeSpan.FromSeconds(60))).Result!;
+        Assert.Equal(referenceResult.Text, waited.Text);
+
+        // 2. Live work starts while the mirror runs: it pauses between two steps until the machine is idle again, and
+        // the pause is reported apart from the time the candidate took (which decoded its prompt 4 tokens at a time).
+        var running = await Exchange.StartAsync(nats, js, Subjects.Shadow("green"), "mirror-running", budgetMs: 60_000);
+        await running.AcceptedAsync(TimeSpan.FromSeconds(30));
+        await Task.Delay(200);
+        for (var i = 0; i < 8; i++)
+        {
+            await live.BusyAsync();
+            await Task.Delay(250);
+        }
+        Assert.False(running.Finished, "the mirror finished while live work ran on the machine");
+        await live.IdleAsync();
+        var paused = (await running.FinalAsync(TimeSpan.FromSeconds(60))).Result!;
+        Assert.Equal(referenceResult.Text, paused.Text);
+        Assert.True(paused.YieldedMs >= 1500, $"held back {paused.YieldedMs} ms, expected about 2000");
+        Assert.True(paused.TotalMs < referenceResult.TotalMs * 3, $"total {paused.TotalMs:F0} ms includes the pause (reference {referenceResult.TotalMs:F0} ms)");
+
+        // 3. Held back past its deadline: ended as a capacity miss, not as the candidate's failure to answer.
+        var late = await Exchange.StartAsync(nats, js, Subjects.Shadow("green"), "mirror-late", budgetMs: 1500);
+        await late.AcceptedAsync(TimeSpan.FromSeconds(30));
+        var final = late.FinalAsync(TimeSpan.FromSeconds(30));
+        while (!final.IsCompleted)
+        {
+            await live.BusyAsync();
+            await Task.WhenAny(final, Task.Delay(250));
+        }
+        Assert.Equal(ErrorCodes.ShadowYielded, (await final).Error?.Code);
+        await live.IdleAsync();
+    }
+
+    [Fact]
+    public async Task A_worker_that_yields_reports_when_its_live_work_starts_and_ends_and_never_for_mirrors()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var nats = await Ctl.ConnectAsync(server);
+        var js = new NatsJSContext(nats);
+        var topology = new TopologyClient(js, new NatsKVContext(js), new QwenTopology(new TopologyOptions { Storage = "memory" }), NullLogger<TopologyClient>.Instance);
+        await topology.EnsureOwnedAsync(Owners.Ingress, null, CancellationToken.None);
+        await using var system = new QwenSystem(server);
+        await system.StartWorkerAsync("blue", "v1", slots: 2, extra: Yielding("blue-1", slowdown: 1));
+        var reports = new ConcurrentQueue<HostLiveLoad>();
+        await using var sub = await nats.SubscribeCoreAsync<HostLiveLoad>(Subjects.HostLive(YieldHost));
+        var listening = Task.Run(async () =>
+        {
+            await foreach (var msg in sub.Msgs.ReadAllAsync())
+                if (msg.Data is { } load)
+                    reports.Enqueue(load);
+        });
+        await nats.PingAsync();
+
+        var mirror = await Exchange.StartAsync(nats, js, Subjects.Shadow("blue"), "a-mirror", budgetMs: 30_000);
+        Assert.NotNull((await mirror.FinalAsync(TimeSpan.FromSeconds(30))).Result);
+        await Task.Delay(300);
+        Assert.Empty(reports);
+
+        var request = await Exchange.StartAsync(nats, js, Subjects.Infer("blue"), "a-live-one", budgetMs: 0);
+        Assert.NotNull((await request.FinalAsync(TimeSpan.FromSeconds(30))).Result);
+        await Eventually.TrueAsync(() => reports.Any(r => r.Live == 0), TimeSpan.FromSeconds(10));
+        var seen = reports.ToArray();
+        Assert.All(seen, r => Assert.Equal("blue-1", r.WorkerId));
+        Assert.Equal(1, seen[0].Live);
+        Assert.Equal(0, seen[^1].Live);
+        Assert.True(seen.Zip(seen.Skip(1)).All(p => p.Second.Sequence > p.First.Sequence), "sequences do not increase");
+    }
+
+    /// <summary>Live work reported on <see cref="YieldHost"/> as a live worker there reports it.</summary>
+    private sealed class LiveReports(NatsConnection nats, string workerId)
+    {
+        private long _sequence;
+
+        public async Task BusyAsync() => await SendAsync(1);
+
+        public async Task IdleAsync() => await SendAsync(0);
+
+        private async Task SendAsync(int live)
+        {
+            await nats.PublishAsync(Subjects.HostLive(YieldHost), new HostLiveLoad { WorkerId = workerId, Colour = "blue", Live = live, Sequence = ++_sequence });
+            await nats.PingAsync();
+        }
+    }
+
+    /// <summary>One request on a work queue and its replies.</summary>
+    private sealed class Exchange
+    {
+        private readonly TaskCompletionSource<InferAccepted> _accepted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<InferReply> _final = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public InferAccepted? Accepted => _accepted.Task.IsCompletedSuccessfully ? _accepted.Task.Result : null;
+        public bool Finished => _final.Task.IsCompleted;
+
+        public static async Task<Exchange> StartAsync(NatsConnection nats, NatsJSContext js, string subject, string id, long budgetMs)
+        {
+            var exchange = new Exchange();
+            var inbox = $"qwen.reply.test.{id}";
+            var sub = await nats.SubscribeCoreAsync<InferReply>(inbox);
+            _ = Task.Run(async () =>
+            {
+                await using (sub)
+                    await foreach (var msg in sub.Msgs.ReadAllAsync())
+                    {
+                        if (msg.Data?.Accepted is { } a) exchange._accepted.TrySetResult(a);
+                        if (msg.Data is { IsFinal: true } final)
+                        {
+                            exchange._final.TrySetResult(final);
+                            return;
+                        }
+                    }
+            });
+            var ack = await js.PublishAsync(subject, new InferRequest
+            {
+                Id = id, Task = InferTasks.Chat, Messages = [new ChatMessage(ChatRoles.User, "Once upon a time, in a small town, there lived a girl")],
+                Sampling = new SamplingParams { Temperature = 0, MaxTokens = 48, Seed = 1 }, ReplyTo = inbox, AnswerBudgetMs = budgetMs,
+            });
+            ack.EnsureSuccess();
+            return exchange;
+        }
+
+        public async Task AcceptedAsync(TimeSpan timeout) => await _accepted.Task.WaitAsync(timeout);
+
+        public async Task<InferReply> FinalAsync(TimeSpan timeout) => await _final.Task.WaitAsync(timeout);
+    }
+
     /// <summary>Until the engine decodes on a thread other than <paramref name="other"/>, with the nice value wanted, and the other has exited.</summary>
     private static async Task<int> WaitForDecodeThreadAsync(LlamaEngine engine, string colour, int nice, int other)
     {
