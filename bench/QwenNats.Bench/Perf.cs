@@ -51,6 +51,10 @@ internal static class Perf
         var onlyShadow = o.GetValueOrDefault("only") == "shadow";
         // The mirrored fractions compared (the first is the baseline); 0,0.2,1 adds the 20 % row at half as much time again.
         var shadowFractions = o.GetValueOrDefault("shadow-fractions", "0,1").Split(',').Select(f => double.Parse(f, C)).ToArray();
+        // How the candidate shares the machine, one system each (its own baseline row): priority = a lower OS priority for
+        // its decode threads only; yield = also Worker:ShadowYield (mirrors run only while live work on the machine is idle).
+        var shadowModes = o.GetValueOrDefault("shadow-modes", "priority,yield").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        var yieldChunk = o.GetValueOrDefault("yield-chunk", "16");
         var profile = Path.Combine(Proc.Root, "deploy", "profiles", "v1.json");
         var md = new StringBuilder();
         var qName = Path.GetFileNameWithoutExtension(q4);
@@ -134,15 +138,23 @@ internal static class Perf
         // until every setting has its requests, so each sees the same machine over the same minutes.
         static string Pct(double f) => f.ToString("0.#%", CultureInfo.InvariantCulture).Replace("%", " %", StringComparison.Ordinal);
         md.AppendLine(C, $"## 4. Live latency with shadow mirroring at {string.Join(", ", shadowFractions.Select(Pct))}").AppendLine();
-        md.AppendLine(C, $"{qName}; blue (live) and green (candidate, in Shadow) workers on this machine, 2 slots and {threads} thread(s) each; 2 clients in a closed loop of sentiment and {shadowChatTokens}-token chats, taking turns at {shadowFractions.Length} ingresses that mirror {string.Join(", ", shadowFractions.Select(Pct))} of live requests, in blocks of {shadowBlock} requests with a {shadowGapMs} ms pause between blocks (mirrors of the previous block finish), until each setting has at least {shadowRequests} live requests.").AppendLine();
-        md.AppendLine("| mirroring | live requests | live p50 ms | live p95 ms | p95 vs first row | mirrored | compared | dropped |");
-        md.AppendLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        await using (var rig = await Rig.StartAsync([("blue", q4, 2, true), ("green", q4, 2, true)], threads, controlPlane: true, shadowFractions: shadowFractions))
+        md.AppendLine(C, $"{qName}; blue (live) and green (candidate, in Shadow) workers on this machine, 2 slots and {threads} thread(s) each; 2 clients in a closed loop of sentiment and {shadowChatTokens}-token chats, taking turns at {shadowFractions.Length} ingresses that mirror {string.Join(", ", shadowFractions.Select(Pct))} of live requests, in blocks of {shadowBlock} requests with a {shadowGapMs} ms pause between blocks, until each setting has at least {shadowRequests} live requests. One system per way the candidate shares the machine, each with its own first row: *priority*, its decode threads at a lower OS priority (`Worker:CandidateNice`); *yield*, also `Worker:ShadowYield` (mirrored work only while live work on the machine is idle, paused between steps, prompts {yieldChunk} tokens per step).").AppendLine();
+        md.AppendLine("| candidate | mirroring | live requests | live p50 ms | live p95 ms | p95 vs first row | mirrored | compared | dropped |");
+        md.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var mode in shadowModes)
         {
-            memory.Add(("ingress, idle", rig.Ingresses[0].Resident()));
-            memory.Add(("judge, idle", rig.Judge!.Resident()));
-            memory.Add(("promoter, idle", rig.Promoter!.Resident()));
-            memory.Add(("nats-server, idle", rig.Nats.Resident()));
+            var modeSettings = mode == "yield"
+                ? new Dictionary<string, string> { ["Worker:ShadowYield"] = "true", ["Worker:ShadowYieldChunk"] = yieldChunk }
+                : mode == "priority" ? new Dictionary<string, string>() : throw new ArgumentException($"--shadow-modes: unknown mode '{mode}' (priority, yield)");
+            await using var rig = await Rig.StartAsync([("blue", q4, 2, true), ("green", q4, 2, true)], threads, controlPlane: true, shadowFractions: shadowFractions, settings: modeSettings);
+            var last = mode == shadowModes[^1];
+            if (last)
+            {
+                memory.Add(("ingress, idle", rig.Ingresses[0].Resident()));
+                memory.Add(("judge, idle", rig.Judge!.Resident()));
+                memory.Add(("promoter, idle", rig.Promoter!.Resident()));
+                memory.Add(("nats-server, idle", rig.Nats.Resident()));
+            }
             await rig.SentimentAsync("warm up");
             await rig.CtlAsync("start", "{\"candidate\":\"green\",\"reason\":\"bench\"}");
             var settings = Enumerable.Range(0, shadowFractions.Length).ToArray();
@@ -150,11 +162,14 @@ internal static class Perf
             await rig.CtlAsync("abort", "{\"reason\":\"bench done\"}");
             var first = rows4[0];
             foreach (var (f, row) in shadowFractions.Zip(rows4))
-                md.AppendLine(C, $"| {Pct(f)} | {row.Ms.Count} | {P(row.Ms, .5):F0} | {P(row.Ms, .95):F0} | {(P(row.Ms, .95) / P(first.Ms, .95) - 1) * 100:+0;-0} % | {row.Sent} | {row.Compared} | {row.Dropped} |");
-            memory.Add(($"ingress, under load with {Pct(shadowFractions[^1])} mirroring", peaks["ingress"]));
-            memory.Add(("judge, under load", peaks["judge"]));
-            memory.Add(("promoter, under load", peaks["promoter"]));
-            memory.Add(("nats-server, under load", peaks["nats-server"]));
+                md.AppendLine(C, $"| {mode} | {Pct(f)} | {row.Ms.Count} | {P(row.Ms, .5):F0} | {P(row.Ms, .95):F0} | {(P(row.Ms, .95) / P(first.Ms, .95) - 1) * 100:+0;-0} % | {row.Sent} | {row.Compared} | {row.Dropped} |");
+            if (last)
+            {
+                memory.Add(($"ingress, under load with {Pct(shadowFractions[^1])} mirroring", peaks["ingress"]));
+                memory.Add(("judge, under load", peaks["judge"]));
+                memory.Add(("promoter, under load", peaks["promoter"]));
+                memory.Add(("nats-server, under load", peaks["nats-server"]));
+            }
         }
         md.AppendLine();
         md.AppendLine(C, $"Section 4 took {section4.Elapsed.TotalMinutes:F1} minutes.").AppendLine();
