@@ -61,6 +61,7 @@ public static class IngressApp
             .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList)
             .Validate(o => o.Colours.Contains(o.LiveColour, StringComparer.Ordinal), "Ingress:LiveColour must be one of Topology:Colours.")
             .Validate(o => o.RequestTimeout > TimeSpan.Zero && o.MaxBodyBytes > 0 && o.WorkerStaleAfter > TimeSpan.Zero, "Ingress:RequestTimeout, Ingress:MaxBodyBytes and Ingress:WorkerStaleAfter must be positive.")
+            .Validate(o => o.ImplicitPinClockSkew >= TimeSpan.Zero, "Ingress:ImplicitPinClockSkew must not be negative.")
             .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.Configure<OperatorConsole.ConsoleOptions>(builder.Configuration.GetSection(OperatorConsole.ConsoleOptions.Section));

@@ -44,6 +44,19 @@ public sealed record IngressOptions
     /// TTL-bounded pins bucket (the TTL is the session idle timeout, set by the promoter).</summary>
     public TimeSpan PinRefreshAfter { get; init; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// A session id the ingress makes up (the request named none) carries the rollout state version and time it was made
+    /// (<c>q1-&lt;version&gt;-&lt;unix seconds&gt;-&lt;random&gt;</c>), and with them an implicit pin to the colour that was
+    /// live then: its first request writes no pin to <c>qwen_sessions</c> unless the canary sends it to the candidate,
+    /// and the pin is written when it comes back. False pins every new session in KV at once. Sessions made up without a
+    /// KV pin (by any ingress while this was on) keep following their implicit pin either way.
+    /// </summary>
+    public bool ImplicitPins { get; init; } = true;
+
+    /// <summary>How far ahead of this ingress's clock a made-up session id's time may be (another ingress's clock may run
+    /// ahead) for it to carry an implicit pin; an id from further in the future carries none.</summary>
+    public TimeSpan ImplicitPinClockSkew { get; init; } = TimeSpan.FromMinutes(1);
+
     /// <summary>Longest a <c>GET /api/rollout/applied?version=N</c> waits for this ingress to apply state version N
     /// (its <c>wait_ms</c> is capped at this) before it answers with the state it applies and <c>reached: false</c>.</summary>
     public TimeSpan RolloutWaitMax { get; init; } = TimeSpan.FromSeconds(30);

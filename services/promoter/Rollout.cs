@@ -182,10 +182,18 @@ public sealed class Rollout
     private RolloutOutcome Fire(RolloutTrigger trigger, string reason, string actor, Action? fire = null)
     {
         var from = _state.Phase;
+        var live = _state.Live;
         if (!_machine.CanFire(trigger))
             return Refuse("invalid_phase", $"'{trigger}' is not allowed in phase {from}.");
         (fire ?? (() => _machine.Fire(trigger)))();
-        _state = _state with { Reason = reason, Actor = actor, Since = _clock.GetUtcNow(), Version = _state.Version + 1 };
+        var version = _state.Version + 1;
+        // LiveVersion: the version at which the live colour became live (a promotion, a rollback of a promotion);
+        // ingresses derive the implicit pins of the sessions they made up from it.
+        _state = _state with
+        {
+            Reason = reason, Actor = actor, Since = _clock.GetUtcNow(), Version = version,
+            LiveVersion = _state.Live != live ? version : _state.LiveVersion,
+        };
         return new RolloutOutcome(true, _state, from);
     }
 

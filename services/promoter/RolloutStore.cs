@@ -25,7 +25,7 @@ public sealed class RolloutStore(TopologyClient topology, INatsJSContext js, IOp
         _sessions = await topology.BucketAsync(Rollouts.SessionsBucket, ct);
         topology.MarkBound();
 
-        var initial = new RolloutState { Live = o.InitialLive, Reason = "initial state", Actor = "promoter", Since = clock.GetUtcNow() };
+        var initial = new RolloutState { Live = o.InitialLive, LiveVersion = 0, Reason = "initial state", Actor = "promoter", Since = clock.GetUtcNow() };
         await _rollout.TryCreateAsync(Rollouts.StateKey, initial, cancellationToken: ct);
     }
 

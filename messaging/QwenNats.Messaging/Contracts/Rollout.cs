@@ -105,6 +105,12 @@ public sealed record RolloutState
     public ReleaseRef? CandidateRelease { get; init; }
     /// <summary>Counts every change; events carry it so the audit log orders with the state.</summary>
     public long Version { get; init; }
+    /// <summary>
+    /// The <see cref="Version"/> at which the current <see cref="Live"/> colour became live (the initial state, a
+    /// promotion, a rollback of a promotion); unchanged by every other change. Null in states written by a promoter
+    /// older than the field: ingresses then pin every session in KV (no implicit pins).
+    /// </summary>
+    public long? LiveVersion { get; init; }
 }
 
 /// <summary>One entry of the audit log.</summary>

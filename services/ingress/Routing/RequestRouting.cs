@@ -83,7 +83,8 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
         return true;
     }
 
-    /// <summary>The session: header, cookie or OpenAI <c>user</c>; a new id (set as a cookie) when there is none.</summary>
+    /// <summary>The session: header, cookie or OpenAI <c>user</c>; a new id (set as a cookie) when there is none, which
+    /// carries the rollout state version it is routed under (<see cref="MadeSessionId"/>, <see cref="SessionRouter.NewSessionId"/>).</summary>
     public string ResolveSession(HttpContext http, string? user) => ResolveSession(http, user, out _);
 
     /// <param name="isNew">Whether the id was made up here (the request named no session).</param>
@@ -95,7 +96,7 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
         isNew = !IsUsable(id);
         if (!isNew)
             return id!;
-        id = Guid.NewGuid().ToString("N");
+        id = router.NewSessionId();
         if (!http.Response.HasStarted)
             http.Response.Cookies.Append(SessionCookie, id, new CookieOptions { HttpOnly = true, SameSite = SameSiteMode.Lax, Path = "/" });
         return id;

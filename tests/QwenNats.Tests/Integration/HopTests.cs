@@ -12,9 +12,10 @@ namespace QwenNats.Tests.Integration;
 
 /// <summary>
 /// The routing hop's cheaper path keeps its guarantees: a session's pin is read from the ingress's watched copy of
-/// <c>qwen_sessions</c> (which follows writes by anyone, deletes included), a session the ingress made up is pinned
-/// in KV before its answer reaches the client although the request did not wait for the write, and every answer
-/// says where its time went (<c>Server-Timing</c>).
+/// <c>qwen_sessions</c> (which follows writes by anyone, deletes included), a session the ingress made up carries its
+/// pin in its id and is pinned in KV only when it comes back or the canary sends it to the candidate — then before its
+/// answer reaches the client although the request did not wait for the write — and every answer says where its time
+/// went (<c>Server-Timing</c>).
 /// </summary>
 [Collection(RolloutCollection.Name)]
 public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
@@ -25,21 +26,98 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
     private static readonly string[] Stages = ["parse", "route", "publish", "deliver", "worker-in", "infer", "worker-out", "reply", "respond", "total"];
 
     [Fact]
-    public async Task A_session_the_ingress_made_up_is_pinned_in_KV_before_its_answer_arrives()
+    public async Task A_session_the_ingress_made_up_carries_its_pin_in_its_id_until_it_comes_back()
     {
         var store = await SessionsAsync();
-        for (var i = 0; i < 5; i++)
+        var pins = fx.Ingress1.Services.GetRequiredService<SessionPins>();
+        await AppliedAsync((await fx.CtlAsync("status")).State!.Version);
+
+        // (a) A client that names no session, in Stable and in Shadow: live, a made-up session in the cookie, and no
+        // pin in KV (nor written later: the id carries it).
+        var stable = await MadeUpAsync(fx.Http2);
+        var start = await fx.CtlAsync("start", "{\"candidate\":\"green\"}");
+        Assert.True(start.Ok, start.Error);
+        Assert.NotNull(start.State!.LiveVersion);
+        await AppliedAsync(start.State.Version);
+        var shadow = await MadeUpAsync(fx.Http2);
+        foreach (var (session, colour, route) in new[] { stable, shadow })
         {
-            // A client without cookies or a session header: every request is a new session the ingress names.
-            using var http = new HttpClient(new HttpClientHandler { UseCookies = false }) { BaseAddress = fx.Http2.BaseAddress };
-            using var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}"));
-            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-            Assert.Equal("NewSession", Api.Header(r, "X-Qwen-Route"));
-            var cookie = Assert.Single(r.Headers.GetValues("Set-Cookie"), c => c.StartsWith(RequestRouting.SessionCookie + "=", StringComparison.Ordinal));
-            var session = cookie[(RequestRouting.SessionCookie.Length + 1)..].Split(';')[0];
-            // Read at once, with no waiting: the answer was held until the pin was written.
-            var pin = await store.GetEntryAsync<SessionPin>(SessionKeys.For(session));
-            Assert.Equal((await Api.JsonAsync(r)).GetProperty("colour").GetString(), pin.Value!.Colour);
+            Assert.Equal(("blue", "NewSession"), (colour, route));
+            Assert.True(MadeSessionId.TryParse(session, out _), session);
+        }
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        foreach (var (session, _, _) in new[] { stable, shadow })
+            Assert.IsType<NatsKVKeyNotFoundException>((await store.TryGetEntryAsync<SessionPin>(SessionKeys.For(session))).Error);
+
+        // (b) A canary at weight 100: both sessions come back (to the other ingress) on the colour they were first on,
+        // the live one, and from then on their pins are in KV (read at once: the answer waited for the write).
+        var canary = await fx.CtlAsync("set-weight", "{\"weight\":100}");
+        Assert.True(canary.Ok, canary.Error);
+        await AppliedAsync(canary.State!.Version);
+        foreach (var (session, _, _) in new[] { stable, shadow })
+        {
+            Assert.Equal(("blue", "Pinned"), await ReturnAsync(fx.Http1, session));
+            Assert.Equal("blue", (await store.GetEntryAsync<SessionPin>(SessionKeys.For(session))).Value!.Colour);
+            Assert.Equal(("blue", "Pinned"), await ReturnAsync(fx.Http2, session));
+        }
+
+        // (c) A new session in that canary goes to the candidate, and its pin is in KV before its answer arrives.
+        for (var i = 0; i < 3; i++)
+        {
+            var (session, colour, route) = await MadeUpAsync(fx.Http2);
+            Assert.Equal(("green", "NewSession"), (colour, route));
+            Assert.Equal("green", (await store.GetEntryAsync<SessionPin>(SessionKeys.For(session))).Value!.Colour);
+            Assert.Equal(("green", "Pinned"), await ReturnAsync(fx.Http1, session));
+        }
+
+        // (d) An operator removes both pins: each session is decided again (the candidate, at weight 100), its id's
+        // pin (live) is not brought back — whether the ingress knows the delete from its copy or reads it from KV.
+        foreach (var (session, _, _) in new[] { stable, shadow })
+        {
+            var unpin = await fx.CtlAsync("unpin", $"{{\"session\":\"{session}\"}}");
+            Assert.True(unpin.Ok, unpin.Error);
+        }
+        foreach (var (session, _, _) in new[] { stable, shadow })
+            await Eventually.TrueAsync(() => pins.Lookup(SessionKeys.For(session), out _, out _) == StoredPin.Deleted);
+        pins.Invalidate(SessionKeys.For(shadow.Session)); // this one is read from KV
+        foreach (var (session, _, _) in new[] { stable, shadow })
+        {
+            Assert.Equal(("green", "NewSession"), await ReturnAsync(fx.Http1, session));
+            Assert.Equal("green", (await store.GetEntryAsync<SessionPin>(SessionKeys.For(session))).Value!.Colour);
+        }
+    }
+
+    /// <summary>A request that names no session (no header, cookie or <c>user</c>): the session the ingress made up
+    /// (from its cookie), and where the request went.</summary>
+    private static async Task<(string Session, string Colour, string Route)> MadeUpAsync(HttpClient ingress)
+    {
+        using var http = new HttpClient(new HttpClientHandler { UseCookies = false }) { BaseAddress = ingress.BaseAddress };
+        using var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}"));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var cookie = Assert.Single(r.Headers.GetValues("Set-Cookie"), c => c.StartsWith(RequestRouting.SessionCookie + "=", StringComparison.Ordinal));
+        var session = cookie[(RequestRouting.SessionCookie.Length + 1)..].Split(';')[0];
+        return (session, (await Api.JsonAsync(r)).GetProperty("colour").GetString()!, Api.Header(r, "X-Qwen-Route")!);
+    }
+
+    /// <summary>A request that sends back the session cookie.</summary>
+    private static async Task<(string Colour, string Route)> ReturnAsync(HttpClient ingress, string session)
+    {
+        using var http = new HttpClient(new HttpClientHandler { UseCookies = false }) { BaseAddress = ingress.BaseAddress };
+        using var req = Api.Post("/v1/sentiment", "{\"input\":\"fine\"}");
+        req.Headers.Add("Cookie", $"{RequestRouting.SessionCookie}={session}");
+        using var r = await http.SendAsync(req);
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.False(r.Headers.Contains("Set-Cookie"));
+        return ((await Api.JsonAsync(r)).GetProperty("colour").GetString()!, Api.Header(r, "X-Qwen-Route")!);
+    }
+
+    /// <summary>Both ingresses apply state <paramref name="version"/> (or a later one).</summary>
+    private async Task AppliedAsync(long version)
+    {
+        foreach (var http in new[] { fx.Http1, fx.Http2 })
+        {
+            var applied = JsonDocument.Parse(await http.GetStringAsync($"/api/rollout/applied?version={version}")).RootElement;
+            Assert.True(applied.GetProperty("reached").GetBoolean(), $"state version {version} not applied");
         }
     }
 

@@ -243,6 +243,58 @@ public sealed class RolloutMachineTests
     }
 
     [Fact]
+    public void Live_version_is_the_version_at_which_the_live_colour_became_live_and_moves_only_when_live_changes()
+    {
+        var s = Stable with { LiveVersion = 0 };
+        s = At(s).Start("green", "", "ops").State;
+        Assert.Equal(0, s.LiveVersion);
+        s = At(s).SetWeight(50, "", "ops").State;
+        s = At(s).Pause("", "ops").State;
+        s = At(s).Resume("", "ops").State;
+        Assert.Equal(0, s.LiveVersion);
+
+        // A promotion: green is live from this version on.
+        var promoted = At(s).Promote(true, "", "ops").State;
+        Assert.Equal("green", promoted.Live);
+        Assert.Equal(promoted.Version, promoted.LiveVersion);
+        // The bake window closing (or an early close) does not change the live colour.
+        var closed = At(promoted).Promote(false, "", "ops").State;
+        Assert.Equal(RolloutPhase.Stable, closed.Phase);
+        Assert.Equal(promoted.Version, closed.LiveVersion);
+        _clock.Advance(_options.BakeWindow);
+        Assert.Equal(promoted.Version, At(promoted).FinishIfDue()!.State.LiveVersion);
+
+        // A rollback of the promotion: blue is live again, from the rollback's version.
+        var back = At(promoted).Rollback("regression", "ops").State;
+        Assert.Equal("blue", back.Live);
+        Assert.Equal(back.Version, back.LiveVersion);
+        _clock.Advance(_options.RolledBackHold);
+        Assert.Equal(back.Version, At(back).FinishIfDue()!.State.LiveVersion);
+    }
+
+    [Theory]
+    [InlineData("rollback")]
+    [InlineData("abort")]
+    public void Live_version_stays_when_a_rollout_ends_without_a_promotion(string how)
+    {
+        var canary = At(At(Stable with { LiveVersion = 0 }).Start("green", "", "ops").State).Promote(false, "", "ops").State;
+        var end = how == "rollback" ? At(canary).Rollback("", "ops").State : At(canary).Abort("", "ops").State;
+        Assert.Equal("blue", end.Live);
+        Assert.Equal(0, end.LiveVersion);
+    }
+
+    [Fact]
+    public void A_state_written_before_live_version_existed_keeps_it_null_until_the_live_colour_changes()
+    {
+        var s = At(Stable).Start("green", "", "ops").State;
+        Assert.Null(s.LiveVersion);
+        s = At(s).Promote(false, "", "ops").State;
+        Assert.Null(s.LiveVersion);
+        s = At(s).Promote(true, "", "ops").State;
+        Assert.Equal(s.Version, s.LiveVersion);
+    }
+
+    [Fact]
     public void The_committed_state_graph_matches_the_code()
     {
         var path = Path.Combine(Paths.RepoRoot, "docs", "rollout-states.md");
