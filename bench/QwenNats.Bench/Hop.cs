@@ -59,7 +59,7 @@ internal static class Hop
         for (var i = 0; i < requests; i++)
             for (var k = 0; k < cases.Length; k++)
                 results[k].Samples.Add(await ChatAsync(http, cases[k].Session));
-        var (nats, js) = await FloorAsync(rig.NatsUrl, Math.Max(50, requests / 2));
+        var floor = await FloorAsync(rig.NatsUrl, Math.Max(50, requests / 2));
 
         md.AppendLine(C, $"Sequential one-token greedy chats on stories260K, {requests} per case, the cases taking turns request by request after a warm-up; one blue worker ({slots} slots, {threads} thread), promoter, judge and one ingress on this machine, JetStream file storage. Added = client wall time − the worker's `total_ms`.").AppendLine();
         md.AppendLine("| case | wall p50 ms | worker total_ms p50 | added p50 ms | added p90 | added p99 | added max |");
@@ -89,7 +89,7 @@ internal static class Hop
             md.AppendLine();
         }
         md.AppendLine();
-        md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(nats, .5):F3} ms, p99 {P(nats, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(js, .5):F3} ms, p99 {P(js, .99):F3} ms.");
+        md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(floor.Core, .5):F3} ms, p99 {P(floor.Core, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(floor.JetStream, .5):F3} ms, p99 {P(floor.JetStream, .99):F3} ms. One way between two connections, 10 ms apart: a core message p50 {P(floor.CoreOneWay, .5):F3} ms, p99 {P(floor.CoreOneWay, .99):F3} ms; a JetStream message from its publish to the pull waiting for it p50 {P(floor.JetStreamOneWay, .5):F3} ms, p99 {P(floor.JetStreamOneWay, .99):F3} ms.");
         md.AppendLine().AppendLine(C, $"Took {clock.Elapsed.TotalMinutes:F1} minutes.");
         return md.ToString();
     }
@@ -116,8 +116,15 @@ internal static class Hop
         return new Sample(wall, total, stages);
     }
 
-    /// <summary>Core request/reply and JetStream publish-to-ack round trips from this process, in milliseconds.</summary>
-    private static async Task<(List<double> Core, List<double> JetStream)> FloorAsync(string url, int n)
+    /// <summary>What the parts cost alone, in milliseconds.</summary>
+    private sealed record Floor(List<double> Core, List<double> JetStream, List<double> CoreOneWay, List<double> JetStreamOneWay);
+
+    /// <summary>
+    /// Core request/reply and JetStream publish-to-ack round trips from this process, and two one-way trips between
+    /// two connections of this process, spaced 10 ms apart like the hop's requests: a core message, and a JetStream
+    /// message from its publish to a pull that was waiting for it (the hop's <c>deliver</c> without the services).
+    /// </summary>
+    private static async Task<Floor> FloorAsync(string url, int n)
     {
         await using var nats = QwenNats.Testing.Nats.Connect(url, "qwen-bench-floor");
         await nats.ConnectAsync();
@@ -147,8 +154,36 @@ internal static class Hop
             (await js.PublishAsync("bench.hop.js", payload)).EnsureSuccess();
             if (i >= 20) acks.Add(c.Elapsed.TotalMilliseconds);
         }
+
+        await using var other = QwenNats.Testing.Nats.Connect(url, "qwen-bench-floor-2");
+        await other.ConnectAsync();
+        var coreOneWay = new List<double>(n);
+        await using (var sub = await other.SubscribeCoreAsync<long>("bench.hop.oneway"))
+        {
+            await other.PingAsync();
+            for (var i = 0; i < n + 20; i++)
+            {
+                await nats.PublishAsync("bench.hop.oneway", Stopwatch.GetTimestamp());
+                var m = await sub.Msgs.ReadAsync();
+                if (i >= 20) coreOneWay.Add(Stopwatch.GetElapsedTime(m.Data).TotalMilliseconds);
+                await Task.Delay(10);
+            }
+        }
+        // The stream still holds the messages of the round trips above.
+        await js.PurgeStreamAsync("BENCH_HOP", new StreamPurgeRequest());
+        var consumer = await new NatsJSContext(other).CreateOrUpdateConsumerAsync("BENCH_HOP", new ConsumerConfig("bench") { AckPolicy = ConsumerConfigAckPolicy.Explicit });
+        var jsOneWay = new List<double>(n);
+        for (var i = 0; i < n + 20; i++)
+        {
+            var next = consumer.NextAsync<long>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(5) }).AsTask();
+            await Task.Delay(10);
+            (await js.PublishAsync("bench.hop.js", Stopwatch.GetTimestamp())).EnsureSuccess();
+            var m = await next ?? throw new InvalidOperationException("the pull came back empty");
+            if (i >= 20) jsOneWay.Add(Stopwatch.GetElapsedTime(m.Data).TotalMilliseconds);
+            await m.AckAsync();
+        }
         await js.DeleteStreamAsync("BENCH_HOP");
-        return (core, acks);
+        return new Floor(core, acks, coreOneWay, jsOneWay);
     }
 
     private static double P(IReadOnlyList<double> values, double q) => Perf.P(values, q);

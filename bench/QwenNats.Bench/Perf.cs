@@ -136,6 +136,8 @@ internal static class Perf
         // 4. Live latency under shadow mirroring, candidate on the same machine. One ingress per setting (the share of
         // live requests it mirrors), all in the same Shadow rollout; the clients take turns at them in short blocks
         // until every setting has its requests, so each sees the same machine over the same minutes.
+        // A whole percentage with its sign; one that rounds to 0 is "+0", never "-0".
+        static string Signed(double percent) => Math.Round(percent) is var r && r == 0 ? "+0" : r.ToString("+0;-0", CultureInfo.InvariantCulture);
         static string Pct(double f) => f.ToString("0.#%", CultureInfo.InvariantCulture).Replace("%", " %", StringComparison.Ordinal);
         md.AppendLine(C, $"## 4. Live latency with shadow mirroring at {string.Join(", ", shadowFractions.Select(Pct))}").AppendLine();
         md.AppendLine(C, $"{qName}; blue (live) and green (candidate, in Shadow) workers on this machine, 2 slots and {threads} thread(s) each; 2 clients in a closed loop of sentiment and {shadowChatTokens}-token chats, taking turns at {shadowFractions.Length} ingresses that mirror {string.Join(", ", shadowFractions.Select(Pct))} of live requests, in blocks of {shadowBlock} requests with a {shadowGapMs} ms pause between blocks, until each setting has at least {shadowRequests} live requests. One system per way the candidate shares the machine, each with its own first row: *priority*, its decode threads at a lower OS priority (`Worker:CandidateNice`); *yield*, also `Worker:ShadowYield` (mirrored work only while live work on the machine is idle, paused between steps, prompts {yieldChunk} tokens per step).").AppendLine();
@@ -162,7 +164,7 @@ internal static class Perf
             await rig.CtlAsync("abort", "{\"reason\":\"bench done\"}");
             var first = rows4[0];
             foreach (var (f, row) in shadowFractions.Zip(rows4))
-                md.AppendLine(C, $"| {mode} | {Pct(f)} | {row.Ms.Count} | {P(row.Ms, .5):F0} | {P(row.Ms, .95):F0} | {(P(row.Ms, .95) / P(first.Ms, .95) - 1) * 100:+0;-0} % | {row.Sent} | {row.Compared} | {row.Dropped} |");
+                md.AppendLine(C, $"| {mode} | {Pct(f)} | {row.Ms.Count} | {P(row.Ms, .5):F0} | {P(row.Ms, .95):F0} | {Signed((P(row.Ms, .95) / P(first.Ms, .95) - 1) * 100)} % | {row.Sent} | {row.Compared} | {row.Dropped} |");
             if (last)
             {
                 memory.Add(($"ingress, under load with {Pct(shadowFractions[^1])} mirroring", peaks["ingress"]));
