@@ -6,7 +6,7 @@ using QwenNats.Ingress.OpenAi;
 
 namespace QwenNats.Ingress.Endpoints;
 
-/// <summary><c>/healthz</c> (the process answers), <c>/readyz</c> (NATS, topology, the rollout state read, live workers), <c>/api/rollout</c>, <c>/api/rollout/applied</c> and <c>/v1/models</c>.</summary>
+/// <summary><c>/healthz</c> (the process answers), <c>/readyz</c> (NATS, topology, the rollout state read, the session pins bucket known, live workers), <c>/api/rollout</c>, <c>/api/rollout/applied</c> and <c>/v1/models</c>.</summary>
 public static class StatusEndpoints
 {
     public static IEndpointRouteBuilder MapStatusApi(this IEndpointRouteBuilder app)
@@ -20,7 +20,7 @@ public static class StatusEndpoints
             var connected = nats.ConnectionState == NatsConnectionState.Open && client.Ready.IsCompleted;
             var count = workers.Live(live).Count;
             var checks = await health.CheckHealthAsync(c => c.Tags.Contains(HealthTags.Ready), ct);
-            var ready = connected && count > 0 && view.StateRead && checks.Status == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy;
+            var ready = connected && count > 0 && view.StateRead && view.PinsReady && checks.Status == Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy;
             var body = new Dictionary<string, object>
             {
                 ["status"] = ready ? "ready" : "not_ready",
@@ -28,6 +28,7 @@ public static class StatusEndpoints
                 ["live_colour"] = live,
                 ["live_workers"] = count,
                 ["rollout_state"] = view.StateRead ? "read" : "waiting",
+                ["session_pins"] = view.PinsReady ? "ready" : "waiting",
                 ["topology"] = checks.Entries.TryGetValue("topology", out var t) ? t.Description ?? t.Status.ToString() : "unknown",
             };
             return TypedResults.Json(body, statusCode: ready ? 200 : 503);

@@ -28,6 +28,16 @@ public sealed partial class RolloutView(TopologyClient topology, IOptions<Ingres
 
     private long _nextSessionsLookup;
 
+    // No promoter has ever created the rollout state's bucket: there are no pins to keep either.
+    private volatile bool _noPromoter;
+
+    /// <summary>
+    /// Whether sessions can be pinned: the pins bucket is known (or no promoter has ever run, so there is nothing to pin
+    /// against). A promoter creates that bucket after the rollout state's, and in a cluster each bucket takes a moment to
+    /// form; until it is known, sessions are routed to the live colour unpinned, so <c>/readyz</c> waits for it.
+    /// </summary>
+    public bool PinsReady => _sessions is not null || _noPromoter;
+
     /// <summary>The session pins bucket, once the promoter has created it (looked up at most once a second until then).</summary>
     public async ValueTask<INatsKVStore?> GetSessionsAsync(CancellationToken ct)
     {
@@ -73,7 +83,12 @@ public sealed partial class RolloutView(TopologyClient topology, IOptions<Ingres
             try
             {
                 var store = await topology.BucketAsync(Rollouts.Bucket, stoppingToken);
+                _noPromoter = false;
                 _sessions ??= await TryGetSessionsAsync(stoppingToken);
+                // Not there yet (the promoter creates it after the state's bucket): looked for beside the watch, which
+                // may deliver nothing new for a long time.
+                if (_sessions is null)
+                    _ = FindSessionsAsync(stoppingToken);
                 await foreach (var entry in store.WatchAsync<RolloutState>(Rollouts.StateKey, cancellationToken: stoppingToken))
                 {
                     // Once the pins bucket is known (before the first state, normally) this costs nothing.
@@ -99,6 +114,7 @@ public sealed partial class RolloutView(TopologyClient topology, IOptions<Ingres
             {
                 // No promoter has ever run: there is no state to read, and the configured live colour is the state.
                 _stateRead = true;
+                _noPromoter = true;
                 if (!waiting)
                     LogNoRolloutBucket(logger, _current.Live, e);
                 waiting = true;
@@ -113,6 +129,30 @@ public sealed partial class RolloutView(TopologyClient topology, IOptions<Ingres
             }
         }
     }
+
+    /// <summary>Looks for the pins bucket every 250 ms until it is there (or the view stops).</summary>
+    private async Task FindSessionsAsync(CancellationToken ct)
+    {
+        while (_sessions is null && !ct.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(250), ct);
+                _sessions ??= await TryGetSessionsAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                LogSessionsUnavailable(logger, e);
+            }
+        }
+    }
+
+    [LoggerMessage(EventId = 2103, Level = LogLevel.Debug, Message = "The session pins bucket could not be looked up; trying again")]
+    private static partial void LogSessionsUnavailable(ILogger logger, Exception exception);
 
     private async Task<INatsKVStore?> TryGetSessionsAsync(CancellationToken ct)
     {

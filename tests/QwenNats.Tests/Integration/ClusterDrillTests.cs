@@ -76,14 +76,21 @@ public sealed class ClusterDrillTests(ITestOutputHelper output)
             foreach (var stream in new[] { Subjects.WorkStream("blue"), Subjects.WorkStream("green"), "KV_" + Rollouts.Bucket, "KV_" + Rollouts.SessionsBucket, Rollouts.EventsStream, Judging.SamplesStream })
                 Assert.Equal(3, (await js.GetStreamAsync(stream)).Info.Config.NumReplicas);
 
-            // Sessions pinned to live (blue) before anything fails.
+            // Sessions pinned to live (blue) before anything fails, once the ingress is ready (which includes knowing the
+            // pins bucket: the promoter creates it after the state's, and in a cluster each bucket takes a moment to form).
+            await Eventually.TrueAsync(async () => (await http.GetAsync("/readyz")).IsSuccessStatusCode, TimeSpan.FromSeconds(60));
             var pinned = Enumerable.Range(0, 6).Select(i => $"cluster-pin-{i}").ToList();
             foreach (var s in pinned)
             {
                 using var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"pin me\"}", session: s));
                 Assert.Equal(HttpStatusCode.OK, r.StatusCode);
                 Assert.Equal("blue", Api.Header(r, "X-Qwen-Colour"));
+                Assert.Equal("NewSession", Api.Header(r, "X-Qwen-Route"));
             }
+            // The answer waits for its pin: every pin is in KV before the first kill.
+            var pinStore = await new NatsKVContext(js).GetStoreAsync(Rollouts.SessionsBucket);
+            foreach (var s in pinned)
+                Assert.Equal("blue", (await pinStore.GetEntryAsync<SessionPin>(SessionKeys.For(s))).Value?.Colour);
 
             var load = new DrillLoad(http, maxTokens: 24);
             using var stop = new CancellationTokenSource();
