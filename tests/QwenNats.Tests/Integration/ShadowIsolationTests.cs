@@ -126,13 +126,8 @@ public sealed class ShadowIsolationTests
     [Fact]
     public async Task A_yielding_candidate_takes_no_mirror_and_pauses_the_one_it_runs_while_live_work_runs_on_its_machine()
     {
-        await using var server = await NatsServer.StartAsync();
-        await using var nats = await Ctl.ConnectAsync(server);
-        var js = new NatsJSContext(nats);
-        var topology = new TopologyClient(js, new NatsKVContext(js), new QwenTopology(new TopologyOptions { Storage = "memory" }), NullLogger<TopologyClient>.Instance);
-        await topology.EnsureOwnedAsync(Owners.Ingress, null, CancellationToken.None);
-        await using var system = new QwenSystem(server);
-        await system.StartWorkerAsync("green", "v2", slots: 2, extra: Yielding("green-1", slowdown: 100));
+        await using var rig = await YieldRig.StartAsync("green", "v2", "green-1", slowdown: 100);
+        var (nats, js) = (rig.Nats, rig.Js);
         var live = new LiveReports(nats, "blue-1");
 
         // The same greedy chat on green's live queue: its prompt decoded in one piece, never held back.
@@ -188,13 +183,8 @@ public sealed class ShadowIsolationTests
     [Fact]
     public async Task A_worker_that_yields_reports_when_its_live_work_starts_and_ends_and_never_for_mirrors()
     {
-        await using var server = await NatsServer.StartAsync();
-        await using var nats = await Ctl.ConnectAsync(server);
-        var js = new NatsJSContext(nats);
-        var topology = new TopologyClient(js, new NatsKVContext(js), new QwenTopology(new TopologyOptions { Storage = "memory" }), NullLogger<TopologyClient>.Instance);
-        await topology.EnsureOwnedAsync(Owners.Ingress, null, CancellationToken.None);
-        await using var system = new QwenSystem(server);
-        await system.StartWorkerAsync("blue", "v1", slots: 2, extra: Yielding("blue-1", slowdown: 1));
+        await using var rig = await YieldRig.StartAsync("blue", "v1", "blue-1", slowdown: 1);
+        var (nats, js) = (rig.Nats, rig.Js);
         var reports = new ConcurrentQueue<HostLiveLoad>();
         await using var sub = await nats.SubscribeCoreAsync<HostLiveLoad>(Subjects.HostLive(YieldHost));
         var listening = Task.Run(async () =>
@@ -218,6 +208,41 @@ public sealed class ShadowIsolationTests
         Assert.Equal(1, seen[0].Live);
         Assert.Equal(0, seen[^1].Live);
         Assert.True(seen.Zip(seen.Skip(1)).All(p => p.Second.Sequence > p.First.Sequence), "sequences do not increase");
+    }
+
+    /// <summary>A nats-server with the work queues, and one real worker that yields (<see cref="Yielding"/>).</summary>
+    private sealed class YieldRig(NatsServer server, NatsConnection nats, QwenSystem system) : IAsyncDisposable
+    {
+        public NatsConnection Nats { get; } = nats;
+        public NatsJSContext Js { get; } = new(nats);
+
+        public static async Task<YieldRig> StartAsync(string colour, string profile, string workerId, double slowdown)
+        {
+            var server = await NatsServer.StartAsync();
+            var nats = await Ctl.ConnectAsync(server);
+            var js = new NatsJSContext(nats);
+            var topology = new TopologyClient(js, new NatsKVContext(js), new QwenTopology(new TopologyOptions { Storage = "memory" }), NullLogger<TopologyClient>.Instance);
+            await topology.EnsureOwnedAsync(Owners.Ingress, null, CancellationToken.None);
+            var system = new QwenSystem(server);
+            var rig = new YieldRig(server, nats, system);
+            try
+            {
+                await system.StartWorkerAsync(colour, profile, slots: 2, extra: Yielding(workerId, slowdown));
+            }
+            catch
+            {
+                await rig.DisposeAsync();
+                throw;
+            }
+            return rig;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await system.DisposeAsync();
+            await Nats.DisposeAsync();
+            await server.DisposeAsync();
+        }
     }
 
     /// <summary>Live work reported on <see cref="YieldHost"/> as a live worker there reports it.</summary>
