@@ -22,7 +22,7 @@ internal static class Hop
     private static readonly CultureInfo C = CultureInfo.InvariantCulture;
 
     /// <summary>The stages of the ingress's Server-Timing header, in path order, then the client's own share.</summary>
-    private static readonly string[] Stages = ["parse", "route", "publish", "deliver", "worker-in", "infer", "worker-out", "reply", "respond", "total"];
+    private static readonly string[] Stages = ["parse", "route", "publish", "deliver", "worker-in", "infer", "worker-out", "reply", "handoff", "respond", "total"];
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -31,7 +31,11 @@ internal static class Hop
         var requests = int.Parse(o.GetValueOrDefault("requests", "1000"), C);
         var threads = int.Parse(o.GetValueOrDefault("threads", "1"), C);
         var slots = int.Parse(o.GetValueOrDefault("slots", "2"), C);
-        Console.WriteLine(await MeasureAsync(tiny, requests, threads, slots));
+        // --compare NAME=VALUE,...: a second system whose services have these settings (a name with ':', e.g.
+        // Topology:Storage) or environment variables (any other, e.g. DOTNET_TieredPGO), its requests taking turns with
+        // the first's, so the change is measured against the same machine state as what it changes.
+        var compare = o.TryGetValue("compare", out var c) ? c.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv[1]) : null;
+        Console.WriteLine(await MeasureAsync(tiny, requests, threads, slots, compare));
         return 0;
     }
 
@@ -40,25 +44,40 @@ internal static class Hop
         public double AddedMs => WallMs - InferMs;
     }
 
-    public static async Task<string> MeasureAsync(string tiny, int requests, int threads, int slots)
+    public static async Task<string> MeasureAsync(string tiny, int requests, int threads, int slots, IReadOnlyDictionary<string, string>? compare = null)
     {
         var md = new StringBuilder();
         var clock = Stopwatch.StartNew();
-        await using var rig = await Perf.Rig.StartAsync([("blue", tiny, slots, true)], threads, controlPlane: true, settings: new Dictionary<string, string> { ["Topology:Storage"] = "file" });
-        using var http = new HttpClient(new SocketsHttpHandler { UseCookies = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan })
+        var settings = new Dictionary<string, string> { ["Topology:Storage"] = "file" };
+        await using var rig = await Perf.Rig.StartAsync([("blue", tiny, slots, true)], threads, controlPlane: true, settings: settings);
+        await using var other = compare is null ? null
+            : await Perf.Rig.StartAsync([("blue", tiny, slots, true)], threads, controlPlane: true,
+                settings: compare.Aggregate(new Dictionary<string, string>(settings), (all, kv) => { all[kv.Key.Contains(':') ? kv.Key : Proc.EnvPrefix + kv.Key] = kv.Value; return all; }));
+        HttpClient Client(Perf.Rig r) => new(new SocketsHttpHandler { UseCookies = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan })
         {
-            BaseAddress = rig.Http[0].BaseAddress, Timeout = TimeSpan.FromSeconds(30),
+            BaseAddress = r.Http[0].BaseAddress, Timeout = TimeSpan.FromSeconds(30),
         };
-        var cases = new (string Name, string? Session)[] { ("no session (a new one each request)", null), ("one session (X-Session-Id)", "hop-bench-session") };
+        var systems = new List<(string Label, HttpClient Http)> { ("", Client(rig)) };
+        if (other is not null)
+        {
+            systems[0] = ("as is: ", systems[0].Http);
+            systems.Add(($"{string.Join(' ', compare!.Select(kv => $"{kv.Key}={kv.Value}"))}: ", Client(other)));
+        }
+        var cases = systems.SelectMany(s => new (string Name, HttpClient Http, string? Session)[]
+        {
+            (s.Label + "no session (a new one each request)", s.Http, null), (s.Label + "one session (X-Session-Id)", s.Http, "hop-bench-session"),
+        }).ToArray();
         // The cases take turns request by request, after a warm-up of each, so both see the machine in the same state
         // (one after the other, the first ran while the services were still compiling their hot paths in the background).
         var results = cases.Select(c => (c.Name, Samples: new List<Sample>(requests))).ToList();
         for (var i = 0; i < Math.Min(200, requests); i++)
-            foreach (var (_, session) in cases)
+            foreach (var (_, http, session) in cases)
                 await ChatAsync(http, session);
         for (var i = 0; i < requests; i++)
             for (var k = 0; k < cases.Length; k++)
-                results[k].Samples.Add(await ChatAsync(http, cases[k].Session));
+                results[k].Samples.Add(await ChatAsync(cases[k].Http, cases[k].Session));
+        foreach (var (_, http) in systems)
+            http.Dispose();
         var floor = await FloorAsync(rig.NatsUrl, Math.Max(50, requests / 2));
 
         md.AppendLine(C, $"Sequential one-token greedy chats on stories260K, {requests} per case, the cases taking turns request by request after a warm-up; one blue worker ({slots} slots, {threads} thread), promoter, judge and one ingress on this machine, JetStream file storage. Added = client wall time − the worker's `total_ms`.").AppendLine();

@@ -39,13 +39,20 @@ internal sealed class Proc : IAsyncDisposable
         return new Proc("nats-server", Process.Start(psi)!);
     }
 
+    /// <summary>A setting whose key starts with this is an environment variable of the process (e.g. <c>env:DOTNET_TieredPGO</c>).</summary>
+    public const string EnvPrefix = "env:";
+
     public static Proc Service(string name, string folder, string assembly, IReadOnlyDictionary<string, string> settings)
     {
         var dll = Path.Combine(Root, "services", folder, "bin", "Release", "net10.0", assembly + ".dll");
         var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(dll);
-        foreach (var (k, v) in settings) psi.ArgumentList.Add($"--{k}={v}");
         psi.Environment["DOTNET_gcServer"] = "0";
+        foreach (var (k, v) in settings)
+            if (k.StartsWith(EnvPrefix, StringComparison.Ordinal))
+                psi.Environment[k[EnvPrefix.Length..]] = v;
+            else
+                psi.ArgumentList.Add($"--{k}={v}");
         return new Proc(name, Process.Start(psi)!);
     }
 

@@ -36,7 +36,8 @@ public sealed class RequestTimes(long startUs)
     /// JetStream's acknowledgement of the work message), <c>deliver</c> (from the publish to the worker's NATS
     /// client handing it over; overlaps <c>publish</c>'s acknowledgement), <c>worker-in</c> (to a job in the decode
     /// loop: acceptance reply, prompt, tokens), <c>infer</c> (the worker's <c>total_ms</c>), <c>worker-out</c> (result
-    /// to NATS), <c>reply</c> (NATS to this request), <c>respond</c> (to this header) and <c>total</c>.
+    /// to NATS), <c>reply</c> (NATS to this ingress's socket reader), <c>handoff</c> (from the reader to this request),
+    /// <c>respond</c> (to this header) and <c>total</c>.
     /// Stages that cross processes use both machines' clocks; an unknown time leaves its stage out.
     /// </summary>
     public static string? Header(HttpContext http, InferenceCall call, InferResult result)
@@ -59,7 +60,8 @@ public sealed class RequestTimes(long startUs)
             Stage("worker-in", w.ReceivedUs, w.StartedUs);
             Stage("infer", w.StartedUs, w.FinishedUs);
             Stage("worker-out", w.FinishedUs, w.SentUs);
-            Stage("reply", w.SentUs, call.FinalUs);
+            Stage("reply", w.SentUs, call.FinalArrivedUs);
+            Stage("handoff", call.FinalArrivedUs, call.FinalUs);
         }
         Stage("respond", call.FinalUs, now);
         Stage("total", t.StartUs, now);

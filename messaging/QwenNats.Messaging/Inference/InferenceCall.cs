@@ -12,12 +12,12 @@ namespace QwenNats.Messaging;
 public sealed class InferenceCall : IAsyncDisposable
 {
     private readonly InferenceClient _client;
-    private readonly ChannelReader<InferReply> _replies;
+    private readonly ChannelReader<InferenceClient.ArrivedReply> _replies;
     private readonly CancellationTokenSource _deadline;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private bool _finished;
 
-    internal InferenceCall(InferenceClient client, InferRequest request, string colour, InferenceQueue queue, ChannelReader<InferReply> replies, TimeSpan timeout)
+    internal InferenceCall(InferenceClient client, InferRequest request, string colour, InferenceQueue queue, ChannelReader<InferenceClient.ArrivedReply> replies, TimeSpan timeout)
     {
         _client = client;
         Request = request;
@@ -36,6 +36,10 @@ public sealed class InferenceCall : IAsyncDisposable
     /// <summary>When the request was handed to JetStream, and when JetStream acknowledged it (Unix microseconds).</summary>
     public long PublishedUs { get; internal set; }
     public long AckedUs { get; internal set; }
+
+    /// <summary>When this client's socket reader took the final reply off the wire (Unix microseconds; 0 until then, and
+    /// for a final reply made here).</summary>
+    public long FinalArrivedUs { get; private set; }
 
     /// <summary>When the final reply reached this call (Unix microseconds; 0 until then).</summary>
     public long FinalUs { get; private set; }
@@ -81,6 +85,7 @@ public sealed class InferenceCall : IAsyncDisposable
         while (!_finished)
         {
             InferReply? reply = null;
+            long arrivedUs = 0;
             var workerGone = false;
             var busGone = false;
             try
@@ -88,15 +93,18 @@ public sealed class InferenceCall : IAsyncDisposable
                 while (reply is null)
                 {
                     // A reply already waiting is taken without any timer (the common case while streaming).
-                    if (_replies.TryRead(out reply))
+                    if (_replies.TryRead(out var waiting))
+                    {
+                        (reply, arrivedUs) = waiting;
                         break;
+                    }
                     // Otherwise wake up every second to check that the worker streaming this answer is still
                     // alive: its heartbeats stop when it dies, long before JetStream would redeliver the work.
                     using var tick = CancellationTokenSource.CreateLinkedTokenSource(linked.Token);
                     tick.CancelAfter(TimeSpan.FromSeconds(1));
                     try
                     {
-                        reply = await _replies.ReadAsync(tick.Token);
+                        (reply, arrivedUs) = await _replies.ReadAsync(tick.Token);
                     }
                     catch (OperationCanceledException) when (!linked.IsCancellationRequested)
                     {
@@ -161,7 +169,10 @@ public sealed class InferenceCall : IAsyncDisposable
                 FirstOutputAfter ??= _clock.Elapsed;
             }
             if (reply.IsFinal)
+            {
+                FinalArrivedUs = arrivedUs;
                 Finish(reply);
+            }
             yield return reply;
         }
     }

@@ -43,7 +43,7 @@ public sealed class InferenceClient(
     TopologyClient topology) : BackgroundService, IInferenceClient
 {
     private const int MaxMessagesExceeded = 10077;
-    private readonly ConcurrentDictionary<string, Channel<InferReply>> _calls = new();
+    private readonly ConcurrentDictionary<string, Channel<ArrivedReply>> _calls = new();
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly IInferenceObserver[] _observers = observers.ToArray();
 
@@ -77,6 +77,7 @@ public sealed class InferenceClient(
     {
         if (subject.Length <= prefixLength || !_calls.TryGetValue(subject[prefixLength..], out var channel))
             return;
+        var arrivedUs = UnixMicros.Now();
         InferReply? reply;
         try
         {
@@ -88,7 +89,7 @@ public sealed class InferenceClient(
             return;
         }
         if (reply is not null)
-            channel.Writer.TryWrite(reply);
+            channel.Writer.TryWrite(new ArrivedReply(reply, arrivedUs));
     }
 
     private static readonly INatsDeserialize<InferReply> ReplySerializer = QwenSerializerRegistry.Default.GetDeserializer<InferReply>();
@@ -138,7 +139,7 @@ public sealed class InferenceClient(
             CreatedUnixMs = now.ToUnixTimeMilliseconds(),
             DeadlineUnixMs = (now + timeout).ToUnixTimeMilliseconds(),
         };
-        var channel = Channel.CreateUnbounded<InferReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var channel = Channel.CreateUnbounded<ArrivedReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         _calls[request.Id] = channel;
         var publishedUs = UnixMicros.Now();
         var refused = await PublishAsync(subject, colour, request, ct);
@@ -176,6 +177,9 @@ public sealed class InferenceClient(
             return InferenceStart.BusUnavailable("The message bus is unavailable; retry shortly.");
         }
     }
+
+    /// <summary>A reply and when this client's socket reader took it off the wire (Unix microseconds).</summary>
+    internal readonly record struct ArrivedReply(InferReply Reply, long ArrivedUs);
 
     private static InferenceStart QueueFull(string colour) => InferenceStart.QueueFull($"The {colour} pool's queue is full; retry shortly.");
 

@@ -61,7 +61,15 @@ public sealed class InferenceWork(NatsConnection nats, InferRequest request, int
     public long ReceivedUs { get; } = receivedUs;
 
     /// <summary>Sends one reply (chunk, result or error) to the client waiting for this request.</summary>
-    public ValueTask ReplyAsync(InferReply reply) => nats.PublishAsync(Request.ReplyTo, reply);
+    public async ValueTask ReplyAsync(InferReply reply)
+    {
+        await nats.PublishAsync(Request.ReplyTo, reply);
+        // A publish only fills the connection's write buffer: the socket write runs as a thread-pool item queued behind
+        // it. After the final reply this thread would go on to the ack, the slot and the next pull first (or wake another
+        // thread, on another core, to write), so it steps aside once and the write goes out before that work.
+        if (reply.IsFinal)
+            await Task.Yield();
+    }
 }
 
 /// <summary>What a worker does with the work its <see cref="InferenceServer"/> takes.</summary>

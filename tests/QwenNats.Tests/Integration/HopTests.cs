@@ -23,7 +23,7 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
     public Task InitializeAsync() => fx.ResetAsync();
     public Task DisposeAsync() => Task.CompletedTask;
 
-    private static readonly string[] Stages = ["parse", "route", "publish", "deliver", "worker-in", "infer", "worker-out", "reply", "respond", "total"];
+    private static readonly string[] Stages = ["parse", "route", "publish", "deliver", "worker-in", "infer", "worker-out", "reply", "handoff", "respond", "total"];
 
     [Fact]
     public async Task A_session_the_ingress_made_up_carries_its_pin_in_its_id_until_it_comes_back()
@@ -156,7 +156,7 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal(Stages, stages.Select(s => s[0]));
         var ms = stages.ToDictionary(s => s[0], s => double.Parse(s[1], CultureInfo.InvariantCulture));
         // Stages measured inside one process cannot be negative; the worker's inference is its own total_ms.
-        foreach (var local in new[] { "parse", "route", "publish", "worker-in", "infer", "worker-out", "respond", "total" })
+        foreach (var local in new[] { "parse", "route", "publish", "worker-in", "infer", "worker-out", "handoff", "respond", "total" })
             Assert.True(ms[local] >= 0, $"{local}: {ms[local]} ({header})");
         var timings = (await Api.JsonAsync(r)).GetProperty("timings");
         Assert.Equal(timings.GetProperty("total_ms").GetDouble(), ms["infer"], 0.5);
