@@ -116,7 +116,6 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     private int _liveRunning;
     private long _liveSequence;
 
-    private string? _hostLive;
     private InferenceServerOptions? _options;
 
     /// <summary>
@@ -126,7 +125,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     /// </summary>
     private void ReportLive(int change)
     {
-        if (_hostLive is not { } subject || _options is not { } o)
+        if (_options is not { HostLiveSubject: { } subject } o)
             return;
         HostLiveLoad load;
         lock (_liveGate)
@@ -154,7 +153,6 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     {
         var (consumer, shadow) = await ConnectAsync(options.Colour, stoppingToken);
         using var heartbeat = new PeriodicTimer(options.HeartbeatInterval);
-        _hostLive = options.HostLiveSubject;
         _options = options;
         var heartbeats = HeartbeatLoopAsync(handler, heartbeat, stoppingToken);
         var cancels = CancelLoopAsync(stoppingToken);
