@@ -76,6 +76,16 @@ internal static class Hop
         for (var i = 0; i < requests; i++)
             for (var k = 0; k < cases.Length; k++)
                 results[k].Samples.Add(await ChatAsync(cases[k].Http, cases[k].Session));
+        // The HTTP part alone: the same client's round trip to the ingress's /healthz (no NATS), spaced like the chats.
+        var httpFloor = new List<double>(requests / 2);
+        for (var i = 0; i < Math.Max(50, requests / 2) + 20; i++)
+        {
+            var c = Stopwatch.StartNew();
+            using (var r = await systems[0].Http.GetAsync("/healthz"))
+                await r.Content.ReadAsStringAsync();
+            if (i >= 20) httpFloor.Add(c.Elapsed.TotalMilliseconds);
+            await Task.Delay(10);
+        }
         foreach (var (_, http) in systems)
             http.Dispose();
         var floor = await FloorAsync(rig.NatsUrl, Math.Max(50, requests / 2));
@@ -108,7 +118,7 @@ internal static class Hop
             md.AppendLine();
         }
         md.AppendLine();
-        md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(floor.Core, .5):F3} ms, p99 {P(floor.Core, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(floor.JetStream, .5):F3} ms, p99 {P(floor.JetStream, .99):F3} ms. One way between two connections, 10 ms apart: a core message p50 {P(floor.CoreOneWay, .5):F3} ms, p99 {P(floor.CoreOneWay, .99):F3} ms; a JetStream message from its publish to the pull waiting for it p50 {P(floor.JetStreamOneWay, .5):F3} ms, p99 {P(floor.JetStreamOneWay, .99):F3} ms.");
+        md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(floor.Core, .5):F3} ms, p99 {P(floor.Core, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(floor.JetStream, .5):F3} ms, p99 {P(floor.JetStream, .99):F3} ms. One way between two connections, 10 ms apart: a core message p50 {P(floor.CoreOneWay, .5):F3} ms, p99 {P(floor.CoreOneWay, .99):F3} ms; a JetStream message from its publish to the pull waiting for it p50 {P(floor.JetStreamOneWay, .5):F3} ms, p99 {P(floor.JetStreamOneWay, .99):F3} ms. The same HTTP client's round trip to the ingress's `/healthz` (no NATS), 10 ms apart: p50 {P(httpFloor, .5):F3} ms, p99 {P(httpFloor, .99):F3} ms.");
         md.AppendLine().AppendLine(C, $"Took {clock.Elapsed.TotalMinutes:F1} minutes.");
         return md.ToString();
     }
