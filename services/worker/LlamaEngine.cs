@@ -22,6 +22,8 @@ public sealed class LlamaEngine : IAsyncDisposable
     private readonly WorkerOptions _options;
     private readonly ILogger<LlamaEngine> _logger;
     private readonly LLamaWeights _weights;
+    // One native call per prompt instead of LLamaSharp's two; null where it could not be set up (then LLamaSharp's).
+    private readonly NativeTokenizer? _tokenizer;
     private readonly ModelParams _params;
     private readonly Channel<EngineJob> _incoming = Channel.CreateUnbounded<EngineJob>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
@@ -91,6 +93,9 @@ public sealed class LlamaEngine : IAsyncDisposable
             throw;
         }
         _cost.Attach(_executor.Context.NativeHandle);
+        _tokenizer = NativeTokenizer.TryBind(_weights);
+        if (_tokenizer is null)
+            EngineLog.TokenizerFallback(_logger);
 
         var hasTemplate = _weights.Metadata.ContainsKey("tokenizer.chat_template");
         try
@@ -441,7 +446,7 @@ public sealed class LlamaEngine : IAsyncDisposable
     }
 
     private int[] Tokenize(string text, bool addBos) =>
-        _weights.Tokenize(text, addBos, special: true, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
+        _tokenizer?.Tokenize(text, addBos) ?? NativeTokenizer.Reference(_weights, text, addBos, special: true);
 
     /// <summary>The decode loop; true when it ended (stop), false when a newer thread took it over.</summary>
     private bool Run(int generation)

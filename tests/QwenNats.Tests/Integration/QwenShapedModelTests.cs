@@ -92,6 +92,13 @@ public sealed class QwenShapedModelTests
             var chat = weights.Tokenize(ChatPrompt, false, true, Encoding.UTF8).Select(t => (int)t).ToArray();
             Assert.Equal(reference[^1], chat);
 
+            // The worker's one-call tokenizer gives the reference's tokens too.
+            var single = QwenNats.Worker.NativeTokenizer.TryBind(weights);
+            Assert.NotNull(single);
+            for (var i = 0; i < PlainTexts.Length; i++)
+                Assert.Equal(reference[i], single.Tokenize(PlainTexts[i], addBos: false, special: false));
+            Assert.Equal(reference[^1], single.Tokenize(ChatPrompt, addBos: false, special: true));
+
             // Issue #15: with merges, English text is far fewer tokens than bytes (it was one token per byte).
             var english = PlainTexts[1];
             Assert.InRange(reference[1].Length, 1, Encoding.UTF8.GetByteCount(english) / 3);
