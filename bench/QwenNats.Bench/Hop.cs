@@ -34,7 +34,11 @@ internal static class Hop
         // --compare NAME=VALUE,...: a second system whose services have these settings (a name with ':', e.g.
         // Topology:Storage) or environment variables (any other, e.g. DOTNET_TieredPGO), its requests taking turns with
         // the first's, so the change is measured against the same machine state as what it changes.
+        // --compare-root DIR: the second system runs another checkout's Release build of the services (DIR, built), e.g.
+        // the code before a change: the change measured paired.
         var compare = o.TryGetValue("compare", out var c) ? c.Split(',', StringSplitOptions.RemoveEmptyEntries).Select(kv => kv.Split('=', 2)).ToDictionary(kv => kv[0], kv => kv[1]) : null;
+        if (o.TryGetValue("compare-root", out var root))
+            (compare ??= [])[Proc.RootSetting] = Path.GetFullPath(root);
         Console.WriteLine(await MeasureAsync(tiny, requests, threads, slots, compare));
         return 0;
     }
@@ -97,6 +101,13 @@ internal static class Hop
         {
             var added = s.Select(x => x.AddedMs).ToList();
             md.AppendLine(C, $"| {name} | {P(s.Select(x => x.WallMs).ToList(), .5):F2} | {P(s.Select(x => x.InferMs).ToList(), .5):F2} | **{P(added, .5):F2}** | {P(added, .9):F2} | **{P(added, .99):F2}** | {added.Max():F2} |");
+        }
+        md.AppendLine();
+        md.AppendLine("The slowest request of each case, by stage (ms):").AppendLine();
+        foreach (var (name, s) in results)
+        {
+            var worst = s.MaxBy(x => x.AddedMs)!;
+            md.AppendLine(C, $"- {name}: added {worst.AddedMs:F2}; {string.Join(", ", worst.Stages.Select(kv => $"{kv.Key} {kv.Value:F2}"))}, http {worst.WallMs - worst.Stages.GetValueOrDefault("total"):F2}");
         }
         md.AppendLine();
         md.AppendLine("Per stage (`Server-Timing`; `http` = the client's wall time − the ingress's `total`: client, loopback TCP and Kestrel), p50 and p99 ms:").AppendLine();

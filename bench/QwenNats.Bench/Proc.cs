@@ -42,14 +42,20 @@ internal sealed class Proc : IAsyncDisposable
     /// <summary>A setting whose key starts with this is an environment variable of the process (e.g. <c>env:DOTNET_TieredPGO</c>).</summary>
     public const string EnvPrefix = "env:";
 
+    /// <summary>A setting naming another checkout whose Release build of the service runs instead of this one's.</summary>
+    public const string RootSetting = "bench:root";
+
     public static Proc Service(string name, string folder, string assembly, IReadOnlyDictionary<string, string> settings)
     {
-        var dll = Path.Combine(Root, "services", folder, "bin", "Release", "net10.0", assembly + ".dll");
+        var root = settings.TryGetValue(RootSetting, out var other) ? other : Root;
+        var dll = Path.Combine(root, "services", folder, "bin", "Release", "net10.0", assembly + ".dll");
         var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(dll);
         psi.Environment["DOTNET_gcServer"] = "0";
         foreach (var (k, v) in settings)
-            if (k.StartsWith(EnvPrefix, StringComparison.Ordinal))
+            if (k == RootSetting)
+                continue;
+            else if (k.StartsWith(EnvPrefix, StringComparison.Ordinal))
                 psi.Environment[k[EnvPrefix.Length..]] = v;
             else
                 psi.ArgumentList.Add($"--{k}={v}");
