@@ -60,7 +60,7 @@ public static class IngressApp
         builder.Services.AddOptions<IngressOptions>().Bind(builder.Configuration.GetSection(IngressOptions.Section))
             .PostConfigure<Microsoft.Extensions.Options.IOptions<Messaging.Topology.TopologyOptions>>((o, t) => o.Colours = t.Value.ColourList)
             .Validate(o => o.Colours.Contains(o.LiveColour, StringComparer.Ordinal), "Ingress:LiveColour must be one of Topology:Colours.")
-            .Validate(o => o.RequestTimeout > TimeSpan.Zero && o.MaxBodyBytes > 0 && o.WorkerStaleAfter > TimeSpan.Zero, "Ingress:RequestTimeout, Ingress:MaxBodyBytes and Ingress:WorkerStaleAfter must be positive.")
+            .Validate(o => o.RequestTimeout > TimeSpan.Zero && o.MaxBodyBytes > 0 && o.WorkerStaleAfter > TimeSpan.Zero && o.DirectAcceptTimeout > TimeSpan.Zero, "Ingress:RequestTimeout, Ingress:MaxBodyBytes, Ingress:WorkerStaleAfter and Ingress:DirectAcceptTimeout must be positive.")
             .Validate(o => o.ImplicitPinClockSkew >= TimeSpan.Zero, "Ingress:ImplicitPinClockSkew must not be negative.")
             .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
@@ -105,6 +105,8 @@ public static class IngressApp
         InstanceId = o.InstanceId ?? identity.InstanceId,
         WorkerStaleAfter = o.WorkerStaleAfter,
         BusLostGrace = o.BusLostGrace,
+        DirectDelivery = o.DirectDelivery,
+        DirectAcceptTimeout = o.DirectAcceptTimeout,
         TopologyOwner = Messaging.Topology.Owners.Ingress,
     };
 

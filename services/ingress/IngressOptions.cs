@@ -37,6 +37,13 @@ public sealed record IngressOptions
     /// disconnected from NATS this long (its reply could not arrive anyway); new requests are refused at once.</summary>
     public TimeSpan BusLostGrace { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>Offer each live request to a worker with a free slot as a core NATS message first, and queue it in
+    /// JetStream only when none takes it (see <see cref="Messaging.InferenceOptions.DirectDelivery"/>); false: always JetStream.</summary>
+    public bool DirectDelivery { get; init; } = true;
+
+    /// <summary>How long a request offered directly waits for a worker's acceptance before it is queued in JetStream.</summary>
+    public TimeSpan DirectAcceptTimeout { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Seconds suggested in <c>Retry-After</c> on a 503.</summary>
     public int RetryAfterSeconds { get; init; } = 1;
 

@@ -79,6 +79,12 @@ public sealed record InferRequest
     public long CreatedUnixMs { get; init; }
     /// <summary>Core NATS subject the worker sends every reply message to.</summary>
     public required string ReplyTo { get; init; }
+    /// <summary>
+    /// Attempts made before this message was queued: 0, or 1 when a worker took the request directly
+    /// (<see cref="Subjects.Direct"/>) and the client queued it again because that worker went away before answering
+    /// or its acceptance never came. A worker's attempt number is this plus the message's delivery count.
+    /// </summary>
+    public int AttemptsBefore { get; init; }
 }
 
 /// <summary>A worker took the request (sent once per delivery attempt, before any token).</summary>
@@ -260,6 +266,9 @@ public sealed record WorkerHeartbeat
     public bool Leaving { get; init; }
     /// <summary>Whether the worker takes work: false while it waits for its first release or drains to switch.</summary>
     public bool Serving { get; init; } = true;
+    /// <summary>Whether it listens for live work offered directly (<see cref="Subjects.Direct"/>): clients offer a colour's
+    /// requests directly only while one of its workers does, and otherwise queue them in JetStream at once.</summary>
+    public bool TakesOffers { get; init; }
     /// <summary>The release it serves (null for a model given on its command line, or none yet).</summary>
     public string? Release { get; init; }
     /// <summary>What it serves (model, whole prompt profile, injected faults) as one digest: <see cref="GoldenKeys.Fingerprint"/>;

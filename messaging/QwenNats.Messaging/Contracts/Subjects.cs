@@ -8,13 +8,21 @@ public static class Subjects
     /// <summary>Live inference work for one colour's pool: <c>qwen.&lt;colour&gt;.infer</c>.</summary>
     public static string Infer(string colour) => $"{Root}.{colour}.infer";
 
+    /// <summary>
+    /// Live work offered straight to a worker of one colour with a free slot, as a core NATS message to the
+    /// <see cref="WorkConsumer"/> queue group: <c>qwen.&lt;colour&gt;.direct</c>. A worker that takes it answers with its
+    /// acceptance; one without a free slot answers with an empty message, and then (as when no worker listens) the
+    /// client puts the request on <see cref="Infer"/>'s JetStream work queue.
+    /// </summary>
+    public static string Direct(string colour) => $"{Root}.{colour}.direct";
+
     /// <summary>Mirrored (shadow) work for a candidate colour: <c>qwen.&lt;colour&gt;.shadow</c>.</summary>
     public static string Shadow(string colour) => $"{Root}.{colour}.shadow";
 
     /// <summary>The JetStream work-queue stream holding one colour's pending work.</summary>
     public static string WorkStream(string colour) => $"QWEN_WORK_{colour.ToUpperInvariant()}";
 
-    /// <summary>The durable pull consumer every worker of a colour shares.</summary>
+    /// <summary>The durable pull consumer every worker of a colour shares, and the queue group of <see cref="Direct"/>.</summary>
     public const string WorkConsumer = "workers";
 
     /// <summary>Where an ingress receives the replies for its own requests: <c>qwen.reply.&lt;ingress&gt;.&lt;request&gt;</c>.</summary>

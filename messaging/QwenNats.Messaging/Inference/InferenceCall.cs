@@ -17,7 +17,18 @@ public sealed class InferenceCall : IAsyncDisposable
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private bool _finished;
 
-    internal InferenceCall(InferenceClient client, InferRequest request, string colour, InferenceQueue queue, ChannelReader<InferenceClient.ArrivedReply> replies, TimeSpan timeout)
+    // The first reply, already read by the client (a direct offer's acceptance).
+    private InferenceClient.ArrivedReply? _first;
+
+    // Replies of attempts below this are ignored: a direct attempt the client gave up on and queued again.
+    private int _minAttempt;
+
+    // The attempt a worker took directly (0: none): nothing redelivers it, so if that worker goes away before any
+    // output the call queues the request in JetStream again.
+    private int _directAttempt;
+
+    internal InferenceCall(InferenceClient client, InferRequest request, string colour, InferenceQueue queue, ChannelReader<InferenceClient.ArrivedReply> replies, TimeSpan timeout,
+        InferenceClient.ArrivedReply? first = null, int directAttempt = 0, int minAttempt = 1)
     {
         _client = client;
         Request = request;
@@ -25,7 +36,14 @@ public sealed class InferenceCall : IAsyncDisposable
         Queue = queue;
         _replies = replies;
         _deadline = new CancellationTokenSource(timeout);
+        _first = first;
+        _directAttempt = directAttempt;
+        _minAttempt = minAttempt;
     }
+
+    /// <summary>A reply to skip: a direct offer's refusal, or a reply of an attempt given up on.</summary>
+    private bool Skipped(InferReply? reply) =>
+        reply is null || (reply.Accepted?.Attempt ?? reply.Chunk?.Attempt ?? reply.Result?.Attempt ?? int.MaxValue) < _minAttempt;
 
     public InferRequest Request { get; }
     public string Id => Request.Id;
@@ -88,16 +106,26 @@ public sealed class InferenceCall : IAsyncDisposable
             long arrivedUs = 0;
             var workerGone = false;
             var busGone = false;
+            var requeue = false;
             try
             {
                 while (reply is null)
                 {
                     // A reply already waiting is taken without any timer (the common case while streaming).
-                    if (_replies.TryRead(out var waiting))
+                    if (_first is { } first)
+                    {
+                        _first = null;
+                        (reply, arrivedUs) = first;
+                    }
+                    else if (_replies.TryRead(out var waiting))
                     {
                         (reply, arrivedUs) = waiting;
-                        break;
                     }
+                    if (reply is not null && !Skipped(reply))
+                        break;
+                    reply = null;
+                    if (_replies.TryPeek(out _))
+                        continue;
                     // Otherwise wake up every second to check that the worker streaming this answer is still
                     // alive: its heartbeats stop when it dies, long before JetStream would redeliver the work.
                     using var tick = CancellationTokenSource.CreateLinkedTokenSource(linked.Token);
@@ -105,13 +133,23 @@ public sealed class InferenceCall : IAsyncDisposable
                     try
                     {
                         (reply, arrivedUs) = await _replies.ReadAsync(tick.Token);
+                        if (Skipped(reply))
+                            reply = null;
                     }
                     catch (OperationCanceledException) when (!linked.IsCancellationRequested)
                     {
-                        if (chunksSent > 0 && Accepted is { } serving && _client.IsGone(serving.WorkerId))
+                        if (Accepted is { } serving && _client.IsGone(serving.WorkerId))
                         {
-                            workerGone = true;
-                            break;
+                            if (chunksSent > 0)
+                            {
+                                workerGone = true;
+                                break;
+                            }
+                            if (serving.Attempt == _directAttempt)
+                            {
+                                requeue = true;
+                                break;
+                            }
                         }
                         if (_client.BusUp)
                             busDownSince = null;
@@ -125,6 +163,21 @@ public sealed class InferenceCall : IAsyncDisposable
             }
             catch (OperationCanceledException) when (_deadline.IsCancellationRequested && !ct.IsCancellationRequested)
             {
+            }
+            if (requeue)
+            {
+                // Nothing was sent yet: the request goes on the JetStream work queue, as a worker's death would leave it
+                // there, and what the gone worker's attempt might still send is ignored.
+                var attemptsBefore = Accepted!.Attempt;
+                _minAttempt = attemptsBefore + 1;
+                _directAttempt = 0;
+                Accepted = null;
+                if (await _client.RequeueAsync(this, attemptsBefore) is { } refused)
+                {
+                    yield return await EndWithAsync(ErrorCodes.WorkerLost, $"{WorkerLostMessage} {refused.Message}");
+                    yield break;
+                }
+                continue;
             }
             if (workerGone)
             {

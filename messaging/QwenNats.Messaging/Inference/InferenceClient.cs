@@ -29,9 +29,11 @@ public interface IInferenceClient
 }
 
 /// <summary>
-/// Publishes inference work on a colour's JetStream work queue and routes the replies (sent by the worker
-/// to <see cref="Subjects.Reply"/> of this client) to the call waiting for them, through one wildcard
-/// subscription per client.
+/// Starts inference work on a colour's workers and routes the replies (sent by the worker to
+/// <see cref="Subjects.Reply"/> of this client) to the call waiting for them, through one wildcard subscription per
+/// client. A live request is first offered to a worker with a free slot as a core NATS message
+/// (<see cref="Subjects.Direct"/>); when no worker takes it (none listens, the one asked has no free slot, or its
+/// acceptance does not come in time) it goes on the colour's JetStream work queue, which also holds all other work.
 /// </summary>
 public sealed class InferenceClient(
     NatsConnection nats,
@@ -92,6 +94,13 @@ public sealed class InferenceClient(
             channel.Writer.TryWrite(new ArrivedReply(reply, arrivedUs));
     }
 
+    /// <summary>A direct offer was not taken: the worker asked had no free slot, or (NATS's no-responders status) no worker listens.</summary>
+    private void RouteNotTaken(string subject, int prefixLength)
+    {
+        if (subject.Length > prefixLength && _calls.TryGetValue(subject[prefixLength..], out var channel))
+            channel.Writer.TryWrite(new ArrivedReply(null, UnixMicros.Now()));
+    }
+
     private static readonly INatsDeserialize<InferReply> ReplySerializer = QwenSerializerRegistry.Default.GetDeserializer<InferReply>();
 
     /// <summary>The wildcard subscription on this client's reply subjects, delivering on the socket reader.</summary>
@@ -102,7 +111,11 @@ public sealed class InferenceClient(
 
         protected override ValueTask ReceiveInternalAsync(string subject, string? replyTo, ReadOnlySequence<byte>? headersBuffer, ReadOnlySequence<byte> payloadBuffer)
         {
-            client.Route(subject, _prefixLength, payloadBuffer);
+            // Every reply is JSON; an empty message is a refused direct offer (a worker's, or the server's 503 status).
+            if (payloadBuffer.IsEmpty)
+                client.RouteNotTaken(subject, _prefixLength);
+            else
+                client.Route(subject, _prefixLength, payloadBuffer);
             return ValueTask.CompletedTask;
         }
 
@@ -122,9 +135,11 @@ public sealed class InferenceClient(
 
     private async ValueTask<InferenceStart> StartAsync(InferenceQueue queue, string colour, InferRequest draft, TimeSpan timeout, CancellationToken ct)
     {
+        var offer = false;
         if (queue == InferenceQueue.Live)
         {
-            if (!workers.HasWorkers(colour))
+            (var serving, offer) = workers.Pool(colour);
+            if (!serving)
                 return InferenceStart.NoWorkers($"No worker of the {colour} pool is available.");
             if (!_ready.Task.IsCompleted)
                 return InferenceStart.NoWorkers("The ingress is not connected to NATS yet.");
@@ -141,25 +156,94 @@ public sealed class InferenceClient(
         };
         var channel = Channel.CreateUnbounded<ArrivedReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         _calls[request.Id] = channel;
+        var headers = RequestHeaders(request.Id);
         var publishedUs = UnixMicros.Now();
-        var refused = await PublishAsync(subject, colour, request, ct);
+        var minAttempt = 1;
+        if (offer && options.Value.DirectDelivery)
+        {
+            var (outcome, first, sentUs) = await OfferAsync(colour, request, headers, channel, ct);
+            if (outcome == Offer.Taken)
+                return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs });
+            if (outcome == Offer.TimedOut)
+            {
+                // The offer may have been lost, or its worker is only slow: the queued copy is attempt 2, and whatever
+                // the direct attempt still sends is ignored.
+                request = request with { AttemptsBefore = 1 };
+                minAttempt = 2;
+            }
+            publishedUs = UnixMicros.Now();
+        }
+        var refused = await PublishAsync(subject, colour, request, headers, ct);
         if (refused is not null)
         {
             _calls.TryRemove(request.Id, out _);
             return refused;
         }
-        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout) { PublishedUs = publishedUs, AckedUs = UnixMicros.Now() });
+        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, minAttempt: minAttempt) { PublishedUs = publishedUs, AckedUs = UnixMicros.Now() });
     }
 
-    /// <summary>Publishes the request; null when JetStream took it, otherwise why not.</summary>
-    private async ValueTask<InferenceStart?> PublishAsync(string subject, string colour, InferRequest request, CancellationToken ct)
+    private static NatsHeaders RequestHeaders(string requestId)
+    {
+        var traceparent = Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity
+            ? activity.Id!
+            : $"00-{ActivityTraceId.CreateRandom()}-{ActivitySpanId.CreateRandom()}-01";
+        return new NatsHeaders { [Headers.RequestId] = requestId, [Headers.TraceParent] = traceparent };
+    }
+
+    private enum Offer { Taken, NotTaken, TimedOut }
+
+    /// <summary>
+    /// Offers a live request to one worker of <paramref name="colour"/> (core NATS, the workers' queue group) and waits
+    /// for its first reply: its acceptance (or an error of its own) means taken; an empty reply (no free slot, or no
+    /// worker listening) means not taken; nothing within <see cref="InferenceOptions.DirectAcceptTimeout"/>, timed out.
+    /// </summary>
+    private async ValueTask<(Offer, ArrivedReply, long SentUs)> OfferAsync(string colour, InferRequest request, NatsHeaders headers, Channel<ArrivedReply> channel, CancellationToken ct)
     {
         try
         {
-            var traceparent = Activity.Current is { IdFormat: ActivityIdFormat.W3C } activity
-                ? activity.Id!
-                : $"00-{ActivityTraceId.CreateRandom()}-{ActivitySpanId.CreateRandom()}-01";
-            var headers = new NatsHeaders { [Headers.RequestId] = request.Id, [Headers.TraceParent] = traceparent };
+            await nats.PublishAsync(Subjects.Direct(colour), request, headers: headers, replyTo: request.ReplyTo, cancellationToken: ct);
+        }
+        catch (Exception e) when (e is NatsException or TimeoutException)
+        {
+            return (Offer.NotTaken, default, 0); // JetStream's publish next says what is wrong with the bus
+        }
+        var sentUs = UnixMicros.Now();
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        wait.CancelAfter(options.Value.DirectAcceptTimeout);
+        try
+        {
+            var first = await channel.Reader.ReadAsync(wait.Token);
+            return (first.Reply is null ? Offer.NotTaken : Offer.Taken, first, sentUs);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            Log.DirectTimedOut(logger, request.Id);
+            return (Offer.TimedOut, default, sentUs);
+        }
+        catch (OperationCanceledException)
+        {
+            // The caller went away while a worker may already be on it.
+            _calls.TryRemove(request.Id, out _);
+            _ = CancelAsync(request.Id);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Queues again in JetStream a request whose direct attempt's worker went away before answering; null when queued,
+    /// otherwise why not.
+    /// </summary>
+    internal ValueTask<InferenceStart?> RequeueAsync(InferenceCall call, int attemptsBefore)
+    {
+        Log.DirectRequeued(logger, call.Accepted?.WorkerId ?? "", call.Id);
+        return PublishAsync(Subjects.Infer(call.Colour), call.Colour, call.Request with { AttemptsBefore = attemptsBefore }, RequestHeaders(call.Id), CancellationToken.None);
+    }
+
+    /// <summary>Publishes the request; null when JetStream took it, otherwise why not.</summary>
+    private async ValueTask<InferenceStart?> PublishAsync(string subject, string colour, InferRequest request, NatsHeaders headers, CancellationToken ct)
+    {
+        try
+        {
             var ack = await js.PublishAsync(subject, request, headers: headers, cancellationToken: ct);
             if (ack.Error is { } err)
                 return err.ErrCode == MaxMessagesExceeded
@@ -178,8 +262,9 @@ public sealed class InferenceClient(
         }
     }
 
-    /// <summary>A reply and when this client's socket reader took it off the wire (Unix microseconds).</summary>
-    internal readonly record struct ArrivedReply(InferReply Reply, long ArrivedUs);
+    /// <summary>A reply and when this client's socket reader took it off the wire (Unix microseconds); no reply: a
+    /// direct offer was not taken.</summary>
+    internal readonly record struct ArrivedReply(InferReply? Reply, long ArrivedUs);
 
     private static InferenceStart QueueFull(string colour) => InferenceStart.QueueFull($"The {colour} pool's queue is full; retry shortly.");
 
@@ -199,14 +284,19 @@ public sealed class InferenceClient(
     internal async ValueTask EndAsync(InferenceCall call, bool finished)
     {
         _calls.TryRemove(call.Id, out _);
-        if (finished) return;
+        if (!finished)
+            await CancelAsync(call.Id);
+    }
+
+    private async Task CancelAsync(string requestId)
+    {
         try
         {
-            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(call.Id));
+            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(requestId));
         }
         catch (Exception e)
         {
-            Log.CancelNotSent(logger, call.Id, e);
+            Log.CancelNotSent(logger, requestId, e);
         }
     }
 }

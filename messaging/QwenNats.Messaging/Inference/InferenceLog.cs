@@ -71,4 +71,16 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1262, Level = LogLevel.Debug, Message = "Live load not sent")]
     public static partial void HostLoadNotSent(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1241, Level = LogLevel.Warning, Message = "The direct offer subscription failed; subscribing again")]
+    public static partial void DirectFailed(ILogger logger, Exception e);
+
+    [LoggerMessage(EventId = 1242, Level = LogLevel.Debug, Message = "Could not answer a direct offer")]
+    public static partial void DirectAnswerFailed(ILogger logger, Exception e);
+
+    [LoggerMessage(EventId = 1243, Level = LogLevel.Information, Message = "Request {RequestId} offered directly was not accepted in time; queued in JetStream")]
+    public static partial void DirectTimedOut(ILogger logger, string requestId);
+
+    [LoggerMessage(EventId = 1244, Level = LogLevel.Warning, Message = "Worker {WorkerId} went away before answering request {RequestId}, which it had taken directly; queued in JetStream")]
+    public static partial void DirectRequeued(ILogger logger, string workerId, string requestId);
 }

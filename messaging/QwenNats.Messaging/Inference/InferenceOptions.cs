@@ -12,6 +12,16 @@ public sealed record InferenceOptions
     /// <summary>A call in flight ends with <c>bus_unavailable</c> once the client has been disconnected this long.</summary>
     public TimeSpan BusLostGrace { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// Offer live requests to a free worker straight away as a core NATS message (<see cref="Subjects.Direct"/>), and
+    /// queue them in JetStream only when no worker takes them; false: every request goes through JetStream.
+    /// </summary>
+    public bool DirectDelivery { get; init; } = true;
+
+    /// <summary>How long a request offered directly waits for a worker's acceptance before it is queued in JetStream
+    /// (a lost offer; the late worker's answer is then ignored).</summary>
+    public TimeSpan DirectAcceptTimeout { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>The service whose topology (see <see cref="Topology.QwenTopology"/>) this client applies before it serves:
     /// the ingress owns the work queues; null (the promoter's golden runner) only binds.</summary>
     public string? TopologyOwner { get; init; }

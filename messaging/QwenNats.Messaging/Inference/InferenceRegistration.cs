@@ -28,6 +28,8 @@ public static class InferenceRegistration
             failures.Add("WorkerStaleAfter must be positive.");
         if (o.BusLostGrace < TimeSpan.Zero)
             failures.Add("BusLostGrace must not be negative.");
+        if (o.DirectAcceptTimeout <= TimeSpan.Zero)
+            failures.Add("DirectAcceptTimeout must be positive.");
         return failures.Count == 0 ? o : throw new OptionsValidationException(nameof(InferenceOptions), typeof(InferenceOptions), failures);
     }
 }

@@ -95,8 +95,9 @@ public interface IInferenceHandler
 }
 
 /// <summary>
-/// The worker side of the inference protocol: pulls from its colour's JetStream work queue one message per
-/// free slot (so a busy worker never holds work an idle one could do), takes mirrored work from the shadow
+/// The worker side of the inference protocol: takes live requests offered directly (<see cref="Subjects.Direct"/>,
+/// core NATS) while it has a free slot and refuses them at once otherwise, pulls from its colour's JetStream work queue
+/// one message per free slot (so a busy worker never holds work an idle one could do), takes mirrored work from the shadow
 /// queue only while no live work is waiting (live work is always admitted first; with one slot, a mirror runs
 /// only when the live queue was just found empty), keeps each message with progress acks while it runs, acks only after
 /// the final reply (a worker that dies leaves its work unacked for redelivery), sends heartbeats with its
@@ -110,6 +111,9 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     // 1 while the live loop waits at the server for live work, holding a slot: then no live work is waiting,
     // and other free slots may take mirrored work.
     private int _liveWaiting;
+
+    // Whether the direct offer subscription is up (announced in heartbeats).
+    private bool _takingOffers;
 
     // Live requests running now, and the count of live-load reports sent (HostLiveSubject).
     private readonly Lock _liveGate = new();
@@ -170,7 +174,8 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         // loop fills slots beside the one the live loop holds, and only while that one is waiting for live work.
         await Task.WhenAll(
             LiveLoopAsync(handler, options, consumer, options.Slots == 1 ? shadow : null, slots, stoppingToken),
-            options.Slots == 1 ? Task.CompletedTask : ShadowLoopAsync(handler, options, consumer, shadow, slots, stoppingToken));
+            options.Slots == 1 ? Task.CompletedTask : ShadowLoopAsync(handler, options, consumer, shadow, slots, stoppingToken),
+            options.Slots == 1 ? Task.CompletedTask : DirectLoopAsync(handler, options, slots, stoppingToken));
 
         await DrainAsync(options.DrainTimeout);
         await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
@@ -344,7 +349,11 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             slots.Release();
             return;
         }
-        var task = HandleAsync(handler, options, msg, slots, mirrored);
+        Track(HandleAsync(handler, options, msg, slots, mirrored));
+    }
+
+    private void Track(Task task)
+    {
         _inFlight.TryAdd(task, 0);
         _ = task.ContinueWith(t => _inFlight.TryRemove(t, out _), TaskScheduler.Default);
     }
@@ -380,18 +389,24 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         }
     }
 
-    private async Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, bool mirrored)
+    private Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, bool mirrored)
     {
-        var receivedUs = UnixMicros.Now();
         if (msg.Error is not null || msg.Data is null)
         {
             Log.Undecodable(logger, msg.Error);
-            await msg.AckTerminateAsync();
-            return;
+            return msg.AckTerminateAsync().AsTask();
         }
-        var request = msg.Data;
-        var attempt = (int)(msg.Metadata?.NumDelivered ?? 1);
-        var traceId = msg.Headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
+        var attempt = msg.Data.AttemptsBefore + (int)(msg.Metadata?.NumDelivered ?? 1);
+        return ProcessAsync(handler, options, msg.Data, msg.Headers, attempt, msg, mirrored);
+    }
+
+    /// <summary>Runs one request taken from JetStream (<paramref name="msg"/>, acked after the final reply) or offered
+    /// directly (<paramref name="msg"/> null: nothing to ack; the client queues it again if this worker goes away).</summary>
+    private async Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, InferRequest request, NatsHeaders? headers, int attempt,
+        INatsJSMsg<InferRequest>? msg, bool mirrored)
+    {
+        var receivedUs = UnixMicros.Now();
+        var traceId = headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["trace_id"] = traceId, ["attempt"] = attempt });
         var queueMs = request.CreatedUnixMs > 0 ? Math.Max(0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - request.CreatedUnixMs) : 0;
         var work = new InferenceWork(nats, request, attempt, queueMs, traceId, receivedUs, mirrored);
@@ -400,7 +415,8 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         {
             Log.SkippingExpired(logger, queueMs);
             await work.ReplyAsync(InferReply.Of(new InferError { Id = request.Id, Code = ErrorCodes.DeadlineExceeded, Message = "The deadline passed while the request was queued.", WorkerId = options.WorkerId, Colour = options.Colour }));
-            await msg.AckAsync();
+            if (msg is not null)
+                await msg.AckAsync();
             return;
         }
 
@@ -423,7 +439,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             // The message stays ours while the job runs, however long the prompt takes to evaluate: progress
             // acks on a timer, so a short AckWait redelivers the work of a dead worker quickly.
             using var keepAlive = new CancellationTokenSource();
-            var keepingAlive = KeepAliveAsync(msg, topology.Table.Options.AckWait / 3, keepAlive.Token);
+            var keepingAlive = msg is null ? Task.CompletedTask : KeepAliveAsync(msg, topology.Table.Options.AckWait / 3, keepAlive.Token);
             try
             {
                 await handler.HandleAsync(work, cancel.Token);
@@ -433,11 +449,116 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 await keepAlive.CancelAsync();
                 await keepingAlive;
             }
-            await msg.AckAsync();
+            if (msg is not null)
+                await msg.AckAsync();
         }
         finally
         {
             _running.TryRemove(request.Id, out _);
+        }
+    }
+
+    /// <summary>
+    /// Live requests offered directly (<see cref="Subjects.Direct"/>, in the <see cref="Subjects.WorkConsumer"/> queue
+    /// group, while the worker serves with more than one slot): one is taken when a slot is free beside the one the live
+    /// loop's pull holds; otherwise (or while the worker takes no work) it is refused at once with an empty reply, and
+    /// the client queues it in JetStream, where that pull takes it. (The pull's slot is never lent to an offer: its
+    /// pull would stay open at the server and could take queued work while the worker is busy and another is idle.)
+    /// With one slot the worker does not listen for offers (its heartbeat says so, and clients do not make them). On
+    /// stop the subscription goes first, so offers find no responder and go to JetStream.
+    /// </summary>
+    private async Task DirectLoopAsync(IInferenceHandler handler, InferenceServerOptions options, SemaphoreSlim slots, CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            INatsSub<InferRequest>? sub = null;
+            try
+            {
+                sub = await nats.SubscribeCoreAsync<InferRequest>(Subjects.Direct(options.Colour), Subjects.WorkConsumer, cancellationToken: ct);
+                Volatile.Write(ref _takingOffers, true);
+                await foreach (var offer in sub.Msgs.ReadAllAsync(ct))
+                    await OfferedAsync(handler, options, offer, slots, ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+            }
+            catch (Exception e)
+            {
+                Log.DirectFailed(logger, e);
+                await Delay(TimeSpan.FromMilliseconds(500), ct);
+            }
+            finally
+            {
+                if (sub is not null)
+                {
+                    Volatile.Write(ref _takingOffers, false);
+                    await sub.DisposeAsync();
+                    // Offers that arrived before the unsubscribe are refused, so their clients queue them at once.
+                    while (sub.Msgs.TryRead(out var late))
+                        await RefuseAsync(late.ReplyTo);
+                }
+            }
+        }
+    }
+
+    private async ValueTask OfferedAsync(IInferenceHandler handler, InferenceServerOptions options, NatsMsg<InferRequest> offer, SemaphoreSlim slots, CancellationToken ct)
+    {
+        if (offer.ReplyTo is not { } replyTo)
+            return;
+        if (offer.Error is not null || offer.Data is null)
+        {
+            Log.Undecodable(logger, offer.Error);
+            var id = offer.Headers is { } h && h.TryGetValue(Headers.RequestId, out var rid) ? rid.ToString() : "";
+            await AnswerAsync(replyTo, InferReply.Of(new InferError { Id = id, Code = ErrorCodes.InvalidRequest, Message = "The worker could not decode the request.", WorkerId = options.WorkerId, Colour = options.Colour }));
+            return;
+        }
+        if (!ct.IsCancellationRequested && handler.Taking && slots.Wait(0))
+            Track(HandleDirectAsync(handler, options, offer, slots));
+        else
+            await RefuseAsync(replyTo);
+    }
+
+    private async Task HandleDirectAsync(IInferenceHandler handler, InferenceServerOptions options, NatsMsg<InferRequest> offer, SemaphoreSlim slots)
+    {
+        ReportLive(+1);
+        try
+        {
+            await ProcessAsync(handler, options, offer.Data!, offer.Headers, offer.Data!.AttemptsBefore + 1, msg: null, mirrored: false);
+        }
+        catch (Exception e)
+        {
+            Log.HandlerFailed(logger, e);
+        }
+        finally
+        {
+            ReportLive(-1);
+            slots.Release();
+        }
+    }
+
+    /// <summary>An empty reply: not taken here (no free slot, or not taking work); the client queues the request in JetStream.</summary>
+    private async ValueTask RefuseAsync(string? replyTo)
+    {
+        if (replyTo is null) return;
+        try
+        {
+            await nats.PublishAsync(replyTo, Array.Empty<byte>());
+        }
+        catch (Exception e)
+        {
+            Log.DirectAnswerFailed(logger, e);
+        }
+    }
+
+    private async ValueTask AnswerAsync(string replyTo, InferReply reply)
+    {
+        try
+        {
+            await nats.PublishAsync(replyTo, reply);
+        }
+        catch (Exception e)
+        {
+            Log.DirectAnswerFailed(logger, e);
         }
     }
 
@@ -466,7 +587,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             {
                 try
                 {
-                    await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: false), cancellationToken: ct);
+                    await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: false) with { TakesOffers = Volatile.Read(ref _takingOffers) }, cancellationToken: ct);
                     if (Volatile.Read(ref _liveRunning) > 0)
                         ReportLive(0);
                 }

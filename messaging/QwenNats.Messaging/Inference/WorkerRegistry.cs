@@ -33,7 +33,24 @@ public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOption
             .ToArray();
     }
 
-    public bool HasWorkers(string colour) => Live(colour).Count > 0;
+    public bool HasWorkers(string colour) => Pool(colour).Serving;
+
+    /// <summary>Whether <paramref name="colour"/> has a worker taking work now, and whether one of those listens for
+    /// direct offers (<see cref="WorkerHeartbeat.TakesOffers"/>). Cheap enough for every request: no copies, no sorting.</summary>
+    public (bool Serving, bool TakesOffers) Pool(string colour)
+    {
+        var cutoff = DateTimeOffset.UtcNow - options.Value.WorkerStaleAfter;
+        var serving = false;
+        foreach (var (_, (beat, seen)) in _workers)
+        {
+            if (seen < cutoff || beat.Leaving || !beat.Serving || beat.Colour != colour)
+                continue;
+            if (beat.TakesOffers)
+                return (true, true);
+            serving = true;
+        }
+        return (serving, false);
+    }
 
     /// <summary>True when the worker has stopped sending heartbeats (or said it is leaving).</summary>
     public bool IsGone(string workerId) => !Known().Any(w => w.WorkerId == workerId);

@@ -185,6 +185,8 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             await TryPublishAsync("worker_blue", "$KV.qwen_releases.assign.blue", "assign itself a release");
             await TryPublishAsync("worker_green", "$O.qwen_models.M.x", "write the model store");
             await TrySubscribeAsync("worker_blue", Subjects.Root + ".reply.>", "read other services' replies");
+            await TrySubscribeAsync("worker_blue", Subjects.Direct("green"), "take green's direct offers");
+            await TryPublishAsync("judge", Subjects.Direct("blue"), "offer inference work");
             await TrySubscribeAsync("judge", Rollouts.ControlWildcard, "listen to operator commands");
             await TrySubscribeAsync("operator", Judging.SamplesSubjects, "read shadow samples");
             await TryPublishAsync("operator", Subjects.Infer("blue"), "publish inference work");
@@ -195,6 +197,7 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             await TryPublishAsync("viewer", Rollouts.Control("status"), "send an operator command");
             await TryPublishAsync("viewer", Subjects.Infer("blue"), "publish inference work");
             await TryPublishAsync("viewer", Subjects.Shadow("green"), "publish mirrored work");
+            await TryPublishAsync("viewer", Subjects.Direct("blue"), "offer inference work");
             await TryPublishAsync("viewer", "$KV.qwen_rollout.state", "write the rollout state");
             await TryPublishAsync("viewer", "$KV.qwen_sessions.s1", "pin a session");
             await TryPublishAsync("viewer", "$O.qwen_models.M.x", "upload a model");

@@ -33,6 +33,30 @@ public sealed class WorkerRegistryTests
     }
 
     [Fact]
+    public async Task A_colour_is_offered_requests_directly_only_while_a_serving_fresh_worker_of_it_listens()
+    {
+        await using var nats = new NatsConnection();
+        var registry = new WorkerRegistry(nats, Options.Create(new InferenceOptions { InstanceId = "t", WorkerStaleAfter = TimeSpan.FromSeconds(3) }), NullLogger<WorkerRegistry>.Instance);
+        Assert.Equal((false, false), registry.Pool("blue"));
+
+        registry.Record(Beat("one-slot"), DateTimeOffset.UtcNow);
+        Assert.Equal((true, false), registry.Pool("blue"));
+
+        // A listening worker that is draining, or of another colour, or silent too long, does not count.
+        registry.Record(Beat("draining") with { TakesOffers = true, Serving = false }, DateTimeOffset.UtcNow);
+        registry.Record(Beat("green", "green") with { TakesOffers = true }, DateTimeOffset.UtcNow);
+        registry.Record(Beat("silent") with { TakesOffers = true }, DateTimeOffset.UtcNow.AddSeconds(-4));
+        Assert.Equal((true, false), registry.Pool("blue"));
+        Assert.Equal((true, true), registry.Pool("green"));
+
+        registry.Record(Beat("two-slots") with { TakesOffers = true }, DateTimeOffset.UtcNow);
+        Assert.Equal((true, true), registry.Pool("blue"));
+        registry.Record(Beat("two-slots", leaving: true), DateTimeOffset.UtcNow);
+        Assert.Equal((true, false), registry.Pool("blue"));
+        Assert.True(registry.HasWorkers("blue"));
+    }
+
+    [Fact]
     public async Task A_worker_that_says_it_is_leaving_is_removed_at_once()
     {
         await using var nats = new NatsConnection();

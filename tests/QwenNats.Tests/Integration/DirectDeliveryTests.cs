@@ -1,0 +1,244 @@
+using Microsoft.Extensions.DependencyInjection;
+using NATS.Client.Core;
+using NATS.Client.JetStream;
+using QwenNats.Messaging;
+using QwenNats.Tests.Infrastructure;
+
+namespace QwenNats.Tests.Integration;
+
+/// <summary>
+/// Live requests offered directly to a free worker (core NATS, <see cref="Subjects.Direct"/>) and the JetStream work
+/// queue behind it, each test on its own nats-server: a free worker takes the offer and the queue never sees the
+/// request; an offer nobody takes is queued at once; a request whose direct worker goes away, or whose acceptance never
+/// comes, is queued again and answered once, by a later attempt.
+/// </summary>
+public sealed class DirectDeliveryTests
+{
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
+
+    private static InferRequest Sentiment(string id) => new() { Id = id, Task = InferTasks.Sentiment, Input = "What a lovely day", ReplyTo = "" };
+
+    private static InferRequest LongChat(string id) => new()
+    {
+        Id = id, Task = InferTasks.Chat, Messages = [new ChatMessage(ChatRoles.User, "Once upon a time")],
+        Sampling = new SamplingParams { Temperature = 0, MaxTokens = 200 }, ReplyTo = "",
+    };
+
+    private static async Task<ulong> QueuedEverAsync(NatsConnection nats, string colour) =>
+        (await new NatsJSContext(nats).GetStreamAsync(Subjects.WorkStream(colour))).Info.State.LastSeq;
+
+    private static async Task WaitForOffersAsync(WorkerRegistry registry, string colour, CancellationToken ct)
+    {
+        while (!registry.Pool(colour).TakesOffers)
+            await Task.Delay(50, ct);
+    }
+
+    private static async Task<(List<InferAccepted> Accepts, InferReply Final)> ReadAllAsync(InferenceCall call, CancellationToken ct)
+    {
+        var accepts = new List<InferAccepted>();
+        InferReply? final = null;
+        await foreach (var reply in call.ReadAsync(ct))
+        {
+            if (reply.Accepted is { } a) accepts.Add(a);
+            if (reply.IsFinal) final = reply;
+        }
+        return (accepts, final!);
+    }
+
+    [Fact]
+    public async Task A_free_worker_takes_live_requests_directly_and_the_work_queue_never_holds_them()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        var (ingress, http) = await system.StartIngressAsync();
+        await system.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Worker:WorkerId"] = "direct-1" });
+        using var cts = new CancellationTokenSource(Patience);
+        await WaitForOffersAsync(ingress.Services.GetRequiredService<WorkerRegistry>(), "blue", cts.Token);
+        await using var nats = Nats.Connect(server.Url);
+        var client = ingress.Services.GetRequiredService<IInferenceClient>();
+
+        for (var i = 0; i < 5; i++)
+        {
+            await using var call = (await client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment($"direct-{i}"), Patience, cts.Token)).Call!;
+            var (accepts, final) = await ReadAllAsync(call, cts.Token);
+            Assert.True(final.Result is not null, $"request {i}: {final.Error?.Code} {final.Error?.Message}");
+            Assert.Contains(final.Result.Label, new[] { "positive", "negative", "neutral" });
+            Assert.Equal("direct-1", final.Result.WorkerId);
+            Assert.Equal(1, final.Result.Attempt);
+            Assert.Equal([1], accepts.Select(a => a.Attempt));
+        }
+        // Over HTTP too, and a streamed chat.
+        using (var r = await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}"), cts.Token))
+            Assert.Equal(System.Net.HttpStatusCode.OK, r.StatusCode);
+        using (var r = await http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Once upon a time", maxTokens: 8, stream: true)), cts.Token))
+        {
+            var events = await Api.ReadEventsAsync(r, cts.Token);
+            Assert.Equal("[DONE]", events[^1]);
+        }
+        Assert.Equal(0UL, await QueuedEverAsync(nats, "blue"));
+
+        // The same ingress with direct delivery off queues every request.
+        var (queued, _) = await system.StartIngressAsync(new() { ["Ingress:DirectDelivery"] = "false" });
+        await WaitForOffersAsync(queued.Services.GetRequiredService<WorkerRegistry>(), "blue", cts.Token);
+        await using (var call = (await queued.Services.GetRequiredService<IInferenceClient>().TryStartAsync(InferenceQueue.Live, "blue", Sentiment("queued"), Patience, cts.Token)).Call!)
+            Assert.NotNull((await ReadAllAsync(call, cts.Token)).Final.Result);
+        Assert.Equal(1UL, await QueuedEverAsync(nats, "blue"));
+    }
+
+    [Fact]
+    public async Task An_offer_the_worker_has_no_slot_for_is_refused_at_once_and_served_from_the_work_queue()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        // A long acceptance timeout: a refusal that did not come back would show as a test that times out.
+        var (ingress, _) = await system.StartIngressAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:10:00" });
+        await system.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Faults:Fraction"] = "1", ["Faults:Slowdown"] = "20" });
+        using var cts = new CancellationTokenSource(Patience);
+        await WaitForOffersAsync(ingress.Services.GetRequiredService<WorkerRegistry>(), "blue", cts.Token);
+        await using var nats = Nats.Connect(server.Url);
+        var client = ingress.Services.GetRequiredService<IInferenceClient>();
+
+        // The first request takes the free slot directly; the other slot is the one the worker's queue pull holds.
+        await using var first = (await client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("first"), Patience, cts.Token)).Call!;
+        Assert.Equal(1, (await FirstAcceptAsync(first, cts.Token)).Attempt);
+        Assert.Equal(0UL, await QueuedEverAsync(nats, "blue"));
+
+        await using var second = (await client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("second"), Patience, cts.Token)).Call!;
+        var (accepts, final) = await ReadAllAsync(second, cts.Token);
+        Assert.True(final.Result is not null, $"{final.Error?.Code} {final.Error?.Message}");
+        Assert.Equal(1, final.Result.Attempt);
+        Assert.Equal([1], accepts.Select(a => a.Attempt));
+        Assert.Equal(1UL, await QueuedEverAsync(nats, "blue"));
+        Assert.NotNull((await ReadAllAsync(first, cts.Token)).Final.Result);
+    }
+
+    private static async Task<InferAccepted> FirstAcceptAsync(InferenceCall call, CancellationToken ct)
+    {
+        await foreach (var reply in call.ReadAsync(ct))
+            if (reply.Accepted is { } a)
+                return a;
+        throw new InvalidOperationException("no acceptance");
+    }
+
+    /// <summary>An ingress that believes a blue worker listens for offers (its heartbeat says so); the test plays the worker.</summary>
+    private static async Task<(IInferenceClient Client, WorkerRegistry Registry)> IngressWithPhantomAsync(QwenSystem system, Dictionary<string, string?> settings, string workerId)
+    {
+        var (ingress, _) = await system.StartIngressAsync(settings);
+        var registry = ingress.Services.GetRequiredService<WorkerRegistry>();
+        var client = ingress.Services.GetRequiredService<IInferenceClient>();
+        await client.Ready;
+        registry.Record(new WorkerHeartbeat
+        {
+            WorkerId = workerId, Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 2, TakesOffers = true,
+        }, DateTimeOffset.UtcNow);
+        return (client, registry);
+    }
+
+    /// <summary>The blue work queue's consumer, as a worker makes it (no real worker runs in these tests).</summary>
+    private static async Task<INatsJSConsumer> QueueConsumerAsync(NatsConnection nats) =>
+        await new NatsJSContext(nats).CreateOrUpdateConsumerAsync(Subjects.WorkStream("blue"),
+            new NATS.Client.JetStream.Models.ConsumerConfig(Subjects.WorkConsumer) { AckPolicy = NATS.Client.JetStream.Models.ConsumerConfigAckPolicy.Explicit });
+
+    private static InferAccepted Accept(string id, string workerId, int attempt) => new()
+    {
+        Id = id, WorkerId = workerId, Colour = "blue", ModelId = "m", ProfileVersion = "v1", Attempt = attempt,
+    };
+
+    private static InferResult Result(string id, string workerId, int attempt) => new()
+    {
+        Id = id, Task = InferTasks.Sentiment, FinishReason = FinishReasons.Stop, Label = "positive", WorkerId = workerId, Colour = "blue", ModelId = "m", ProfileVersion = "v1", Attempt = attempt,
+    };
+
+    [Fact]
+    public async Task An_offer_no_worker_listens_for_is_queued_at_once()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        var (client, _) = await IngressWithPhantomAsync(system, new() { ["Ingress:DirectAcceptTimeout"] = "00:10:00" }, "phantom");
+        await using var nats = Nats.Connect(server.Url);
+        var consumer = await QueueConsumerAsync(nats);
+        using var cts = new CancellationTokenSource(Patience);
+
+        // Nobody subscribes to qwen.blue.direct: the server answers the offer with its no-responders status and the
+        // request is queued without waiting for the (ten-minute) acceptance timeout.
+        var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("unheard"), Patience, cts.Token);
+        var queued = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(30) }, cancellationToken: cts.Token);
+        Assert.NotNull(queued);
+        Assert.Equal("unheard", queued.Data!.Id);
+        Assert.Equal(0, queued.Data.AttemptsBefore);
+        await using var call = (await starting).Call!;
+        await nats.PublishAsync(queued.Data.ReplyTo, InferReply.Of(Accept("unheard", "queue-worker", 1)), cancellationToken: cts.Token);
+        await nats.PublishAsync(queued.Data.ReplyTo, InferReply.Of(Result("unheard", "queue-worker", 1)), cancellationToken: cts.Token);
+        await queued.AckAsync(cancellationToken: cts.Token);
+        var (_, final) = await ReadAllAsync(call, cts.Token);
+        Assert.Equal("queue-worker", final.Result?.WorkerId);
+    }
+
+    [Fact]
+    public async Task A_request_whose_direct_worker_goes_away_before_answering_is_queued_again_and_answered_once()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        var (client, registry) = await IngressWithPhantomAsync(system, new() { ["Ingress:WorkerStaleAfter"] = "00:00:01" }, "doomed");
+        await using var nats = Nats.Connect(server.Url);
+        var consumer = await QueueConsumerAsync(nats);
+        using var cts = new CancellationTokenSource(Patience);
+
+        // The doomed worker takes the offer, accepts, and stops: no answer, no more heartbeats.
+        await using var offers = await nats.SubscribeCoreAsync<InferRequest>(Subjects.Direct("blue"), Subjects.WorkConsumer, cancellationToken: cts.Token);
+        await nats.PingAsync(cts.Token);
+        var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("orphan"), Patience, cts.Token);
+        var offer = await offers.Msgs.ReadAsync(cts.Token);
+        Assert.Equal("orphan", offer.Data!.Id);
+        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Accept("orphan", "doomed", 1)), cancellationToken: cts.Token);
+        await using var call = (await starting).Call!;
+        Assert.Equal(0UL, await QueuedEverAsync(nats, "blue"));
+        var reading = ReadAllAsync(call, cts.Token); // as the ingress does while it waits for the answer
+
+        // Once its heartbeats are stale the ingress queues the request again, as attempt 2.
+        var requeued = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(30) }, cancellationToken: cts.Token);
+        Assert.NotNull(requeued);
+        Assert.Equal("orphan", requeued.Data!.Id);
+        Assert.Equal(1, requeued.Data.AttemptsBefore);
+        Assert.True(registry.IsGone("doomed"));
+        // A late word from the gone attempt is ignored; the heir's answer is the one.
+        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("orphan", "doomed", 1)), cancellationToken: cts.Token);
+        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Accept("orphan", "heir", 2)), cancellationToken: cts.Token);
+        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("orphan", "heir", 2)), cancellationToken: cts.Token);
+        await requeued.AckAsync(cancellationToken: cts.Token);
+        var (accepts, final) = await reading;
+        Assert.Equal("heir", final.Result?.WorkerId);
+        Assert.Equal(2, final.Result?.Attempt);
+        Assert.Equal([1, 2], accepts.Select(a => a.Attempt));
+        Assert.Equal("heir", call.Accepted?.WorkerId);
+    }
+
+    [Fact]
+    public async Task An_offer_not_accepted_in_time_is_queued_and_the_late_attempt_is_ignored()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        var (client, _) = await IngressWithPhantomAsync(system, new() { ["Ingress:DirectAcceptTimeout"] = "00:00:00.300" }, "slow");
+        await using var nats = Nats.Connect(server.Url);
+        var consumer = await QueueConsumerAsync(nats);
+        using var cts = new CancellationTokenSource(Patience);
+
+        await using var offers = await nats.SubscribeCoreAsync<InferRequest>(Subjects.Direct("blue"), Subjects.WorkConsumer, cancellationToken: cts.Token);
+        await nats.PingAsync(cts.Token);
+        var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("stalled"), Patience, cts.Token);
+        var offer = await offers.Msgs.ReadAsync(cts.Token);
+        // The slow worker says nothing until the request is in the queue.
+        var queued = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(30) }, cancellationToken: cts.Token);
+        Assert.NotNull(queued);
+        Assert.Equal(1, queued.Data!.AttemptsBefore);
+        await using var call = (await starting).Call!;
+        await nats.PublishAsync(offer.Data!.ReplyTo, InferReply.Of(Accept("stalled", "slow", 1)), cancellationToken: cts.Token);
+        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("stalled", "slow", 1)), cancellationToken: cts.Token);
+        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Accept("stalled", "queue-worker", 2)), cancellationToken: cts.Token);
+        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("stalled", "queue-worker", 2)), cancellationToken: cts.Token);
+        await queued.AckAsync(cancellationToken: cts.Token);
+        var (accepts, final) = await ReadAllAsync(call, cts.Token);
+        Assert.Equal("queue-worker", final.Result?.WorkerId);
+        Assert.Equal([2], accepts.Select(a => a.Attempt));
+    }
+}
