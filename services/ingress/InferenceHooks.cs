@@ -13,6 +13,12 @@ public sealed partial class IngressInferenceObserver(IngressMetrics metrics, ILo
     public void Finished(InferenceCall call, InferReply final, TimeSpan elapsed)
     {
         metrics.Finished(call.Colour, call.Request.Task, final, elapsed, call.FirstOutputAfter);
+        metrics.Deliveries.WithLabels(call.Colour, call.Delivery switch
+        {
+            InferenceDelivery.Direct => "direct",
+            InferenceDelivery.Requeued => "requeued",
+            _ => "queued",
+        }).Inc();
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = call.Id, ["session_id"] = call.Request.SessionId });
         if (final.Result is { } r)
             Served(logger, call.Request.Task, r.Colour, r.ProfileVersion, r.WorkerId, elapsed.TotalMilliseconds, r.CompletionTokens, r.FinishReason);

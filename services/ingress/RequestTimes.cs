@@ -33,8 +33,9 @@ public sealed class RequestTimes(long startUs)
     /// <summary>
     /// The stages of a request answered by <paramref name="call"/>, in milliseconds, in the order they happen:
     /// <c>parse</c> (body read and parsed), <c>route</c> (colour and session pin), <c>publish</c> (from routed to
-    /// JetStream's acknowledgement of the work message), <c>deliver</c> (from the publish to the worker's NATS
-    /// client handing it over; overlaps <c>publish</c>'s acknowledgement), <c>worker-in</c> (to a job in the decode
+    /// the direct offer written to the connection, or to JetStream's acknowledgement of the queued work message),
+    /// <c>deliver</c> (from the publish to the worker's NATS client handing it over; overlaps <c>publish</c>'s
+    /// acknowledgement), <c>worker-in</c> (to a job in the decode
     /// loop: acceptance reply, prompt, tokens), <c>infer</c> (the worker's <c>total_ms</c>), <c>worker-out</c> (result
     /// to NATS), <c>reply</c> (NATS to this ingress's socket reader), <c>handoff</c> (from the reader to this request),
     /// <c>respond</c> (to this header) and <c>total</c>.

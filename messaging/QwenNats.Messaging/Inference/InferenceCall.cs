@@ -51,6 +51,10 @@ public sealed class InferenceCall : IAsyncDisposable
     public InferenceQueue Queue { get; }
     public InferAccepted? Accepted { get; private set; }
 
+    /// <summary>How the request reached its worker (it changes to <see cref="InferenceDelivery.Requeued"/> when a direct
+    /// attempt is given up).</summary>
+    public InferenceDelivery Delivery { get; internal set; }
+
     /// <summary>When the request was handed to JetStream, and when JetStream acknowledged it (Unix microseconds).</summary>
     public long PublishedUs { get; internal set; }
     public long AckedUs { get; internal set; }
@@ -172,6 +176,7 @@ public sealed class InferenceCall : IAsyncDisposable
                 _minAttempt = attemptsBefore + 1;
                 _directAttempt = 0;
                 Accepted = null;
+                Delivery = InferenceDelivery.Requeued;
                 if (await _client.RequeueAsync(this, attemptsBefore) is { } refused)
                 {
                     yield return await EndWithAsync(ErrorCodes.WorkerLost, $"{WorkerLostMessage} {refused.Message}");

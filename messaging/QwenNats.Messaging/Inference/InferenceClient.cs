@@ -163,7 +163,7 @@ public sealed class InferenceClient(
         {
             var (outcome, first, sentUs) = await OfferAsync(colour, request, headers, channel, ct);
             if (outcome == Offer.Taken)
-                return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs });
+                return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs, Delivery = InferenceDelivery.Direct });
             if (outcome == Offer.TimedOut)
             {
                 // The offer may have been lost, or its worker is only slow: the queued copy is attempt 2, and whatever
@@ -179,7 +179,10 @@ public sealed class InferenceClient(
             _calls.TryRemove(request.Id, out _);
             return refused;
         }
-        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, minAttempt: minAttempt) { PublishedUs = publishedUs, AckedUs = UnixMicros.Now() });
+        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, minAttempt: minAttempt)
+        {
+            PublishedUs = publishedUs, AckedUs = UnixMicros.Now(), Delivery = minAttempt > 1 ? InferenceDelivery.Requeued : InferenceDelivery.Queued,
+        });
     }
 
     private static NatsHeaders RequestHeaders(string requestId)

@@ -27,6 +27,20 @@ public sealed record InferenceOptions
     public string? TopologyOwner { get; init; }
 }
 
+/// <summary>How a live request reached the worker that answers it.</summary>
+public enum InferenceDelivery
+{
+    /// <summary>Through the colour's JetStream work queue (the offer was refused or not made).</summary>
+    Queued,
+
+    /// <summary>A worker took the direct offer (<see cref="Subjects.Direct"/>).</summary>
+    Direct,
+
+    /// <summary>Offered directly, then queued in JetStream as a later attempt: the worker that took it went away before
+    /// answering, or its acceptance did not come in time.</summary>
+    Requeued,
+}
+
 /// <summary>Which work queue of a colour a request goes to.</summary>
 public enum InferenceQueue
 {
