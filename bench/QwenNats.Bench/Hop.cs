@@ -90,6 +90,17 @@ internal static class Hop
             if (i >= 20) httpFloor.Add(c.Elapsed.TotalMilliseconds);
             await Task.Delay(10);
         }
+        // How the requests reached the worker: the ingress's own count by delivery path.
+        var paths = new List<string>();
+        foreach (var (label, http) in systems)
+        {
+            var metrics = await http.GetStringAsync("/metrics");
+            var counts = metrics.Split('\n')
+                .Where(l => l.StartsWith("qwen_request_deliveries_total{", StringComparison.Ordinal))
+                .Select(l => (Path: System.Text.RegularExpressions.Regex.Match(l, "path=\"([a-z]+)\"").Groups[1].Value, Count: double.Parse(l[(l.LastIndexOf(' ') + 1)..], C)))
+                .OrderBy(p => p.Path, StringComparer.Ordinal);
+            paths.Add($"{label}{string.Join(", ", counts.Select(p => $"{p.Path} {p.Count:0}"))}");
+        }
         foreach (var (_, http) in systems)
             http.Dispose();
         var floor = await FloorAsync(rig.NatsUrl, Math.Max(50, requests / 2));
@@ -129,6 +140,7 @@ internal static class Hop
             md.AppendLine();
         }
         md.AppendLine();
+        md.AppendLine(C, $"How the live requests reached the worker (the ingress's `qwen_request_deliveries_total`, warm-up included): {string.Join("; ", paths)}.").AppendLine();
         md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(floor.Core, .5):F3} ms, p99 {P(floor.Core, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(floor.JetStream, .5):F3} ms, p99 {P(floor.JetStream, .99):F3} ms. One way between two connections, 10 ms apart: a core message p50 {P(floor.CoreOneWay, .5):F3} ms, p99 {P(floor.CoreOneWay, .99):F3} ms; a JetStream message from its publish to the pull waiting for it p50 {P(floor.JetStreamOneWay, .5):F3} ms, p99 {P(floor.JetStreamOneWay, .99):F3} ms. The same HTTP client's round trip to the ingress's `/healthz` (no NATS), 10 ms apart: p50 {P(httpFloor, .5):F3} ms, p99 {P(httpFloor, .99):F3} ms.");
         md.AppendLine().AppendLine(C, $"Took {clock.Elapsed.TotalMinutes:F1} minutes.");
         return md.ToString();

@@ -44,6 +44,15 @@ public sealed record InferenceServerOptions
 /// <summary>One request taken from a work queue, handed to the <see cref="IInferenceHandler"/>.</summary>
 public sealed class InferenceWork(NatsConnection nats, InferRequest request, int attempt, double queueMs, string? traceId, long receivedUs = 0, bool mirrored = false)
 {
+    // Run once when the final reply has been handed to NATS (the server frees the slot then).
+    private Action? _finalSent;
+
+    internal InferenceWork WhenFinalSent(Action? action)
+    {
+        _finalSent = action;
+        return this;
+    }
+
     /// <summary>Taken from the shadow queue: a mirrored copy (or golden/comparison work), not live traffic.</summary>
     public bool Mirrored { get; } = mirrored;
 
@@ -64,6 +73,8 @@ public sealed class InferenceWork(NatsConnection nats, InferRequest request, int
     public async ValueTask ReplyAsync(InferReply reply)
     {
         await nats.PublishAsync(Request.ReplyTo, reply);
+        if (reply.IsFinal)
+            Interlocked.Exchange(ref _finalSent, null)?.Invoke();
         // A publish only fills the connection's write buffer: the socket write runs as a thread-pool item queued behind
         // it. After the final reply this thread would go on to the ack, the slot and the next pull first (or wake another
         // thread, on another core, to write), so it steps aside once and the write goes out before that work.
@@ -274,8 +285,10 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 
     /// <summary>
     /// Mirrored work with more than one slot: it takes a free slot only while the live loop holds another one
-    /// waiting at the server for live work (so a live request that arrives gets that slot at once) and the live
-    /// queue has nothing pending (consumer info), with a no-wait pull that backs off while there is no mirrored work.
+    /// waiting at the server for live work (so a live request that arrives gets that slot at once), mirrored work is
+    /// pending and the live queue has nothing pending (consumer info of both, read before a slot is taken, so a live
+    /// request offered directly meanwhile finds the slot free), with a no-wait pull; it backs off while there is no
+    /// mirrored work.
     /// </summary>
     private async Task ShadowLoopAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSConsumer live, INatsJSConsumer shadow,
         SemaphoreSlim slots, CancellationToken ct)
@@ -283,39 +296,50 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         var idle = options.ShadowPollMin;
         while (!ct.IsCancellationRequested)
         {
-            if (Volatile.Read(ref _liveWaiting) == 0 || !(options.MirrorsMayRun?.Invoke() ?? true) || !slots.Wait(0))
+            if (Volatile.Read(ref _liveWaiting) == 0 || !(options.MirrorsMayRun?.Invoke() ?? true) || slots.CurrentCount == 0)
             {
                 await Delay(options.ShadowPollMin, ct);
                 continue;
             }
-            if (!handler.Taking || Volatile.Read(ref _liveWaiting) == 0 || await LiveWorkPendingAsync(live, ct))
+            if (!handler.Taking || !await PendingAsync(shadow, whenUnknown: false, ct))
+            {
+                // Nothing mirrored to do: look again later, less often the longer there is none.
+                idle = TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, options.ShadowPollMax.Ticks));
+                await Delay(handler.Taking ? idle : options.ShadowPollMax, ct);
+                continue;
+            }
+            idle = options.ShadowPollMin;
+            if (await PendingAsync(live, whenUnknown: true, ct) || !slots.Wait(0))
+            {
+                await Delay(options.ShadowPollMin, ct);
+                continue;
+            }
+            if (Volatile.Read(ref _liveWaiting) == 0)
             {
                 slots.Release();
-                await Delay(handler.Taking ? options.ShadowPollMin : options.ShadowPollMax, ct);
                 continue;
             }
             var next = await TakeMirrorAsync(shadow, ct);
             if (ct.IsCancellationRequested && next is null) { slots.Release(); return; }
             Dispatch(handler, options, next, slots, mirrored: true);
-            idle = next is null ? TimeSpan.FromTicks(Math.Min(idle.Ticks * 2, options.ShadowPollMax.Ticks)) : options.ShadowPollMin;
             if (next is null)
-                await Delay(idle, ct);
+                await Delay(options.ShadowPollMin, ct);
         }
     }
 
-    /// <summary>Whether live work is queued and not yet taken (true also when that cannot be read now).</summary>
-    private async Task<bool> LiveWorkPendingAsync(INatsJSConsumer live, CancellationToken ct)
+    /// <summary>Whether the consumer has messages not yet taken (<paramref name="whenUnknown"/> when that cannot be read now).</summary>
+    private async Task<bool> PendingAsync(INatsJSConsumer consumer, bool whenUnknown, CancellationToken ct)
     {
         try
         {
-            await live.RefreshAsync(ct);
-            return live.Info.NumPending > 0;
+            await consumer.RefreshAsync(ct);
+            return consumer.Info.NumPending > 0;
         }
         catch (Exception e)
         {
             if (!ct.IsCancellationRequested)
                 Log.ShadowFetchFailed(logger, e);
-            return true;
+            return whenUnknown;
         }
     }
 
@@ -369,13 +393,30 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         }
     }
 
+    /// <summary>
+    /// A taken slot, freed once: as soon as the request's final reply is handed to NATS (before the JetStream ack and
+    /// the rest of the bookkeeping, so a client that sends its next request the moment it has the answer finds the slot
+    /// free), or when the handling ends without one.
+    /// </summary>
+    private sealed class Slot(SemaphoreSlim slots)
+    {
+        private int _freed;
+
+        public void Free()
+        {
+            if (Interlocked.Exchange(ref _freed, 1) == 0)
+                slots.Release();
+        }
+    }
+
     private async Task HandleAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, SemaphoreSlim slots, bool mirrored)
     {
         if (!mirrored)
             ReportLive(+1);
+        var slot = new Slot(slots);
         try
         {
-            await ProcessAsync(handler, options, msg, mirrored);
+            await ProcessAsync(handler, options, msg, mirrored, slot);
         }
         catch (Exception e)
         {
@@ -385,11 +426,11 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         {
             if (!mirrored)
                 ReportLive(-1);
-            slots.Release();
+            slot.Free();
         }
     }
 
-    private Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, bool mirrored)
+    private Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, INatsJSMsg<InferRequest> msg, bool mirrored, Slot slot)
     {
         if (msg.Error is not null || msg.Data is null)
         {
@@ -397,19 +438,19 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             return msg.AckTerminateAsync().AsTask();
         }
         var attempt = msg.Data.AttemptsBefore + (int)(msg.Metadata?.NumDelivered ?? 1);
-        return ProcessAsync(handler, options, msg.Data, msg.Headers, attempt, msg, mirrored);
+        return ProcessAsync(handler, options, msg.Data, msg.Headers, attempt, msg, mirrored, slot);
     }
 
     /// <summary>Runs one request taken from JetStream (<paramref name="msg"/>, acked after the final reply) or offered
     /// directly (<paramref name="msg"/> null: nothing to ack; the client queues it again if this worker goes away).</summary>
     private async Task ProcessAsync(IInferenceHandler handler, InferenceServerOptions options, InferRequest request, NatsHeaders? headers, int attempt,
-        INatsJSMsg<InferRequest>? msg, bool mirrored)
+        INatsJSMsg<InferRequest>? msg, bool mirrored, Slot slot)
     {
         var receivedUs = UnixMicros.Now();
         var traceId = headers is { } h && h.TryGetValue(Headers.TraceParent, out var tp) ? Headers.TraceIdOf(tp.ToString()) : null;
         using var scope = logger.BeginScope(new Dictionary<string, object?> { ["request_id"] = request.Id, ["trace_id"] = traceId, ["attempt"] = attempt });
         var queueMs = request.CreatedUnixMs > 0 ? Math.Max(0, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - request.CreatedUnixMs) : 0;
-        var work = new InferenceWork(nats, request, attempt, queueMs, traceId, receivedUs, mirrored);
+        var work = new InferenceWork(nats, request, attempt, queueMs, traceId, receivedUs, mirrored).WhenFinalSent(slot.Free);
 
         if (request.DeadlineUnixMs > 0 && DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() > request.DeadlineUnixMs)
         {
@@ -422,7 +463,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 
         if (request.AnswerBudgetMs > 0)
             // Taken in time: from now the worker has its whole budget (the caller's deadline moves the same way on "accepted").
-            work = new InferenceWork(nats, request = request with { DeadlineUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + request.AnswerBudgetMs }, attempt, queueMs, traceId, receivedUs, mirrored);
+            work = new InferenceWork(nats, request = request with { DeadlineUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() + request.AnswerBudgetMs }, attempt, queueMs, traceId, receivedUs, mirrored).WhenFinalSent(slot.Free);
         if (attempt > 1)
             Log.TakingOver(logger, attempt);
         using var cancel = new CancellationTokenSource();
@@ -521,9 +562,10 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     private async Task HandleDirectAsync(IInferenceHandler handler, InferenceServerOptions options, NatsMsg<InferRequest> offer, SemaphoreSlim slots)
     {
         ReportLive(+1);
+        var slot = new Slot(slots);
         try
         {
-            await ProcessAsync(handler, options, offer.Data!, offer.Headers, offer.Data!.AttemptsBefore + 1, msg: null, mirrored: false);
+            await ProcessAsync(handler, options, offer.Data!, offer.Headers, offer.Data!.AttemptsBefore + 1, msg: null, mirrored: false, slot);
         }
         catch (Exception e)
         {
@@ -532,7 +574,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         finally
         {
             ReportLive(-1);
-            slots.Release();
+            slot.Free();
         }
     }
 
