@@ -139,6 +139,28 @@ public sealed class DirectDeliveryTests
         await new NatsJSContext(nats).CreateOrUpdateConsumerAsync(Subjects.WorkStream("blue"),
             new NATS.Client.JetStream.Models.ConsumerConfig(Subjects.WorkConsumer) { AckPolicy = NATS.Client.JetStream.Models.ConsumerConfigAckPolicy.Explicit });
 
+    /// <summary>Subscribes as a worker listening for blue's offers (the server has the subscription when this returns).</summary>
+    private static async Task<INatsSub<InferRequest>> ListenForOffersAsync(NatsConnection nats, CancellationToken ct)
+    {
+        var offers = await nats.SubscribeCoreAsync<InferRequest>(Subjects.Direct("blue"), Subjects.WorkConsumer, cancellationToken: ct);
+        await nats.PingAsync(ct);
+        return offers;
+    }
+
+    private static async Task<INatsJSMsg<InferRequest>> NextQueuedAsync(INatsJSConsumer consumer, CancellationToken ct)
+    {
+        var queued = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(30) }, cancellationToken: ct);
+        Assert.NotNull(queued);
+        return queued;
+    }
+
+    /// <summary>Replies as a worker would, in order.</summary>
+    private static async Task SendAsync(NatsConnection nats, string replyTo, CancellationToken ct, params InferReply[] replies)
+    {
+        foreach (var reply in replies)
+            await nats.PublishAsync(replyTo, reply, cancellationToken: ct);
+    }
+
     private static InferAccepted Accept(string id, string workerId, int attempt) => new()
     {
         Id = id, WorkerId = workerId, Colour = "blue", ModelId = "m", ProfileVersion = "v1", Attempt = attempt,
@@ -162,13 +184,11 @@ public sealed class DirectDeliveryTests
         // Nobody subscribes to qwen.blue.direct: the server answers the offer with its no-responders status and the
         // request is queued without waiting for the (ten-minute) acceptance timeout.
         var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("unheard"), Patience, cts.Token);
-        var queued = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(30) }, cancellationToken: cts.Token);
-        Assert.NotNull(queued);
+        var queued = await NextQueuedAsync(consumer, cts.Token);
         Assert.Equal("unheard", queued.Data!.Id);
         Assert.Equal(0, queued.Data.AttemptsBefore);
         await using var call = (await starting).Call!;
-        await nats.PublishAsync(queued.Data.ReplyTo, InferReply.Of(Accept("unheard", "queue-worker", 1)), cancellationToken: cts.Token);
-        await nats.PublishAsync(queued.Data.ReplyTo, InferReply.Of(Result("unheard", "queue-worker", 1)), cancellationToken: cts.Token);
+        await SendAsync(nats, queued.Data.ReplyTo, cts.Token, InferReply.Of(Accept("unheard", "queue-worker", 1)), InferReply.Of(Result("unheard", "queue-worker", 1)));
         await queued.AckAsync(cancellationToken: cts.Token);
         var (_, final) = await ReadAllAsync(call, cts.Token);
         Assert.Equal("queue-worker", final.Result?.WorkerId);
@@ -185,8 +205,7 @@ public sealed class DirectDeliveryTests
         using var cts = new CancellationTokenSource(Patience);
 
         // The doomed worker takes the offer, accepts, and stops: no answer, no more heartbeats.
-        await using var offers = await nats.SubscribeCoreAsync<InferRequest>(Subjects.Direct("blue"), Subjects.WorkConsumer, cancellationToken: cts.Token);
-        await nats.PingAsync(cts.Token);
+        await using var offers = await ListenForOffersAsync(nats, cts.Token);
         var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("orphan"), Patience, cts.Token);
         var offer = await offers.Msgs.ReadAsync(cts.Token);
         Assert.Equal("orphan", offer.Data!.Id);
@@ -196,15 +215,13 @@ public sealed class DirectDeliveryTests
         var reading = ReadAllAsync(call, cts.Token); // as the ingress does while it waits for the answer
 
         // Once its heartbeats are stale the ingress queues the request again, as attempt 2.
-        var requeued = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(30) }, cancellationToken: cts.Token);
-        Assert.NotNull(requeued);
+        var requeued = await NextQueuedAsync(consumer, cts.Token);
         Assert.Equal("orphan", requeued.Data!.Id);
         Assert.Equal(1, requeued.Data.AttemptsBefore);
         Assert.True(registry.IsGone("doomed"));
         // A late word from the gone attempt is ignored; the heir's answer is the one.
-        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("orphan", "doomed", 1)), cancellationToken: cts.Token);
-        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Accept("orphan", "heir", 2)), cancellationToken: cts.Token);
-        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("orphan", "heir", 2)), cancellationToken: cts.Token);
+        await SendAsync(nats, offer.Data.ReplyTo, cts.Token,
+            InferReply.Of(Result("orphan", "doomed", 1)), InferReply.Of(Accept("orphan", "heir", 2)), InferReply.Of(Result("orphan", "heir", 2)));
         await requeued.AckAsync(cancellationToken: cts.Token);
         var (accepts, final) = await reading;
         Assert.Equal("heir", final.Result?.WorkerId);
@@ -223,19 +240,16 @@ public sealed class DirectDeliveryTests
         var consumer = await QueueConsumerAsync(nats);
         using var cts = new CancellationTokenSource(Patience);
 
-        await using var offers = await nats.SubscribeCoreAsync<InferRequest>(Subjects.Direct("blue"), Subjects.WorkConsumer, cancellationToken: cts.Token);
-        await nats.PingAsync(cts.Token);
+        await using var offers = await ListenForOffersAsync(nats, cts.Token);
         var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("stalled"), Patience, cts.Token);
         var offer = await offers.Msgs.ReadAsync(cts.Token);
         // The slow worker says nothing until the request is in the queue.
-        var queued = await consumer.NextAsync<InferRequest>(opts: new NatsJSNextOpts { Expires = TimeSpan.FromSeconds(30) }, cancellationToken: cts.Token);
-        Assert.NotNull(queued);
+        var queued = await NextQueuedAsync(consumer, cts.Token);
         Assert.Equal(1, queued.Data!.AttemptsBefore);
         await using var call = (await starting).Call!;
-        await nats.PublishAsync(offer.Data!.ReplyTo, InferReply.Of(Accept("stalled", "slow", 1)), cancellationToken: cts.Token);
-        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("stalled", "slow", 1)), cancellationToken: cts.Token);
-        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Accept("stalled", "queue-worker", 2)), cancellationToken: cts.Token);
-        await nats.PublishAsync(offer.Data.ReplyTo, InferReply.Of(Result("stalled", "queue-worker", 2)), cancellationToken: cts.Token);
+        await SendAsync(nats, offer.Data!.ReplyTo, cts.Token,
+            InferReply.Of(Accept("stalled", "slow", 1)), InferReply.Of(Result("stalled", "slow", 1)),
+            InferReply.Of(Accept("stalled", "queue-worker", 2)), InferReply.Of(Result("stalled", "queue-worker", 2)));
         await queued.AckAsync(cancellationToken: cts.Token);
         var (accepts, final) = await ReadAllAsync(call, cts.Token);
         Assert.Equal("queue-worker", final.Result?.WorkerId);
