@@ -55,6 +55,9 @@ public sealed class InferenceCall : IAsyncDisposable
     /// attempt is given up).</summary>
     public InferenceDelivery Delivery { get; internal set; }
 
+    /// <summary>The NATS headers the request went out with (request id, trace context), for queueing it again.</summary>
+    internal NATS.Client.Core.NatsHeaders Headers { get; init; } = [];
+
     /// <summary>When the request was handed to JetStream, and when JetStream acknowledged it (Unix microseconds).</summary>
     public long PublishedUs { get; internal set; }
     public long AckedUs { get; internal set; }
@@ -172,12 +175,12 @@ public sealed class InferenceCall : IAsyncDisposable
             {
                 // Nothing was sent yet: the request goes on the JetStream work queue, as a worker's death would leave it
                 // there, and what the gone worker's attempt might still send is ignored.
-                var attemptsBefore = Accepted!.Attempt;
-                _minAttempt = attemptsBefore + 1;
+                var gone = Accepted!;
+                _minAttempt = gone.Attempt + 1;
                 _directAttempt = 0;
                 Accepted = null;
                 Delivery = InferenceDelivery.Requeued;
-                if (await _client.RequeueAsync(this, attemptsBefore) is { } refused)
+                if (await _client.RequeueAsync(this, gone) is { } refused)
                 {
                     yield return await EndWithAsync(ErrorCodes.WorkerLost, $"{WorkerLostMessage} {refused.Message}");
                     yield break;

@@ -163,7 +163,7 @@ public sealed class InferenceClient(
         {
             var (outcome, first, sentUs) = await OfferAsync(colour, request, headers, channel, ct);
             if (outcome == Offer.Taken)
-                return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs, Delivery = InferenceDelivery.Direct });
+                return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs, Delivery = InferenceDelivery.Direct, Headers = headers });
             if (outcome == Offer.TimedOut)
             {
                 // The offer may have been lost, or its worker is only slow: the queued copy is attempt 2, and whatever
@@ -181,7 +181,7 @@ public sealed class InferenceClient(
         }
         return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, minAttempt: minAttempt)
         {
-            PublishedUs = publishedUs, AckedUs = UnixMicros.Now(), Delivery = minAttempt > 1 ? InferenceDelivery.Requeued : InferenceDelivery.Queued,
+            PublishedUs = publishedUs, AckedUs = UnixMicros.Now(), Delivery = minAttempt > 1 ? InferenceDelivery.Requeued : InferenceDelivery.Queued, Headers = headers,
         });
     }
 
@@ -233,13 +233,13 @@ public sealed class InferenceClient(
     }
 
     /// <summary>
-    /// Queues again in JetStream a request whose direct attempt's worker went away before answering; null when queued,
-    /// otherwise why not.
+    /// Queues again in JetStream a request whose direct attempt (<paramref name="gone"/>) lost its worker before any
+    /// answer, as the next attempt and under the same trace; null when queued, otherwise why not.
     /// </summary>
-    internal ValueTask<InferenceStart?> RequeueAsync(InferenceCall call, int attemptsBefore)
+    internal ValueTask<InferenceStart?> RequeueAsync(InferenceCall call, InferAccepted gone)
     {
-        Log.DirectRequeued(logger, call.Accepted?.WorkerId ?? "", call.Id);
-        return PublishAsync(Subjects.Infer(call.Colour), call.Colour, call.Request with { AttemptsBefore = attemptsBefore }, RequestHeaders(call.Id), CancellationToken.None);
+        Log.DirectRequeued(logger, gone.WorkerId, call.Id);
+        return PublishAsync(Subjects.Infer(call.Colour), call.Colour, call.Request with { AttemptsBefore = gone.Attempt }, call.Headers, CancellationToken.None);
     }
 
     /// <summary>Publishes the request; null when JetStream took it, otherwise why not.</summary>

@@ -120,18 +120,42 @@ public sealed class DirectDeliveryTests
         throw new InvalidOperationException("no acceptance");
     }
 
-    /// <summary>An ingress that believes a blue worker listens for offers (its heartbeat says so); the test plays the worker.</summary>
-    private static async Task<(IInferenceClient Client, WorkerRegistry Registry)> IngressWithPhantomAsync(QwenSystem system, Dictionary<string, string?> settings, string workerId)
+    /// <summary>
+    /// A nats-server and an ingress that believes a blue worker (<paramref name="workerId"/>) listens for offers (one
+    /// heartbeat says so, and no more follow); the test plays that worker, and the worker of the queue, itself.
+    /// </summary>
+    private sealed class PlayedPool : IAsyncDisposable
     {
-        var (ingress, _) = await system.StartIngressAsync(settings);
-        var registry = ingress.Services.GetRequiredService<WorkerRegistry>();
-        var client = ingress.Services.GetRequiredService<IInferenceClient>();
-        await client.Ready;
-        registry.Record(new WorkerHeartbeat
+        private NatsServer _server = null!;
+        private QwenSystem _system = null!;
+        public IInferenceClient Client { get; private set; } = null!;
+        public WorkerRegistry Registry { get; private set; } = null!;
+        public NatsConnection Nats { get; private set; } = null!;
+        public INatsJSConsumer Queue { get; private set; } = null!;
+
+        public static async Task<PlayedPool> StartAsync(Dictionary<string, string?> settings, string workerId)
         {
-            WorkerId = workerId, Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 2, TakesOffers = true,
-        }, DateTimeOffset.UtcNow);
-        return (client, registry);
+            var pool = new PlayedPool { _server = await NatsServer.StartAsync() };
+            pool._system = new QwenSystem(pool._server);
+            var (ingress, _) = await pool._system.StartIngressAsync(settings);
+            pool.Registry = ingress.Services.GetRequiredService<WorkerRegistry>();
+            pool.Client = ingress.Services.GetRequiredService<IInferenceClient>();
+            await pool.Client.Ready;
+            pool.Nats = QwenNats.Testing.Nats.Connect(pool._server.Url);
+            pool.Queue = await QueueConsumerAsync(pool.Nats);
+            pool.Registry.Record(new WorkerHeartbeat
+            {
+                WorkerId = workerId, Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 2, TakesOffers = true,
+            }, DateTimeOffset.UtcNow);
+            return pool;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Nats.DisposeAsync();
+            await _system.DisposeAsync();
+            await _server.DisposeAsync();
+        }
     }
 
     /// <summary>The blue work queue's consumer, as a worker makes it (no real worker runs in these tests).</summary>
@@ -174,11 +198,8 @@ public sealed class DirectDeliveryTests
     [Fact]
     public async Task An_offer_no_worker_listens_for_is_queued_at_once()
     {
-        await using var server = await NatsServer.StartAsync();
-        await using var system = new QwenSystem(server);
-        var (client, _) = await IngressWithPhantomAsync(system, new() { ["Ingress:DirectAcceptTimeout"] = "00:10:00" }, "phantom");
-        await using var nats = Nats.Connect(server.Url);
-        var consumer = await QueueConsumerAsync(nats);
+        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:10:00" }, "phantom");
+        var (client, nats, consumer) = (pool.Client, pool.Nats, pool.Queue);
         using var cts = new CancellationTokenSource(Patience);
 
         // Nobody subscribes to qwen.blue.direct: the server answers the offer with its no-responders status and the
@@ -197,11 +218,8 @@ public sealed class DirectDeliveryTests
     [Fact]
     public async Task A_request_whose_direct_worker_goes_away_before_answering_is_queued_again_and_answered_once()
     {
-        await using var server = await NatsServer.StartAsync();
-        await using var system = new QwenSystem(server);
-        var (client, registry) = await IngressWithPhantomAsync(system, new() { ["Ingress:WorkerStaleAfter"] = "00:00:01" }, "doomed");
-        await using var nats = Nats.Connect(server.Url);
-        var consumer = await QueueConsumerAsync(nats);
+        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:WorkerStaleAfter"] = "00:00:01" }, "doomed");
+        var (client, nats, consumer) = (pool.Client, pool.Nats, pool.Queue);
         using var cts = new CancellationTokenSource(Patience);
 
         // The doomed worker takes the offer, accepts, and stops: no answer, no more heartbeats.
@@ -218,7 +236,9 @@ public sealed class DirectDeliveryTests
         var requeued = await NextQueuedAsync(consumer, cts.Token);
         Assert.Equal("orphan", requeued.Data!.Id);
         Assert.Equal(1, requeued.Data.AttemptsBefore);
-        Assert.True(registry.IsGone("doomed"));
+        Assert.True(pool.Registry.IsGone("doomed"));
+        // Under the same trace as the offer, so both attempts are found by one trace id.
+        Assert.Equal(offer.Headers![Headers.TraceParent].ToString(), requeued.Headers![Headers.TraceParent].ToString());
         // A late word from the gone attempt is ignored; the heir's answer is the one.
         await SendAsync(nats, offer.Data.ReplyTo, cts.Token,
             InferReply.Of(Result("orphan", "doomed", 1)), InferReply.Of(Accept("orphan", "heir", 2)), InferReply.Of(Result("orphan", "heir", 2)));
@@ -233,11 +253,8 @@ public sealed class DirectDeliveryTests
     [Fact]
     public async Task An_offer_not_accepted_in_time_is_queued_and_the_late_attempt_is_ignored()
     {
-        await using var server = await NatsServer.StartAsync();
-        await using var system = new QwenSystem(server);
-        var (client, _) = await IngressWithPhantomAsync(system, new() { ["Ingress:DirectAcceptTimeout"] = "00:00:00.300" }, "slow");
-        await using var nats = Nats.Connect(server.Url);
-        var consumer = await QueueConsumerAsync(nats);
+        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:00:00.300" }, "slow");
+        var (client, nats, consumer) = (pool.Client, pool.Nats, pool.Queue);
         using var cts = new CancellationTokenSource(Patience);
 
         await using var offers = await ListenForOffersAsync(nats, cts.Token);
