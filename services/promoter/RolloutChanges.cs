@@ -82,7 +82,10 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
         bounded.CancelAfter(settings.Options.AuditAppendTimeout);
         try
         {
-            await Retry.UntilDoneAsync(logger, "Appending the audit record", async t => await log.AppendAsync(e, t), bounded.Token);
+            // The pipeline's jittered back-off may draw a first delay up to its cap; capped at a quarter of the time allowed,
+            // the append is tried at least twice (a cap as long as the time allowed could leave a single attempt).
+            await Retry.Forever(logger, "Appending the audit record", maxDelay: settings.Options.AuditAppendTimeout / 4)
+                .ExecuteAsync(async t => await log.AppendAsync(e, t), bounded.Token);
             return true;
         }
         catch (Exception x) when (!ct.IsCancellationRequested)
