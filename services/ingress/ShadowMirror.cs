@@ -229,7 +229,7 @@ public sealed class ShadowMirror : BackgroundService
         ? new SampleSide
         {
             Colour = colour, Profile = r.ProfileVersion, Release = r.Release, ModelSha256 = r.ModelSha256, Text = r.Text, Label = r.Label, Confidence = r.Confidence, FinishReason = r.FinishReason,
-            CompletionTokens = r.CompletionTokens, TimeToFirstTokenMs = r.TimeToFirstTokenMs, TotalMs = r.TotalMs, ComputeMs = r.ComputeMs, ComputedTokens = r.ComputedTokens,
+            CompletionTokens = r.CompletionTokens, TimeToFirstTokenMs = r.TimeToFirstTokenMs, TotalMs = r.TotalMs, ComputeMs = r.ComputeMs, ComputedTokens = r.ComputedTokens, Work = r.Work, CostModel = r.CostModel,
         }
         : new SampleSide { Colour = colour, Error = reply.Error?.Code ?? ErrorCodes.InternalError };
 

@@ -158,6 +158,20 @@ public sealed class Scorecard
             ? new ReleaseRef(side.Release ?? "-", side.ModelSha256 ?? "", side.Profile ?? "")
             : null;
 
+    /// <summary>
+    /// Candidate CPU time over live's for the same amount of work. Both sides' work is priced with the live worker's
+    /// measured step costs (one yardstick, so the two workers' own measurements cannot disagree about it): a profile
+    /// whose prompts are longer, or sit after a longer prefix, does more work, not slower work; for the same work it is
+    /// the plain CPU ratio. Per decoded token when a side does not report its work or live its costs (older workers).
+    /// </summary>
+    public static double ComputeRatio(SampleSide live, SampleSide candidate)
+    {
+        if (live.CostModel is { } yardstick && live.Work is { } lw && candidate.Work is { } cw
+            && yardstick.Price(lw) is var livePrice and > 0 && yardstick.Price(cw) is var candidatePrice and > 0)
+            return candidate.ComputeMs / candidatePrice / (live.ComputeMs / livePrice);
+        return candidate.ComputeMs / Math.Max(1, candidate.ComputedTokens) / (live.ComputeMs / Math.Max(1, live.ComputedTokens));
+    }
+
     private void Observe(string name, bool evt, SequentialTest test, RolloutPolicy p)
     {
         if (!Tests.TryGetValue(name, out var state))
@@ -194,8 +208,7 @@ public sealed class Scorecard
 
         if (s.Live.ComputeMs > 0 && s.Candidate.ComputeMs > 0)
         {
-            // Per token decoded: a profile whose prompts are longer does more work, not slower work.
-            var r = s.Candidate.ComputeMs / Math.Max(1, s.Candidate.ComputedTokens) / (s.Live.ComputeMs / Math.Max(1, s.Live.ComputedTokens));
+            var r = ComputeRatio(s.Live, s.Candidate);
             ComputeRatios.Add(r);
             Observe("compute_ratio", r > p.Compute.Threshold, p.Compute, p);
         }

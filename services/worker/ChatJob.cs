@@ -53,7 +53,7 @@ public sealed class ChatJob(
             return Finish(FinishReasons.Length);
 
         conversation.Prompt(token);
-        Queued(1);
+        Queued(conversation, 1);
         return false;
     }
 

@@ -6,12 +6,11 @@ namespace QwenNats.Worker;
 /// <summary>
 /// Charges CPU time to the requests that caused it. Wall-clock latency of one colour against another is
 /// confounded on a shared machine (whichever process the scheduler favours looks faster, whichever pool is
-/// busier queues longer); the CPU time a decode step costs is not. So every request records the CPU time
-/// of each batched decode step it took part in (the whole step: batching makes a step only a little
-/// dearer, so the figure is about the same alone or batched) and of its own sampling. The decode runs on the
-/// decode loop's thread inside llama.cpp; a compute callback that llama.cpp calls after every graph node
-/// reads that thread's CPU clock, so the figure is the compute thread's own time, whatever else runs in
-/// the process or on the machine. See docs/judge.md.
+/// busier queues longer); the CPU time a decode step costs is not. The decode runs on the decode loop's thread
+/// inside llama.cpp; a compute callback that llama.cpp calls after every graph node reads that thread's CPU
+/// clock, so a step's figure is the compute thread's own time, whatever else runs in the process or on the
+/// machine. Each step's time is split among the requests in it by a cost model the worker measures for its own
+/// build at load (<see cref="StepCostModel"/>), and each request is also charged its own sampling. See docs/judge.md.
 /// </summary>
 public sealed unsafe class ComputeCost : IDisposable
 {
@@ -52,27 +51,34 @@ public sealed unsafe class ComputeCost : IDisposable
         return 0; // never abort
     }
 
+    /// <summary>What a step costs on this build, learnt from the steps measured so far.</summary>
+    public StepCostModel Model { get; } = new();
+
+    /// <summary>Records a step that no request is charged for (calibration at load).</summary>
+    public void Observe(StepPart whole, TimeSpan used) => Model.Observe(whole, used.TotalMilliseconds);
+
     /// <summary>
-    /// Charges a step's cost to its participants. A step in which every participant decodes one token (the
-    /// usual generation step) costs about the same alone or batched, so each is charged the whole step; a step
-    /// that carries a prompt is dominated by that prompt's tokens, so it is shared by tokens, and a request is
-    /// not charged for another's prompt (a pool that batches more is then not made to look dearer). When one
-    /// participant has a <see cref="EngineJob.CostFactor"/> above 1 (fault injection), the extra compute is
-    /// burnt on the decode loop's thread first, so the step really is that much dearer for everyone in it.
+    /// Charges a step's cost to its participants: each is charged what its part would have cost alone (see
+    /// <see cref="StepCostModel.Split"/>), so batching neither halves nor doubles a request's cost, and its part is
+    /// added to the work it reports. When one participant has a <see cref="EngineJob.CostFactor"/> above 1
+    /// (fault injection), the extra compute is burnt on the decode loop's thread first, so the step really is that
+    /// much dearer for everyone in it.
     /// </summary>
-    public static void Charge(IReadOnlyList<EngineJob> participants, TimeSpan used)
+    public void Charge(IReadOnlyList<EngineJob> participants, TimeSpan used)
     {
         if (participants.Count == 0)
             return;
         var factor = participants.Max(j => j.CostFactor);
         if (factor > 1)
             used += Burn(used * (factor - 1));
-        var total = participants.Sum(j => Math.Max(1, j.PendingTokens));
-        var decodeOnly = total == participants.Count;
-        foreach (var job in participants)
+        var parts = new StepPart[participants.Count];
+        for (var i = 0; i < parts.Length; i++)
+            parts[i] = participants[i].Pending;
+        var charges = Model.Split(parts, used.TotalMilliseconds);
+        for (var i = 0; i < parts.Length; i++)
         {
-            job.Charge(decodeOnly ? used : used * (Math.Max(1, job.PendingTokens) / (double)total));
-            job.PendingTokens = 0;
+            participants[i].Charge(charges[i], parts[i]);
+            participants[i].Pending = default;
         }
     }
 
@@ -81,7 +87,7 @@ public sealed unsafe class ComputeCost : IDisposable
     {
         if (job.CostFactor > 1)
             used += Burn(used * (job.CostFactor - 1));
-        job.Charge(used);
+        job.ChargeSampling(used);
     }
 
     /// <summary>Spins on this thread until it has used <paramref name="cpu"/> more CPU time (bounded in wall time).</summary>

@@ -89,12 +89,18 @@ public abstract class EngineJob
         var rest = _promptRest!;
         var take = PromptChunk > 0 ? Math.Min(PromptChunk, rest.Length) : rest.Length;
         _prompting!.Prompt(rest[..take]);
-        Queued(take);
+        Queued(_prompting, take);
         _promptRest = rest[take..];
     }
 
-    /// <summary>CPU milliseconds charged to this request so far (decode steps it took part in, its sampling).</summary>
+    /// <summary>CPU milliseconds charged to this request so far (its parts of decode steps, as if run alone, and its sampling).</summary>
     public double ComputeMs { get; private set; }
+
+    private int _workSteps, _workTokens;
+    private double _workPositions;
+
+    /// <summary>The worker's measured step costs, reported with the result (set when the engine admits the job).</summary>
+    public DecodeCostModel? CostModel { get; set; }
 
     /// <summary>
     /// How many times the compute this request needs (1 = as measured). Fault injection sets it to make a
@@ -102,13 +108,23 @@ public abstract class EngineJob
     /// </summary>
     public double CostFactor { get; set; } = 1;
 
-    public void Charge(TimeSpan cpu) => ComputeMs += cpu.TotalMilliseconds;
+    /// <summary>Charges this request <paramref name="ms"/> for its <paramref name="part"/> of a decode step.</summary>
+    public void Charge(double ms, StepPart part)
+    {
+        ComputeMs += ms;
+        if (part.Tokens <= 0) return;
+        _workSteps++;
+        _workTokens += (int)part.Tokens;
+        _workPositions += part.Positions;
+    }
 
-    /// <summary>Tokens this request queued for the next batched decode (read and cleared by the engine).</summary>
-    public int PendingTokens { get; set; }
+    public void ChargeSampling(TimeSpan cpu) => ComputeMs += cpu.TotalMilliseconds;
 
-    /// <summary>Records tokens queued for decoding on this request's behalf.</summary>
-    protected void Queued(int tokens) => PendingTokens += tokens;
+    /// <summary>Tokens this request queued for the next batched decode and their positions (read and cleared by the engine).</summary>
+    public StepPart Pending { get; set; }
+
+    /// <summary>Records the last <paramref name="tokens"/> tokens just queued on <paramref name="conversation"/> for decoding on this request's behalf.</summary>
+    protected void Queued(Conversation conversation, int tokens) => Pending += StepPart.Of(tokens, conversation.TokenCount - tokens);
 
     public abstract void Admit(BatchedExecutor executor, PrefixCache prefixes);
 
@@ -166,6 +182,8 @@ public abstract class EngineJob
         QueueMs = QueueMs,
         ComputeMs = Math.Round(ComputeMs, 3),
         ComputedTokens = PromptTokens.Count - ReusedTokens + completionTokens,
+        Work = _workSteps > 0 ? new DecodeWork(_workSteps, _workTokens, _workPositions) : null,
+        CostModel = CostModel,
         WorkerId = Stamp.WorkerId,
         Colour = Stamp.Colour,
         ModelId = Stamp.ModelId,

@@ -244,6 +244,7 @@ public sealed class LlamaEngine : IAsyncDisposable
                 if (!_warmed)
                 {
                     Prefixes.Warm(_executor, Decode);
+                    CalibrateCost();
                     _warmed = true;
                     EngineLog.PrefixesShared(_logger,
                         Prefixes.Tokens[InferTasks.Chat].Length, Prefixes.Tokens[InferTasks.Sentiment].Length, Prefixes.Enabled ? "" : " (off: Worker:PrefixCache=false)");
@@ -269,6 +270,67 @@ public sealed class LlamaEngine : IAsyncDisposable
             EngineLog.NiceRefused(_logger, wanted, now);
         Volatile.Write(ref _threadNice, ThreadNice.Current());
         Volatile.Write(ref _threadId, ThreadNice.CurrentThreadId());
+    }
+
+    /// <summary>
+    /// Measures decode steps of known shapes (prompts of several lengths at several depths, single tokens alone and
+    /// batched) on scratch sequences, and fixes the step cost model's shape from them: requests' steps are then split
+    /// and their work counted by that shape, while their own CPU time sets what they are charged. A controlled set of
+    /// shapes pins the cost of depth apart from the cost of tokens, which traffic alone (say, one sentiment prompt
+    /// length) cannot. About 200 tokens a round, repeated while the rounds are cheap (up to 0.3 s of CPU; the
+    /// least time each shape took is used, the one least disturbed by other work on the machine); once per loaded
+    /// model. Without a result the model learns from traffic instead.
+    /// </summary>
+    private void CalibrateCost()
+    {
+        if (!ThreadCpu.Supported) return;
+        var text = Tokenize(string.Concat(Enumerable.Repeat("The quick brown fox jumps over the lazy dog; 一只敏捷的狐狸。 ", 8)), addBos: true);
+        var room = Math.Min(128, _options.ContextSize - 8);
+        if (text.Length == 0 || room < 24) return;
+        // (sequence, tokens) per part: three scratch sequences a, b, c.
+        (int Seq, int Tokens)[][] shapes =
+        [
+            [(0, room / 6)], [(0, 1)], [(0, 1)], [(1, room / 12)], [(0, 1), (1, 1)], [(0, 1), (1, 1)],
+            [(0, room / 2)], [(0, 1)], [(2, room * 2 / 3)], [(1, 1), (2, 1)],
+        ];
+        var measured = shapes.Select(_ => new List<double>()).ToArray();
+        var parts = new StepPart[shapes.Length];
+        var spent = TimeSpan.Zero;
+        var next = 0;
+        for (var round = 0; round < 25 && (round == 0 || spent < TimeSpan.FromMilliseconds(300)); round++)
+        {
+            Conversation[] seqs = [_executor.Create(), _executor.Create(), _executor.Create()];
+            try
+            {
+                for (var i = 0; i < shapes.Length; i++)
+                {
+                    var whole = default(StepPart);
+                    foreach (var (seq, n) in shapes[i])
+                    {
+                        var tokens = new LLamaToken[n];
+                        for (var t = 0; t < n; t++)
+                            tokens[t] = text[next++ % text.Length];
+                        seqs[seq].Prompt(tokens);
+                        whole += StepPart.Of(n, seqs[seq].TokenCount - n);
+                    }
+                    _cost.Begin();
+                    if (Decode(_executor) != DecodeResult.Ok) return;
+                    var used = _cost.End();
+                    spent += used;
+                    parts[i] = whole;
+                    measured[i].Add(used.TotalMilliseconds);
+                }
+            }
+            finally
+            {
+                foreach (var seq in seqs)
+                    seq.Dispose();
+            }
+        }
+        for (var i = 0; i < shapes.Length; i++)
+            _cost.Observe(parts[i], TimeSpan.FromMilliseconds(measured[i].Min()));
+        _cost.Model.Freeze();
+        EngineLog.CostCalibrated(_logger, measured[0].Count, _cost.Model.Describe());
     }
 
     private DecodeResult Decode(BatchedExecutor executor) =>
@@ -562,7 +624,7 @@ public sealed class LlamaEngine : IAsyncDisposable
             progressed = true;
             _cost.Begin();
             var result = Decode(_executor);
-            ComputeCost.Charge(participants, _cost.End());
+            _cost.Charge(participants, _cost.End());
             if (result != DecodeResult.Ok)
             {
                 EngineLog.DecodeFailed(_logger, result.ToString(), active.Count);
@@ -637,6 +699,7 @@ public sealed class LlamaEngine : IAsyncDisposable
     {
         try
         {
+            job.CostModel = _cost.Model.Measured;
             job.Admit(_executor, Prefixes);
             active.Add(job);
             if (job.ReusedTokens > 0) PrefixReused?.Invoke(job.ReusedTokens);

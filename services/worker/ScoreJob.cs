@@ -34,7 +34,7 @@ public sealed class ScoreJob(
             if (answerTokens.Count == 1)
                 return Done();
             conversation.Prompt(answerTokens.Take(answerTokens.Count - 1).Select(t => (LLamaToken)t).ToArray(), allLogits: true);
-            Queued(answerTokens.Count - 1);
+            Queued(conversation, answerTokens.Count - 1);
             return false;
         }
         var n = answerTokens.Count;

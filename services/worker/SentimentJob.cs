@@ -37,7 +37,7 @@ public sealed class SentimentJob(
                 if (labelTokens[i].Length < 2) continue;
                 var fork = _prompt.Fork();
                 fork.Prompt(labelTokens[i][..^1].Select(t => (LLamaToken)t).ToArray(), allLogits: true);
-                Queued(labelTokens[i].Length - 1);
+                Queued(fork, labelTokens[i].Length - 1);
                 _forks.Add((i, fork));
             }
             return _forks.Count == 0 && Done();

@@ -47,6 +47,10 @@ public sealed record SampleSide
     public double ComputeMs { get; init; }
     /// <summary>Tokens decoded for this request (<see cref="InferResult.ComputedTokens"/>).</summary>
     public int ComputedTokens { get; init; }
+    /// <summary>The decoding done for this request (<see cref="InferResult.Work"/>).</summary>
+    public DecodeWork? Work { get; init; }
+    /// <summary>The answering worker's measured step costs (<see cref="InferResult.CostModel"/>).</summary>
+    public DecodeCostModel? CostModel { get; init; }
     /// <summary>Chat: this side's answer scored by a live-colour worker (mean log-probability per token under
     /// the live model, <see cref="InferTasks.Score"/>); null when it was not scored.</summary>
     public double? LiveModelLogProb { get; init; }

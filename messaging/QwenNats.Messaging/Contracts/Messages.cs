@@ -156,13 +156,19 @@ public sealed record InferResult
     /// left out of <see cref="TotalMs"/> and <see cref="TimeToFirstTokenMs"/>, which measure the candidate, not the wait.</summary>
     public double? YieldedMs { get; init; }
     /// <summary>
-    /// CPU time this request cost the worker, in milliseconds: every batched decode step it took part in
-    /// and its own sampling, measured as process CPU time (not wall-clock), so it does not grow when another
-    /// process competes for the cores. The judge compares it between colours.
+    /// CPU time this request cost the worker, in milliseconds: its part of every batched decode step it took part
+    /// in, as that part would have cost alone, and its own sampling; measured as the compute thread's CPU time (not
+    /// wall-clock), so it does not grow when another process competes for the cores. The judge compares it between
+    /// colours, per unit of <see cref="Work"/>.
     /// </summary>
     public double ComputeMs { get; init; }
     /// <summary>Tokens this request had decoded for it: its prompt after the shared prefix, and what it generated.</summary>
     public int ComputedTokens { get; init; }
+    /// <summary>The shape of the decoding done for this request (what <see cref="ComputeMs"/> paid for); null from a
+    /// worker that does not report it.</summary>
+    public DecodeWork? Work { get; init; }
+    /// <summary>What a decode step costs on the answering worker, as it measured at load; null without a measurement.</summary>
+    public DecodeCostModel? CostModel { get; init; }
     public required string WorkerId { get; init; }
     public required string Colour { get; init; }
     public required string ModelId { get; init; }
@@ -186,6 +192,22 @@ public sealed record InferResult
 /// machine they line up with the ingress's (<see cref="UnixMicros"/>), which is how the ingress breaks a request's
 /// time into stages (its <c>Server-Timing</c> header); across machines they are as good as the clocks' sync.
 /// </summary>
+/// <summary>
+/// The decoding done for one request, summed over the decode steps it took part in: how many steps, how many tokens it
+/// queued in them, and the sum of those tokens' positions in their sequences (attention reads every earlier token).
+/// </summary>
+public sealed record DecodeWork(int Steps, int Tokens, double Positions);
+
+/// <summary>
+/// A worker's measured cost of a decode step run alone: <c>step_ms + token_ms·tokens + position_ms·positions</c>
+/// (CPU milliseconds of llama.cpp's compute thread, measured at load). Prices a <see cref="DecodeWork"/>.
+/// </summary>
+public sealed record DecodeCostModel(double StepMs, double TokenMs, double PositionMs)
+{
+    /// <summary>What <paramref name="work"/> costs alone under this model.</summary>
+    public double Price(DecodeWork work) => StepMs * work.Steps + TokenMs * work.Tokens + PositionMs * work.Positions;
+}
+
 public sealed record WorkerTimes
 {
     /// <summary>The worker's NATS client delivered the work message.</summary>
