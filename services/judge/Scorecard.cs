@@ -164,13 +164,17 @@ public sealed class Scorecard
     /// whose prompts are longer, or sit after a longer prefix, does more work, not slower work; for the same work it is
     /// the plain CPU ratio. Per decoded token when a side does not report its work or live its costs (older workers).
     /// </summary>
-    public static double ComputeRatio(SampleSide live, SampleSide candidate)
-    {
-        if (live.CostModel is { } yardstick && live.Work is { } lw && candidate.Work is { } cw
-            && yardstick.Price(lw) is var livePrice and > 0 && yardstick.Price(cw) is var candidatePrice and > 0)
-            return candidate.ComputeMs / candidatePrice / (live.ComputeMs / livePrice);
-        return candidate.ComputeMs / Math.Max(1, candidate.ComputedTokens) / (live.ComputeMs / Math.Max(1, live.ComputedTokens));
-    }
+    public static double ComputeRatio(SampleSide live, SampleSide candidate) => PricedRatio(live, candidate)
+        ?? candidate.ComputeMs / Math.Max(1, candidate.ComputedTokens) / (live.ComputeMs / Math.Max(1, live.ComputedTokens));
+
+    private static double? PricedRatio(SampleSide live, SampleSide candidate) =>
+        live.CostModel is { } yardstick && live.Work is { } lw && candidate.Work is { } cw
+        && yardstick.Price(lw) is var livePrice and > 0 && yardstick.Price(cw) is var candidatePrice and > 0
+            ? candidate.ComputeMs / candidatePrice / (live.ComputeMs / livePrice)
+            : null;
+
+    /// <summary>Pairs whose compute was compared per decoded token: a side reported no work, or live no step costs.</summary>
+    public int ComputePerTokenPairs { get; set; }
 
     private void Observe(string name, bool evt, SequentialTest test, RolloutPolicy p)
     {
@@ -208,6 +212,7 @@ public sealed class Scorecard
 
         if (s.Live.ComputeMs > 0 && s.Candidate.ComputeMs > 0)
         {
+            if (PricedRatio(s.Live, s.Candidate) is null) ComputePerTokenPairs++;
             var r = ComputeRatio(s.Live, s.Candidate);
             ComputeRatios.Add(r);
             Observe("compute_ratio", r > p.Compute.Threshold, p.Compute, p);
@@ -282,6 +287,7 @@ public static class Evaluator
             var detail = $"{s.Events}/{s.Pairs} pairs with the event ({rate:P1}); {state}"
                          + (s.Decision is not null ? $" after {s.DecidedAt} pairs" : $" (LLR {s.Llr:F2} in ({Sprt.Lower(p.FalseAlarmRate, p.MissRate):F2}, {Sprt.Upper(p.FalseAlarmRate, p.MissRate):F2}))")
                          + (double.IsNaN(median) ? "" : name == "chat_likelihood" ? $"; median drop {median:F2} nats/token" : $"; median ratio {median:F2}")
+                         + (name == "compute_ratio" && c.ComputePerTokenPairs > 0 ? $"; {c.ComputePerTokenPairs} pairs compared per decoded token (a worker that reports no measured step costs)" : "")
                          + (name == "chat_defects" && c.DefectKinds.Count > 0 ? $"; {string.Join(", ", c.DefectKinds.OrderByDescending(k => k.Value).Select(k => $"{k.Key} {k.Value}"))}" : "");
             var value = double.IsNaN(median) ? Math.Round(rate, 4) : Math.Round(median, 4);
             checks.Add(new JudgeCheck(name, value, threshold, s.Decision != Judging.Outcomes.Fail, s.Pairs, detail) { Decision = state });

@@ -113,7 +113,15 @@ public sealed class StepCostModelTests
         Assert.True(Scorecard.ComputeRatio(live, same with { Work = null }) > 1.6);
         // A build twice as slow is twice as slow.
         Assert.Equal(2.0, Scorecard.ComputeRatio(live, same with { ComputeMs = Ms(candidateWork, 2) }), 6);
-        // Without live's costs (an older worker), per decoded token.
+        // Without live's costs (an older worker), per decoded token, and the verdict says how many pairs were.
         Assert.Equal(same.ComputeMs / 66 / (live.ComputeMs / 40), Scorecard.ComputeRatio(live with { CostModel = null }, same), 6);
+        var policy = new RolloutPolicy();
+        var card = new Scorecard { RolloutId = "r-1" };
+        var sample = new ShadowSample { Id = "s", RolloutId = "r-1", Task = InferTasks.Sentiment, Live = live with { Label = "positive" }, Candidate = same with { Label = "positive" } };
+        card.Add(sample, 1, policy);
+        card.Add(sample with { Live = sample.Live with { CostModel = null } }, 2, policy);
+        Assert.Equal(1, card.ComputePerTokenPairs);
+        var check = Evaluator.Evaluate(card, policy, DateTimeOffset.UtcNow).Checks.Single(c => c.Name == "compute_ratio");
+        Assert.Contains("1 pairs compared per decoded token", check.Detail);
     }
 }
