@@ -242,9 +242,16 @@ for profile in v1 v2; do
     --notes "up.sh: $(basename "$MODEL") with prompt profile $profile" --actor up.sh >>"$RUN/logs/releases.log" 2>&1 || {
     say "Registering release $release failed; see $RUN/logs/releases.log" >&2; tail -5 "$RUN/logs/releases.log" >&2; exit 1; }
 done
+# A first start assigns them; a store that already has assignments (an earlier run's .run/nats) keeps them, as a
+# restarted system keeps serving what its last rollout left, and the message at the end says so.
+KEPT=""
 for pair in blue:v1 green:v2; do
-  ctl deploy "{\"colour\":\"${pair%%:*}\",\"release\":\"$(release_of ${pair#*:})\",\"bootstrap\":true,\"actor\":\"up.sh\",\"reason\":\"first start\"}" \
-    >>"$RUN/logs/releases.log" 2>&1 || { say "Deploying to ${pair%%:*} failed; see $RUN/logs/releases.log" >&2; tail -20 "$RUN/logs/releases.log" >&2; exit 1; }
+  wanted="$(release_of ${pair#*:})"
+  reply="$(ctl deploy "{\"colour\":\"${pair%%:*}\",\"release\":\"$wanted\",\"bootstrap\":true,\"actor\":\"up.sh\",\"reason\":\"first start\"}" 2>&1)" \
+    || { printf '%s\n' "$reply" >>"$RUN/logs/releases.log"; say "Deploying to ${pair%%:*} failed; see $RUN/logs/releases.log" >&2; tail -20 "$RUN/logs/releases.log" >&2; exit 1; }
+  printf '%s\n' "$reply" >>"$RUN/logs/releases.log"
+  assigned="$(printf '%s\n' "$reply" | grep -o '"release": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/')"
+  [ -n "$assigned" ] && [ "$assigned" != "$wanted" ] && KEPT="$KEPT ${pair%%:*}=$assigned"
 done
 
 # --- wait until ready --------------------------------------------------------------------
@@ -283,6 +290,14 @@ else
   token_line="console operator token in $RUN/operator-token (cat it, or up.sh --show-token prints it)"
 fi
 
+KEPT_MSG=""
+if [ -n "$KEPT" ]; then
+  KEPT_MSG="
+  KEPT      the store in $RUN/nats is an earlier run's, and its pools keep what they served:$KEPT
+            so this model is registered but NOT served yet. Ship it: deploy/local/qwenctl rollout --release $RELEASE_V2,
+            or start afresh: deploy/local/down.sh && rm -rf $RUN/nats && deploy/local/up.sh"
+fi
+
 cat <<MSG
 
 QwenNats is up.
@@ -293,7 +308,7 @@ QwenNats is up.
   nats      $NATS_URL  (JetStream store $RUN/nats; users and permissions deploy/nats/auth.conf, passwords $RUN/nats-users.env)
   operator  ${NATS_URL_HINT}deploy/local/qwenctl status   (--help lists its verbs; uses the operator user from $RUN/nats-users.env)
   model     $MODEL
-  releases  $RELEASE_V1 (profile v1) and $RELEASE_V2 (profile v2) of this model; deploy/local/qwenctl releases shows what each colour serves, qwenctl rollout --help how to ship a new one
+  releases  $RELEASE_V1 (profile v1) and $RELEASE_V2 (profile v2) of this model; deploy/local/qwenctl releases shows what each colour serves, qwenctl rollout --help how to ship a new one$KEPT_MSG
   metrics   http://127.0.0.1:$PORT/metrics, workers :$((METRICS_BASE + 1)) :$((METRICS_BASE + 2)), judge :$((METRICS_BASE + 3)), promoter :$((METRICS_BASE + 4))
   logs      $RUN/logs/   stop: deploy/local/down.sh
 
