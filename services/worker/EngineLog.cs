@@ -32,7 +32,7 @@ internal static partial class EngineLog
     [LoggerMessage(EventId = 3910, Level = LogLevel.Warning, Message = "FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, nonsense {Nonsense}, slowdown x{Slowdown}, error rate {ErrorRate}, hang rate {HangRate}")]
     public static partial void FaultsOn(ILogger logger, double fraction, bool flip, bool truncate, bool nonsense, double slowdown, double errorRate, double hangRate);
 
-    [LoggerMessage(EventId = 3911, Level = LogLevel.Information, Message = "Tokenizing with LLamaSharp's two native calls per text: the one-call tokenizer could not be bound to the loaded libllama here")]
+    [LoggerMessage(EventId = 3911, Level = LogLevel.Warning, Message = "Tokenizing with LLamaSharp's two native calls per text: the one-call tokenizer could not be bound to the loaded libllama here")]
     public static partial void TokenizerFallback(ILogger logger);
 
     [LoggerMessage(EventId = 3913, Level = LogLevel.Information, Message = "Decode cost measured ({Rounds} rounds): {Model}")]

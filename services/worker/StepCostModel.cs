@@ -30,7 +30,7 @@ public sealed class StepCostModel(double decay = StepCostModel.DefaultDecay)
     /// <summary>Weight kept by earlier steps at each new one: about the last 400 steps count.</summary>
     public const double DefaultDecay = 0.9975;
 
-    /// <summary>Steps observed before the fit is used (fewer: each step is split by tokens, its work counted in tokens).</summary>
+    /// <summary>Steps observed before the fit is used (with fewer, each step is split by tokens).</summary>
     public const int MinSteps = 6;
 
     // Weighted sums of x·xᵀ, x·y and y² over observed steps, x = (1, tokens, positions).
@@ -46,10 +46,14 @@ public sealed class StepCostModel(double decay = StepCostModel.DefaultDecay)
     public bool Frozen { get; private set; }
 
     /// <summary>Fixes the fit as it is (after a calibration): later steps are charged by it and no longer change it.</summary>
-    public void Freeze() => Frozen = Steps > 0;
+    public void Freeze()
+    {
+        Frozen = Steps > 0;
+        Measured = Frozen && Coefficients is { } k ? new DecodeCostModel(k.PerStep, k.PerToken, k.PerPosition) : null;
+    }
 
     /// <summary>The frozen fit as reported with results; null before a calibration.</summary>
-    public DecodeCostModel? Measured => Frozen && Coefficients is { } k ? new DecodeCostModel(k.PerStep, k.PerToken, k.PerPosition) : null;
+    public DecodeCostModel? Measured { get; private set; }
 
     /// <summary>The fit in words, for the log.</summary>
     public string Describe() => Coefficients is { } k
