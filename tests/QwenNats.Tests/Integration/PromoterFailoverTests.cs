@@ -30,7 +30,11 @@ public sealed class PromoterFailoverTests
         var status = await CtlAsync(op, "status");
         Assert.Equal(canary.State, status.State);
         Assert.NotEqual(canary.Leader, status.Leader);
+        // A promoter that has just started knows no worker until their next heartbeats, and refuses to promote to a
+        // pool it does not see serving (empty_pool); an operator's promote comes after the pools show ready.
+        await Pools.WaitReadyAsync(op);
         var next = await CtlAsync(op, "promote");
+        Assert.True(next.Ok, $"{next.Code}: {next.Error}");
         Assert.Equal((RolloutPhase.Canary, 1, 30), (next.State!.Phase, next.State.Step, next.State.Weight));
         await second.StopAsync();
     }
