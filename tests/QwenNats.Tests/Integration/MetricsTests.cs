@@ -82,9 +82,11 @@ public sealed class MetricsTests
         Assert.True(Sum(worker, "qwen_worker_generated_tokens_total") >= 24);
         Assert.DoesNotContain("qwen_requests_total", worker);
 
-        while (Sum(await scrape.GetStringAsync($"http://127.0.0.1:{judgePort}/metrics", cts.Token), "qwen_judge_samples_total") < 1)
+        // The judge counts a sample when it reads it and a verdict at its next evaluation (Judge:EvaluateInterval later).
+        string judgeText;
+        while (Sum(judgeText = await scrape.GetStringAsync($"http://127.0.0.1:{judgePort}/metrics", cts.Token), "qwen_judge_samples_total") < 1
+               || Sum(judgeText, "qwen_judge_verdicts_total") < 1)
             await Task.Delay(100, cts.Token);
-        var judgeText = await scrape.GetStringAsync($"http://127.0.0.1:{judgePort}/metrics");
         Assert.True(Sum(judgeText, "qwen_judge_verdicts_total", "outcome=\"inconclusive\"") >= 1);
         Assert.Contains("qwen_judge_check_value", judgeText);
 
