@@ -115,9 +115,12 @@ public sealed class ShadowIsolationTests
     private const string YieldHost = "yield-test";
 
     /// <summary>Settings of a worker that yields mirrored work to live work on <see cref="YieldHost"/>, with every request
-    /// made slow (fault injection burns the CPU a costlier model would), so a pause can be caught mid-answer.</summary>
+    /// made slow (fault injection burns the CPU a costlier model would), so a pause can be caught mid-answer. Its
+    /// heartbeat is the production default (1 s), so a busy report counts for 3 s, not the 0.75 s of the tests' fast
+    /// heartbeats: a report renewed late on a loaded test machine must not read as the live worker gone.</summary>
     private static Dictionary<string, string?> Yielding(string workerId, double slowdown) => new()
     {
+        ["Worker:HeartbeatInterval"] = "00:00:01",
         ["Worker:ShadowYield"] = "true", ["Worker:Host"] = YieldHost, ["Worker:WorkerId"] = workerId,
         ["Worker:ShadowYieldIdleAfter"] = "00:00:00.100", ["Worker:ShadowYieldChunk"] = "4",
         ["Faults:Fraction"] = slowdown > 1 ? "1" : "0", ["Faults:Slowdown"] = slowdown.ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -128,7 +131,7 @@ public sealed class ShadowIsolationTests
     {
         await using var rig = await YieldRig.StartAsync("green", "v2", "green-1", slowdown: 100);
         var (nats, js) = (rig.Nats, rig.Js);
-        var live = new LiveReports(nats, "blue-1");
+        await using var live = new LiveReports(nats, "blue-1");
 
         // The same greedy chat on green's live queue: its prompt decoded in one piece, never held back.
         var reference = await Exchange.StartAsync(nats, js, Subjects.Infer("green"), "reference", budgetMs: 0);
@@ -140,11 +143,7 @@ public sealed class ShadowIsolationTests
         await live.BusyAsync();
         await Task.Delay(300);
         var waiting = await Exchange.StartAsync(nats, js, Subjects.Shadow("green"), "mirror-waiting", budgetMs: 60_000);
-        for (var i = 0; i < 6; i++)
-        {
-            await Task.Delay(250);
-            await live.BusyAsync();
-        }
+        await Task.Delay(1500);
         Assert.Null(waiting.Accepted);
         await live.IdleAsync();
         var waited = (await waiting.FinalAsync(TimeSpan.FromSeconds(60))).Result!;
@@ -155,11 +154,8 @@ public sealed class ShadowIsolationTests
         var running = await Exchange.StartAsync(nats, js, Subjects.Shadow("green"), "mirror-running", budgetMs: 60_000);
         await running.AcceptedAsync(TimeSpan.FromSeconds(30));
         await Task.Delay(200);
-        for (var i = 0; i < 8; i++)
-        {
-            await live.BusyAsync();
-            await Task.Delay(250);
-        }
+        await live.BusyAsync();
+        await Task.Delay(2000);
         Assert.False(running.Finished, "the mirror finished while live work ran on the machine");
         await live.IdleAsync();
         var paused = (await running.FinalAsync(TimeSpan.FromSeconds(60))).Result!;
@@ -170,12 +166,8 @@ public sealed class ShadowIsolationTests
         // 3. Held back past its deadline: ended as a capacity miss, not as the candidate's failure to answer.
         var late = await Exchange.StartAsync(nats, js, Subjects.Shadow("green"), "mirror-late", budgetMs: 1500);
         await late.AcceptedAsync(TimeSpan.FromSeconds(30));
+        await live.BusyAsync();
         var final = late.FinalAsync(TimeSpan.FromSeconds(30));
-        while (!final.IsCompleted)
-        {
-            await live.BusyAsync();
-            await Task.WhenAny(final, Task.Delay(250));
-        }
         Assert.Equal(ErrorCodes.ShadowYielded, (await final).Error?.Code);
         await live.IdleAsync();
     }
@@ -246,18 +238,62 @@ public sealed class ShadowIsolationTests
     }
 
     /// <summary>Live work reported on <see cref="YieldHost"/> as a live worker there reports it.</summary>
-    private sealed class LiveReports(NatsConnection nats, string workerId)
+    private sealed class LiveReports(NatsConnection nats, string workerId) : IAsyncDisposable
     {
+        // Renewed far more often than a busy report goes stale (the candidate's 3 heartbeats), so a busy box stays busy
+        // on a loaded test machine, as a real live worker's heartbeat renewals keep it.
+        private static readonly TimeSpan RenewEvery = TimeSpan.FromMilliseconds(100);
+        private readonly SemaphoreSlim _sending = new(1, 1);
+        private readonly CancellationTokenSource _stop = new();
+        private Task _renewing = Task.CompletedTask;
         private long _sequence;
+        private bool _busy;
 
-        public async Task BusyAsync() => await SendAsync(1);
+        /// <summary>Live work starts on the machine, and stays until <see cref="IdleAsync"/>.</summary>
+        public async Task BusyAsync()
+        {
+            Volatile.Write(ref _busy, true);
+            await SendAsync(1);
+            if (_renewing.IsCompleted)
+                _renewing = RenewAsync(_stop.Token);
+        }
 
-        public async Task IdleAsync() => await SendAsync(0);
+        public async Task IdleAsync()
+        {
+            Volatile.Write(ref _busy, false);
+            await SendAsync(0);
+        }
 
+        // Until disposed: while busy, the report is sent again every tick.
+        private async Task RenewAsync(CancellationToken ct)
+        {
+            using var timer = new PeriodicTimer(RenewEvery);
+            while (await timer.WaitForNextTickAsync(ct))
+                await SendAsync(1);
+        }
+
+        // One at a time, so sequences go out in order.
         private async Task SendAsync(int live)
         {
-            await nats.PublishAsync(Subjects.HostLive(YieldHost), new HostLiveLoad { WorkerId = workerId, Colour = "blue", Live = live, Sequence = ++_sequence });
-            await nats.PingAsync();
+            await _sending.WaitAsync();
+            try
+            {
+                if (live > 0 && !Volatile.Read(ref _busy))
+                    return;
+                await nats.PublishAsync(Subjects.HostLive(YieldHost), new HostLiveLoad { WorkerId = workerId, Colour = "blue", Live = live, Sequence = ++_sequence });
+                await nats.PingAsync();
+            }
+            finally
+            {
+                _sending.Release();
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            await _renewing.ContinueWith(_ => { }, TaskScheduler.Default);
+            _stop.Dispose();
         }
     }
 
