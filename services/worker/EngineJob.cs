@@ -168,30 +168,36 @@ public abstract class EngineJob
         _output.Writer.TryComplete();
     }
 
-    protected InferResult Result(string finishReason, int completionTokens, double ttftMs) => new()
+    protected InferResult Result(string finishReason, int completionTokens, double ttftMs)
     {
-        Times = new WorkerTimes { StartedUs = StartedUs, FinishedUs = UnixMicros.Now() },
-        Id = Request.Id,
-        Task = Request.Task,
-        FinishReason = finishReason,
-        PromptTokens = PromptTokens.Count,
-        CompletionTokens = completionTokens,
-        TimeToFirstTokenMs = ttftMs,
-        TotalMs = ActiveMs,
-        YieldedMs = YieldedMs > 0 ? Math.Round(YieldedMs, 3) : null,
-        QueueMs = QueueMs,
-        ComputeMs = Math.Round(ComputeMs, 3),
-        ComputedTokens = PromptTokens.Count - ReusedTokens + completionTokens,
-        Work = _workSteps > 0 ? new DecodeWork(_workSteps, _workTokens, _workPositions) : null,
-        CostModel = CostModel,
-        WorkerId = Stamp.WorkerId,
-        Colour = Stamp.Colour,
-        ModelId = Stamp.ModelId,
-        ProfileVersion = Stamp.ProfileVersion,
-        Release = Stamp.Release,
-        ModelSha256 = Stamp.ModelSha256,
-        Fingerprint = Stamp.Fingerprint,
-        Attempt = Attempt,
-        TrimmedMessages = TrimmedMessages,
-    };
+        // One reading of the clock for both: the stages (StartedUs to FinishedUs) and total_ms agree to the
+        // microsecond, however long the thread is kept off a busy machine's cores between two readings.
+        var elapsed = Clock.Elapsed;
+        return new()
+        {
+            Times = new WorkerTimes { StartedUs = StartedUs, FinishedUs = StartedUs + (long)elapsed.TotalMicroseconds },
+            Id = Request.Id,
+            Task = Request.Task,
+            FinishReason = finishReason,
+            PromptTokens = PromptTokens.Count,
+            CompletionTokens = completionTokens,
+            TimeToFirstTokenMs = ttftMs,
+            TotalMs = elapsed.TotalMilliseconds - YieldedMs,
+            YieldedMs = YieldedMs > 0 ? Math.Round(YieldedMs, 3) : null,
+            QueueMs = QueueMs,
+            ComputeMs = Math.Round(ComputeMs, 3),
+            ComputedTokens = PromptTokens.Count - ReusedTokens + completionTokens,
+            Work = _workSteps > 0 ? new DecodeWork(_workSteps, _workTokens, _workPositions) : null,
+            CostModel = CostModel,
+            WorkerId = Stamp.WorkerId,
+            Colour = Stamp.Colour,
+            ModelId = Stamp.ModelId,
+            ProfileVersion = Stamp.ProfileVersion,
+            Release = Stamp.Release,
+            ModelSha256 = Stamp.ModelSha256,
+            Fingerprint = Stamp.Fingerprint,
+            Attempt = Attempt,
+            TrimmedMessages = TrimmedMessages,
+        };
+    }
 }

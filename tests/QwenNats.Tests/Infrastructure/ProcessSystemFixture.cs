@@ -53,11 +53,11 @@ public sealed class ProcessSystemFixture : IAsyncLifetime
             ["Topology:Storage"] = "memory", ["Ingress:WorkerStaleAfter"] = "00:00:01.500", ["Ingress:RequestTimeout"] = "00:00:20",
             ["Console:OperatorToken"] = OperatorToken,
             ["Security:ApiKeys:0:Name"] = "limited", ["Security:ApiKeys:0:Key"] = KeyLimited,
-            ["Security:ApiKeys:0:RequestsPerMinute"] = "60", ["Security:ApiKeys:0:Burst"] = "3",
+            ["Security:ApiKeys:0:RequestsPerMinute"] = "1", ["Security:ApiKeys:0:Burst"] = "3",
             ["Security:ApiKeys:1:Name"] = "bulk", ["Security:ApiKeys:1:KeySha256"] = QwenNats.Ingress.Security.ApiKeys.Hash(KeyBulk),
             ["Security:ApiKeys:1:RequestsPerMinute"] = "6000000", ["Security:ApiKeys:1:Burst"] = "100000",
             ["Security:ApiKeys:2:Name"] = "websocket", ["Security:ApiKeys:2:Key"] = KeyWebSocket,
-            ["Security:ApiKeys:2:RequestsPerMinute"] = "60", ["Security:ApiKeys:2:Burst"] = "2",
+            ["Security:ApiKeys:2:RequestsPerMinute"] = "1", ["Security:ApiKeys:2:Burst"] = "2",
         });
         Operator = await Ctl.ConnectAsync(Nats);
         await Ctl.WaitForLeaderAsync(Operator, TimeSpan.FromSeconds(60));

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
@@ -87,8 +88,20 @@ public sealed class RolloutFixture : IAsyncLifetime
             await CtlAsync("promote");
         }
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        while ((await CtlAsync("status", ct: cts.Token)).State!.Phase is not RolloutPhase.Stable)
+        RolloutState state;
+        while ((state = (await CtlAsync("status", ct: cts.Token)).State!).Phase is not RolloutPhase.Stable)
             await Task.Delay(100, cts.Token);
+        await AppliedAsync(state.Version);
+    }
+
+    /// <summary>Waits (up to the ingresses' own limit) until both ingresses route by rollout state version <paramref name="version"/> or later.</summary>
+    public async Task AppliedAsync(long version)
+    {
+        foreach (var http in new[] { Http1, Http2 })
+        {
+            var applied = JsonDocument.Parse(await http.GetStringAsync($"/api/rollout/applied?version={version}")).RootElement;
+            Assert.True(applied.GetProperty("reached").GetBoolean(), $"state version {version} not applied");
+        }
     }
 
     public async Task DisposeAsync()

@@ -50,7 +50,9 @@ public sealed class DirectDeliveryTests
     {
         await using var server = await NatsServer.StartAsync();
         await using var system = new QwenSystem(server);
-        var (ingress, http) = await system.StartIngressAsync();
+        // Long acceptance and stale windows (each has a test of its own below): a loaded machine's late acceptance or
+        // heartbeat must not send a request to the queue here.
+        var (ingress, http) = await system.StartIngressAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:01:00", ["Ingress:WorkerStaleAfter"] = "00:00:30" });
         await system.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Worker:WorkerId"] = "direct-1" });
         using var cts = new CancellationTokenSource(Patience);
         await WaitForOffersAsync(ingress.Services.GetRequiredService<WorkerRegistry>(), "blue", cts.Token);
@@ -143,12 +145,19 @@ public sealed class DirectDeliveryTests
             await pool.Client.Ready;
             pool.Nats = QwenNats.Testing.Nats.Connect(pool._server.Url);
             pool.Queue = await QueueConsumerAsync(pool.Nats);
-            pool.Registry.Record(new WorkerHeartbeat
-            {
-                WorkerId = workerId, Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 2, TakesOffers = true,
-            }, DateTimeOffset.UtcNow);
+            pool._workerId = workerId;
+            pool.Beat();
             return pool;
         }
+
+        private string _workerId = "";
+
+        /// <summary>The played worker's heartbeat, as of now: sent right before a request, so the request finds it fresh
+        /// however long the test's setup took.</summary>
+        public void Beat() => Registry.Record(new WorkerHeartbeat
+        {
+            WorkerId = _workerId, Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 2, TakesOffers = true,
+        }, DateTimeOffset.UtcNow);
 
         public async ValueTask DisposeAsync()
         {
@@ -218,12 +227,13 @@ public sealed class DirectDeliveryTests
     [Fact]
     public async Task A_request_whose_direct_worker_goes_away_before_answering_is_queued_again_and_answered_once()
     {
-        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:WorkerStaleAfter"] = "00:00:01" }, "doomed");
+        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:WorkerStaleAfter"] = "00:00:03", ["Ingress:DirectAcceptTimeout"] = "00:10:00" }, "doomed");
         var (client, nats, consumer) = (pool.Client, pool.Nats, pool.Queue);
         using var cts = new CancellationTokenSource(Patience);
 
         // The doomed worker takes the offer, accepts, and stops: no answer, no more heartbeats.
         await using var offers = await ListenForOffersAsync(nats, cts.Token);
+        pool.Beat();
         var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("orphan"), Patience, cts.Token);
         var offer = await offers.Msgs.ReadAsync(cts.Token);
         Assert.Equal("orphan", offer.Data!.Id);
@@ -258,6 +268,7 @@ public sealed class DirectDeliveryTests
         using var cts = new CancellationTokenSource(Patience);
 
         await using var offers = await ListenForOffersAsync(nats, cts.Token);
+        pool.Beat();
         var starting = client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("stalled"), Patience, cts.Token);
         var offer = await offers.Msgs.ReadAsync(cts.Token);
         // The slow worker says nothing until the request is in the queue.

@@ -23,7 +23,7 @@ public sealed class DiscoveryTests(SystemFixture fx)
         try
         {
             await using var nats = Nats.Connect(fx.Nats.Url);
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             List<JsonElement> infos;
             do
             {
@@ -47,12 +47,14 @@ public sealed class DiscoveryTests(SystemFixture fx)
             Assert.Equal(new[] { "v1", "v1", "v2" }, workers.Select(m => m.GetProperty("profile").GetString()).OrderBy(p => p));
 
             // What `nats micro ls` and `nats micro stats` send.
+            // Every responder is known to be up (INFO above): wait for all of their answers, however slow a loaded
+            // machine makes them, and fail on a missing one only after a long wait.
             var pings = new List<string>();
-            await foreach (var msg in nats.RequestManyAsync<byte[], byte[]>("$SRV.PING", [], replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromMilliseconds(500) }, cancellationToken: cts.Token))
+            await foreach (var msg in nats.RequestManyAsync<byte[], byte[]>("$SRV.PING", [], replyOpts: new NatsSubOpts { MaxMsgs = 5, Timeout = TimeSpan.FromSeconds(15) }, cancellationToken: cts.Token))
                 pings.Add(JsonDocument.Parse(msg.Data!).RootElement.GetProperty("name").GetString()!);
             Assert.Equal(5, pings.Count);
             var stats = new List<JsonElement>();
-            await foreach (var msg in nats.RequestManyAsync<byte[], byte[]>("$SRV.STATS.qwen-worker", [], replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromMilliseconds(500) }, cancellationToken: cts.Token))
+            await foreach (var msg in nats.RequestManyAsync<byte[], byte[]>("$SRV.STATS.qwen-worker", [], replyOpts: new NatsSubOpts { MaxMsgs = 3, Timeout = TimeSpan.FromSeconds(15) }, cancellationToken: cts.Token))
                 stats.Add(JsonDocument.Parse(msg.Data!).RootElement.Clone());
             Assert.Equal(3, stats.Count);
             Assert.All(stats, s => Assert.Equal("qwen-worker", s.GetProperty("name").GetString()));

@@ -30,7 +30,7 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
     {
         var store = await SessionsAsync();
         var pins = fx.Ingress1.Services.GetRequiredService<SessionPins>();
-        await AppliedAsync((await fx.CtlAsync("status")).State!.Version);
+        await fx.AppliedAsync((await fx.CtlAsync("status")).State!.Version);
 
         // (a) A client that names no session, in Stable and in Shadow: live, a made-up session in the cookie, and no
         // pin in KV (nor written later: the id carries it).
@@ -38,7 +38,7 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
         var start = await fx.CtlAsync("start", "{\"candidate\":\"green\"}");
         Assert.True(start.Ok, start.Error);
         Assert.NotNull(start.State!.LiveVersion);
-        await AppliedAsync(start.State.Version);
+        await fx.AppliedAsync(start.State.Version);
         var shadow = await MadeUpAsync(fx.Http2);
         foreach (var (session, colour, route) in new[] { stable, shadow })
         {
@@ -53,7 +53,7 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
         // the live one, and from then on their pins are in KV (read at once: the answer waited for the write).
         var canary = await fx.CtlAsync("set-weight", "{\"weight\":100}");
         Assert.True(canary.Ok, canary.Error);
-        await AppliedAsync(canary.State!.Version);
+        await fx.AppliedAsync(canary.State!.Version);
         foreach (var (session, _, _) in new[] { stable, shadow })
         {
             Assert.Equal(("blue", "Pinned"), await ReturnAsync(fx.Http1, session));
@@ -112,15 +112,6 @@ public sealed class HopTests(RolloutFixture fx) : IAsyncLifetime
     }
 
     /// <summary>Both ingresses apply state <paramref name="version"/> (or a later one).</summary>
-    private async Task AppliedAsync(long version)
-    {
-        foreach (var http in new[] { fx.Http1, fx.Http2 })
-        {
-            var applied = JsonDocument.Parse(await http.GetStringAsync($"/api/rollout/applied?version={version}")).RootElement;
-            Assert.True(applied.GetProperty("reached").GetBoolean(), $"state version {version} not applied");
-        }
-    }
-
     [Fact]
     public async Task A_pin_written_or_deleted_by_anyone_reaches_the_ingress_copy_which_routes_by_it()
     {

@@ -48,8 +48,11 @@ public sealed class MetricsTests
             (await http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Once upon a time", maxTokens: 8), session: $"m{i}"))).Dispose();
         }
         (await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"x\"}", colour: "red"))).Dispose();
-        Assert.True((await Ctl.SendAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
-        await Task.Delay(500);
+        var start = await Ctl.SendAsync(op, "start", "{\"candidate\":\"green\"}");
+        Assert.True(start.Ok, start.Error);
+        // The ingress mirrors once it has applied Shadow (it waits for that here, up to its own limit).
+        var applied = System.Text.Json.JsonDocument.Parse(await http.GetStringAsync($"/api/rollout/applied?version={start.State!.Version}")).RootElement;
+        Assert.True(applied.GetProperty("reached").GetBoolean(), "the ingress did not apply Shadow");
         for (var i = 0; i < 4; i++)
             (await http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"lovely\"}", session: $"s{i}"))).Dispose();
 

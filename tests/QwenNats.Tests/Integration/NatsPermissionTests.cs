@@ -79,13 +79,13 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             // ($SRV.PING / $SRV.INFO by raw requests), a watch of the rollout state, the audit stream, the verdicts.
             foreach (var (user, c, verdicts) in new[] { ("operator", op, opVerdicts), ("viewer", viewer, viewerVerdicts) })
             {
-                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-                var pings = await RawRequestManyAsync(c, "$SRV.PING", cts.Token);
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                var pings = await RawRequestManyAsync(c, "$SRV.PING", FleetServices, cts.Token);
                 Assert.True(pings.All(p => p.GetProperty("type").GetString() == "io.nats.micro.v1.ping_response"), user);
                 Assert.Equal(2, pings.Count(p => p.GetProperty("name").GetString() == Subjects.WorkerService));
                 Assert.Contains(pings, p => p.GetProperty("name").GetString() == Subjects.PromoterService);
                 Assert.Contains(pings, p => p.GetProperty("name").GetString() == Subjects.JudgeService);
-                var infos = await RawRequestManyAsync(c, $"$SRV.INFO.{Subjects.WorkerService}", cts.Token);
+                var infos = await RawRequestManyAsync(c, $"$SRV.INFO.{Subjects.WorkerService}", 2, cts.Token);
                 Assert.Equal(["blue", "green"], infos.Select(i => i.GetProperty("metadata").GetProperty("colour").GetString()).Order());
                 output.WriteLine($"{user} lists the fleet: {pings.Count} services, workers {string.Join(", ", infos.Select(i => i.GetProperty("metadata").GetProperty("worker_id").GetString()))}");
 
@@ -109,7 +109,7 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
 
                 // The same with nats.js, a client the project did not write: the fleet and a watch of the rollout state.
                 var (code, stdout, stderr) = await NodeClients.RunAsync("nats-js", "fleet.mjs",
-                    new Dictionary<string, string> { ["NATS_URL"] = nats.Url, ["NATS_USER"] = user, ["NATS_PASSWORD"] = Passwords[user] }, TimeSpan.FromSeconds(60));
+                    new Dictionary<string, string> { ["NATS_URL"] = nats.Url, ["NATS_USER"] = user, ["NATS_PASSWORD"] = Passwords[user], ["FLEET_SERVICES"] = $"{FleetServices}" }, TimeSpan.FromSeconds(60));
                 Assert.True(code == 0, $"nats.js as {user}: exit {code}: {stderr}");
                 var fleet = JsonDocument.Parse(stdout).RootElement;
                 var services = fleet.GetProperty("services").EnumerateArray().Select(p => p.GetProperty("name").GetString()).ToList();
@@ -206,12 +206,20 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
             await TrySubscribeAsync("viewer", Rollouts.ControlWildcard, "listen to operator commands");
             await TrySubscribeAsync("viewer", Judging.SamplesSubjects, "read shadow samples");
             await TrySubscribeAsync("viewer", "qwen.reply.>", "read other services' replies");
-            await Task.Delay(500);
-
-            var log = nats.Log;
+            // nats-server logs each violation as it refuses it; the log is read from its output as it comes.
+            string? Violation(string user, string subject) => nats.Log.FirstOrDefault(l =>
+                l.Contains("Violation", StringComparison.Ordinal) && l.Contains($"\"{user}\"", StringComparison.Ordinal) && l.Contains(subject, StringComparison.Ordinal));
+            try
+            {
+                await Eventually.TrueAsync(() => refused.All(r => Violation(r.User, r.Subject) is not null), TimeSpan.FromSeconds(15));
+            }
+            catch (OperationCanceledException)
+            {
+                // Reported one by one below.
+            }
             foreach (var (user, what, subject) in refused)
             {
-                var line = log.FirstOrDefault(l => l.Contains("Violation", StringComparison.Ordinal) && l.Contains($"\"{user}\"", StringComparison.Ordinal) && l.Contains(subject, StringComparison.Ordinal));
+                var line = Violation(user, subject);
                 output.WriteLine($"{user} may not {what} ({subject}): {(line is null ? "NOT REFUSED" : "refused")}");
                 Assert.True(line is not null, $"{user} was not refused to {what} ({subject})");
             }
@@ -231,11 +239,15 @@ public sealed class NatsPermissionTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>Every reply to a raw request that arrives within a second, as JSON (a services-discovery request, as `nats micro ls` sends it).</summary>
-    private static async Task<List<System.Text.Json.JsonElement>> RawRequestManyAsync(NatsConnection c, string subject, CancellationToken ct)
+    /// <summary>The services of this test's fleet: two workers, the promoter and the judge.</summary>
+    private const int FleetServices = 4;
+
+    /// <summary>The replies to a raw request, as JSON (a services-discovery request, as `nats micro ls` sends it): until
+    /// <paramref name="expected"/> have come, or 15 s have passed (a reply missing then fails the test's count).</summary>
+    private static async Task<List<System.Text.Json.JsonElement>> RawRequestManyAsync(NatsConnection c, string subject, int expected, CancellationToken ct)
     {
         var replies = new List<System.Text.Json.JsonElement>();
-        await foreach (var msg in c.RequestManyAsync<byte[], byte[]>(subject, [], replyOpts: new NatsSubOpts { Timeout = TimeSpan.FromSeconds(1) }, cancellationToken: ct))
+        await foreach (var msg in c.RequestManyAsync<byte[], byte[]>(subject, [], replyOpts: new NatsSubOpts { MaxMsgs = expected, Timeout = TimeSpan.FromSeconds(15) }, cancellationToken: ct))
         {
             msg.EnsureSuccess();
             replies.Add(System.Text.Json.JsonDocument.Parse(msg.Data!).RootElement.Clone());

@@ -38,8 +38,11 @@ public sealed class ReadinessTests
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         while (true)
         {
+            // Read before the flag: the state may be read meanwhile, and if the flag is still down after the call,
+            // it was down during it.
+            var sessions = await view.GetSessionsAsync(cts.Token);
             if (!view.StateRead)
-                Assert.Null(await view.GetSessionsAsync(cts.Token));
+                Assert.Null(sessions);
             using var ready = await http.GetAsync("/readyz", cts.Token);
             var body = JsonDocument.Parse(await ready.Content.ReadAsStringAsync(cts.Token)).RootElement;
             if (ready.StatusCode == HttpStatusCode.OK)

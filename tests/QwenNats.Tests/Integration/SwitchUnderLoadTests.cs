@@ -44,6 +44,9 @@ public sealed class SwitchUnderLoadTests(RolloutFixture fx, ITestOutputHelper ou
             var sent = clock.ElapsedTicks;
             var rb = await fx.CtlAsync("rollback", "{\"reason\":\"load test\"}");
             Assert.True(rb.Ok, rb.Error);
+            // A rollback is under way until both ingresses route by it: until then one may still pin a new session
+            // to green, which the rollback then moves.
+            await fx.AppliedAsync(rb.State!.Version);
             rollbacks.Add((sent, clock.ElapsedTicks));
             await Task.Delay(150);
         }

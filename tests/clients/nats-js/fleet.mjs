@@ -1,7 +1,9 @@
 // Lists the QwenNats fleet and reads the rollout state the way an operator's own tooling would, with nats.js
 // (a NATS client the project did not write): $SRV.PING and $SRV.INFO through the micro-services client, and a
 // watch of the rollout bucket. Prints one JSON object; exits 1 with the error when anything is refused.
-//   NATS_URL=nats://127.0.0.1:4222 NATS_USER=operator NATS_PASSWORD=... node fleet.mjs
+// FLEET_SERVICES: how many services answer; each discovery request waits for that many answers (up to 15 s), so a
+// loaded machine's slow answer is not missed; without it, for answers until 2 s have passed.
+//   NATS_URL=nats://127.0.0.1:4222 NATS_USER=operator NATS_PASSWORD=... FLEET_SERVICES=4 node fleet.mjs
 import { connect } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
 import { Kvm } from "@nats-io/kv";
@@ -20,7 +22,10 @@ try {
     pass: process.env.NATS_PASSWORD,
     name: "fleet-check (nats.js)",
   });
-  const client = new Svcm(nc).client({ maxWait: 2000 });
+  const expected = Number.parseInt(process.env.FLEET_SERVICES ?? "", 10);
+  const client = new Svcm(nc).client(expected > 0
+    ? { strategy: "count", maxMessages: expected, maxWait: 15000 }
+    : { maxWait: 2000 });
   const pings = await collect(await client.ping());
   const infos = await collect(await client.info());
   const kv = await new Kvm(nc).open("qwen_rollout");
