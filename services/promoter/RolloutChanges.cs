@@ -78,13 +78,13 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
 
     private async Task<bool> AppendOrKeepAsync(RolloutEvent e, CancellationToken ct)
     {
-        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        bounded.CancelAfter(settings.Options.AuditAppendTimeout);
+        using var allowed = new CancellationTokenSource(settings.Options.AuditAppendTimeout, clock);
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct, allowed.Token);
         try
         {
             // The pipeline's jittered back-off may draw a first delay up to its cap; capped at a quarter of the time allowed,
             // the append is tried at least twice (a cap as long as the time allowed could leave a single attempt).
-            await Retry.Forever(logger, "Appending the audit record", maxDelay: settings.Options.AuditAppendTimeout / 4)
+            await Retry.Forever(logger, "Appending the audit record", maxDelay: settings.Options.AuditAppendTimeout / 4, clock)
                 .ExecuteAsync(async t => await log.AppendAsync(e, t), bounded.Token);
             return true;
         }

@@ -16,8 +16,8 @@ public static class Retry
     public static readonly TimeSpan MaxDelay = TimeSpan.FromSeconds(5);
 
     /// <summary>A pipeline that retries any exception except the caller's own cancellation.</summary>
-    public static ResiliencePipeline Forever(ILogger logger, string what, TimeSpan? maxDelay = null) =>
-        new ResiliencePipelineBuilder()
+    public static ResiliencePipeline Forever(ILogger logger, string what, TimeSpan? maxDelay = null, TimeProvider? clock = null) =>
+        new ResiliencePipelineBuilder { TimeProvider = clock ?? TimeProvider.System }
             .AddRetry(new RetryStrategyOptions
             {
                 ShouldHandle = new PredicateBuilder().Handle<Exception>(e => e is not OperationCanceledException),

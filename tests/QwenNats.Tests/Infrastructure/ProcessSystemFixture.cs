@@ -50,7 +50,7 @@ public sealed class ProcessSystemFixture : IAsyncLifetime
         {
             ["urls"] = Base.ToString().TrimEnd('/'), ["Nats:Url"] = Nats.Url,
             ["Logging:LogLevel:Default"] = "Debug", ["Logging:LogLevel:Microsoft.AspNetCore"] = "Information", ["Logging:LogLevel:NATS"] = "Warning",
-            ["Topology:Storage"] = "memory", ["Ingress:WorkerStaleAfter"] = "00:00:01.500", ["Ingress:RequestTimeout"] = "00:00:20",
+            ["Topology:Storage"] = "memory", ["Ingress:WorkerStaleAfter"] = "00:00:10", ["Ingress:RequestTimeout"] = "00:00:20",
             ["Console:OperatorToken"] = OperatorToken,
             ["Security:ApiKeys:0:Name"] = "limited", ["Security:ApiKeys:0:Key"] = KeyLimited,
             ["Security:ApiKeys:0:RequestsPerMinute"] = "1", ["Security:ApiKeys:0:Burst"] = "3",

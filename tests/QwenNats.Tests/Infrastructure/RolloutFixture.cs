@@ -34,7 +34,8 @@ public sealed class RolloutFixture : IAsyncLifetime
         ["Logging:LogLevel:Default"] = "Warning",
         ["Promoter:BakeWindow"] = "00:00:03",
         ["Promoter:RolledBackHold"] = "00:00:00.500",
-        ["Promoter:LeaseTtl"] = "00:00:01.500",
+        // Renewed every 2 s: only a death, or a stall of 4 s (not the 1 s a loaded test machine can give), passes the lead on.
+        ["Promoter:LeaseTtl"] = "00:00:06",
         ["Promoter:TickInterval"] = "00:00:00.100",
         ["Topology:Storage"] = "memory",
     };

@@ -61,7 +61,7 @@ public sealed class ClusterDrillTests(ITestOutputHelper output)
             await system.StartWorkerAsync("green", "v1", slots: 2, extra: As("worker_green", new() { ["Worker:WorkerId"] = "green-1" }));
             var (_, http) = await system.StartIngressAsync(As("ingress", new()
             {
-                ["Ingress:RequestTimeout"] = "00:00:20", ["Topology:AckWait"] = "00:00:03",
+                ["Ingress:RequestTimeout"] = "00:00:20", ["Topology:AckWait"] = "00:00:03", ["Ingress:WorkerStaleAfter"] = "00:00:01.500",
                 ["Shadow:CanaryFraction"] = "0.5", ["Shadow:Timeout"] = "00:00:10", ["Shadow:ScoreFraction"] = "1",
             }));
             http.Timeout = TimeSpan.FromSeconds(40);

@@ -14,6 +14,9 @@ namespace QwenNats.Tests.Integration;
 /// </summary>
 public sealed class FaultDrillTests(ITestOutputHelper output)
 {
+    /// <summary>How soon the drills' ingresses take a silent worker for dead (6 heartbeats): noticing is what they test.</summary>
+    private const string StaleAfter = "00:00:01.500";
+
     private static Dictionary<string, string?> WorkerSettings(NatsServer nats, string colour, string id, string profile, string ackWait = "00:00:03") => new()
     {
         ["Nats:Url"] = nats.Url,
@@ -39,7 +42,7 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         await using var system = new QwenSystem(nats);
         var (_, http) = await system.StartIngressAsync(new()
         {
-            ["Ingress:RequestTimeout"] = "00:00:20", ["Topology:AckWait"] = "00:00:03", ["Topology:Storage"] = "file",
+            ["Ingress:RequestTimeout"] = "00:00:20", ["Ingress:WorkerStaleAfter"] = StaleAfter, ["Topology:AckWait"] = "00:00:03", ["Topology:Storage"] = "file",
         });
         http.Timeout = TimeSpan.FromSeconds(40);
         await using var a = ServiceProcess.Start("worker", "QwenNats.Worker", WorkerSettings(nats, "blue", "blue-a", "v1"));
@@ -83,7 +86,7 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         await using var system = new QwenSystem(nats);
         var (_, http) = await system.StartIngressAsync(new()
         {
-            ["Ingress:RequestTimeout"] = "00:00:03", ["Topology:AckWait"] = "00:00:03", ["Topology:Storage"] = "file",
+            ["Ingress:RequestTimeout"] = "00:00:03", ["Ingress:WorkerStaleAfter"] = StaleAfter, ["Topology:AckWait"] = "00:00:03", ["Topology:Storage"] = "file",
         });
         var settings = WorkerSettings(nats, "blue", "blue-hangs", "v1");
         settings["Faults:HangRate"] = "0.3";
@@ -117,7 +120,7 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
         await using var system = new QwenSystem(nats);
         var ingressSettings = new Dictionary<string, string?>
         {
-            ["Ingress:RequestTimeout"] = "00:00:15", ["Topology:Storage"] = "file", ["Topology:AckWait"] = "00:00:03",
+            ["Ingress:RequestTimeout"] = "00:00:15", ["Ingress:WorkerStaleAfter"] = StaleAfter, ["Topology:Storage"] = "file", ["Topology:AckWait"] = "00:00:03",
         };
         var (_, http) = await system.StartIngressAsync(ingressSettings);
         http.Timeout = TimeSpan.FromSeconds(30);

@@ -107,7 +107,7 @@ public sealed class PromoterFailoverTests
         Assert.True(File.Exists(dll), $"{dll} is not built");
         var psi = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(dll);
-        foreach (var (k, v) in Settings(server))
+        foreach (var (k, v) in RolloutFixture.PromoterSettings(server.Url))
             psi.ArgumentList.Add($"--{k}={v}");
         var p = Process.Start(psi)!;
         p.OutputDataReceived += (_, _) => { };
@@ -117,19 +117,9 @@ public sealed class PromoterFailoverTests
         return p;
     }
 
-    /// <summary>The rollout tests' promoter settings with a lease of 6 s: a leader renews it every third of that, so only
-    /// a death (or a stall of 4 s, not the 1 s a loaded test machine can give a freshly started process) passes the
-    /// lead on. A takeover still comes well within the tests' 15 s.</summary>
-    private static Dictionary<string, string?> Settings(NatsServer server)
-    {
-        var settings = RolloutFixture.PromoterSettings(server.Url);
-        settings["Promoter:LeaseTtl"] = "00:00:06";
-        return settings;
-    }
-
     private static async Task<Microsoft.Extensions.Hosting.IHost> StartPromoterAsync(NatsServer server)
     {
-        var host = PromoterHost.Build([], c => c.AddInMemoryCollection(Settings(server)));
+        var host = PromoterHost.Build([], c => c.AddInMemoryCollection(RolloutFixture.PromoterSettings(server.Url)));
         await host.StartAsync();
         return host;
     }
