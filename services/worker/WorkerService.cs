@@ -229,9 +229,10 @@ public sealed partial class WorkerService(
         {
             var bucket = await Retry.UntilDoneAsync(logger, "Binding the releases bucket", async t => await topology.BucketAsync(Releases.Bucket, t), token);
             var models = await Retry.UntilDoneAsync(logger, "Binding the model store", async t => await topology.ObjectStoreAsync(Releases.ModelsBucket, t), token);
-            _cache ??= new ModelCache(_options.ResolvedModelCacheDir);
+            _cache ??= new ModelCache(_options.ResolvedModelCacheDir, processFaults.Value.DownloadStallAfterBytes);
             var stale = _cache.RemoveStalePartials();
             if (stale > 0) RemovedPartials(logger, stale, _cache.Directory);
+            if (processFaults.Value.DownloadStallAfterBytes > 0) DownloadsStall(logger, processFaults.Value.DownloadStallAfterBytes);
             await foreach (var entry in bucket.WatchAsync<Assignment>(Releases.AssignmentKey(Colour), cancellationToken: token))
             {
                 if (entry.Operation != NatsKVOperation.Put || entry.Value is not { } assignment) continue;
@@ -542,6 +543,9 @@ public sealed partial class WorkerService(
 
     [LoggerMessage(EventId = 3019, Level = LogLevel.Information, Message = "Rollout state not readable yet (no promoter has run, or NATS is down); decode priority unchanged until it is")]
     private static partial void RoleUnknown(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3023, Level = LogLevel.Warning, Message = "Fault injection: model downloads stop after {Bytes} bytes and wait until the worker stops (Faults:DownloadStallAfterBytes)")]
+    private static partial void DownloadsStall(ILogger logger, long bytes);
 
     [LoggerMessage(EventId = 3016, Level = LogLevel.Information, Message = "Removed {Count} interrupted model downloads from {Directory}")]
     private static partial void RemovedPartials(ILogger logger, int count, string directory);

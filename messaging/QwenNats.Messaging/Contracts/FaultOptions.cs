@@ -33,5 +33,11 @@ public sealed record FaultOptions
     /// ingress cancels them at their deadline. Independent of the others.</summary>
     public double HangRate { get; init; }
 
+    /// <summary>Model downloads of the worker stop after this many bytes and wait until it stops (a stalled object
+    /// store or network): rehearses a worker that dies or is stopped mid-download. 0: never. Process setting only
+    /// (a release's faults apply to its answers, and its model is downloaded before they are read).</summary>
+    public long DownloadStallAfterBytes { get; init; }
+
+    /// <summary>Whether answers get any fault (<see cref="DownloadStallAfterBytes"/> is not about answers).</summary>
     public bool Enabled => ErrorRate > 0 || HangRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Nonsense || Slowdown > 1));
 }

@@ -84,9 +84,14 @@ public static class ModelStore
 public sealed class ModelCache
 {
     private const string PartialSuffix = ".partial";
+    private readonly long _stallAfterBytes;
 
-    public ModelCache(string directory)
+    /// <param name="directory">Where the models are kept.</param>
+    /// <param name="stallAfterBytes">Fault injection (<see cref="FaultOptions.DownloadStallAfterBytes"/>): a download
+    /// stops after this many bytes and waits until cancelled; 0: never.</param>
+    public ModelCache(string directory, long stallAfterBytes = 0)
     {
+        _stallAfterBytes = stallAfterBytes;
         Directory = Path.GetFullPath(directory);
         System.IO.Directory.CreateDirectory(Directory);
     }
@@ -133,7 +138,7 @@ public sealed class ModelCache
         try
         {
             await using (var file = new FileStream(partial, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20, useAsync: true))
-            await using (var counting = new ProgressStream(file, progress))
+            await using (var counting = new ProgressStream(file, progress, _stallAfterBytes))
             {
                 try
                 {
@@ -179,7 +184,7 @@ public sealed class ModelCache
     }
 
     /// <summary>A write-through stream that reports how many bytes went by.</summary>
-    private sealed class ProgressStream(Stream inner, IProgress<long>? progress) : Stream
+    private sealed class ProgressStream(Stream inner, IProgress<long>? progress, long stallAfterBytes) : Stream
     {
         private long _written;
         public override bool CanRead => false;
@@ -203,6 +208,11 @@ public sealed class ModelCache
         {
             await inner.WriteAsync(buffer, cancellationToken);
             Report(buffer.Length);
+            if (stallAfterBytes > 0 && _written >= stallAfterBytes)
+            {
+                await inner.FlushAsync(cancellationToken);
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
         }
 
         public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>

@@ -48,25 +48,30 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
                 ["Worker:Slots"] = "1", ["Worker:ContextSize"] = "256", ["Worker:Threads"] = "1", ["Worker:HeartbeatInterval"] = "00:00:00.250",
                 ["Topology:Storage"] = "memory",
             };
-            await using var worker = ServiceProcess.Start("worker", "QwenNats.Worker", settings);
-            await WaitAsync(async () => (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "green").Workers.Count == 1, "the worker to join, waiting for a release");
-
-            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "big" })).Ok);
-            // Kill -9 while the model is being written to the cache (a partial file exists).
-            var partials = Stopwatch.StartNew();
-            while (!Directory.Exists(cache) || Directory.GetFiles(cache, "*.partial").Length == 0)
+            // The first process's download stops after 1 MiB (fault injection), so it is surely killed mid-way, however
+            // slowly this test gets to the kill.
+            const long stallAt = 1 << 20;
+            var stalling = new Dictionary<string, string?>(settings) { ["Faults:DownloadStallAfterBytes"] = $"{stallAt}" };
+            await using (var first = ServiceProcess.Start("worker", "QwenNats.Worker", stalling))
             {
-                Assert.True(partials.Elapsed < TimeSpan.FromSeconds(60), "the download never started");
-                await Task.Delay(5);
+                await WaitAsync(async () => (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "green").Workers.Count == 1, "the worker to join, waiting for a release");
+                Assert.True((await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "big" })).Ok);
+                // Kill -9 while the model is being written to the cache (a partial file holds what came so far).
+                var partials = Stopwatch.StartNew();
+                while (!Directory.Exists(cache) || Directory.GetFiles(cache, "*.partial").Sum(f => new FileInfo(f).Length) < stallAt)
+                {
+                    Assert.True(partials.Elapsed < TimeSpan.FromSeconds(60), "the download never started");
+                    await Task.Delay(20);
+                }
+                await first.KillAsync();
             }
-            await worker.KillAsync();
             var left = Directory.GetFiles(cache);
             output.WriteLine($"killed mid-download; cache holds: {string.Join(", ", left.Select(Path.GetFileName))}");
             Assert.Contains(left, f => f.EndsWith(".partial", StringComparison.Ordinal));
             Assert.DoesNotContain(left, f => f.EndsWith(".gguf", StringComparison.Ordinal));
 
-            // Started again, it deletes the interrupted download, fetches the model again and serves the release.
-            await worker.RestartAsync();
+            // Started again (without the fault), it deletes the interrupted download, fetches the model again and serves the release.
+            await using var worker = ServiceProcess.Start("worker", "QwenNats.Worker", settings);
             var pool = await WaitForAsync(ctl, p => p.Ready, TimeSpan.FromSeconds(120));
             Assert.Equal(("big", sha), (pool.Workers.Single().Release, pool.Workers.Single().ModelSha256));
             Assert.Equal([$"{sha}.gguf"], Directory.GetFiles(cache).Select(Path.GetFileName));
