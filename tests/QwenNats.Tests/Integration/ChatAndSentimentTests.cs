@@ -191,16 +191,31 @@ public sealed class ChatAndSentimentTests(SystemFixture fx)
     }
 
     [Fact]
-    public async Task Two_workers_of_one_colour_share_concurrent_load()
+    public async Task Two_workers_of_one_colour_share_concurrent_load_a_busy_one_leaves_the_next_request_to_the_other()
     {
-        var tasks = Enumerable.Range(0, 6).Select(async i =>
+        // A long streamed answer holds one worker's only slot: a +100 bias on one text token keeps it from ending
+        // before its 400 tokens.
+        const string longBody = "{\"messages\":[{\"role\":\"user\",\"content\":\"Story\"}],\"max_tokens\":400,\"temperature\":0,\"stream\":true,\"logit_bias\":{\"300\":100}}";
+        using var busy = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", longBody), HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, busy.StatusCode);
+        var busyWorker = Api.Header(busy, "X-Qwen-Worker");
+        Assert.Contains(busyWorker, new[] { "blue-1", "blue-2" });
+        using var reader = new StreamReader(await busy.Content.ReadAsStreamAsync());
+        while (await reader.ReadLineAsync() is { } line && !line.StartsWith("data: ", StringComparison.Ordinal))
         {
-            using var r = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody($"Story number {i}", maxTokens: 48)));
-            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-            return (await Api.JsonAsync(r)).GetProperty("worker").GetString();
-        }).ToArray();
-        var workers = await Task.WhenAll(tasks);
-        Assert.Equal(new[] { "blue-1", "blue-2" }, workers.Distinct().OrderBy(w => w));
+        }
+
+        // While it decodes, the colour's next request can only be the other worker's.
+        using var r = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Story number 2", maxTokens: 8)));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var other = (await Api.JsonAsync(r)).GetProperty("worker").GetString();
+        Assert.Contains(other, new[] { "blue-1", "blue-2" });
+        Assert.NotEqual(busyWorker, other);
+
+        // The long answer was not cut short for it.
+        var rest = await reader.ReadToEndAsync();
+        Assert.Contains("\"finish_reason\":\"length\"", rest, StringComparison.Ordinal);
+        Assert.EndsWith("data: [DONE]", rest.TrimEnd(), StringComparison.Ordinal);
     }
 
     [Fact]
