@@ -67,21 +67,26 @@ internal static class Hop
             systems[0] = ("as is: ", systems[0].Http);
             systems.Add(($"{string.Join(' ', compare!.Select(kv => $"{kv.Key}={kv.Value}"))}: ", Client(other)));
         }
-        var cases = systems.SelectMany(s => new (string Name, HttpClient Http, string? Session)[]
+        // A third case per system: the same chat from a plain blocking HTTP/1.1 client, which shows the client's own share of `http`.
+        var plain = systems.Select(s => new PlainHttp(s.Http.BaseAddress!)).ToList();
+        var cases = systems.SelectMany((s, k) => new (string Name, Func<Task<Sample>> Chat)[]
         {
-            (s.Label + "no session (a new one each request)", s.Http, null), (s.Label + "one session (X-Session-Id)", s.Http, "hop-bench-session"),
+            (s.Label + "no session (a new one each request)", () => ChatAsync(s.Http, null)),
+            (s.Label + "one session (X-Session-Id)", () => ChatAsync(s.Http, Session)),
+            (s.Label + "one session, plain blocking HTTP/1.1 client", () => Task.FromResult(PlainChat(plain[k], Session))),
         }).ToArray();
         // The cases take turns request by request, after a warm-up of each, so both see the machine in the same state
         // (one after the other, the first ran while the services were still compiling their hot paths in the background).
         var results = cases.Select(c => (c.Name, Samples: new List<Sample>(requests))).ToList();
         for (var i = 0; i < Math.Min(200, requests); i++)
-            foreach (var (_, http, session) in cases)
-                await ChatAsync(http, session);
+            foreach (var (_, chat) in cases)
+                await chat();
         for (var i = 0; i < requests; i++)
             for (var k = 0; k < cases.Length; k++)
-                results[k].Samples.Add(await ChatAsync(cases[k].Http, cases[k].Session));
+                results[k].Samples.Add(await cases[k].Chat());
         // The HTTP part alone: the same client's round trip to the ingress's /healthz (no NATS), spaced like the chats.
         var httpFloor = new List<double>(requests / 2);
+        var plainFloor = new List<double>(requests / 2);
         for (var i = 0; i < Math.Max(50, requests / 2) + 20; i++)
         {
             var c = Stopwatch.StartNew();
@@ -89,7 +94,12 @@ internal static class Hop
                 await r.Content.ReadAsStringAsync();
             if (i >= 20) httpFloor.Add(c.Elapsed.TotalMilliseconds);
             await Task.Delay(10);
+            c.Restart();
+            if (plain[0].Send("GET", "/healthz", null, null).Status != 200) throw new InvalidOperationException("/healthz failed");
+            if (i >= 20) plainFloor.Add(c.Elapsed.TotalMilliseconds);
+            await Task.Delay(10);
         }
+        foreach (var p in plain) p.Dispose();
         // How the requests reached the worker: the ingress's own count by delivery path.
         var paths = new List<string>();
         foreach (var (label, http) in systems)
@@ -141,31 +151,144 @@ internal static class Hop
         }
         md.AppendLine();
         md.AppendLine(C, $"How the live requests reached the worker (the ingress's `qwen_request_deliveries_total`, warm-up included): {string.Join("; ", paths)}.").AppendLine();
-        md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(floor.Core, .5):F3} ms, p99 {P(floor.Core, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(floor.JetStream, .5):F3} ms, p99 {P(floor.JetStream, .99):F3} ms. One way between two connections, 10 ms apart: a core message p50 {P(floor.CoreOneWay, .5):F3} ms, p99 {P(floor.CoreOneWay, .99):F3} ms; a JetStream message from its publish to the pull waiting for it p50 {P(floor.JetStreamOneWay, .5):F3} ms, p99 {P(floor.JetStreamOneWay, .99):F3} ms. The same HTTP client's round trip to the ingress's `/healthz` (no NATS), 10 ms apart: p50 {P(httpFloor, .5):F3} ms, p99 {P(httpFloor, .99):F3} ms.");
+        md.AppendLine(C, $"The parts on their own, from this process to the same nats-server: core NATS request/reply p50 {P(floor.Core, .5):F3} ms, p99 {P(floor.Core, .99):F3} ms; JetStream publish (file storage) to its acknowledgement p50 {P(floor.JetStream, .5):F3} ms, p99 {P(floor.JetStream, .99):F3} ms. One way between two connections, 10 ms apart: a core message p50 {P(floor.CoreOneWay, .5):F3} ms, p99 {P(floor.CoreOneWay, .99):F3} ms; a JetStream message from its publish to the pull waiting for it p50 {P(floor.JetStreamOneWay, .5):F3} ms, p99 {P(floor.JetStreamOneWay, .99):F3} ms. The same HTTP client's round trip to the ingress's `/healthz` (no NATS), 10 ms apart: p50 {P(httpFloor, .5):F3} ms, p99 {P(httpFloor, .99):F3} ms; the plain blocking client's, p50 {P(plainFloor, .5):F3} ms, p99 {P(plainFloor, .99):F3} ms.");
         md.AppendLine().AppendLine(C, $"Took {clock.Elapsed.TotalMinutes:F1} minutes.");
         return md.ToString();
     }
 
+    private const string ChatBody = """{"messages":[{"role":"user","content":"Hi"}],"max_tokens":1,"temperature":0}""";
+    private const string Session = "hop-bench-session";
+
     private static async Task<Sample> ChatAsync(HttpClient http, string? session)
     {
-        const string Body = """{"messages":[{"role":"user","content":"Hi"}],"max_tokens":1,"temperature":0}""";
-        using var req = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(Body, Encoding.UTF8, "application/json") };
+        using var req = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(ChatBody, Encoding.UTF8, "application/json") };
         if (session is not null) req.Headers.Add("X-Session-Id", session);
         var clock = Stopwatch.StartNew();
         using var r = await http.SendAsync(req);
         var text = await r.Content.ReadAsStringAsync();
         var wall = clock.Elapsed.TotalMilliseconds;
         if (!r.IsSuccessStatusCode) throw new InvalidOperationException($"HTTP {(int)r.StatusCode}: {text}");
-        using var doc = JsonDocument.Parse(text);
+        return Parse(wall, text, r.Headers.TryGetValues("Server-Timing", out var values) ? string.Join(", ", values) : null);
+    }
+
+    private static Sample PlainChat(PlainHttp http, string session)
+    {
+        var clock = Stopwatch.StartNew();
+        var (status, headers, text) = http.Send("POST", "/v1/chat/completions", ChatBody, session);
+        var wall = clock.Elapsed.TotalMilliseconds;
+        if (status != 200) throw new InvalidOperationException($"HTTP {status}: {text}");
+        return Parse(wall, text, headers.GetValueOrDefault("server-timing"));
+    }
+
+    /// <summary>A sample from the answer's body (the worker's <c>total_ms</c>) and its <c>Server-Timing</c> header.</summary>
+    private static Sample Parse(double wall, string body, string? serverTiming)
+    {
+        using var doc = JsonDocument.Parse(body);
         var total = doc.RootElement.GetProperty("timings").GetProperty("total_ms").GetDouble();
         var stages = new Dictionary<string, double>();
-        if (r.Headers.TryGetValues("Server-Timing", out var values))
-            foreach (var part in string.Join(", ", values).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-            {
-                var bits = part.Split(";dur=");
-                if (bits.Length == 2 && double.TryParse(bits[1], NumberStyles.Float, C, out var ms)) stages[bits[0]] = ms;
-            }
+        foreach (var part in (serverTiming ?? "").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            var bits = part.Split(";dur=");
+            if (bits.Length == 2 && double.TryParse(bits[1], NumberStyles.Float, C, out var ms)) stages[bits[0]] = ms;
+        }
         return new Sample(wall, total, stages);
+    }
+
+    /// <summary>
+    /// A plain HTTP/1.1 client on one keep-alive connection with blocking socket calls: the request written at once,
+    /// the answer read by the calling thread (a blocked <c>recv</c> the kernel wakes), against HttpClient's async path
+    /// where a socket event wakes the runtime's event thread, which then wakes a thread-pool thread for the
+    /// continuation. It shows how much of <c>http</c> is the client's own; the services are the same.
+    /// </summary>
+    private sealed class PlainHttp : IDisposable
+    {
+        private readonly System.Net.Sockets.Socket _socket;
+        private readonly string _host;
+        private byte[] _buffer = new byte[64 * 1024];
+        private int _start, _end;
+
+        public PlainHttp(Uri baseAddress)
+        {
+            _host = $"{baseAddress.Host}:{baseAddress.Port}";
+            _socket = new(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+            _socket.Connect(baseAddress.Host, baseAddress.Port);
+        }
+
+        /// <summary>Sends one request; the status, the headers (names lower-case) and the body.</summary>
+        public (int Status, Dictionary<string, string> Headers, string Body) Send(string method, string path, string? json, string? session)
+        {
+            var body = json is null ? [] : Encoding.UTF8.GetBytes(json);
+            var head = new StringBuilder().Append(C, $"{method} {path} HTTP/1.1\r\nHost: {_host}\r\n");
+            if (session is not null) head.Append(C, $"X-Session-Id: {session}\r\n");
+            if (json is not null) head.Append(C, $"Content-Type: application/json\r\nContent-Length: {body.Length}\r\n");
+            var request = Encoding.ASCII.GetBytes(head.Append("\r\n").ToString()).Concat(body).ToArray();
+            for (var sent = 0; sent < request.Length;)
+                sent += _socket.Send(request, sent, request.Length - sent, System.Net.Sockets.SocketFlags.None);
+
+            var lines = ReadLine().Split(' ', 3);
+            var status = int.Parse(lines[1], C);
+            var headers = new Dictionary<string, string>(StringComparer.Ordinal);
+            for (var line = ReadLine(); line.Length > 0; line = ReadLine())
+            {
+                var colon = line.IndexOf(':');
+                var name = line[..colon].Trim().ToLowerInvariant();
+                var value = line[(colon + 1)..].Trim();
+                headers[name] = headers.TryGetValue(name, out var earlier) ? $"{earlier}, {value}" : value;
+            }
+            var bytes = new List<byte>();
+            if (headers.TryGetValue("transfer-encoding", out var te) && te.Contains("chunked", StringComparison.OrdinalIgnoreCase))
+            {
+                for (var size = ChunkSize(); size > 0; size = ChunkSize())
+                {
+                    bytes.AddRange(Read(size));
+                    ReadLine();
+                }
+                while (ReadLine().Length > 0) { }
+            }
+            else if (headers.TryGetValue("content-length", out var length))
+                bytes.AddRange(Read(int.Parse(length, C)));
+            return (status, headers, Encoding.UTF8.GetString(bytes.ToArray()));
+        }
+
+        private int ChunkSize() => Convert.ToInt32(ReadLine().Split(';')[0].Trim(), 16);
+
+        private string ReadLine()
+        {
+            while (true)
+            {
+                var at = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
+                if (at >= 0)
+                {
+                    var line = Encoding.ASCII.GetString(_buffer, _start, at - _start).TrimEnd('\r');
+                    _start = at + 1;
+                    return line;
+                }
+                Fill();
+            }
+        }
+
+        private byte[] Read(int count)
+        {
+            while (_end - _start < count) Fill();
+            var bytes = _buffer.AsSpan(_start, count).ToArray();
+            _start += count;
+            return bytes;
+        }
+
+        private void Fill()
+        {
+            if (_start > 0)
+            {
+                Buffer.BlockCopy(_buffer, _start, _buffer, 0, _end - _start);
+                (_end, _start) = (_end - _start, 0);
+            }
+            if (_end == _buffer.Length) Array.Resize(ref _buffer, _buffer.Length * 2);
+            var got = _socket.Receive(_buffer, _end, _buffer.Length - _end, System.Net.Sockets.SocketFlags.None);
+            if (got == 0) throw new IOException("the ingress closed the connection");
+            _end += got;
+        }
+
+        public void Dispose() => _socket.Dispose();
     }
 
     /// <summary>What the parts cost alone, in milliseconds.</summary>
