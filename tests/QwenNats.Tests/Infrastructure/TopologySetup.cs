@@ -10,10 +10,21 @@ public static class TopologySetup
 {
     public static async Task EnsureAsync(NatsServer server, string owner, string storage)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         await using var nats = await Ctl.ConnectAsync(server);
         var js = new NatsJSContext(nats);
         var client = new TopologyClient(js, new NatsKVContext(js), new QwenTopology(new TopologyOptions { Storage = storage }), NullLogger<TopologyClient>.Instance);
-        await client.EnsureOwnedAsync(owner, null, CancellationToken.None);
+        try
+        {
+            await client.EnsureOwnedAsync(owner, null, CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            // What nats-server said meanwhile (slow internal subscriptions, read loops, JetStream warnings) is what
+            // tells a server that did not answer from a client that did not read the answer.
+            throw new InvalidOperationException(
+                $"Applying the {owner}'s topology ({storage}) failed after {clock.ElapsedMilliseconds} ms; nats-server's log:\n{string.Join('\n', server.Log.TakeLast(40))}", e);
+        }
     }
 }
 
