@@ -20,10 +20,12 @@ public static class TopologySetup
         }
         catch (Exception e)
         {
-            // What nats-server said meanwhile (slow internal subscriptions, read loops, JetStream warnings) is what
-            // tells a server that did not answer from a client that did not read the answer.
+            // What nats-server said meanwhile (slow internal subscriptions, read loops, JetStream warnings) and the state
+            // of this process's thread pool tell a server that did not answer from a client that did not read the answer.
             throw new InvalidOperationException(
-                $"Applying the {owner}'s topology ({storage}) failed after {clock.ElapsedMilliseconds} ms; nats-server's log:\n{string.Join('\n', server.Log.TakeLast(40))}", e);
+                $"Applying the {owner}'s topology ({storage}) failed after {clock.ElapsedMilliseconds} ms; this process's thread pool: "
+                + $"{ThreadPool.ThreadCount} threads, {ThreadPool.PendingWorkItemCount} items waiting, {ThreadPool.CompletedWorkItemCount} done; "
+                + $"nats-server's log:\n{string.Join('\n', server.Log.TakeLast(40))}", e);
         }
     }
 }
