@@ -42,6 +42,9 @@ internal static partial class PromoterLog
     [LoggerMessage(EventId = 5032, Level = LogLevel.Warning, Message = "Rollout {RolloutId} stays in Shadow: {Reason}")]
     public static partial void GoldenInconclusive(ILogger logger, string rolloutId, string reason);
 
+    [LoggerMessage(EventId = 5033, Level = LogLevel.Warning, Message = "Rollout {RolloutId} stays in Shadow: the golden set passed, but the judge's verdict for the step is now {Outcome} ({Reason})")]
+    public static partial void PassWithdrawn(ILogger logger, string rolloutId, string outcome, string reason);
+
     [LoggerMessage(EventId = 5004, Level = LogLevel.Error, Message = "Control command {Verb} failed")]
     public static partial void ControlFailed(ILogger logger, string verb, Exception exception);
 

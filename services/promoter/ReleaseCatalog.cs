@@ -122,8 +122,8 @@ public sealed class ReleaseCatalog(TopologyClient topology, WorkerRegistry worke
         return assignment;
     }
 
-    /// <summary>One pool's readiness from its workers' heartbeats.</summary>
-    public PoolStatus Pool(string colour, Assignment? assigned) => Evaluate(colour, assigned, workers.Known(colour));
+    /// <summary>One pool's readiness from its workers' heartbeats (a worker draining on its way out no longer counts).</summary>
+    public PoolStatus Pool(string colour, Assignment? assigned) => Evaluate(colour, assigned, workers.Known(colour).Where(w => !w.Draining).ToArray());
 
     public async Task<IReadOnlyList<PoolStatus>> PoolsAsync(IReadOnlyList<string> colours, CancellationToken ct)
     {

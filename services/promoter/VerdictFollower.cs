@@ -40,7 +40,7 @@ public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, 
                         // Acting on a verdict can take long (the golden set runs before leaving Shadow); verdicts
                         // queue meanwhile, and the silence watchdog must not count that time as the judge's.
                         _acting = true;
-                        await OnVerdictAsync(v, ct);
+                        await OnVerdictAsync(v, sub.Msgs, ct);
                     }
                     catch (Exception e) when (e is not OperationCanceledException)
                     {
@@ -62,7 +62,7 @@ public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, 
     private Task<ControlReply> ChangeAsync(string verb, Func<Rollout, RolloutOutcome?> act, string cause, CancellationToken ct) =>
         changes.ChangeAsync(verb, act, cause, lease.Holder, ct);
 
-    private async Task OnVerdictAsync(Verdict v, CancellationToken ct)
+    private async Task OnVerdictAsync(Verdict v, System.Threading.Channels.ChannelReader<NatsMsg<Verdict>> queued, CancellationToken ct)
     {
         var (state, _) = await store.GetAsync(ct);
         if (!IsFor(state, v))
@@ -93,7 +93,27 @@ public sealed class VerdictFollower(RolloutStore store, RolloutChanges changes, 
                                 ? r.Pause($"inconclusive, no progress for {policy.InconclusivePauseAfter}: {gate.Reason}", "judge") : null, "judge", ct);
                         return;
                     }
-                    v = v with { Reason = $"{v.Reason}; {gate.Reason}" };
+                    // The gate took a while, and the judge went on meanwhile. A pass is provisional: a fail it sent since
+                    // for this step rolls back, and a step no longer passing is not promoted on the old pass.
+                    var latest = v;
+                    while (queued.TryRead(out var next))
+                    {
+                        if (next.Data is not { } n) continue;
+                        _lastVerdict = (n.RolloutId, clock.GetUtcNow());
+                        if (n.RolloutId != v.RolloutId || n.Phase != v.Phase || n.Step != v.Step) continue;
+                        if (n.Outcome == Judging.Outcomes.Fail)
+                        {
+                            await ChangeAsync("rollback", r => IsFor(r.State, n) ? r.Rollback($"judge fail: {n.Reason}", "judge") : null, "judge", ct);
+                            return;
+                        }
+                        latest = n;
+                    }
+                    if (latest.Outcome != Judging.Outcomes.Pass)
+                    {
+                        PromoterLog.PassWithdrawn(logger, state.RolloutId!, latest.Outcome, latest.Reason);
+                        return;
+                    }
+                    v = latest with { Reason = $"{latest.Reason}; {gate.Reason}" };
                 }
                 await ChangeAsync("promote", r => IsFor(r.State, v) ? r.Promote(false, $"judge pass: {v.Reason}", "judge") : null, "judge", ct);
                 break;

@@ -27,6 +27,8 @@ public sealed class LlamaEngine : IAsyncDisposable
     private readonly ModelParams _params;
     private readonly Channel<EngineJob> _incoming = Channel.CreateUnbounded<EngineJob>(new UnboundedChannelOptions { SingleReader = true });
     private readonly CancellationTokenSource _stop = new();
+    // Set under _gate when the engine is disposed.
+    private bool _disposed;
     private readonly IReadOnlyList<int[]> _labelTokens;
     private BatchedExecutor _executor;
     private readonly ComputeCost _cost = new();
@@ -203,6 +205,8 @@ public sealed class LlamaEngine : IAsyncDisposable
     {
         lock (_gate)
         {
+            if (_disposed)
+                return;
             var woken = _wake;
             _wake = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
             woken.Cancel();
@@ -748,6 +752,15 @@ public sealed class LlamaEngine : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        HostYield? yielding;
+        lock (_gate)
+        {
+            _disposed = true;
+            yielding = _yield;
+        }
+        // The machine's yield signal outlives this engine (a release switch retires it): it must not call back into it.
+        if (yielding is not null)
+            yielding.Opened -= Nudge;
         _incoming.Writer.TryComplete();
         await _stop.CancelAsync();
         bool started;

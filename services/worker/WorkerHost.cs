@@ -33,6 +33,9 @@ public static class WorkerHost
             .Validate(o => !string.IsNullOrWhiteSpace(o.ModelPath) || o.FollowReleases, "Worker:ModelPath is empty and Worker:FollowReleases is off: the worker would never serve anything.")
             .Validate(o => o.SwitchMode is "auto" or "beside" or "drain" && o.LoadMemoryFactor > 0, "Worker:SwitchMode must be auto, beside or drain, and Worker:LoadMemoryFactor positive.")
             .ValidateOnStart();
+        // The host gives its services this long to stop: the drain, then the goodbye heartbeat, must fit in it.
+        builder.Services.AddOptions<HostOptions>().Configure<IOptions<WorkerOptions>>((host, worker) =>
+            host.ShutdownTimeout = worker.Value.DrainTimeout + TimeSpan.FromSeconds(10));
         builder.Services.Configure<FaultOptions>(builder.Configuration.GetSection(FaultOptions.Section));
         builder.Services.AddSingleton<ServiceAnnouncer>();
         builder.Services.AddSingleton<InferenceServer>();

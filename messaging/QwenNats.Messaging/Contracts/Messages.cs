@@ -233,6 +233,8 @@ public sealed record InferError
     public required string Message { get; init; }
     public string? WorkerId { get; init; }
     public string? Colour { get; init; }
+    /// <summary>The attempt this error ends (set by the worker that ran it); 0 when it is not tied to one.</summary>
+    public int Attempt { get; init; }
 }
 
 /// <summary>
@@ -286,6 +288,9 @@ public sealed record WorkerHeartbeat
     public long UnixMs { get; init; }
     /// <summary>Set on the last heartbeat of a worker that is shutting down.</summary>
     public bool Leaving { get; init; }
+    /// <summary>Set while a worker that is shutting down finishes the requests it has: it takes no new work, and it is
+    /// still alive for the clients of those requests.</summary>
+    public bool Draining { get; init; }
     /// <summary>Whether the worker takes work: false while it waits for its first release or drains to switch.</summary>
     public bool Serving { get; init; } = true;
     /// <summary>Whether it listens for live work offered directly (<see cref="Subjects.Direct"/>): clients offer a colour's

@@ -139,6 +139,10 @@ public sealed record RolloutPolicy
         if (GoldenChatDefectTolerance is < 0 or >= 1) problems.Add("golden_chat_defect_tolerance must be in [0, 1); at 1 the golden chat gate cannot fail");
         if (MinStepDuration < TimeSpan.Zero) problems.Add("min_step_duration must not be negative");
         if (NoVerdictPauseAfter <= TimeSpan.Zero) problems.Add("no_verdict_pause_after must be positive");
+        if (InconclusivePauseAfter <= TimeSpan.Zero) problems.Add("inconclusive_pause_after must be positive");
+        if (CanarySteps is null || CanarySteps.Count == 0 || CanarySteps.Any(w => w is < 1 or > 100))
+            problems.Add("canary_steps must list one or more weights between 1 and 100 (percent of new conversations sent to the candidate)");
+        if (BakeWindow < TimeSpan.Zero) problems.Add("bake_window must not be negative");
         if (MaxFalseRollbackRate is <= 0 or >= 1) problems.Add("max_false_rollback_rate must be in (0, 1)");
         else if (FalseRollbackBound() > MaxFalseRollbackRate)
             problems.Add($"false_alarm_rate {FalseAlarmRate} over {Checks().Count()} checks and {JudgedSteps} steps allows a false rollback rate up to {FalseRollbackBound():P2}, above max_false_rollback_rate {MaxFalseRollbackRate:P2}");

@@ -172,7 +172,7 @@ public sealed class HostYield(NatsConnection nats, HostYieldOptions options, Tim
             opened = Evaluate() && !was;
         }
         if (opened)
-            Opened?.Invoke();
+            RaiseOpened();
     }
 
     /// <summary>Under <see cref="_gate"/>: whether mirrors may run now; arms the timer that looks again when not.</summary>
@@ -200,7 +200,26 @@ public sealed class HostYield(NatsConnection nats, HostYieldOptions options, Tim
             opened = Evaluate() && !was;
         }
         if (opened)
-            Opened?.Invoke();
+            RaiseOpened();
+    }
+
+    /// <summary>Tells every listener; one that throws is logged and does not keep the others (or this timer, or the
+    /// subscription it runs on) from going on.</summary>
+    private void RaiseOpened()
+    {
+        if (Opened is not { } opened)
+            return;
+        foreach (var listener in opened.GetInvocationList().Cast<Action>())
+        {
+            try
+            {
+                listener();
+            }
+            catch (Exception e)
+            {
+                Log.OpenedListenerFailed(logger, e);
+            }
+        }
     }
 
     public async ValueTask DisposeAsync()

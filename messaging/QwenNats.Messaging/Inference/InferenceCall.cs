@@ -43,7 +43,7 @@ public sealed class InferenceCall : IAsyncDisposable
 
     /// <summary>A reply to skip: a direct offer's refusal, or a reply of an attempt given up on.</summary>
     private bool Skipped(InferReply? reply) =>
-        reply is null || (reply.Accepted?.Attempt ?? reply.Chunk?.Attempt ?? reply.Result?.Attempt ?? int.MaxValue) < _minAttempt;
+        reply is null || (reply.Accepted?.Attempt ?? reply.Chunk?.Attempt ?? reply.Result?.Attempt ?? (reply.Error is { Attempt: > 0 } e ? e.Attempt : int.MaxValue)) < _minAttempt;
 
     public InferRequest Request { get; }
     public string Id => Request.Id;

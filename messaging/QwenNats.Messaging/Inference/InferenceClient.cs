@@ -156,33 +156,44 @@ public sealed class InferenceClient(
         };
         var channel = Channel.CreateUnbounded<ArrivedReply>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         _calls[request.Id] = channel;
-        var headers = RequestHeaders(request.Id);
-        var publishedUs = UnixMicros.Now();
-        var minAttempt = 1;
-        if (offer && options.Value.DirectDelivery)
+        try
         {
-            var (outcome, first, sentUs) = await OfferAsync(colour, request, headers, channel, ct);
-            if (outcome == Offer.Taken)
-                return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs, Delivery = InferenceDelivery.Direct, Headers = headers });
-            if (outcome == Offer.TimedOut)
+            var headers = RequestHeaders(request.Id);
+            var publishedUs = UnixMicros.Now();
+            var minAttempt = 1;
+            if (offer && options.Value.DirectDelivery)
             {
-                // The offer may have been lost, or its worker is only slow: the queued copy is attempt 2, and whatever
-                // the direct attempt still sends is ignored.
-                request = request with { AttemptsBefore = 1 };
-                minAttempt = 2;
+                var (outcome, first, sentUs) = await OfferAsync(colour, request, headers, channel, ct);
+                if (outcome == Offer.Taken)
+                    return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs, Delivery = InferenceDelivery.Direct, Headers = headers });
+                if (outcome == Offer.TimedOut)
+                {
+                    // The offer may have been lost, or its worker is only slow: the queued copy is attempt 2, and whatever
+                    // the direct attempt still sends is ignored.
+                    request = request with { AttemptsBefore = 1 };
+                    minAttempt = 2;
+                }
+                publishedUs = UnixMicros.Now();
             }
-            publishedUs = UnixMicros.Now();
+            var refused = await PublishAsync(subject, colour, request, headers, ct);
+            if (refused is not null)
+            {
+                _calls.TryRemove(request.Id, out _);
+                return refused;
+            }
+            return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, minAttempt: minAttempt)
+            {
+                PublishedUs = publishedUs, AckedUs = UnixMicros.Now(), Delivery = minAttempt > 1 ? InferenceDelivery.Requeued : InferenceDelivery.Queued, Headers = headers,
+            });
         }
-        var refused = await PublishAsync(subject, colour, request, headers, ct);
-        if (refused is not null)
+        catch
         {
-            _calls.TryRemove(request.Id, out _);
-            return refused;
+            // The caller went away (or the publish failed) before the call existed: nothing else would forget the request
+            // or cancel it on a worker that may have it already.
+            if (_calls.TryRemove(request.Id, out _))
+                _ = CancelAsync(request.Id);
+            throw;
         }
-        return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, minAttempt: minAttempt)
-        {
-            PublishedUs = publishedUs, AckedUs = UnixMicros.Now(), Delivery = minAttempt > 1 ? InferenceDelivery.Requeued : InferenceDelivery.Queued, Headers = headers,
-        });
     }
 
     private static NatsHeaders RequestHeaders(string requestId)

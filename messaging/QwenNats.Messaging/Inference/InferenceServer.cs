@@ -72,6 +72,9 @@ public sealed class InferenceWork(NatsConnection nats, InferRequest request, int
     /// <summary>Sends one reply (chunk, result or error) to the client waiting for this request.</summary>
     public async ValueTask ReplyAsync(InferReply reply)
     {
+        // An error names the attempt it ends, as a result does, so a client that gave this attempt up ignores it.
+        if (reply.Error is { Attempt: 0 } error)
+            reply = InferReply.Of(error with { Attempt = Attempt });
         await nats.PublishAsync(Request.ReplyTo, reply);
         if (reply.IsFinal)
             Interlocked.Exchange(ref _finalSent, null)?.Invoke();
@@ -125,6 +128,8 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 
     // Whether the direct offer subscription is up (announced in heartbeats).
     private bool _takingOffers;
+    // Set once the loops have stopped on shutdown, while the requests in flight finish.
+    private bool _draining;
 
     // Live requests running now, and the count of live-load reports sent (HostLiveSubject).
     private readonly Lock _liveGate = new();
@@ -169,27 +174,40 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         var (consumer, shadow) = await ConnectAsync(options.Colour, stoppingToken);
         using var heartbeat = new PeriodicTimer(options.HeartbeatInterval);
         _options = options;
-        var heartbeats = HeartbeatLoopAsync(handler, heartbeat, stoppingToken);
-        var cancels = CancelLoopAsync(stoppingToken);
+        // Heartbeats and cancels go on until the drain is over, not only until the stop: the clients of the requests
+        // still running take a worker whose heartbeats stop for dead (and end or queue again what it is finishing).
+        using var drained = new CancellationTokenSource();
+        var heartbeats = HeartbeatLoopAsync(handler, heartbeat, drained.Token);
+        var cancels = CancelLoopAsync(drained.Token);
         try
         {
-            await handler.WaitUntilServingAsync(stoppingToken);
+            try
+            {
+                await handler.WaitUntilServingAsync(stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+            }
+            Log.Serving(logger, options.WorkerId, Subjects.Infer(options.Colour), options.Slots);
+
+            using var slots = new SemaphoreSlim(options.Slots, options.Slots);
+            // One slot: the live loop itself takes mirrored work when its live pull comes back empty. More: the shadow
+            // loop fills slots beside the one the live loop holds, and only while that one is waiting for live work.
+            await Task.WhenAll(
+                LiveLoopAsync(handler, options, consumer, options.Slots == 1 ? shadow : null, slots, stoppingToken),
+                options.Slots == 1 ? Task.CompletedTask : ShadowLoopAsync(handler, options, consumer, shadow, slots, stoppingToken),
+                options.Slots == 1 ? Task.CompletedTask : DirectLoopAsync(handler, options, slots, stoppingToken));
+
+            // Clients stop counting this worker for new work at once; the calls it is finishing still see it alive.
+            Volatile.Write(ref _draining, true);
+            await PublishHeartbeatAsync(handler, CancellationToken.None);
+            await DrainAsync(options.DrainTimeout);
         }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        finally
         {
+            await drained.CancelAsync();
+            await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
         }
-        Log.Serving(logger, options.WorkerId, Subjects.Infer(options.Colour), options.Slots);
-
-        using var slots = new SemaphoreSlim(options.Slots, options.Slots);
-        // One slot: the live loop itself takes mirrored work when its live pull comes back empty. More: the shadow
-        // loop fills slots beside the one the live loop holds, and only while that one is waiting for live work.
-        await Task.WhenAll(
-            LiveLoopAsync(handler, options, consumer, options.Slots == 1 ? shadow : null, slots, stoppingToken),
-            options.Slots == 1 ? Task.CompletedTask : ShadowLoopAsync(handler, options, consumer, shadow, slots, stoppingToken),
-            options.Slots == 1 ? Task.CompletedTask : DirectLoopAsync(handler, options, slots, stoppingToken));
-
-        await DrainAsync(options.DrainTimeout);
-        await Task.WhenAll(heartbeats, cancels).ContinueWith(_ => { }, TaskScheduler.Default);
         await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: true), cancellationToken: CancellationToken.None);
         // A publish only reaches the client's write buffer; a round trip makes sure the server has the goodbye before
         // the host disposes the connection, so registries drop this worker now instead of when its heartbeats go stale.
@@ -621,22 +639,30 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         }
     }
 
+    /// <summary>One heartbeat: whether this worker takes offers, and whether it drains (takes no new work, finishes what it has).</summary>
+    private async Task PublishHeartbeatAsync(IInferenceHandler handler, CancellationToken ct)
+    {
+        try
+        {
+            var draining = Volatile.Read(ref _draining);
+            var beat = handler.Heartbeat(leaving: false) with { TakesOffers = !draining && Volatile.Read(ref _takingOffers), Draining = draining };
+            await nats.PublishAsync(Subjects.WorkerHeartbeat, beat, cancellationToken: ct);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Log.HeartbeatNotSent(logger, e);
+        }
+    }
+
     private async Task HeartbeatLoopAsync(IInferenceHandler handler, PeriodicTimer timer, CancellationToken ct)
     {
         try
         {
             do
             {
-                try
-                {
-                    await nats.PublishAsync(Subjects.WorkerHeartbeat, handler.Heartbeat(leaving: false) with { TakesOffers = Volatile.Read(ref _takingOffers) }, cancellationToken: ct);
-                    if (Volatile.Read(ref _liveRunning) > 0)
-                        ReportLive(0);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    Log.HeartbeatNotSent(logger, e);
-                }
+                await PublishHeartbeatAsync(handler, ct);
+                if (Volatile.Read(ref _liveRunning) > 0)
+                    ReportLive(0);
             }
             while (await timer.WaitForNextTickAsync(ct));
         }
@@ -654,7 +680,14 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 if (msg.Data is { } c && _running.TryGetValue(c.Id, out var cts))
                 {
                     Log.Cancelling(logger, c.Id);
-                    await cts.CancelAsync();
+                    try
+                    {
+                        await cts.CancelAsync();
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                        // The request finished between the lookup and the cancel: nothing left to cancel.
+                    }
                 }
             }
         }

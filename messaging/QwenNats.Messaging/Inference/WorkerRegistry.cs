@@ -20,9 +20,10 @@ public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOption
     public int Tracked => _workers.Count;
 
     /// <summary>Workers that take work now (of one colour, or all).</summary>
-    public IReadOnlyList<WorkerHeartbeat> Live(string? colour = null) => Known(colour).Where(w => w.Serving).ToArray();
+    public IReadOnlyList<WorkerHeartbeat> Live(string? colour = null) => Known(colour).Where(w => w.Serving && !w.Draining).ToArray();
 
-    /// <summary>Every worker heard from recently, including those still waiting for or loading a release.</summary>
+    /// <summary>Every worker heard from recently, including those still waiting for or loading a release, and those
+    /// draining on their way out.</summary>
     public IReadOnlyList<WorkerHeartbeat> Known(string? colour = null)
     {
         Prune(DateTimeOffset.UtcNow);
@@ -43,7 +44,7 @@ public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOption
         var serving = false;
         foreach (var (_, (beat, seen)) in _workers)
         {
-            if (seen < cutoff || beat.Leaving || !beat.Serving || beat.Colour != colour)
+            if (seen < cutoff || beat.Leaving || beat.Draining || !beat.Serving || beat.Colour != colour)
                 continue;
             if (beat.TakesOffers)
                 return (true, true);

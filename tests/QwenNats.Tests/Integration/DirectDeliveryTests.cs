@@ -114,6 +114,44 @@ public sealed class DirectDeliveryTests
         Assert.NotNull((await ReadAllAsync(first, cts.Token)).Final.Result);
     }
 
+    [Fact]
+    public async Task A_worker_told_to_stop_finishes_what_it_has_taken_and_its_client_does_not_take_it_for_gone()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        // A short stale window: were the worker's heartbeats to stop with the stop, the ingress would take it for gone
+        // (and queue the request again) long before its answer.
+        var (ingress, _) = await system.StartIngressAsync(new() { ["Ingress:WorkerStaleAfter"] = "00:00:00.500" });
+        var worker = await system.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Faults:Fraction"] = "1", ["Faults:Slowdown"] = "60" });
+        using var cts = new CancellationTokenSource(Patience);
+        var registry = ingress.Services.GetRequiredService<WorkerRegistry>();
+        await WaitForOffersAsync(registry, "blue", cts.Token);
+        var client = ingress.Services.GetRequiredService<IInferenceClient>();
+
+        await using var call = (await client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("drained"), Patience, cts.Token)).Call!;
+        var accepted = await FirstAcceptAsync(call, cts.Token);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var stopping = worker.StopAsync(cts.Token);
+        // While it drains, it takes no new work: the pool has no other worker, so a new request is refused at once.
+        while (registry.Pool("blue").Serving)
+            await Task.Delay(20, cts.Token);
+        Assert.False(registry.IsGone(accepted.WorkerId));
+        var refused = await client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("while draining"), Patience, cts.Token);
+        Assert.False(refused.Started);
+
+        var (accepts, final) = await ReadAllAsync(call, cts.Token);
+        var answeredAfter = clock.Elapsed;
+        Assert.True(final.Result is not null, $"{final.Error?.Code} {final.Error?.Message}");
+        Assert.Equal(1, final.Result.Attempt);
+        Assert.Empty(accepts); // no second attempt
+        // The answer outlasted the stale window and the client's one-second look at the worker several times over.
+        Assert.True(answeredAfter > TimeSpan.FromSeconds(2), $"the answer came {answeredAfter.TotalMilliseconds:F0} ms after the stop: too soon to show anything");
+        await stopping;
+        Assert.True(registry.IsGone(accepted.WorkerId));
+        await using var nats = Nats.Connect(server.Url);
+        Assert.Equal(0UL, await QueuedEverAsync(nats, "blue"));
+    }
+
     private static async Task<InferAccepted> FirstAcceptAsync(InferenceCall call, CancellationToken ct)
     {
         await foreach (var reply in call.ReadAsync(ct))

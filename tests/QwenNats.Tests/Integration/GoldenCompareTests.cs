@@ -41,7 +41,7 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<Rig> StartAsync(bool precompute = false)
+    private static async Task<Rig> StartAsync(bool precompute = false, string greenProfile = "v2")
     {
         var server = await NatsServer.StartAsync();
         var settings = RolloutFixture.PromoterSettings(server.Url);
@@ -57,7 +57,7 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
         await TopologySetup.EnsureAsync(server, Owners.Ingress, "memory");
         var system = new QwenSystem(server);
         await system.StartWorkerAsync("blue", "v1", slots: 2);
-        await system.StartWorkerAsync("green", "v2", slots: 2);
+        await system.StartWorkerAsync("green", greenProfile, slots: 2);
         var op = await Ctl.ConnectAsync(server);
         await Ctl.WaitForLeaderAsync(op);
         await Pools.WaitReadyAsync(op);
@@ -154,6 +154,37 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
         Assert.Equal(blueWork, await rig.PublishedAsync(Judging.ShadowStream("blue")));
         Assert.True(await rig.PublishedAsync(Judging.ShadowStream("green")) >= greenWork + GoldenInputs);
         Assert.Equal(0UL, await rig.PublishedAsync(Subjects.WorkStream("blue")));
+    }
+
+    [Fact]
+    public async Task A_fail_the_judge_sends_while_the_golden_gate_runs_rolls_back_instead_of_the_earlier_pass_promoting()
+    {
+        // Green is blue's twin, so the golden gate itself passes.
+        await using var rig = await StartAsync(greenProfile: "v1");
+        var start = await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\",\"reason\":\"late fail\"}");
+        Assert.True(start.Ok, start.Error);
+        var state = start.State!;
+        // A pass starts the golden gate (both colours run the whole set: nothing is stored); the judge's next verdict
+        // for the same step, a fail, arrives while it runs, as a late fault would.
+        foreach (var (outcome, reason) in new[] { (Judging.Outcomes.Pass, "all checks pass (test)"), (Judging.Outcomes.Fail, "errors: 4 of 60 (test)") })
+            await rig.Operator.PublishAsync(Judging.VerdictSubject, new Verdict
+            {
+                RolloutId = state.RolloutId!, Step = state.Step, Phase = RolloutPhase.Shadow, Outcome = outcome,
+                Reason = reason, Samples = 60, At = DateTimeOffset.UtcNow,
+            });
+
+        RolloutEvent? decided = null;
+        using var cts = new CancellationTokenSource(Long);
+        while (decided is null)
+        {
+            await Task.Delay(250, cts.Token);
+            decided = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}")).Events!.LastOrDefault(e => e.Cause == "judge");
+        }
+        output.WriteLine($"{decided.Trigger}: {decided.Reason}");
+        Assert.Equal("rollback", decided.Trigger);
+        Assert.Contains("errors: 4 of 60 (test)", decided.Reason);
+        var status = await Ctl.SendAsync(rig.Operator, "status");
+        Assert.NotEqual(RolloutPhase.Canary, status.State!.Phase);
     }
 
     [Fact]

@@ -173,6 +173,31 @@ public sealed class ShadowIsolationTests
     }
 
     [Fact]
+    public async Task An_engine_retired_by_a_release_switch_is_no_longer_woken_when_mirrors_may_run_again()
+    {
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        // Never connected: the machine's live-load reports are fed in by hand.
+        await using var nats = new NatsConnection();
+        await using var yield = new HostYield(nats, new HostYieldOptions { Host = "box", WorkerId = "me", IdleAfter = TimeSpan.FromMilliseconds(100) },
+            clock, NullLogger<HostYield>.Instance);
+        var options = new WorkerOptions { ModelPath = Paths.Model, Slots = 1, ContextSize = 256, Threads = 1 };
+        var retired = new LlamaEngine(options, ModelSource.FromOptions(options), PromptProfile.Load(Paths.Profile("v1")), NullLogger<LlamaEngine>.Instance);
+        retired.YieldTo(yield, 16);
+        var opened = 0;
+        yield.Opened += () => opened++;
+        await retired.DisposeAsync();
+
+        // Live work on the machine starts and ends; once it has been idle long enough the gate opens again on the timer.
+        yield.Observe(new HostLiveLoad { WorkerId = "live-1", Colour = "blue", Live = 1, Sequence = 1 });
+        Assert.False(yield.MayRunMirrors);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        yield.Observe(new HostLiveLoad { WorkerId = "live-1", Colour = "blue", Live = 0, Sequence = 2 });
+        clock.Advance(TimeSpan.FromMilliseconds(150));
+        Assert.True(yield.MayRunMirrors);
+        Assert.Equal(1, opened);
+    }
+
+    [Fact]
     public async Task A_worker_that_yields_reports_when_its_live_work_starts_and_ends_and_never_for_mirrors()
     {
         await using var rig = await YieldRig.StartAsync("blue", "v1", "blue-1", slowdown: 1);

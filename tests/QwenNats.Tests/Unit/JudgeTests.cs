@@ -305,6 +305,34 @@ public sealed class JudgeTests
         Assert.Contains("max_false_rollback_rate", e.Message);
     }
 
+    [Theory]
+    [InlineData("[]")]
+    [InlineData("[10, 150]")]
+    [InlineData("[0, 50]")]
+    public void A_policy_whose_canary_steps_the_promoter_could_not_walk_is_refused(string steps)
+    {
+        var bad = WritePolicy($"{{\"canary_steps\": {steps}}}");
+        var good = WritePolicy("{\"canary_steps\": [25, 50]}");
+        try
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => RolloutPolicy.Load(bad));
+            Assert.Contains("canary_steps must list one or more weights between 1 and 100", e.Message);
+            Assert.Equal([25, 50], RolloutPolicy.Load(good).CanarySteps);
+        }
+        finally
+        {
+            File.Delete(bad);
+            File.Delete(good);
+        }
+    }
+
+    private static string WritePolicy(string json)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"policy-{Guid.NewGuid():N}.json");
+        File.WriteAllText(path, json);
+        return path;
+    }
+
     [Fact]
     public void A_scorecard_skips_samples_it_has_already_applied()
     {
