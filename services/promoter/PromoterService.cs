@@ -94,16 +94,35 @@ public sealed class PromoterService(
         {
             try
             {
+                // Each command on its own, as the leader's own endpoints run them: a long one (a golden run, a comparison)
+                // does not hold up a promote or a rollback forwarded behind it. Changes of state are serialized where
+                // they are made (RolloutChanges, compare-and-set on the stored state).
                 await foreach (var msg in sub.Msgs.ReadAllAsync(ct))
                 {
-                    if (msg.ReplyTo is null) continue;
-                    var reply = await HandleAsync(msg.Subject[(Rollouts.LeaderControlWildcard.Length - 1)..], msg.Data, ct);
-                    await nats.PublishAsync(msg.ReplyTo, reply, cancellationToken: ct);
+                    if (msg.ReplyTo is { } replyTo)
+                        _ = AnswerForwardedAsync(msg.Subject[(Rollouts.LeaderControlWildcard.Length - 1)..], msg.Data, replyTo, ct);
                 }
             }
             catch (OperationCanceledException) when (ct.IsCancellationRequested)
             {
             }
+        }
+    }
+
+    private async Task AnswerForwardedAsync(string verb, byte[]? body, string replyTo, CancellationToken ct)
+    {
+        try
+        {
+            var reply = await HandleAsync(verb, body, ct);
+            await nats.PublishAsync(replyTo, reply, cancellationToken: ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Leadership ended: the standby's request times out and it answers no_leader.
+        }
+        catch (Exception e)
+        {
+            PromoterLog.ControlFailed(logger, verb, e);
         }
     }
 

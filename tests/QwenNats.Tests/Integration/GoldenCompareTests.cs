@@ -3,6 +3,7 @@ using Microsoft.Extensions.Hosting;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
 using QwenNats.Messaging;
+using QwenNats.Messaging.Control;
 using QwenNats.Messaging.Topology;
 using QwenNats.Promoter;
 using QwenNats.Tests.Infrastructure;
@@ -154,6 +155,22 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
         Assert.Equal(blueWork, await rig.PublishedAsync(Judging.ShadowStream("blue")));
         Assert.True(await rig.PublishedAsync(Judging.ShadowStream("green")) >= greenWork + GoldenInputs);
         Assert.Equal(0UL, await rig.PublishedAsync(Subjects.WorkStream("blue")));
+    }
+
+    [Fact]
+    public async Task A_command_forwarded_to_the_leader_behind_a_golden_run_is_answered_while_that_run_goes_on()
+    {
+        await using var rig = await StartAsync();
+        // As a standby promoter forwards them: a golden run of blue (every input, seconds), then a status.
+        var golden = rig.Operator.RequestAsync<byte[], byte[]>(Rollouts.LeaderControl("golden"), "{\"colour\":\"blue\"}"u8.ToArray(),
+            replyOpts: new NatsSubOpts { Timeout = Long }).AsTask();
+        var status = await rig.Operator.RequestAsync<byte[], byte[]>(Rollouts.LeaderControl("status"), [],
+            replyOpts: new NatsSubOpts { Timeout = Long });
+        Assert.False(golden.IsCompleted, "the status was answered only after the golden run");
+        Assert.True(ControlClient.Parse(status.Data).Ok);
+        var run = ControlClient.Parse((await golden).Data);
+        Assert.True(run.Ok, run.Error);
+        Assert.Equal(GoldenInputs - 24, run.Golden!.Cases);
     }
 
     [Fact]
