@@ -76,14 +76,18 @@ public static class ChatEndpoints
             started = true;
         }
 
+        // The answer's headers (200, text/event-stream) go out with its first output, not with the worker's acceptance:
+        // a request the worker refuses before any output (a prompt longer than the context, a bad logit_bias) gets
+        // its error status, as it would without streaming.
         await foreach (var reply in call.ReadAsync(http.RequestAborted))
         {
-            if (reply.Accepted is { } a && !started)
+            if (reply.Accepted is not null)
             {
-                await StartAsync(a);
+                continue;
             }
             else if (reply.Chunk is { } c && call.Accepted is { } acc)
             {
+                if (!started) await StartAsync(acc);
                 await SendAsync(http, Chunk(call, acc, created, new Delta(null, c.Text), null, ChoiceLogprobs.From(c.Logprobs)), chat.IncludeUsage);
             }
             else if (reply.Result is { } r)

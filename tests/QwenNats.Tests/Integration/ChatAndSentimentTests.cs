@@ -232,6 +232,12 @@ public sealed class ChatAndSentimentTests(SystemFixture fx)
         using var sentiment = await fx.Http.SendAsync(Api.Post("/v1/sentiment", JsonSerializer.Serialize(new { input = longText })));
         Assert.Equal(HttpStatusCode.BadRequest, sentiment.StatusCode);
 
+        // Streamed, the same refusal is a status too, not a 200 whose stream carries the error: the answer's headers go
+        // out with its first token, and the worker refuses the prompt before that.
+        using var streamed = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody(longText, stream: true)));
+        Assert.True(streamed.StatusCode == HttpStatusCode.BadRequest, $"{(int)streamed.StatusCode}: {await streamed.Content.ReadAsStringAsync()}");
+        Assert.Equal("context_length_exceeded", (await Api.JsonAsync(streamed)).GetProperty("error").GetProperty("code").GetString());
+
         using var after = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", Api.ChatBody("Hi", maxTokens: 4)));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
     }
