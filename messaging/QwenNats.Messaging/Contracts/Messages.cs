@@ -257,7 +257,9 @@ public sealed record InferReply
     public static InferReply Of(InferError e) => new() { Error = e };
 }
 
-public sealed record CancelRequest(string Id);
+/// <summary>The client no longer wants request <paramref name="Id"/>: a worker running it stops, and one that takes it from the
+/// queue later (before <paramref name="DeadlineUnixMs"/>, after which it would refuse it anyway) drops it unrun.</summary>
+public sealed record CancelRequest(string Id, long DeadlineUnixMs = 0);
 
 /// <summary>
 /// A worker's live work now, on <see cref="Subjects.HostLive"/> of its machine: sent when it starts or ends

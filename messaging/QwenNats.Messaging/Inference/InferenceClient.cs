@@ -191,7 +191,7 @@ public sealed class InferenceClient(
             // The caller went away (or the publish failed) before the call existed: nothing else would forget the request
             // or cancel it on a worker that may have it already.
             if (_calls.TryRemove(request.Id, out _))
-                _ = CancelAsync(request.Id);
+                _ = CancelAsync(request.Id, request.DeadlineUnixMs);
             throw;
         }
     }
@@ -238,7 +238,7 @@ public sealed class InferenceClient(
         {
             // The caller went away while a worker may already be on it.
             _calls.TryRemove(request.Id, out _);
-            _ = CancelAsync(request.Id);
+            _ = CancelAsync(request.Id, request.DeadlineUnixMs);
             throw;
         }
     }
@@ -299,14 +299,14 @@ public sealed class InferenceClient(
     {
         _calls.TryRemove(call.Id, out _);
         if (!finished)
-            await CancelAsync(call.Id);
+            await CancelAsync(call.Id, call.Request.DeadlineUnixMs);
     }
 
-    private async Task CancelAsync(string requestId)
+    private async Task CancelAsync(string requestId, long deadlineUnixMs)
     {
         try
         {
-            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(requestId));
+            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(requestId, deadlineUnixMs));
         }
         catch (Exception e)
         {

@@ -128,6 +128,8 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
 
     // Whether the direct offer subscription is up (announced in heartbeats).
     private bool _takingOffers;
+    // Requests their clients cancelled while they were not running here, until their deadlines.
+    private readonly ConcurrentDictionary<string, long> _cancelled = new();
     // Set once the loops have stopped on shutdown, while the requests in flight finish.
     private bool _draining;
 
@@ -488,6 +490,14 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         _running[request.Id] = cancel;
         try
         {
+            // Cancelled by its client while it was queued (or just before it was registered here): dropped unrun.
+            if (_cancelled.TryRemove(request.Id, out _))
+            {
+                Log.SkippingCancelled(logger, request.Id);
+                if (msg is not null)
+                    await msg.AckAsync();
+                return;
+            }
             var me = handler.Heartbeat(leaving: false);
             await work.ReplyAsync(InferReply.Of(new InferAccepted
             {
@@ -677,7 +687,14 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         {
             await foreach (var msg in nats.SubscribeAsync<CancelRequest>(Subjects.Cancel, cancellationToken: ct))
             {
-                if (msg.Data is { } c && _running.TryGetValue(c.Id, out var cts))
+                if (msg.Data is not { } c)
+                    continue;
+                if (!_running.TryGetValue(c.Id, out var cts))
+                {
+                    // Not running here: it may still wait in the queue; whoever takes it before its deadline drops it.
+                    RememberCancelled(c);
+                    continue;
+                }
                 {
                     Log.Cancelling(logger, c.Id);
                     try
@@ -697,6 +714,18 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     }
 
     /// <summary>On shutdown: stop pulling (done), let requests in flight finish within the drain timeout.</summary>
+    private void RememberCancelled(CancelRequest c)
+    {
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        if (c.DeadlineUnixMs <= now)
+            return;
+        _cancelled[c.Id] = c.DeadlineUnixMs;
+        if (_cancelled.Count > 256)
+            foreach (var (id, deadline) in _cancelled)
+                if (deadline <= now)
+                    _cancelled.TryRemove(id, out _);
+    }
+
     private async Task DrainAsync(TimeSpan timeout)
     {
         var pending = _inFlight.Keys.ToArray();

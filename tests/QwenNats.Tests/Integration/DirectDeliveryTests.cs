@@ -152,6 +152,36 @@ public sealed class DirectDeliveryTests
         Assert.Equal(0UL, await QueuedEverAsync(nats, "blue"));
     }
 
+    [Fact]
+    public async Task A_request_its_client_cancelled_while_it_was_queued_is_dropped_unrun()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        var (ingress, http) = await system.StartIngressAsync();
+        // One slot: the worker takes work from the queue only, one request at a time, in order.
+        await system.StartWorkerAsync("blue", "v1", slots: 1, extra: new() { ["Faults:Fraction"] = "1", ["Faults:Slowdown"] = "20" });
+        await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
+        using var cts = new CancellationTokenSource(Patience);
+        var client = ingress.Services.GetRequiredService<IInferenceClient>();
+        // Whatever a worker sends for the cancelled request, seen from outside the ingress.
+        await using var nats = Nats.Connect(server.Url);
+        await using var watch = await nats.SubscribeCoreAsync<byte[]>(Subjects.Reply(client.InstanceId, "cancelled-while-queued"), cancellationToken: cts.Token);
+        await nats.PingAsync(cts.Token);
+
+        await using var busy = (await client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("busy"), Patience, cts.Token)).Call!;
+        await FirstAcceptAsync(busy, cts.Token);
+        var cancelled = (await client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("cancelled-while-queued"), Patience, cts.Token)).Call!;
+        await cancelled.DisposeAsync(); // the client goes away before any answer: a cancel goes out
+        await using var after = (await client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("queued-after-it"), Patience, cts.Token)).Call!;
+
+        Assert.NotNull((await ReadAllAsync(busy, cts.Token)).Final.Result);
+        Assert.NotNull((await ReadAllAsync(after, cts.Token)).Final.Result);
+        // The queue is served in order: by now the worker has taken the cancelled request, and sent nothing for it.
+        Assert.Equal(3UL, await QueuedEverAsync(nats, "blue"));
+        await nats.PingAsync(cts.Token);
+        Assert.False(watch.Msgs.TryRead(out _), "the worker ran the cancelled request");
+    }
+
     private static async Task<InferAccepted> FirstAcceptAsync(InferenceCall call, CancellationToken ct)
     {
         await foreach (var reply in call.ReadAsync(ct))
