@@ -293,11 +293,20 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 continue;
             }
             var mirrored = false;
-            if (next is null && shadow is not null && (options.MirrorsMayRun?.Invoke() ?? true))
+            if (next is null && shadow is not null)
             {
-                // The live queue is empty: the slot may run one mirror.
-                next = await TakeMirrorAsync(shadow, ct);
-                mirrorsWaiting = mirrored = next is not null;
+                if (options.MirrorsMayRun?.Invoke() ?? true)
+                {
+                    // The live queue is empty: the slot may run one mirror.
+                    next = await TakeMirrorAsync(shadow, ct);
+                    mirrorsWaiting = mirrored = next is not null;
+                }
+                else
+                {
+                    // Mirrors must wait (live work elsewhere on this machine): wait at the server for live work, rather
+                    // than asking again at once, over and over, for as long as that live work runs.
+                    mirrorsWaiting = false;
+                }
             }
             Dispatch(handler, options, next, slots, mirrored);
         }

@@ -173,6 +173,32 @@ public sealed class ShadowIsolationTests
     }
 
     [Fact]
+    public async Task A_one_slot_candidate_held_back_by_live_work_waits_at_the_server_instead_of_asking_again_and_again()
+    {
+        await using var rig = await YieldRig.StartAsync("green", "v2", "green-1", slowdown: 100, slots: 1);
+        var (nats, js) = (rig.Nats, rig.Js);
+        await using var live = new LiveReports(nats, "blue-1");
+        // A mirror held back past its deadline by live work on the machine: it ends while that live work goes on.
+        var late = await Exchange.StartAsync(nats, js, Subjects.Shadow("green"), "mirror-late", budgetMs: 1500);
+        await late.AcceptedAsync(TimeSpan.FromSeconds(30));
+        await live.BusyAsync();
+        Assert.Equal(ErrorCodes.ShadowYielded, (await late.FinalAsync(TimeSpan.FromSeconds(30))).Error?.Code);
+
+        // Its pulls (JetStream's next-message requests) while the live work goes on for two more seconds.
+        var pulls = 0;
+        await using var sub = await nats.SubscribeCoreAsync<byte[]>("$JS.API.CONSUMER.MSG.NEXT.>");
+        await nats.PingAsync();
+        var counting = Task.Run(async () =>
+        {
+            await foreach (var _ in sub.Msgs.ReadAllAsync())
+                Interlocked.Increment(ref pulls);
+        });
+        await Task.Delay(2000);
+        await live.IdleAsync();
+        Assert.True(Volatile.Read(ref pulls) <= 10, $"{pulls} pulls in 2 s while mirrors had to wait");
+    }
+
+    [Fact]
     public async Task An_engine_retired_by_a_release_switch_is_no_longer_woken_when_mirrors_may_run_again()
     {
         var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
@@ -233,7 +259,7 @@ public sealed class ShadowIsolationTests
         public NatsConnection Nats { get; } = nats;
         public NatsJSContext Js { get; } = new(nats);
 
-        public static async Task<YieldRig> StartAsync(string colour, string profile, string workerId, double slowdown)
+        public static async Task<YieldRig> StartAsync(string colour, string profile, string workerId, double slowdown, int slots = 2)
         {
             var server = await NatsServer.StartAsync();
             var nats = await Ctl.ConnectAsync(server);
@@ -244,7 +270,7 @@ public sealed class ShadowIsolationTests
             var rig = new YieldRig(server, nats, system);
             try
             {
-                await system.StartWorkerAsync(colour, profile, slots: 2, extra: Yielding(workerId, slowdown));
+                await system.StartWorkerAsync(colour, profile, slots: slots, extra: Yielding(workerId, slowdown));
             }
             catch
             {
