@@ -223,7 +223,8 @@ public sealed partial class WorkerService(
         }
     }
 
-    /// <summary>Watches the colour's assignment and applies each new one, the latest first when several arrive during a load.</summary>
+    /// <summary>Watches the colour's assignment and applies each new one in turn (several that arrive during a load are
+    /// applied one after the other, in the order they were made).</summary>
     private Task FollowAsync(CancellationToken ct) =>
         Retry.KeepRunningAsync(logger, "Following the colour's assigned release", async token =>
         {
