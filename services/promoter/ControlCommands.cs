@@ -13,6 +13,23 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
 {
     private PromoterOptions O => settings.Options;
 
+    // deploy checks the rollout state and then writes a colour's assignment; start reads the candidate's assignment and
+    // then changes the state. One at a time, so a start cannot begin on a release a deploy is replacing meanwhile.
+    private readonly SemaphoreSlim _assignments = new(1, 1);
+
+    private async Task<ControlReply> OneAtATimeAsync(Func<Task<ControlReply>> command, CancellationToken ct)
+    {
+        await _assignments.WaitAsync(ct);
+        try
+        {
+            return await command();
+        }
+        finally
+        {
+            _assignments.Release();
+        }
+    }
+
     /// <summary>One operator command, its body exactly as sent.</summary>
     public async Task<ControlReply> HandleAsync(string verb, byte[]? body, CancellationToken ct)
     {
@@ -48,7 +65,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Releases:
                 return new ControlReply { Ok = true, Releases = await releases.ListAsync(O.Colours, ct), Pools = await releases.PoolsAsync(O.Colours, ct), Leader = id };
             case Rollouts.Verbs.Deploy:
-                return await DeployAsync(request, actor, reason, ct);
+                return await OneAtATimeAsync(() => DeployAsync(request, actor, reason, ct), ct);
             case Rollouts.Verbs.Golden:
                 return await GoldenAsync(request, ct);
             case Rollouts.Verbs.Compare:
@@ -61,7 +78,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Unpin:
                 return await UnpinAsync(request, reason, actor, ct);
             case Rollouts.Verbs.Start:
-                return await StartAsync(request, reason, actor, ct);
+                return await OneAtATimeAsync(() => StartAsync(request, reason, actor, ct), ct);
             case Rollouts.Verbs.Promote:
                 return await changes.ChangeAsync(verb, r => EmptyPool(verb, r.State) ?? r.Promote(request.Full == true, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.SetWeight:

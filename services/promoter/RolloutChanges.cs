@@ -119,8 +119,16 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
             var (state, _) = await log.GetAsync(ct);
             if (state.Version == 0)
                 return;
-            // The last transition's record (access events in between carry the state unchanged).
-            var last = (await log.HistoryAsync(20, ct)).LastOrDefault(Rollouts.IsTransition);
+            // The last transition's record. Access events (pins, testers' colour choices) in between carry the state
+            // unchanged and may be many: look further back until a transition or the start of the log.
+            RolloutEvent? last = null;
+            for (var window = 20; ; window *= 10)
+            {
+                var history = await log.HistoryAsync(window, ct);
+                last = history.LastOrDefault(Rollouts.IsTransition);
+                if (last is not null || history.Count < window)
+                    break;
+            }
             if (last is not null && last.State.Version >= state.Version)
                 return;
             var repair = new RolloutEvent

@@ -1,3 +1,4 @@
+using Xunit.Abstractions;
 using Microsoft.Extensions.DependencyInjection;
 using NATS.Client.Core;
 using NATS.Client.JetStream;
@@ -12,7 +13,7 @@ namespace QwenNats.Tests.Integration;
 /// request; an offer nobody takes is queued at once; a request whose direct worker goes away, or whose acceptance never
 /// comes, is queued again and answered once, by a later attempt.
 /// </summary>
-public sealed class DirectDeliveryTests
+public sealed class DirectDeliveryTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Patience = TimeSpan.FromSeconds(60);
 
@@ -119,16 +120,19 @@ public sealed class DirectDeliveryTests
     {
         await using var server = await NatsServer.StartAsync();
         await using var system = new QwenSystem(server);
-        // A short stale window: were the worker's heartbeats to stop with the stop, the ingress would take it for gone
-        // (and queue the request again) long before its answer.
-        var (ingress, _) = await system.StartIngressAsync(new() { ["Ingress:WorkerStaleAfter"] = "00:00:00.500" });
-        var worker = await system.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Faults:Fraction"] = "1", ["Faults:Slowdown"] = "60" });
-        using var cts = new CancellationTokenSource(Patience);
+        // A stale window of 20 heartbeats (a loaded machine can delay a few; a shorter window then forgets a live worker),
+        // and an answer slowed to take several times longer: were the worker's heartbeats to stop with the stop, the
+        // ingress would take it for gone (and queue the request again) before its answer.
+        var (ingress, _) = await system.StartIngressAsync(new() { ["Ingress:WorkerStaleAfter"] = "00:00:05" });
+        // A drain long enough for the slowed answer on a loaded machine (the answer takes seconds, the drain allows minutes).
+        var worker = await system.StartWorkerAsync("blue", "v1", slots: 2,
+            extra: new() { ["Faults:Fraction"] = "1", ["Faults:Slowdown"] = "100", ["Worker:DrainTimeout"] = "00:03:00" });
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var registry = ingress.Services.GetRequiredService<WorkerRegistry>();
         await WaitForOffersAsync(registry, "blue", cts.Token);
         var client = ingress.Services.GetRequiredService<IInferenceClient>();
 
-        await using var call = (await client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("drained"), Patience, cts.Token)).Call!;
+        await using var call = (await client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("drained"), TimeSpan.FromMinutes(4), cts.Token)).Call!;
         var accepted = await FirstAcceptAsync(call, cts.Token);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var stopping = worker.StopAsync(cts.Token);
@@ -144,8 +148,10 @@ public sealed class DirectDeliveryTests
         Assert.True(final.Result is not null, $"{final.Error?.Code} {final.Error?.Message}");
         Assert.Equal(1, final.Result.Attempt);
         Assert.Empty(accepts); // no second attempt
-        // The answer outlasted the stale window and the client's one-second look at the worker several times over.
-        Assert.True(answeredAfter > TimeSpan.FromSeconds(2), $"the answer came {answeredAfter.TotalMilliseconds:F0} ms after the stop: too soon to show anything");
+        // The answer outlasted the stale window plus the client's one-second look at the worker, so a worker whose
+        // heartbeats stopped with the stop would have been taken for gone before it.
+        Assert.True(answeredAfter > TimeSpan.FromSeconds(6), $"the answer came {answeredAfter.TotalMilliseconds:F0} ms after the stop: too soon to show anything");
+        output.WriteLine($"answered {answeredAfter.TotalMilliseconds:F0} ms after the stop");
         await stopping;
         Assert.True(registry.IsGone(accepted.WorkerId));
         await using var nats = Nats.Connect(server.Url);

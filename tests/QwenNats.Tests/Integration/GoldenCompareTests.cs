@@ -139,14 +139,8 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
             Reason = "all checks pass (test)", Samples = 50, At = DateTimeOffset.UtcNow,
         });
 
-        RolloutEvent? decided = null;
         using var cts = new CancellationTokenSource(Long);
-        while (decided is null)
-        {
-            await Task.Delay(250, cts.Token);
-            var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}")).Events!;
-            decided = history.LastOrDefault(e => e.Trigger is "promote" or "rollback" && e.Cause == "judge");
-        }
+        var decided = await DecidedByJudgeAsync(rig, cts.Token);
         output.WriteLine($"{decided.Trigger}: {decided.Reason}");
         Assert.Contains("golden set", decided.Reason);
         Assert.Contains("live blue: stored result of", decided.Reason);
@@ -190,13 +184,8 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
                 Reason = reason, Samples = 60, At = DateTimeOffset.UtcNow,
             });
 
-        RolloutEvent? decided = null;
         using var cts = new CancellationTokenSource(Long);
-        while (decided is null)
-        {
-            await Task.Delay(250, cts.Token);
-            decided = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}")).Events!.LastOrDefault(e => e.Cause == "judge");
-        }
+        var decided = await DecidedByJudgeAsync(rig, cts.Token);
         output.WriteLine($"{decided.Trigger}: {decided.Reason}");
         Assert.Equal("rollback", decided.Trigger);
         Assert.Contains("errors: 4 of 60 (test)", decided.Reason);
@@ -241,15 +230,22 @@ public sealed class GoldenCompareTests(ITestOutputHelper output)
             RolloutId = start.State!.RolloutId!, Step = start.State.Step, Phase = RolloutPhase.Shadow, Outcome = Judging.Outcomes.Pass,
             Reason = "all checks pass (test)", Samples = 50, At = DateTimeOffset.UtcNow,
         });
-        RolloutEvent? decided = null;
-        while (decided is null)
-        {
-            await Task.Delay(250, cts.Token);
-            decided = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}")).Events!.LastOrDefault(e => e.Cause == "judge");
-        }
+        var decided = await DecidedByJudgeAsync(rig, cts.Token);
         output.WriteLine($"{decided.Trigger}: {decided.Reason}");
         Assert.Contains("live blue: stored result of", decided.Reason);
         Assert.Contains("candidate green: stored result of", decided.Reason);
         Assert.Equal(work, (await rig.PublishedAsync(Judging.ShadowStream("blue")), await rig.PublishedAsync(Judging.ShadowStream("green"))));
+    }
+
+    /// <summary>The judge's promote or rollback, once the promoter has recorded it.</summary>
+    private static async Task<RolloutEvent> DecidedByJudgeAsync(Rig rig, CancellationToken ct)
+    {
+        while (true)
+        {
+            await Task.Delay(250, ct);
+            var history = (await Ctl.SendAsync(rig.Operator, "history", "{\"limit\":5}", ct)).Events!;
+            if (history.LastOrDefault(e => e.Trigger is "promote" or "rollback" && e.Cause == "judge") is { } decided)
+                return decided;
+        }
     }
 }

@@ -121,4 +121,19 @@ public sealed class AuditTruthTests
         await successor.RepairAuditAsync(checkState: true, CancellationToken.None);
         Assert.Single(log.Events);
     }
+
+    [Fact]
+    public async Task A_new_leader_finds_the_last_record_behind_many_access_events_and_adds_no_false_repair()
+    {
+        var log = new MemoryLog();
+        await Changes(log).ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None);
+        // Pins and testers' colour choices since then: access events, the state unchanged in each.
+        for (var i = 0; i < 250; i++)
+            log.Events.Add(new RolloutEvent { Trigger = i % 2 == 0 ? Rollouts.Verbs.Pin : "colour-choice", From = log.State.Phase, To = log.State.Phase, State = log.State });
+
+        await Changes(log).RepairAuditAsync(checkState: true, CancellationToken.None);
+
+        Assert.Equal(251, log.Events.Count);
+        Assert.DoesNotContain(log.Events, e => e.Trigger == RolloutChanges.RepairTrigger);
+    }
 }
