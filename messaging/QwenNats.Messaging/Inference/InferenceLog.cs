@@ -72,11 +72,11 @@ internal static partial class Log
     [LoggerMessage(EventId = 1262, Level = LogLevel.Debug, Message = "Live load not sent")]
     public static partial void HostLoadNotSent(ILogger logger, Exception exception);
 
-    [LoggerMessage(EventId = 1264, Level = LogLevel.Information, Message = "Request {RequestId} was cancelled by its client while queued; dropped unrun")]
-    public static partial void SkippingCancelled(ILogger logger, string requestId);
-
     [LoggerMessage(EventId = 1263, Level = LogLevel.Error, Message = "A listener for mirrored work being allowed again failed")]
     public static partial void OpenedListenerFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1264, Level = LogLevel.Information, Message = "Request {RequestId} was cancelled by its client while queued; dropped unrun")]
+    public static partial void SkippingCancelled(ILogger logger, string requestId);
 
     [LoggerMessage(EventId = 1241, Level = LogLevel.Warning, Message = "The direct offer subscription failed; subscribing again")]
     public static partial void DirectFailed(ILogger logger, Exception e);

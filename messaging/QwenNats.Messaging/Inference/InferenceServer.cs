@@ -704,16 +704,14 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                     RememberCancelled(c);
                     continue;
                 }
+                Log.Cancelling(logger, c.Id);
+                try
                 {
-                    Log.Cancelling(logger, c.Id);
-                    try
-                    {
-                        await cts.CancelAsync();
-                    }
-                    catch (ObjectDisposedException)
-                    {
-                        // The request finished between the lookup and the cancel: nothing left to cancel.
-                    }
+                    await cts.CancelAsync();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // The request finished between the lookup and the cancel: nothing left to cancel.
                 }
             }
         }
