@@ -11,7 +11,8 @@ namespace QwenNats.Ingress.Endpoints;
 /// <c>GET /ws/chat</c> (mapped on the <c>/ws</c> group): a conversation over one WebSocket. In: <c>{"type":"message","content":"..."}</c>
 /// (optional <c>id</c> and the HTTP chat's sampling fields, <see cref="RequestParser.SamplingFields"/>), <c>{"type":"cancel"}</c> (stops the turn being
 /// generated) or <c>{"type":"reset"}</c>. Out: <c>ready</c>, <c>accepted</c>, <c>token</c>…, then <c>done</c>, <c>cancelled</c>
-/// or <c>error</c>. A bad frame gets an error frame and the connection stays open.
+/// or <c>error</c>. A bad frame gets an error frame and the connection stays open. Messages sent while a turn is answered
+/// wait their turn; a client that closes ends the turn in progress and the ones it sent ahead are not answered.
 /// <para>
 /// The conversation lives in NATS (<see cref="ConversationStore"/>): a client that reconnects with <c>?session=</c> — to
 /// this ingress or another — gets its history and pinned colour back (<c>ready</c> says <c>resumed</c> and the turn
@@ -108,6 +109,8 @@ public static class WebSocketChat
                     await SendAsync(ws, send, new WsFrame { Type = "reset", SessionId = session, Turns = 0 }, ct);
                     continue;
                 }
+                if (ws.State != WebSocketState.Open)
+                    continue; // the client's close is on its way: a turn it sent before it is not answered
                 if (frame.Id is { } turnId && turnId == conversation.LastTurnId && conversation.LastDone is { } answered)
                 {
                     // Resent after a reconnect: the turn was answered (and counted) already.
@@ -144,7 +147,9 @@ public static class WebSocketChat
                     }
                     if (during.Closed)
                     {
-                        await turn.CancelAsync(); // the client left: nobody reads this answer
+                        // The client left: nobody reads this answer, nor those of the turns it sent ahead.
+                        await turn.CancelAsync();
+                        queued.Clear();
                         queued.Enqueue(during);
                         break;
                     }

@@ -1,4 +1,5 @@
 using System.Net.WebSockets;
+using NATS.Client.Core;
 using System.Text;
 using System.Text.Json;
 using QwenNats.Tests.Infrastructure;
@@ -130,6 +131,39 @@ public sealed class WebSocketSessionTests(ITestOutputHelper output)
         Assert.Equal(2, next.GetProperty("turns").GetInt32());
         await SendAsync(ws, "{\"type\":\"cancel\"}", cts.Token);
         Assert.Equal("no_turn_in_progress", (await ReceiveAsync(ws, cts.Token)).GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task A_client_that_closes_mid_turn_has_neither_that_turn_nor_the_ones_it_sent_ahead_generated()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        // One slot, so every turn the ingress starts goes through the blue work queue; a slowed answer, so the close lands mid-turn.
+        await system.StartWorkerAsync("blue", "v1", extra: new() { ["Faults:Fraction"] = "1", ["Faults:Slowdown"] = "40" });
+        var (_, http) = await system.StartIngressAsync();
+        await QwenSystem.WaitForWorkersAsync(http, "blue", 1);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(90));
+        // Every request any ingress hands the blue pool, queued or offered.
+        await using var nats = Nats.Connect(server.Url);
+        await using var queued = await nats.SubscribeCoreAsync<byte[]>(QwenNats.Messaging.Subjects.Infer("blue"), cancellationToken: cts.Token);
+        await using var offered = await nats.SubscribeCoreAsync<byte[]>(QwenNats.Messaging.Subjects.Direct("blue"), cancellationToken: cts.Token);
+        await nats.PingAsync(cts.Token);
+        using var ws = await ConnectAsync(http, "", cts.Token);
+        await ReceiveAsync(ws, cts.Token);
+
+        await SendAsync(ws, Message("long", "Once upon a time", maxTokens: 400), cts.Token);
+        Assert.Equal("accepted", (await ReceiveAsync(ws, cts.Token)).GetProperty("type").GetString());
+        foreach (var id in new[] { "ahead-1", "ahead-2", "ahead-3" })
+            await SendAsync(ws, Message(id, "Hello?", maxTokens: 2), cts.Token);
+        // The close handshake ends when the ingress closes too, which it does once it has dealt with every frame before the close.
+        await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "leaving", cts.Token);
+        Assert.Equal(WebSocketState.Closed, ws.State);
+
+        await nats.PingAsync(cts.Token);
+        var requests = 0;
+        while (queued.Msgs.TryRead(out _) || offered.Msgs.TryRead(out _))
+            requests++;
+        Assert.Equal(1, requests); // the long turn only
     }
 
     private static string Message(string id, string content, int maxTokens = 12) =>
