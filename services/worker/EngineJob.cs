@@ -168,6 +168,23 @@ public abstract class EngineJob
         _output.Writer.TryComplete();
     }
 
+    /// <summary>Ends the job without a final reply: reading <see cref="Output"/> throws <paramref name="error"/> after what was
+    /// emitted before (the engine stopped; its worker leaves the request for another to answer).</summary>
+    public void Abandon(Exception error)
+    {
+        if (Finished) return;
+        Finished = true;
+        try
+        {
+            Release();
+        }
+        catch (Exception)
+        {
+            // The context it used is gone with the engine's loop.
+        }
+        _output.Writer.TryComplete(error);
+    }
+
     protected InferResult Result(string finishReason, int completionTokens, double ttftMs)
     {
         // One reading of the clock for both: the stages (StartedUs to FinishedUs) and total_ms agree to the
@@ -201,3 +218,6 @@ public abstract class EngineJob
         };
     }
 }
+
+/// <summary>A request not answered because its engine's decode loop stopped for good (<see cref="LlamaEngine.Broken"/>).</summary>
+public sealed class EngineStoppedException(Exception cause) : Exception($"The decode loop stopped: {cause.Message}", cause);

@@ -29,6 +29,9 @@ internal static partial class EngineLog
     [LoggerMessage(EventId = 3907, Level = LogLevel.Warning, Message = "The decode thread could not take nice value {Wanted} (it has {Now}); lowering a nice value needs CAP_SYS_NICE or RLIMIT_NICE")]
     public static partial void NiceRefused(ILogger logger, int wanted, int now);
 
+    [LoggerMessage(EventId = 3909, Level = LogLevel.Critical, Message = "The decode loop stopped for good; the requests it held are not answered here (they are redelivered) and the worker stops")]
+    public static partial void LoopStopped(ILogger logger, Exception exception);
+
     [LoggerMessage(EventId = 3910, Level = LogLevel.Warning, Message = "FAULT INJECTION ON: fraction {Fraction}, flip labels {Flip}, truncate {Truncate}, nonsense {Nonsense}, slowdown x{Slowdown}, error rate {ErrorRate}, hang rate {HangRate}")]
     public static partial void FaultsOn(ILogger logger, double fraction, bool flip, bool truncate, bool nonsense, double slowdown, double errorRate, double hangRate);
 

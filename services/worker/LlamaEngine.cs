@@ -43,6 +43,12 @@ public sealed class LlamaEngine : IAsyncDisposable
     private HostYield? _yield;
     private int _yieldChunk;
     private readonly TaskCompletionSource _loopDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Completed with the error when the decode loop stopped for good (see Broken).
+    private readonly TaskCompletionSource<Exception> _broken = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile Exception? _failure;
+    // Requests admitted since the warm-up (for Faults:DecodeLoopCrashAfter).
+    private int _admitted;
+    private bool _warmedUp;
     private CancellationTokenSource _wake = new();
     private bool _started, _candidate, _warmed;
     private int _generation, _baseNice, _threadNice, _threadId;
@@ -146,6 +152,18 @@ public sealed class LlamaEngine : IAsyncDisposable
     public int Slots => _options.Slots;
     public int ContextSize => _options.ContextSize;
     public int Busy => Volatile.Read(ref _busy);
+
+    /// <summary>
+    /// Completes with the error when the decode loop has stopped for good: an error it could not recover from (a failed
+    /// decode it cannot start a clean context after, a failed warm-up of the prompt prefixes). Every request it held then
+    /// ends with <see cref="EngineStoppedException"/> instead of a reply, and so does every request submitted after: the
+    /// engine answers nothing more and the worker serving it has to stop (<see cref="WorkerService"/>).
+    /// </summary>
+    public Task<Exception> Broken => _broken.Task;
+
+    /// <summary>Fault injection (<see cref="FaultOptions.DecodeLoopCrashAfter"/>): the decode loop stops for good once it
+    /// has admitted this many requests after the warm-up (0: never).</summary>
+    public int CrashAfterAdmissions { get; init; }
 
     /// <summary>Raised with the number of prompt tokens a request took from the shared prefix.</summary>
     public event Action<int>? PrefixReused;
@@ -259,8 +277,36 @@ public sealed class LlamaEngine : IAsyncDisposable
         }
         catch (Exception e)
         {
-            _loopDone.TrySetException(e);
+            Stopped(e);
+            _loopDone.TrySetResult();
         }
+    }
+
+    /// <summary>
+    /// The decode loop stopped with an error it could not recover from: nothing will be decoded again. Every request
+    /// held (decoding, held back, queued) and every one submitted from now on ends with <see cref="EngineStoppedException"/>,
+    /// which its worker does not answer: a queued request is redelivered by JetStream, one offered directly is queued
+    /// again by its client once the worker has gone (a streamed answer already under way ends with <c>worker_lost</c>).
+    /// </summary>
+    private void Stopped(Exception error)
+    {
+        _failure = error;
+        _incoming.Writer.TryComplete();
+        EngineLog.LoopStopped(_logger, error);
+        lock (_loopLock)
+        {
+            var held = _active.Concat(_parked).ToList();
+            _active.Clear();
+            _parked.Clear();
+            while (_incoming.Reader.TryRead(out var queued))
+                held.Add(queued);
+            foreach (var job in held)
+            {
+                job.Abandon(new EngineStoppedException(error));
+                Interlocked.Decrement(ref _busy);
+            }
+        }
+        _broken.TrySetResult(error);
     }
 
     /// <summary>Sets this (new) thread's nice value to the wanted one (raising always works; lowering may be refused).</summary>
@@ -356,14 +402,21 @@ public sealed class LlamaEngine : IAsyncDisposable
                 Sampling = new SamplingParams { Temperature = 0, MaxTokens = 4, Seed = 1 }, ReplyTo = "",
             },
         };
-        foreach (var request in requests)
+        try
         {
-            var job = TryCreateJob(request, stamp, attempt: 1, queueMs: 0, ct, out var error)
-                      ?? throw new InvalidOperationException($"The warm-up {request.Task} request was refused: {error?.Message}");
-            Submit(job);
-            await foreach (var _ in job.Output.ReadAllAsync(ct))
+            foreach (var request in requests)
             {
+                var job = TryCreateJob(request, stamp, attempt: 1, queueMs: 0, ct, out var error)
+                          ?? throw new InvalidOperationException($"The warm-up {request.Task} request was refused: {error?.Message}");
+                Submit(job);
+                await foreach (var _ in job.Output.ReadAllAsync(ct))
+                {
+                }
             }
+        }
+        finally
+        {
+            lock (_loopLock) _warmedUp = true;
         }
     }
 
@@ -507,7 +560,10 @@ public sealed class LlamaEngine : IAsyncDisposable
         if (!_incoming.Writer.TryWrite(job))
         {
             Interlocked.Decrement(ref _busy);
-            job.Fail(ErrorCodes.Overloaded, "The worker is shutting down.");
+            if (_failure is { } failure)
+                job.Abandon(new EngineStoppedException(failure));
+            else
+                job.Fail(ErrorCodes.Overloaded, "The worker is shutting down.");
         }
     }
 
@@ -527,6 +583,10 @@ public sealed class LlamaEngine : IAsyncDisposable
             {
                 if (generation != Volatile.Read(ref _generation))
                     return false;
+                if (_failure is not null)
+                    return false; // stopped for good by the thread before this one
+                if (CrashAfterAdmissions > 0 && _admitted >= CrashAfterAdmissions)
+                    throw new InvalidOperationException($"Injected fault: the decode loop stops after {CrashAfterAdmissions} requests (Faults:DecodeLoopCrashAfter).");
                 try
                 {
                     if (Step(active, stop))
@@ -706,6 +766,7 @@ public sealed class LlamaEngine : IAsyncDisposable
             job.CostModel = _cost.Model.Measured;
             job.Admit(_executor, Prefixes);
             active.Add(job);
+            if (_warmedUp) _admitted++;
             if (job.ReusedTokens > 0) PrefixReused?.Invoke(job.ReusedTokens);
         }
         catch (Exception e)

@@ -28,6 +28,7 @@ public sealed partial class WorkerService(
     ServiceAnnouncer announcer,
     QwenMetrics metrics,
     ILoggerFactory loggers,
+    IHostApplicationLifetime lifetime,
     ILogger<WorkerService> logger) : BackgroundService, IInferenceHandler
 {
     private readonly Prometheus.Gauge _slots = metrics.Factory.CreateGauge("qwen_worker_slots", "Parallel decoding slots of this worker.", ["colour"]);
@@ -60,6 +61,10 @@ public sealed partial class WorkerService(
 
     public Task WaitUntilServingAsync(CancellationToken ct) => _serving.Task.WaitAsync(ct);
 
+    /// <summary>Set when the worker stops because the engine it served stopped for good (<see cref="LlamaEngine.Broken"/>):
+    /// the process then exits with code 1, so its supervisor starts it again.</summary>
+    public Exception? EngineFailure { get; private set; }
+
     /// <summary>The discovery metadata (<c>$SRV.INFO</c>, <c>qwen.svc.&lt;id&gt;.status</c>): what the worker serves now.</summary>
     public Dictionary<string, string> Metadata()
     {
@@ -90,7 +95,7 @@ public sealed partial class WorkerService(
         {
             // A model on the command line: serve it at once (it fails the start when it cannot load, as before releases).
             var profile = PromptProfile.Load(_options.ProfilePath);
-            var boot = await Task.Run(() => new LlamaEngine(_options, ModelSource.FromOptions(_options), profile, loggers.CreateLogger<LlamaEngine>()), stoppingToken);
+            var boot = await Task.Run(() => NewEngine(ModelSource.FromOptions(_options), profile), stoppingToken);
             var loaded = new LoadedRelease(boot, null, new FaultInjector(processFaults.Value, loggers.CreateLogger<FaultInjector>()));
             try
             {
@@ -154,6 +159,9 @@ public sealed partial class WorkerService(
         await loaded.Engine.WarmUpAsync(loaded.Stamp(WorkerId, Colour), ct);
     }
 
+    private LlamaEngine NewEngine(ModelSource source, PromptProfile profile) =>
+        new(_options, source, profile, loggers.CreateLogger<LlamaEngine>()) { CrashAfterAdmissions = processFaults.Value.DecodeLoopCrashAfter };
+
     private void Switch(LoadedRelease loaded)
     {
         loaded.Engine.SetCandidate(_onlyCandidate);
@@ -161,6 +169,27 @@ public sealed partial class WorkerService(
         _taking = true;
         _serving.TrySetResult();
         announcer.Changed();
+        _ = loaded.Engine.Broken.ContinueWith(broken => EngineStopped(loaded, broken.Result), CancellationToken.None,
+            TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+    }
+
+    /// <summary>
+    /// The engine's decode loop stopped for good: the worker takes no more work, says why in its heartbeats, and stops
+    /// (exit code 1). Requests it held were not answered: JetStream redelivers the queued ones, and clients queue again
+    /// the ones offered directly when the worker's goodbye heartbeat says it has gone. A fresh process loads a fresh
+    /// engine; trying again in this one could only find the same native state. An engine already retired by a release
+    /// switch stopping is of no consequence.
+    /// </summary>
+    private void EngineStopped(LoadedRelease loaded, Exception error)
+    {
+        if (!ReferenceEquals(_current, loaded))
+            return;
+        _taking = false;
+        _failure = $"decode loop stopped: {error.Message}";
+        EngineFailure = error;
+        StoppingOnEngineFailure(logger, loaded.ReleaseId ?? loaded.Engine.Model.Id, error.Message);
+        announcer.Changed();
+        lifetime.StopApplication();
     }
 
     /// <summary>
@@ -327,7 +356,7 @@ public sealed partial class WorkerService(
 
     private async Task<LoadedRelease> LoadAsync(Release release, ModelSource source, CancellationToken ct)
     {
-        var engine = await Task.Run(() => new LlamaEngine(_options, source, release.Profile, loggers.CreateLogger<LlamaEngine>()), ct);
+        var engine = await Task.Run(() => NewEngine(source, release.Profile), ct);
         var faults = new FaultInjector(release.Faults ?? processFaults.Value, loggers.CreateLogger<FaultInjector>());
         var loaded = new LoadedRelease(engine, release, faults);
         try
@@ -344,7 +373,7 @@ public sealed partial class WorkerService(
 
     private async Task<LoadedRelease> LoadBootAsync(CancellationToken ct)
     {
-        var engine = await Task.Run(() => new LlamaEngine(_options, ModelSource.FromOptions(_options), PromptProfile.Load(_options.ProfilePath), loggers.CreateLogger<LlamaEngine>()), ct);
+        var engine = await Task.Run(() => NewEngine(ModelSource.FromOptions(_options), PromptProfile.Load(_options.ProfilePath)), ct);
         var loaded = new LoadedRelease(engine, null, new FaultInjector(processFaults.Value, loggers.CreateLogger<FaultInjector>()));
         await StartAsync(loaded, ct);
         return loaded;
@@ -514,6 +543,9 @@ public sealed partial class WorkerService(
 
     [LoggerMessage(EventId = 3004, Level = LogLevel.Warning, Message = "Failed: {Code} {Message}")]
     private static partial void Failed(ILogger logger, string code, string message);
+
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Critical, Message = "The engine serving {Release} stopped for good ({Reason}): the worker stops (exit code 1) and its requests go to other workers")]
+    private static partial void StoppingOnEngineFailure(ILogger logger, string release, string reason);
 
     [LoggerMessage(EventId = 3010, Level = LogLevel.Information, Message = "No model given (Worker:ModelPath): waiting for the {Colour} pool's release ({Key} in the releases bucket; qwen.ctl.deploy assigns one)")]
     private static partial void Waiting(ILogger logger, string colour, string key);

@@ -71,6 +71,24 @@ public sealed class ServiceProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>The exit code, once <see cref="HasExited"/>.</summary>
+    public int ExitCode => _process.ExitCode;
+
+    /// <summary>Waits for the process to end by itself; false when it still runs after <paramref name="timeout"/>.</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>SIGKILL: no shutdown hooks, no goodbye heartbeat, unacked work stays with the server.</summary>
     public async Task KillAsync()
     {

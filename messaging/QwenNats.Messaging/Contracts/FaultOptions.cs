@@ -38,6 +38,11 @@ public sealed record FaultOptions
     /// (a release's faults apply to its answers, and its model is downloaded before they are read).</summary>
     public long DownloadStallAfterBytes { get; init; }
 
+    /// <summary>The worker's decode loop stops for good once it has admitted this many requests after its warm-up, as when
+    /// llama.cpp fails in a way the loop cannot recover from: rehearses a worker whose engine dies (it stops, and the
+    /// requests it held are answered by other workers). 0: never. Process setting only.</summary>
+    public int DecodeLoopCrashAfter { get; init; }
+
     /// <summary>Whether answers get any fault (<see cref="DownloadStallAfterBytes"/> is not about answers).</summary>
     public bool Enabled => ErrorRate > 0 || HangRate > 0 || (Fraction > 0 && (FlipLabels || Truncate || Nonsense || Slowdown > 1));
 }

@@ -80,6 +80,50 @@ public sealed class FaultDrillTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_worker_whose_decode_loop_dies_stops_with_a_failure_and_its_requests_are_answered_by_another()
+    {
+        await using var nats = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(nats);
+        const int deadlineSeconds = 20;
+        var (_, http) = await system.StartIngressAsync(new()
+        {
+            ["Ingress:RequestTimeout"] = $"00:00:{deadlineSeconds}", ["Ingress:WorkerStaleAfter"] = StaleAfter, ["Topology:AckWait"] = "00:00:03", ["Topology:Storage"] = "file",
+        });
+        http.Timeout = TimeSpan.FromSeconds(40);
+        var doomed = WorkerSettings(nats, "blue", "blue-dies", "v1");
+        doomed["Faults:DecodeLoopCrashAfter"] = "6";
+        await using var a = ServiceProcess.Start("worker", "QwenNats.Worker", doomed);
+        await using var b = ServiceProcess.Start("worker", "QwenNats.Worker", WorkerSettings(nats, "blue", "blue-b", "v1"));
+        await QwenSystem.WaitForWorkersAsync(http, "blue", 2, TimeSpan.FromSeconds(60));
+
+        var load = new DrillLoad(http, maxTokens: 64);
+        using var stop = new CancellationTokenSource();
+        var running = load.RunAsync(3, stop.Token);
+        // The loop dies on its own after six requests: the worker notices, stops, and exits with a failure.
+        var exited = await a.WaitForExitAsync(TimeSpan.FromSeconds(60));
+        var exitedAt = DateTimeOffset.UtcNow;
+        using (var after = new CancellationTokenSource(TimeSpan.FromSeconds(30)))
+            while (!load.Results.Any(r => r.Outcome == "ok" && r.At > exitedAt.AddSeconds(1)) && !after.IsCancellationRequested)
+                await Task.Delay(200);
+        await stop.CancelAsync();
+        await running;
+
+        var report = load.Report("decode-loop-dies");
+        report.Publish(output);
+        var retried = b.Output.Count(l => l.Contains("attempt 2", StringComparison.Ordinal));
+        output.WriteLine($"exited: {exited} (code {(exited ? a.ExitCode : -1)}); requests taken over by blue-b (attempt 2): {retried}; ended with worker_lost: {report.Codes.GetValueOrDefault(ErrorCodes.WorkerLost)}");
+
+        Assert.True(exited, "the worker whose decode loop stopped kept running");
+        Assert.Equal(1, a.ExitCode);
+        Assert.Contains(a.Output, l => l.Contains("stopped for good", StringComparison.Ordinal));
+        Assert.Equal(0, report.Lost);
+        // A stream that had sent tokens when the loop died ends with worker_lost; nothing else fails.
+        Assert.All(report.Codes.Keys, code => Assert.Equal(ErrorCodes.WorkerLost, code));
+        Assert.True(report.SlowestSeconds < deadlineSeconds - 2, $"no request waited for its deadline: slowest {report.SlowestSeconds:F1} s");
+        Assert.Contains(load.Results, r => r.Outcome == "ok" && r.At > exitedAt && r.Worker == "blue-b");
+    }
+
+    [Fact]
     public async Task A_hung_worker_gets_a_504_at_the_deadline_and_blocks_no_other_request()
     {
         await using var nats = await NatsServer.StartAsync();
