@@ -14,6 +14,13 @@ public sealed class LeaderLease(RolloutStore store, ServiceIdentity identity, Pr
 
     public string Holder => identity.InstanceId;
 
+    /// <summary>Whether the last attempt to take or renew the lease won it.</summary>
+    public bool Held => _held;
+
+    /// <summary>Whether the lease is surely still ours by this process's clock: held, and renewed less than a lifetime ago
+    /// (after that a standby may have taken it, whatever the last renewal said).</summary>
+    public bool SurelyHeld => _held && clock.GetUtcNow() - _renewedAt < settings.Options.LeaseTtl;
+
     /// <summary>Takes or renews the lease; true while this promoter holds it.</summary>
     public async Task<bool> HoldAsync(CancellationToken ct)
     {

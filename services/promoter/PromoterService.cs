@@ -49,7 +49,18 @@ public sealed class PromoterService(
             {
                 try
                 {
-                    var leader = await lease.HoldAsync(stoppingToken);
+                    bool leader;
+                    try
+                    {
+                        leader = await lease.HoldAsync(stoppingToken);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException && IsLeader && !lease.SurelyHeld)
+                    {
+                        // Not renewed for a whole lifetime: a standby may hold the lease by now, so this one stops acting
+                        // as the leader until it wins the lease again.
+                        await StepDownAsync($"lease not renewed: {e.Message}");
+                        throw;
+                    }
                     if (leader && !IsLeader) await LeadAsync(stoppingToken);
                     if (!leader && IsLeader) await StepDownAsync("lease lost");
                     if (leader) await TickAsync(stoppingToken);
@@ -64,27 +75,42 @@ public sealed class PromoterService(
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
         }
-        if (IsLeader)
-        {
+        // The leading token is linked to the stopping one, so IsLeader is already false here: what counts is whether
+        // this promoter led, and whether it holds the lease (released, so a standby takes over at once, not a lifetime later).
+        if (_leading is not null)
             await StepDownAsync("shutting down");
+        if (lease.Held)
             await lease.ReleaseAsync();
-        }
     }
+
+    /// <summary>The queue group of the leader's listener: were two promoters to take themselves for the leader for a moment,
+    /// each forwarded command still reaches one of them only.</summary>
+    private const string LeaderQueue = "leader";
 
     private async Task LeadAsync(CancellationToken ct)
     {
         _leading = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        _following = Task.CompletedTask;
         var token = _leading.Token;
-        // A change whose audit record the previous leader could not write is recorded before anything else.
-        await changes.RepairAuditAsync(checkState: true, token);
-        var sub = await nats.SubscribeCoreAsync<Verdict>(Judging.VerdictSubject, cancellationToken: token);
-        _following = verdicts.FollowAsync(sub, token);
-        // Only the leader listens here; every promoter's qwen.ctl.<verb> endpoint (ControlEndpoints) answers itself
-        // when it leads and forwards here when it does not.
-        var control = await nats.SubscribeCoreAsync<byte[]>(Rollouts.LeaderControlWildcard, cancellationToken: token);
-        _following = Task.WhenAll(_following, ServeLeaderAsync(control, token));
-        var (state, _) = await store.GetAsync(ct);
-        PromoterLog.Leads(logger, Id, state.Phase, state.Live, state.Candidate ?? "-");
+        try
+        {
+            // A change whose audit record the previous leader could not write is recorded before anything else.
+            await changes.RepairAuditAsync(checkState: true, token);
+            var sub = await nats.SubscribeCoreAsync<Verdict>(Judging.VerdictSubject, cancellationToken: token);
+            _following = verdicts.FollowAsync(sub, token);
+            // Only the leader listens here; every promoter's qwen.ctl.<verb> endpoint (ControlEndpoints) answers itself
+            // when it leads and forwards here when it does not.
+            var control = await nats.SubscribeCoreAsync<byte[]>(Rollouts.LeaderControlWildcard, LeaderQueue, cancellationToken: token);
+            _following = Task.WhenAll(_following, ServeLeaderAsync(control, token));
+            var (state, _) = await store.GetAsync(ct);
+            PromoterLog.Leads(logger, Id, state.Phase, state.Live, state.Candidate ?? "-");
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            // Half a leader (no verdicts followed, or no forwarded commands served) must not stay one: the next tick tries again.
+            await StepDownAsync($"could not start leading: {e.Message}");
+            throw;
+        }
     }
 
     /// <summary>Commands forwarded to the leader by a standby's endpoint.</summary>
@@ -149,7 +175,7 @@ public sealed class PromoterService(
         PromoterLog.StepsDown(logger, Id, why);
         if (_leading is null) return;
         await _leading.CancelAsync();
-        try { await _following; } catch (OperationCanceledException) { }
+        try { await _following; } catch (Exception e) when (e is OperationCanceledException or NatsException) { }
         _leading.Dispose();
         _leading = null;
     }

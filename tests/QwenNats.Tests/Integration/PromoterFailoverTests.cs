@@ -79,6 +79,27 @@ public sealed class PromoterFailoverTests
     }
 
     [Fact]
+    public async Task A_leader_stopped_gracefully_releases_its_lease_so_the_standby_need_not_wait_for_it_to_expire()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var op = await OperatorAsync(server);
+        var first = await StartPromoterAsync(server);
+        var leader = await WaitForLeaderAsync(op);
+        using var standby = await StartPromoterAsync(server);
+
+        await first.StopAsync();
+        first.Dispose();
+        // Stopped within the lease's lifetime (6 s in these tests): the lease must say so, not run until it expires.
+        var js = new NATS.Client.JetStream.NatsJSContext(op);
+        var kv = await new NATS.Client.KeyValueStore.NatsKVContext(js).GetStoreAsync(Rollouts.Bucket);
+        var lease = (await kv.GetEntryAsync<PromoterLease>(Rollouts.LeaseKey)).Value!;
+        Assert.True(lease.Holder != leader || lease.ExpiresUnixMs == 0,
+            $"the stopped leader {leader} still holds the lease until {DateTimeOffset.FromUnixTimeMilliseconds(lease.ExpiresUnixMs):O}");
+        Assert.NotEqual(leader, await WaitForLeaderAsync(op));
+        await standby.StopAsync();
+    }
+
+    [Fact]
     public async Task Two_promoters_racing_never_both_apply_a_command()
     {
         await using var server = await NatsServer.StartAsync();
