@@ -45,7 +45,8 @@ public enum ImplicitPinKind
 /// Where a session goes, from the rollout state and its pin: pure, so it is unit-tested without NATS.
 /// A pinned session stays on its colour while that colour serves (live, the running candidate, or the
 /// standby colour during a promotion's bake window); a pin to a colour that no longer serves — rolled
-/// back, aborted, or out of its bake window — moves to live at once. A new session is sent to the
+/// back, aborted, or out of its bake window — moves to live at once, and so does a pin to the candidate's colour
+/// written before the running rollout began. A new session is sent to the
 /// candidate when the hash of its id falls under the canary weight.
 /// </summary>
 public static class RoutingPolicy
@@ -72,7 +73,7 @@ public static class RoutingPolicy
         {
             if (pin.By == "operator" && !(state.Phase == RolloutPhase.RolledBack && state.RolledBackColour == pin.Colour))
                 return new RouteDecision(pin.Colour, RouteReason.OperatorPin, false);
-            if (Serves(state, pin.Colour))
+            if (Serves(state, pin.Colour) && !FromAnotherRollout(state, pin))
                 return new RouteDecision(pin.Colour, RouteReason.Pinned, false);
         }
         var colour = CanaryTakes(state, sessionId) ? state.Candidate! : state.Live;
@@ -170,6 +171,15 @@ public static class RoutingPolicy
         colour == state.Live
         || (colour == state.Candidate && state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused)
         || (colour == state.Standby && state.Phase == RolloutPhase.Promoted);
+
+    /// <summary>
+    /// A pin to the running candidate's colour written before this rollout: the session was on that colour when it was
+    /// live or a standby (or the candidate of a rollout since rolled back) and went quiet; its colour now serves a release
+    /// under test. Following it would hand an unvetted release live traffic in Shadow, bypass the canary weight in
+    /// Canary, and switch the conversation's version mid-way; it moves to live like a pin to a colour that no longer serves.
+    /// </summary>
+    private static bool FromAnotherRollout(RolloutState state, SessionPin pin) =>
+        pin.Colour == state.Candidate && pin.Colour != state.Live && pin.RolloutId != state.RolloutId;
 
     private static bool CanaryTakes(RolloutState state, string sessionId)
     {

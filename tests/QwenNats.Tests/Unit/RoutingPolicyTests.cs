@@ -36,6 +36,34 @@ public sealed class RoutingPolicyTests
     }
 
     [Fact]
+    public void A_pin_to_the_candidates_colour_from_before_the_rollout_moves_to_live_and_the_rollouts_own_pins_stay()
+    {
+        // Blue was live (or the standby of a bake window) when the session was pinned in rollout r-1; it went quiet, and
+        // blue is now the candidate of rollout r-2.
+        var old = new SessionPin { Colour = "blue", RolloutId = "r-1", PinnedAt = Now.AddMinutes(-20) };
+        var shadow = new RolloutState { Phase = RolloutPhase.Shadow, Live = "green", Candidate = "blue", RolloutId = "r-2" };
+        Assert.Equal(new RouteDecision("green", RouteReason.Repinned, true), RoutingPolicy.Decide(shadow, old, "s1", Now));
+        var canary = shadow with { Phase = RolloutPhase.Canary, Weight = 10, Step = 1 };
+        var paused = canary with { Phase = RolloutPhase.Paused, PausedFrom = RolloutPhase.Canary };
+        // A session the hash does not give the candidate (at 10 %): its old pin must not put it there either.
+        var session = Enumerable.Range(0, 1000).Select(i => $"s{i}").First(s => RoutingPolicy.Bucket(s) >= 10 * RoutingPolicy.Buckets / 100);
+        Assert.Equal("green", RoutingPolicy.Decide(canary, old, session, Now).Colour);
+        Assert.Equal("green", RoutingPolicy.Decide(paused, old, session, Now).Colour);
+        Assert.Equal("green", RoutingPolicy.Decide(canary, old with { RolloutId = null }, session, Now).Colour);
+
+        // Pinned to the candidate in this rollout (the canary's hash, or a pin written in it): kept.
+        var ours = old with { RolloutId = "r-2" };
+        Assert.Equal(new RouteDecision("blue", RouteReason.Pinned, false), RoutingPolicy.Decide(canary, ours, session, Now));
+        Assert.Equal(new RouteDecision("blue", RouteReason.Pinned, false), RoutingPolicy.Decide(paused, ours, session, Now));
+        // Pins to the live colour and to a bake window's standby keep their colour whatever rollout wrote them.
+        Assert.Equal(new RouteDecision("green", RouteReason.Pinned, false), RoutingPolicy.Decide(canary, old with { Colour = "green" }, session, Now));
+        var promoted = new RolloutState { Phase = RolloutPhase.Promoted, Live = "blue", Standby = "green", RolloutId = "r-2", Weight = 100 };
+        Assert.Equal(new RouteDecision("green", RouteReason.Pinned, false), RoutingPolicy.Decide(promoted, old with { Colour = "green" }, session, Now));
+        // An operator's pin is the operator's decision, from whichever rollout.
+        Assert.Equal(new RouteDecision("blue", RouteReason.OperatorPin, false), RoutingPolicy.Decide(shadow, old with { By = "operator" }, "s1", Now));
+    }
+
+    [Fact]
     public void A_session_whose_pin_could_not_be_read_goes_live_never_to_the_canary_by_its_hash()
     {
         // "load-4-0" hashes into bucket 2029: a session known to be new goes to the candidate at weight 50.
