@@ -179,6 +179,11 @@ public sealed class InferenceClient(
             if (refused is not null)
             {
                 _calls.TryRemove(request.Id, out _);
+                // The caller is told no, so nothing may run for it: an offer that timed out may have been taken after all,
+                // and a publish whose acknowledgement was lost may have been stored. (A plain refusal of the queue needs no
+                // cancel: nothing of the request is anywhere.)
+                if (minAttempt > 1 || refused.Code == ErrorCodes.BusUnavailable)
+                    _ = CancelAsync(request.Id, request.DeadlineUnixMs);
                 return refused;
             }
             return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, minAttempt: minAttempt)

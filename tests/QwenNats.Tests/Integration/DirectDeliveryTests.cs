@@ -279,6 +279,33 @@ public sealed class DirectDeliveryTests(ITestOutputHelper output)
     };
 
     [Fact]
+    public async Task A_request_refused_after_its_offer_timed_out_is_cancelled_on_the_worker_that_may_have_taken_it()
+    {
+        // A queue of one message, and a worker that takes offers too slowly to be waited for.
+        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:00:00.300", ["Topology:MaxMessages"] = "1" }, "slow");
+        var (client, nats) = (pool.Client, pool.Nats);
+        using var cts = new CancellationTokenSource(Patience);
+        await using var offers = await ListenForOffersAsync(nats, cts.Token);
+        await using var cancels = await nats.SubscribeCoreAsync<CancelRequest>(Subjects.Cancel, cancellationToken: cts.Token);
+        await nats.PingAsync(cts.Token);
+
+        // The first fills the queue (its offer times out, so it is queued as attempt 2).
+        pool.Beat();
+        await using var first = (await client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("fills-the-queue"), Patience, cts.Token)).Call!;
+        // The second's offer times out too, and the full queue refuses it: the client is told 503, so the worker that was
+        // offered it must be told to drop it, were it to take it now.
+        pool.Beat();
+        var second = await client.TryStartAsync(InferenceQueue.Live, "blue", Sentiment("refused"), Patience, cts.Token);
+        Assert.False(second.Started);
+        Assert.Equal(ErrorCodes.Overloaded, second.Code);
+        Assert.Equal("fills-the-queue", (await offers.Msgs.ReadAsync(cts.Token)).Data!.Id);
+        Assert.Equal("refused", (await offers.Msgs.ReadAsync(cts.Token)).Data!.Id);
+        var cancel = await cancels.Msgs.ReadAsync(cts.Token);
+        Assert.Equal("refused", cancel.Data!.Id);
+        Assert.True(cancel.Data.DeadlineUnixMs > 0);
+    }
+
+    [Fact]
     public async Task An_offer_no_worker_listens_for_is_queued_at_once()
     {
         await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:10:00" }, "phantom");
