@@ -43,7 +43,7 @@ public static class WebSocketChat
             return;
         }
         var requested = http.Request.Query["colour"].FirstOrDefault() ?? http.Request.Headers[RequestRouting.ColourHeader].FirstOrDefault();
-        var (route, routeError) = await routing.RouteAsync(http, http.Request.Query["session"].FirstOrDefault(), requested);
+        var (route, routeError) = await routing.RouteAsync(http, http.Request.Query["session"].FirstOrDefault(), requested, userParam: "session");
         if (route is null)
         {
             await JsonAnswers.WriteErrorAsync(http, routeError!);

@@ -30,8 +30,16 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
     /// recorded in the audit log by <see cref="AccessAudit"/>),
     /// otherwise the session's pinned colour or a new pin from the rollout state.
     /// </summary>
-    public async Task<(RouteResult? Route, ApiError? Error)> RouteAsync(HttpContext http, string? user, string? requested)
+    /// <param name="userParam">What <paramref name="user"/> is called where the client sent it (the body's <c>user</c>, a
+    /// WebSocket's <c>session</c> query parameter), for the error about one too long.</param>
+    public async Task<(RouteResult? Route, ApiError? Error)> RouteAsync(HttpContext http, string? user, string? requested, string userParam = "user")
     {
+        // A session id too long to use is refused, not ignored: ignored, every request of the conversation would get a
+        // new session, and a canary would move its turns between colours.
+        if (TooLong(http.Request.Headers[SessionHeader].FirstOrDefault()))
+            return (null, ApiError.Invalid($"{SessionHeader} is longer than {MaxSessionIdLength} characters.", SessionHeader));
+        if (TooLong(user))
+            return (null, ApiError.Invalid($"'{userParam}' (the session id) is longer than {MaxSessionIdLength} characters.", userParam));
         var caller = Security.Caller.Of(http);
         if (!string.IsNullOrEmpty(requested) && caller is not { MayChooseColour: true })
         {
@@ -103,6 +111,8 @@ public sealed partial class RequestRouting(IOptions<IngressOptions> options, Rol
     }
 
     private static bool IsUsable(string? id) => !string.IsNullOrWhiteSpace(id) && id.Length <= MaxSessionIdLength;
+
+    private static bool TooLong(string? id) => id is { Length: > MaxSessionIdLength } && !string.IsNullOrWhiteSpace(id);
 
     private static string Shorten(string s) => s.Length <= 32 ? s : s[..32] + "…";
 

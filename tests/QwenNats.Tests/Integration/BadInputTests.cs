@@ -71,6 +71,22 @@ public sealed class BadInputTests(SystemFixture fx)
     }
 
     [Fact]
+    public async Task A_session_id_too_long_to_use_is_refused_naming_where_it_came_from_not_replaced_by_a_new_session()
+    {
+        var tooLong = new string('s', 129);
+        using (var header = await fx.Http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}", session: tooLong)))
+        {
+            Assert.Equal("X-Session-Id", (await AssertErrorAsync(header, 400, "invalid_request")).GetProperty("param").GetString());
+            Assert.False(header.Headers.Contains("Set-Cookie"), "no session was made up in its place");
+        }
+        using (var user = await fx.Http.SendAsync(Api.Post("/v1/chat/completions", $"{{\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}],\"max_tokens\":1,\"user\":\"{tooLong}\"}}")))
+            Assert.Equal("user", (await AssertErrorAsync(user, 400, "invalid_request")).GetProperty("param").GetString());
+        // At the limit it is the session, as before.
+        using var fits = await fx.Http.SendAsync(Api.Post("/v1/sentiment", "{\"input\":\"fine\"}", session: tooLong[..128]));
+        Assert.Equal(HttpStatusCode.OK, fits.StatusCode);
+    }
+
+    [Fact]
     public async Task A_body_over_the_limit_is_413()
     {
         var huge = "{\"input\":\"" + new string('a', 70_000) + "\"}";
@@ -133,7 +149,7 @@ public sealed class BadInputTests(SystemFixture fx)
         Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
     }
 
-    private static async Task AssertErrorAsync(HttpResponseMessage response, int status, string code)
+    private static async Task<System.Text.Json.JsonElement> AssertErrorAsync(HttpResponseMessage response, int status, string code)
     {
         Assert.Equal(status, (int)response.StatusCode);
         Assert.Equal("application/json", Api.ContentType(response)?.MediaType);
@@ -141,5 +157,6 @@ public sealed class BadInputTests(SystemFixture fx)
         Assert.Equal(code, error.GetProperty("code").GetString());
         Assert.False(string.IsNullOrWhiteSpace(error.GetProperty("message").GetString()));
         Assert.False(string.IsNullOrWhiteSpace(error.GetProperty("type").GetString()));
+        return error;
     }
 }
