@@ -248,10 +248,20 @@ public static class WebSocketChat
         // The same limit as an HTTP request's whole conversation: the oldest turns go first.
         var trimmed = TrimHistory(history, maxChars - frame.Content.Length);
         var messages = new List<ChatMessage>(history) { new(ChatRoles.User, frame.Content) };
-        var start = await client.TryStartAsync(InferenceQueue.Live, colour, new InferRequest
+        InferenceStart start;
+        try
         {
-            Id = id, SessionId = session, Task = InferTasks.Chat, Messages = messages, Sampling = frame.Sampling, Stream = true, ReplyTo = "",
-        }, timeout, ct);
+            start = await client.TryStartAsync(InferenceQueue.Live, colour, new InferRequest
+            {
+                Id = id, SessionId = session, Task = InferTasks.Chat, Messages = messages, Sampling = frame.Sampling, Stream = true, ReplyTo = "",
+            }, timeout, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Cancelled while it was being handed to a worker (the client tells any worker that took it to drop it).
+            await SendAsync(ws, send, new WsFrame { Type = "cancelled", Text = "", TurnId = frame.Id, Turns = conversation.Turns }, CancellationToken.None);
+            return conversation;
+        }
         if (!start.Started)
         {
             await SendErrorAsync(ws, send, start.Code, start.Message, CancellationToken.None);

@@ -1,5 +1,6 @@
 using System.Net.WebSockets;
 using NATS.Client.Core;
+using Microsoft.Extensions.DependencyInjection;
 using System.Text;
 using System.Text.Json;
 using QwenNats.Tests.Infrastructure;
@@ -164,6 +165,40 @@ public sealed class WebSocketSessionTests(ITestOutputHelper output)
         while (queued.Msgs.TryRead(out _) || offered.Msgs.TryRead(out _))
             requests++;
         Assert.Equal(1, requests); // the long turn only
+    }
+
+    [Fact]
+    public async Task A_cancel_that_arrives_while_the_turn_is_handed_to_a_worker_ends_the_turn_and_not_the_connection()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        // The offer of the turn waits (up to a minute) for a worker's acceptance that never comes: the cancel lands there.
+        var (ingress, http) = await system.StartIngressAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:01:00" });
+        var registry = ingress.Services.GetRequiredService<QwenNats.Messaging.WorkerRegistry>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await using var nats = Nats.Connect(server.Url);
+        await using var offers = await nats.SubscribeCoreAsync<QwenNats.Messaging.InferRequest>(QwenNats.Messaging.Subjects.Direct("blue"), QwenNats.Messaging.Subjects.WorkConsumer, cancellationToken: cts.Token);
+        await using var cancels = await nats.SubscribeCoreAsync<QwenNats.Messaging.CancelRequest>(QwenNats.Messaging.Subjects.Cancel, cancellationToken: cts.Token);
+        await nats.PingAsync(cts.Token);
+        void Beat() => registry.Record(new QwenNats.Messaging.WorkerHeartbeat
+        {
+            WorkerId = "silent", Colour = "blue", ModelId = "m", ModelSha256 = "0", ProfileVersion = "v1", Slots = 2, TakesOffers = true,
+        }, DateTimeOffset.UtcNow);
+        Beat();
+        using var ws = await ConnectAsync(http, "", cts.Token);
+        await ReceiveAsync(ws, cts.Token);
+
+        await SendAsync(ws, Message("offered", "Hello"), cts.Token);
+        var offer = await offers.Msgs.ReadAsync(cts.Token);
+        await SendAsync(ws, "{\"type\":\"cancel\"}", cts.Token);
+        var cancelled = await ReceiveAsync(ws, cts.Token);
+        Assert.Equal("cancelled", cancelled.GetProperty("type").GetString());
+        Assert.Equal("offered", cancelled.GetProperty("turn_id").GetString());
+        Assert.Equal(offer.Data!.Id, (await cancels.Msgs.ReadAsync(cts.Token)).Data!.Id); // a worker that took it after all drops it
+
+        // The connection goes on.
+        await SendAsync(ws, "{\"type\":\"reset\"}", cts.Token);
+        Assert.Equal("reset", (await ReceiveAsync(ws, cts.Token)).GetProperty("type").GetString());
     }
 
     private static string Message(string id, string content, int maxTokens = 12) =>
