@@ -129,7 +129,14 @@ public sealed class ReleasePipeline(INatsConnection nats, Action<string> progres
         var lastWhy = "";
         while (true)
         {
-            status = await _ctl.StatusAsync(ct);
+            if (await PollAsync(ct) is not { } polled)
+            {
+                if (ready.Elapsed > p.ReadyTimeout)
+                    return Fail(PipelineOutcome.TimedOut, $"{colour} not known to be ready after {p.ReadyTimeout.TotalSeconds:0} s: {_pollTrouble}", status.State);
+                await Task.Delay(p.PollInterval, ct);
+                continue;
+            }
+            status = polled;
             var pool = status.Pools?.FirstOrDefault(x => x.Colour == colour);
             if (pool is { Ready: true } && pool.Assigned?.DeployId == deployed.Assignment.DeployId)
                 break;
@@ -160,7 +167,15 @@ public sealed class ReleasePipeline(INatsConnection nats, Action<string> progres
         var sawPromoted = false;
         while (true)
         {
-            status = await _ctl.StatusAsync(ct);
+            if (await PollAsync(ct) is not { } polled)
+            {
+                // An election, or a leader busy or away: the rollout goes on without us; ask again until our own timeout.
+                if (follow.Elapsed > p.RolloutTimeout)
+                    return await EndAsync(PipelineOutcome.TimedOut, $"rollout {rolloutId} not seen to end after {p.RolloutTimeout.TotalSeconds:0} s: {_pollTrouble}", rolloutId, status, deployToReady, ct);
+                await Task.Delay(p.PollInterval, ct);
+                continue;
+            }
+            status = polled;
             state = status.State!;
             var ours = state.RolloutId == rolloutId;
             if (ours && state.Phase != lastPhase)
@@ -200,13 +215,54 @@ public sealed class ReleasePipeline(INatsConnection nats, Action<string> progres
         PipelineResult Fail(PipelineOutcome o, string why, RolloutState? s = null, TimeSpan d = default) => new(o, why, s, [], null, d);
     }
 
+    private string? _pollTrouble;
+
+    /// <summary>
+    /// The status for a loop that waits, or null when it cannot be had right now: no promoter leads for a moment (an
+    /// election: <c>no_leader</c>), the leader failed to answer (<c>internal_error</c>), or no reply came. The loop asks
+    /// again until its own timeout; the trouble is reported once each time it changes, and when it clears.
+    /// </summary>
+    private async Task<ControlReply?> PollAsync(CancellationToken ct)
+    {
+        string trouble;
+        try
+        {
+            var status = await _ctl.StatusAsync(ct);
+            if (status.Ok && status.State is not null)
+            {
+                if (_pollTrouble is not null)
+                    progress($"  the promoters answer again (after: {_pollTrouble})");
+                _pollTrouble = null;
+                return status;
+            }
+            trouble = $"{status.Code}: {status.Error}";
+        }
+        catch (NatsException e) when (!ct.IsCancellationRequested)
+        {
+            trouble = e is NatsNoRespondersException ? "no promoter answers" : $"no answer from the promoters ({e.Message})";
+        }
+        if (trouble != _pollTrouble)
+            progress($"  waiting: {trouble}");
+        _pollTrouble = trouble;
+        return null;
+    }
+
     private async Task<PipelineResult> EndAsync(PipelineOutcome outcome, string message, string rolloutId, ControlReply status, TimeSpan deployToReady, CancellationToken ct) =>
         new(outcome, message, status.State, await TimelineAsync(rolloutId, ct), status.Verdict, deployToReady);
 
     /// <summary>The audit records of one rollout, with the record that closed it (after which the state no longer names it).</summary>
     public async Task<IReadOnlyList<RolloutEvent>> TimelineAsync(string rolloutId, CancellationToken ct)
     {
-        var history = await _ctl.SendAsync(Rollouts.Verbs.History, new ControlRequest { Limit = 200 }, ct: ct);
+        ControlReply history;
+        try
+        {
+            history = await _ctl.SendAsync(Rollouts.Verbs.History, new ControlRequest { Limit = 200 }, ct: ct);
+        }
+        catch (NatsException e) when (!ct.IsCancellationRequested)
+        {
+            progress($"  no timeline: the audit log could not be read ({e.Message}); qwenctl history shows it");
+            return [];
+        }
         var events = history.Events ?? [];
         var first = events.ToList().FindIndex(e => e.State.RolloutId == rolloutId);
         if (first < 0) return [];
