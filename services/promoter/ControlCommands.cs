@@ -82,7 +82,9 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Promote:
                 return await changes.ChangeAsync(verb, r => EmptyPool(verb, r.State) ?? r.Promote(request.Full == true, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.SetWeight:
-                return await changes.ChangeAsync(verb, r => r.SetWeight(request.Weight, reason, actor), "operator", id, ct);
+                // A weight above 0 sends new sessions to the candidate, as a promote does: not to a pool with nobody serving.
+                return await changes.ChangeAsync(verb, r => (request.Weight > 0 ? EmptyPool(Rollouts.Verbs.Promote, r.State, verb) : null)
+                    ?? r.SetWeight(request.Weight, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Pause:
                 return await changes.ChangeAsync(verb, r => r.Pause(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Resume:
@@ -190,14 +192,14 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
     /// promote and rollback never move traffic to a pool with no worker serving. Checked on the state the change
     /// is compared-and-set against (no read of its own, so nothing between the check and the write).
     /// </summary>
-    private RolloutOutcome? EmptyPool(string verb, RolloutState state)
+    private RolloutOutcome? EmptyPool(string verb, RolloutState state, string? shownAs = null)
     {
         var target = verb == Rollouts.Verbs.Promote
             ? state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary ? state.Candidate : null
             : state.Phase == RolloutPhase.Promoted ? state.Standby : state.Phase is RolloutPhase.Shadow or RolloutPhase.Canary or RolloutPhase.Paused ? state.Live : null;
         if (target is null || workers.HasWorkers(target))
             return null;
-        return new RolloutOutcome(false, state, state.Phase, "empty_pool", $"No worker of the {target} pool is serving: {verb} would send traffic to nobody. Start or deploy workers for {target} first.");
+        return new RolloutOutcome(false, state, state.Phase, "empty_pool", $"No worker of the {target} pool is serving: {shownAs ?? verb} would send traffic to nobody. Start or deploy workers for {target} first.");
     }
 
     /// <summary>

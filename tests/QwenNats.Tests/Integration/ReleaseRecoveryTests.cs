@@ -113,6 +113,10 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         Assert.False(promote.Ok);
         Assert.Equal("empty_pool", promote.Code);
         Assert.Contains("green", promote.Error);
+        // A canary weight would send new sessions there just the same.
+        var weight = await Ctl.SendAsync(op, "set-weight", "{\"weight\":50}");
+        Assert.Equal("empty_pool", weight.Code);
+        Assert.Contains("set-weight", weight.Error);
         // Rolling back to live is still possible while live has workers; once live has none, it is refused too.
         await blue.StopAsync();
         await WaitAsync(async () => (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "blue").Workers.Count == 0, "blue to leave");
