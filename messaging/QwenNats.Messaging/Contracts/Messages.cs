@@ -64,7 +64,8 @@ public sealed record InferRequest
     public IReadOnlyList<ChatMessage>? Messages { get; init; }
     /// <summary>Sentiment: the text to classify. Score: the answer to score. Completion: the raw prompt to continue.</summary>
     public string? Input { get; init; }
-    public SamplingParams Sampling { get; init; } = new();
+    /// <summary>A setter, not init: so a request that leaves it out (a client of its own on NATS) gets the default, not null.</summary>
+    public SamplingParams Sampling { get; set; } = new();
     /// <summary>Whether the caller wants token chunks; the final result is sent either way.</summary>
     public bool Stream { get; init; }
     /// <summary>Unix milliseconds after which nobody waits for the answer (with <see cref="AnswerBudgetMs"/>: for the

@@ -82,6 +82,7 @@ public static class GoldenInputs
         var ids = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (i, n) in inputs.Select((i, n) => (i, n + 1)))
         {
+            if (i is null) return $"inputs[{n}] is null; each input is an object with 'id', 'task' and 'text'.";
             if (i.Task is not (InferTasks.Sentiment or InferTasks.Chat)) return $"inputs[{n}]: 'task' must be sentiment or chat.";
             if (string.IsNullOrWhiteSpace(i.Text)) return $"inputs[{n}]: 'text' is required.";
             if (i.Text.Length > maxTextChars) return $"inputs[{n}]: 'text' is longer than {maxTextChars} characters.";

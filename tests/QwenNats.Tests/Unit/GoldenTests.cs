@@ -1,3 +1,4 @@
+using System.Text.Json;
 using QwenNats.Messaging;
 using QwenNats.Promoter;
 using QwenNats.Tests.Infrastructure;
@@ -155,6 +156,9 @@ public sealed class GoldenTests
         Assert.Contains("at most 3", GoldenInputs.Problem(Inputs, 3, 100));
         Assert.Contains("'inputs' is empty", GoldenInputs.Problem([], 3, 100));
         Assert.Contains("used twice", GoldenInputs.Problem([Inputs[0], Inputs[0]], 3, 100));
+        // A JSON null among the inputs is named, not a NullReferenceException (an internal_error to the operator).
+        var withNull = JsonSerializer.Deserialize("{\"inputs\":[{\"id\":\"a\",\"task\":\"chat\",\"text\":\"hi\"},null]}", QwenJsonContext.Default.ControlRequest)!.Inputs!;
+        Assert.Contains("inputs[2] is null", GoldenInputs.Problem(withNull, 3, 100));
     }
 
     [Fact]

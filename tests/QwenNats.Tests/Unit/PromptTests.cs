@@ -1,3 +1,4 @@
+using System.Text.Json;
 using QwenNats.Messaging;
 using QwenNats.Tests.Infrastructure;
 using QwenNats.Worker;
@@ -67,5 +68,42 @@ public sealed class PromptTests
     {
         var e = Assert.Throws<FileNotFoundException>(() => PromptProfile.Load("/nonexistent/profile.json"));
         Assert.Contains("/nonexistent/profile.json", e.Message);
+    }
+
+    [Theory]
+    [InlineData("\"chat\":null,\"sentiment\":{\"labels\":[\"a\",\"b\"]}", "chat")]
+    [InlineData("\"chat\":{\"stop\":null},\"sentiment\":{\"labels\":null}", "chat.stop, sentiment.labels")]
+    [InlineData("\"chat\":{\"stop\":[\"x\",null]},\"sentiment\":{\"labels\":[\"a\",\"b\"]}", "an entry of chat.stop")]
+    [InlineData("\"chat\":{\"history\":null},\"sentiment\":{\"labels\":[\"a\",\"b\"],\"user_template\":null}", "chat.history, sentiment.user_template")]
+    [InlineData("\"chat\":{},\"sentiment\":{\"labels\":[\"a\",\"b\"]},\"template\":{\"user\":null}", "template.user")]
+    public void A_profile_with_nulls_is_refused_naming_them_not_stored_to_break_every_request(string fields, string named)
+    {
+        // As a release's profile arrives in qwen.ctl.release, and as a profile file is read.
+        var json = "{\"version\":\"v9\"," + fields + "}";
+        foreach (var profile in new[] { JsonSerializer.Deserialize(json, QwenJsonContext.Default.PromptProfile)!, JsonSerializer.Deserialize(json, ProfileJsonContext.Default.PromptProfile)! })
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => profile.Validate("release r9"));
+            Assert.True(e.Message.Contains($"{named} must not be null", StringComparison.Ordinal), e.Message);
+        }
+    }
+
+    [Fact]
+    public void A_profile_that_leaves_fields_out_gets_their_documented_defaults_not_zeros_and_nulls()
+    {
+        var json = "{\"version\":\"v9\",\"chat\":{},\"sentiment\":{\"labels\":[\"positive\",\"negative\"]}}";
+        var defaults = new ChatProfile();
+        foreach (var profile in new[] { JsonSerializer.Deserialize(json, QwenJsonContext.Default.PromptProfile)!, JsonSerializer.Deserialize(json, ProfileJsonContext.Default.PromptProfile)! })
+        {
+            profile.Validate("minimal");
+            Assert.Equal((0.7, 0.9, 256), (profile.Chat.Temperature, profile.Chat.TopP, profile.Chat.MaxTokens));
+            Assert.Equal(defaults.Stop, profile.Chat.Stop);
+            Assert.Equal(new HistoryPolicy(), profile.Chat.History);
+            Assert.Equal(new ChatTemplateSpec(), profile.Template);
+            Assert.Equal("{input}", profile.Sentiment.UserTemplate);
+            Assert.Equal("", profile.Description);
+        }
+        // A request a client of its own puts on NATS without sampling gets the default sampling, not null.
+        var request = JsonSerializer.Deserialize("{\"id\":\"x\",\"task\":\"chat\",\"reply_to\":\"r\"}", QwenJsonContext.Default.InferRequest)!;
+        Assert.Equal(new SamplingParams(), request.Sampling);
     }
 }
