@@ -79,6 +79,8 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
                 return await UnpinAsync(request, reason, actor, ct);
             case Rollouts.Verbs.Start:
                 return await OneAtATimeAsync(() => StartAsync(request, reason, actor, ct), ct);
+            case Rollouts.Verbs.Promote or Rollouts.Verbs.Rollback or Rollouts.Verbs.SetWeight when await PoolsUnknownAsync(ct) is { } unknown:
+                return unknown with { Leader = id };
             case Rollouts.Verbs.Promote:
                 return await changes.ChangeAsync(verb, r => EmptyPool(verb, r.State) ?? r.Promote(request.Full == true, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.SetWeight:
@@ -189,6 +191,16 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
     }
 
     /// <summary>
+    /// A refusal when this promoter cannot tell yet which pools have serving workers (it started, or reconnected, less
+    /// than a worker stale window ago, and that did not change within <see cref="PromoterOptions.PoolsSettleWait"/>):
+    /// an empty-looking pool may only not have been heard from yet, and a live pool taken for empty would take a deploy.
+    /// </summary>
+    private async Task<ControlReply?> PoolsUnknownAsync(CancellationToken ct) =>
+        await workers.WaitSettledAsync(O.PoolsSettleWait, ct)
+            ? null
+            : ControlReply.Refused("workers_unknown", "This promoter has not heard every worker's heartbeat yet (it started or reconnected moments ago), so it cannot tell which pools serve; retry in a few seconds.");
+
+    /// <summary>
     /// promote and rollback never move traffic to a pool with no worker serving. Checked on the state the change
     /// is compared-and-set against (no read of its own, so nothing between the check and the write).
     /// </summary>
@@ -223,6 +235,8 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             return ControlReply.Refused("rollout_in_progress", $"{colour} is the candidate of rollout {state.RolloutId} ({state.Phase}); finish, roll back or abort it before deploying to it.", state);
         if (state.Phase == RolloutPhase.Promoted && state.Standby == colour)
             return ControlReply.Refused("bake_window", $"{colour} is kept serving for an instant rollback until the bake window closes ({state.BakeUntil:u}); deploy after it, or close it with promote.", state);
+        if (colour == state.Live && await PoolsUnknownAsync(ct) is { } unknown)
+            return unknown with { State = state };
         if (colour == state.Live && workers.HasWorkers(colour))
             return ControlReply.Refused("live_colour", $"{colour} is the live colour and serves traffic; deploy to the idle colour and roll it out (qwenctl rollout).", state);
         var assignment = await releases.AssignAsync(colour, release, actor, reason, ct);

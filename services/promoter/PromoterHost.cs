@@ -27,6 +27,7 @@ public static class PromoterHost
                 "Promoter:GoldenTimeout, GoldenChatMaxTokens and GoldenInFlight must be positive, GoldenStoredTextChars at least 16.")
             .Validate(o => o.CompareMaxInputs > 0 && o.CompareMaxInputChars > 0 && o.CompareMaxReplyBytes >= 16 * 1024 && o.CompareMaxAnswerChars >= 16,
                 "Promoter:CompareMaxInputs and CompareMaxInputChars must be positive, CompareMaxReplyBytes at least 16384 and CompareMaxAnswerChars at least 16.")
+            .Validate(o => o.PoolsSettleWait >= TimeSpan.Zero, "Promoter:PoolsSettleWait must not be negative.")
             .ValidateOnStart();
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton<RolloutStore>();

@@ -79,6 +79,14 @@ public sealed record PromoterOptions
     /// <summary>How long a state change retries appending its audit record before answering <c>audit_pending</c> (the record is appended later).</summary>
     public TimeSpan AuditAppendTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How long a command that depends on which pools have serving workers (promote, rollback, set-weight, a deploy to
+    /// the live colour) waits for this promoter to have heard every worker once (one worker stale window after it
+    /// started listening, or after a reconnect) before it answers <c>workers_unknown</c>. Keep it under the callers'
+    /// request timeout (5 s for qwenctl).
+    /// </summary>
+    public TimeSpan PoolsSettleWait { get; init; } = TimeSpan.FromSeconds(3);
+
     /// <summary>How long an operator's pin (<c>qwen.ctl.pin</c>) lasts when the request gives no <c>ttl_seconds</c>.</summary>
     public TimeSpan DefaultPinTtl { get; init; } = TimeSpan.FromMinutes(30);
 }

@@ -15,6 +15,29 @@ namespace QwenNats.Messaging;
 public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOptions> options, ILogger<WorkerRegistry> logger) : BackgroundService
 {
     private readonly ConcurrentDictionary<string, (WorkerHeartbeat Beat, DateTimeOffset Seen)> _workers = new();
+    // Since when (Environment.TickCount64) heartbeats have been heard without a break in the connection; -1: not now.
+    private long _listeningSince = -1;
+
+    /// <summary>
+    /// Whether the list is complete: heartbeats have been heard, with the connection up all along, for at least one
+    /// <see cref="InferenceOptions.WorkerStaleAfter"/>, in which every live worker beats. Before that (just started, or
+    /// just reconnected) a pool that looks empty may only not have been heard yet.
+    /// </summary>
+    public bool Settled => Volatile.Read(ref _listeningSince) is >= 0 and var since
+                           && Environment.TickCount64 - since >= (long)options.Value.WorkerStaleAfter.TotalMilliseconds;
+
+    /// <summary>Waits until <see cref="Settled"/>, for at most <paramref name="max"/>; whether it is.</summary>
+    public async Task<bool> WaitSettledAsync(TimeSpan max, CancellationToken ct)
+    {
+        var until = Environment.TickCount64 + (long)max.TotalMilliseconds;
+        while (!Settled)
+        {
+            if (Environment.TickCount64 >= until)
+                return false;
+            await Task.Delay(50, ct);
+        }
+        return true;
+    }
 
     /// <summary>Workers currently tracked, live or not yet pruned.</summary>
     public int Tracked => _workers.Count;
@@ -89,11 +112,29 @@ public sealed class WorkerRegistry(NatsConnection nats, IOptions<InferenceOption
         return pruned;
     }
 
-    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Retry.KeepRunningAsync(logger, "The worker heartbeat subscription", async ct =>
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        // Heartbeats sent while the connection was down are lost: the list is complete again one stale window after it is back.
+        nats.ConnectionDisconnected += (_, _) => { Volatile.Write(ref _listeningSince, -1); return ValueTask.CompletedTask; };
+        nats.ConnectionOpened += (_, _) => { Volatile.Write(ref _listeningSince, Environment.TickCount64); return ValueTask.CompletedTask; };
+        await Retry.KeepRunningAsync(logger, "The worker heartbeat subscription", async ct =>
         {
-            await foreach (var msg in nats.SubscribeAsync<WorkerHeartbeat>(Subjects.WorkerHeartbeat, cancellationToken: ct))
-                if (msg.Data is { } beat)
-                    Record(beat, DateTimeOffset.UtcNow);
+            await nats.ConnectAsync();
+            var subscription = await nats.SubscribeCoreAsync<WorkerHeartbeat>(Subjects.WorkerHeartbeat, cancellationToken: ct);
+            await using (subscription)
+            {
+                Interlocked.CompareExchange(ref _listeningSince, Environment.TickCount64, -1);
+                try
+                {
+                    await foreach (var msg in subscription.Msgs.ReadAllAsync(ct))
+                        if (msg.Data is { } beat)
+                            Record(beat, DateTimeOffset.UtcNow);
+                }
+                finally
+                {
+                    Volatile.Write(ref _listeningSince, -1);
+                }
+            }
         }, stoppingToken);
+    }
 }

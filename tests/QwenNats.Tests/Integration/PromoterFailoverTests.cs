@@ -30,8 +30,8 @@ public sealed class PromoterFailoverTests
         var status = await CtlAsync(op, "status");
         Assert.Equal(canary.State, status.State);
         Assert.NotEqual(canary.Leader, status.Leader);
-        // A promoter that has just started knows no worker until their next heartbeats, and refuses to promote to a
-        // pool it does not see serving (empty_pool); an operator's promote comes after the pools show ready.
+        // A promoter that has just started knows no worker until their next heartbeats: a promote waits for it to have
+        // heard them (Promoter:PoolsSettleWait), and is refused (empty_pool) only for a pool that then has no serving worker.
         await Pools.WaitReadyAsync(op);
         var next = await CtlAsync(op, "promote");
         Assert.True(next.Ok, $"{next.Code}: {next.Error}");

@@ -92,6 +92,36 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_promoter_that_has_just_started_does_not_take_the_serving_live_pool_for_empty_and_let_a_deploy_replace_it()
+    {
+        await using var nats = await NatsServer.StartAsync();
+        var first = await StartPromoterAsync(nats);
+        await TopologySetup.EnsureAsync(nats, Owners.Ingress, "memory");
+        await using var system = new QwenSystem(nats);
+        await using var op = await Ctl.ConnectAsync(nats);
+        var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
+        await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+        var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
+        var tiny = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
+        Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "r1", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v2")) })).Ok);
+        // Blue is live and serves; its worker beats every 2 s, within the promoter's 3 s stale window.
+        await system.StartWorkerAsync("blue", "v1", extra: new() { ["Worker:WorkerId"] = "blue-1", ["Worker:HeartbeatInterval"] = "00:00:02" });
+        await WaitAsync(async () => (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "blue").Ready, "blue to serve");
+        var deploy = new ControlRequest { Colour = "blue", Release = "r1" };
+        Assert.Equal("live_colour", (await ctl.SendAsync(Rollouts.Verbs.Deploy, deploy)).Code);
+
+        // A new promoter leads, and is asked at once, before blue's next heartbeat: blue still serves, so still no.
+        await first.StopAsync();
+        first.Dispose();
+        using var second = await StartPromoterAsync(nats);
+        await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+        var refused = await ctl.SendAsync(Rollouts.Verbs.Deploy, deploy);
+        Assert.False(refused.Ok, "a deploy replaced the live release with no rollout");
+        Assert.Equal("live_colour", refused.Code);
+        await second.StopAsync();
+    }
+
+    [Fact]
     public async Task Promote_and_rollback_refuse_to_send_traffic_to_an_empty_pool()
     {
         await using var nats = await NatsServer.StartAsync();
