@@ -25,7 +25,7 @@ public sealed class IngressMetrics
         TokensPerSecond = f.CreateHistogram("qwen_tokens_per_second", "Generation speed of chat answers.",
             new HistogramConfiguration { LabelNames = ["colour"], Buckets = Histogram.ExponentialBuckets(1, 2, 14) });
         Deliveries = f.CreateCounter("qwen_request_deliveries_total", "Finished live requests by how they reached their worker: direct (a free worker took the offer), queued (through the JetStream work queue), requeued (offered directly, then queued again because the worker went away or never accepted).", ["colour", "path"]);
-        Mirrors = f.CreateCounter("qwen_shadow_mirrors_total", "Mirrored requests: sent to the candidate, compared (sample recorded), dropped (candidate saturated), yielded (held back for live work on the candidate's machine until the deadline, Worker:ShadowYield).", ["result"]);
+        Mirrors = f.CreateCounter("qwen_shadow_mirrors_total", "Mirrored requests: sent to the candidate, compared (sample recorded), dropped (candidate saturated), yielded (held back for live work on the candidate's machine until the deadline, Worker:ShadowYield), abandoned (cancelled on the candidate: the live request's client left without an answer).", ["result"]);
         Phase = f.CreateGauge("qwen_rollout_phase", "1 for the rollout phase this ingress applies, 0 for the others.", ["phase"]);
         Weight = f.CreateGauge("qwen_canary_weight", "Percent of new sessions sent to the candidate.");
         PoolWorkers = f.CreateGauge("qwen_pool_workers", "Workers this ingress sees alive, by colour.", ["colour"]);

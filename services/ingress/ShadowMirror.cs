@@ -196,7 +196,16 @@ public sealed class ShadowMirror : BackgroundService
     {
         // Timeout to be taken (a copy still queued then is a capacity miss), and Timeout again to answer once taken.
         var copy = pair.Request with { Id = pair.Request.Id + "-shadow", Stream = false, ReplyTo = "", AnswerBudgetMs = (long)_o.Timeout.TotalMilliseconds };
-        var start = await _client.TryStartAsync(InferenceQueue.Shadow, pair.CandidateColour, copy, _o.Timeout, CancellationToken.None);
+        InferenceStart start;
+        try
+        {
+            start = await _client.TryStartAsync(InferenceQueue.Shadow, pair.CandidateColour, copy, _o.Timeout, pair.Abandoned);
+        }
+        catch (OperationCanceledException) when (pair.Abandoned.IsCancellationRequested)
+        {
+            Abandoned();
+            return null;
+        }
         if (!start.Started)
         {
             Interlocked.Increment(ref _dropped);
@@ -208,22 +217,34 @@ public sealed class ShadowMirror : BackgroundService
         _metrics.Mirrors.WithLabels("sent").Inc();
         await using (call)
         {
-            await foreach (var reply in call.ReadAsync())
+            // The live request's client gone without an answer, the copy is of no use: ending the call cancels it on the
+            // candidate, which would otherwise spend its CPU and a mirror slot on it for up to twice the timeout.
+            var replies = call.ReadAsync(pair.Abandoned);
+            try
             {
-                if (!reply.IsFinal)
-                    continue;
-                if (reply.Error?.Code == ErrorCodes.ShadowYielded)
+                await foreach (var reply in replies)
                 {
-                    // Held back for live work on the candidate's machine until its deadline: a capacity miss, no sample.
-                    Interlocked.Increment(ref _dropped);
-                    _metrics.Mirrors.WithLabels("yielded").Inc();
-                    return null;
+                    if (!reply.IsFinal)
+                        continue;
+                    if (reply.Error?.Code == ErrorCodes.ShadowYielded)
+                    {
+                        // Held back for live work on the candidate's machine until its deadline: a capacity miss, no sample.
+                        Interlocked.Increment(ref _dropped);
+                        _metrics.Mirrors.WithLabels("yielded").Inc();
+                        return null;
+                    }
+                    return Side(pair.CandidateColour, reply) with { Taken = reply.Result is not null || call.Accepted is not null };
                 }
-                return Side(pair.CandidateColour, reply) with { Taken = reply.Result is not null || call.Accepted is not null };
+            }
+            catch (OperationCanceledException) when (pair.Abandoned.IsCancellationRequested)
+            {
+                Abandoned();
             }
         }
         return null;
     }
+
+    private void Abandoned() => _metrics.Mirrors.WithLabels("abandoned").Inc();
 
     private static SampleSide Side(string colour, InferReply reply) => reply.Result is { } r
         ? new SampleSide
@@ -252,7 +273,11 @@ public sealed class ShadowMirror : BackgroundService
 public sealed class ShadowPair(ShadowMirror mirror, InferRequest request, string liveColour, string candidateColour, RolloutState state)
 {
     private readonly TaskCompletionSource<InferReply?> _live = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _abandoned = new();
     private int _launched;
+
+    /// <summary>Cancelled when the live side ended without an answer: the mirrored copy is then of no use.</summary>
+    public CancellationToken Abandoned => _abandoned.Token;
 
     public InferRequest Request { get; } = request;
     public string LiveColour { get; } = liveColour;
@@ -273,7 +298,8 @@ public sealed class ShadowPair(ShadowMirror mirror, InferRequest request, string
     /// <summary>The live side ended without an answer (client gone, not dispatched): no sample.</summary>
     public void Abandon()
     {
-        _live.TrySetResult(null);
+        if (_live.TrySetResult(null))
+            _ = _abandoned.CancelAsync();
         if (Interlocked.Exchange(ref _launched, 1) == 0)
             mirror.Release(this);
     }

@@ -33,10 +33,13 @@ internal static partial class PromoterLog
     [LoggerMessage(EventId = 5014, Level = LogLevel.Warning, Message = "Audit log repair failed; retrying on the next tick")]
     public static partial void AuditRepairFailed(ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 5015, Level = LogLevel.Warning, Message = "Stopped leading with {Count} audit records not yet appended; the next leader records the missing change from the state (audit-repair)")]
+    public static partial void AuditPendingDropped(ILogger logger, int count);
+
     [LoggerMessage(EventId = 5020, Level = LogLevel.Information, Message = "Operator pinned a session to {Colour} for {Ttl}")]
     public static partial void Pinned(ILogger logger, string colour, TimeSpan ttl);
 
-    [LoggerMessage(EventId = 5030, Level = LogLevel.Error, Message = "Acting on a verdict failed")]
+    [LoggerMessage(EventId = 5034, Level = LogLevel.Error, Message = "Acting on a verdict failed")]
     public static partial void VerdictFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 5032, Level = LogLevel.Warning, Message = "Rollout {RolloutId} stays in Shadow: {Reason}")]

@@ -173,6 +173,7 @@ public sealed class PromoterService(
     private async Task StepDownAsync(string why)
     {
         PromoterLog.StepsDown(logger, Id, why);
+        changes.StepDown();
         if (_leading is null) return;
         await _leading.CancelAsync();
         try { await _following; } catch (Exception e) when (e is OperationCanceledException or NatsException) { }

@@ -85,7 +85,12 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
             // The pipeline's jittered back-off may draw a first delay up to its cap; capped at a quarter of the time allowed,
             // the append is tried at least twice (a cap as long as the time allowed could leave a single attempt).
             await Retry.Forever(logger, "Appending the audit record", maxDelay: settings.Options.AuditAppendTimeout / 4, clock)
-                .ExecuteAsync(async t => await log.AppendAsync(e, t), bounded.Token);
+                .ExecuteAsync(async t =>
+                {
+                    // Records still pending go first: the log keeps the order of the changes.
+                    await AppendPendingAsync(t);
+                    await log.AppendAsync(e, t);
+                }, bounded.Token);
             return true;
         }
         catch (Exception x) when (!ct.IsCancellationRequested)
@@ -95,6 +100,36 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
             metrics.AuditPending.Set(Pending.Count);
             return false;
         }
+    }
+
+    /// <summary>Appends the pending records, oldest first; the first failure stops it (and is thrown), keeping the order.</summary>
+    private async Task AppendPendingAsync(CancellationToken ct)
+    {
+        while (Pending is [var next, ..])
+        {
+            await log.AppendAsync(next, ct);
+            lock (_pending) _pending.RemoveAt(0);
+            metrics.AuditPending.Set(Pending.Count);
+            PromoterLog.AuditRepaired(logger, next.Trigger, next.State.Version);
+        }
+    }
+
+    /// <summary>
+    /// Forgets the pending records when this promoter stops leading: the next leader records a change whose record is
+    /// missing (<see cref="RepairAuditAsync"/> with <c>checkState</c>), and these, appended whenever this promoter leads
+    /// again, would come after records written since.
+    /// </summary>
+    public void StepDown()
+    {
+        int dropped;
+        lock (_pending)
+        {
+            dropped = _pending.Count;
+            _pending.Clear();
+        }
+        metrics.AuditPending.Set(0);
+        if (dropped > 0)
+            PromoterLog.AuditPendingDropped(logger, dropped);
     }
 
     /// <summary>
@@ -107,13 +142,7 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
         await _gate.WaitAsync(ct);
         try
         {
-            while (Pending is [var next, ..])
-            {
-                await log.AppendAsync(next, ct);
-                lock (_pending) _pending.RemoveAt(0);
-                metrics.AuditPending.Set(Pending.Count);
-                PromoterLog.AuditRepaired(logger, next.Trigger, next.State.Version);
-            }
+            await AppendPendingAsync(ct);
             if (!checkState)
                 return;
             var (state, _) = await log.GetAsync(ct);

@@ -66,6 +66,48 @@ public sealed class ShadowIsolationTests
     }
 
     [Fact]
+    public async Task A_mirrored_copy_is_cancelled_on_the_candidate_when_the_live_client_leaves_without_an_answer()
+    {
+        await using var nats = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(nats);
+        var promoterSettings = RolloutFixture.PromoterSettings(nats.Url);
+        promoterSettings["Promoter:Automatic"] = "false";
+        using var promoter = QwenNats.Promoter.PromoterHost.Build([], c => Microsoft.Extensions.Configuration.MemoryConfigurationBuilderExtensions.AddInMemoryCollection(c, promoterSettings));
+        await promoter.StartAsync();
+        // Both colours slowed: the live answer is still streaming when its client leaves, and the copy still running.
+        var slow = new Dictionary<string, string?> { ["Faults:Fraction"] = "1", ["Faults:Slowdown"] = "40" };
+        await system.StartWorkerAsync("blue", "v1", extra: slow);
+        await system.StartWorkerAsync("green", "v2", extra: slow);
+        var (ingress, http) = await system.StartIngressAsync(new() { ["Shadow:ScoreChat"] = "false" });
+        await using var op = await Ctl.ConnectAsync(nats);
+        await Ctl.WaitForLeaderAsync(op);
+        await Pools.WaitReadyAsync(op);
+        Assert.True((await Ctl.SendAsync(op, "start", "{\"candidate\":\"green\"}")).Ok);
+        var view = ingress.Services.GetRequiredService<QwenNats.Ingress.Routing.RolloutView>();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (view.Current.Phase != RolloutPhase.Shadow)
+            await Task.Delay(20, cts.Token);
+        await using var cancels = await op.SubscribeCoreAsync<CancelRequest>(Subjects.Cancel, cancellationToken: cts.Token);
+        await op.PingAsync(cts.Token);
+
+        string id;
+        using (var request = Api.Post("/v1/chat/completions", Api.ChatBody("Once upon a time", maxTokens: 300, stream: true, temperature: 0.8)))
+        using (var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cts.Token))
+        {
+            Assert.True(response.IsSuccessStatusCode);
+            id = response.Headers.GetValues("X-Request-Id").Single();
+            await using var stream = await response.Content.ReadAsStreamAsync(cts.Token);
+            Assert.True(await stream.ReadAsync(new byte[64], cts.Token) > 0); // the answer has begun; now the client leaves
+        }
+
+        // The live call is cancelled on blue, and its mirrored copy on green: nobody would read it.
+        var cancelled = new HashSet<string>();
+        while (!cancelled.Contains(id + "-shadow") || !cancelled.Contains(id))
+            cancelled.Add((await cancels.Msgs.ReadAsync(cts.Token)).Data!.Id);
+        await promoter.StopAsync();
+    }
+
+    [Fact]
     public async Task A_candidate_decodes_on_a_thread_with_a_higher_nice_value_and_a_live_colour_at_normal_priority()
     {
         Assert.True(OperatingSystem.IsLinux(), "thread nice values are a Linux feature; this test runs on Linux");

@@ -101,6 +101,42 @@ public sealed class AuditTruthTests
     }
 
     [Fact]
+    public async Task A_change_made_while_older_records_are_pending_is_recorded_after_them_and_a_promoter_that_steps_down_forgets_them()
+    {
+        var log = new MemoryLog { AppendFails = true };
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var changes = Changes(log, clock);
+        var changing = changes.ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None);
+        while (!changing.IsCompleted)
+        {
+            clock.Advance(TimeSpan.FromMilliseconds(10));
+            await Task.Delay(2);
+        }
+        Assert.Equal(RolloutChanges.AuditPendingCode, (await changing).Code);
+
+        // The audit stream is back before the next tick repaired the log: the next change writes the pending record first.
+        log.AppendFails = false;
+        var next = await changes.ChangeAsync("set-weight", r => r.SetWeight(10, "more", "alice"), "operator", "p1", CancellationToken.None);
+        Assert.Null(next.Code);
+        Assert.Empty(changes.Pending);
+        Assert.Equal(["start", "set-weight"], log.Events.Select(e => e.Trigger));
+        Assert.Equal([log.State.Version - 1, log.State.Version], log.Events.Select(e => e.State.Version));
+
+        // A record still pending when this promoter stops leading is dropped: appended when it leads again (perhaps days
+        // later), it would come after the records other leaders wrote meanwhile; the next leader repairs from the state.
+        log.AppendFails = true;
+        changing = changes.ChangeAsync("pause", r => r.Pause("hold", "alice"), "operator", "p1", CancellationToken.None);
+        while (!changing.IsCompleted)
+        {
+            clock.Advance(TimeSpan.FromMilliseconds(10));
+            await Task.Delay(2);
+        }
+        Assert.Single(changes.Pending);
+        changes.StepDown();
+        Assert.Empty(changes.Pending);
+    }
+
+    [Fact]
     public async Task A_new_leader_records_a_change_whose_audit_record_was_lost_with_the_previous_leader()
     {
         var log = new MemoryLog { AppendFails = true };
