@@ -12,6 +12,9 @@ internal static partial class PromoterLog
     [LoggerMessage(EventId = 5001, Level = LogLevel.Warning, Message = "Promoter {Id} steps down: {Why}")]
     public static partial void StepsDown(ILogger logger, string id, string why);
 
+    [LoggerMessage(EventId = 5005, Level = LogLevel.Information, Message = "Promoter {Id} stops leading: shutting down (the lease is released for a standby)")]
+    public static partial void LeadEnds(ILogger logger, string id);
+
     [LoggerMessage(EventId = 5002, Level = LogLevel.Warning, Message = "Promoter loop error")]
     public static partial void LoopError(ILogger logger, Exception exception);
 

@@ -78,7 +78,7 @@ public sealed class PromoterService(
         // The leading token is linked to the stopping one, so IsLeader is already false here: what counts is whether
         // this promoter led, and whether it holds the lease (released, so a standby takes over at once, not a lifetime later).
         if (_leading is not null)
-            await StepDownAsync("shutting down");
+            await StepDownAsync(null);
         if (lease.Held)
             await lease.ReleaseAsync();
     }
@@ -170,9 +170,13 @@ public sealed class PromoterService(
     public TimeSpan ForwardTimeout(string verb) =>
         Rollouts.Verbs.RunsInference(verb) ? settings.Options.GoldenTimeout + TimeSpan.FromSeconds(5) : TimeSpan.FromSeconds(30);
 
-    private async Task StepDownAsync(string why)
+    /// <param name="why">Why it steps down; null: the promoter is shutting down (not a warning).</param>
+    private async Task StepDownAsync(string? why)
     {
-        PromoterLog.StepsDown(logger, Id, why);
+        if (why is null)
+            PromoterLog.LeadEnds(logger, Id);
+        else
+            PromoterLog.StepsDown(logger, Id, why);
         changes.StepDown();
         if (_leading is null) return;
         await _leading.CancelAsync();

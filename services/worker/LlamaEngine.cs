@@ -681,9 +681,10 @@ public sealed class LlamaEngine : IAsyncDisposable
                 else job.Pause();
             }
 
-        if (_executor.BatchQueueCount > 0 && active.Any(j => j.RequiresInference && (!j.Paused || PastDeadline(j))))
+        if (_executor.BatchQueueCount > 0 && active.Any(j => j.RequiresInference && (!j.Paused || PastDeadline(j) || j.Cancel.IsCancellationRequested)))
         {
-            // Tokens a held-back job queued before it was paused are decoded with the others' (they are in the batch).
+            // Tokens a held-back job queued before it was paused are decoded with the others' (they are in the batch); a
+            // held-back job cancelled or out of time is decoded once more too, so the check below can end it and free its slot.
             var participants = active.Where(j => j.RequiresInference).ToArray();
             progressed = true;
             _cost.Begin();

@@ -24,7 +24,8 @@ public static class WorkerHost
         }, instanceIdKey: $"{WorkerOptions.Section}:{nameof(WorkerOptions.WorkerId)}");
         builder.Services.AddOptions<WorkerOptions>().Bind(builder.Configuration.GetSection(WorkerOptions.Section))
             .Validate(o => o.Slots >= 1 && o.ContextSize >= 64 && o.BatchSize >= 1, "Worker:Slots, Worker:ContextSize (at least 64) and Worker:BatchSize must be positive.")
-            .Validate(o => o.HeartbeatInterval > TimeSpan.Zero && o.FetchExpiry > TimeSpan.FromSeconds(1) && o.DrainTimeout >= TimeSpan.Zero, "Worker:HeartbeatInterval must be positive and Worker:FetchExpiry more than 1 s.")
+            .Validate(o => o.HeartbeatInterval > TimeSpan.Zero && o.FetchExpiry > TimeSpan.FromSeconds(1) && o.DrainTimeout >= TimeSpan.Zero && o.RetireTimeout >= TimeSpan.Zero,
+                "Worker:HeartbeatInterval must be positive, Worker:FetchExpiry more than 1 s, Worker:DrainTimeout and Worker:RetireTimeout not negative.")
             .Validate(o => o.ShadowPollMin > TimeSpan.Zero && o.ShadowPollMax >= o.ShadowPollMin, "Worker:ShadowPollMin must be positive and at most Worker:ShadowPollMax.")
             .Validate(o => o.LiveWaitBeforeShadow > TimeSpan.FromSeconds(1), "Worker:LiveWaitBeforeShadow must be more than 1 s.")
             .Validate(o => o.ShadowYieldIdleAfter >= TimeSpan.Zero && o.ShadowYieldChunk >= 1, "Worker:ShadowYieldIdleAfter must not be negative and Worker:ShadowYieldChunk must be at least 1.")

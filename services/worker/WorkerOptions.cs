@@ -88,8 +88,13 @@ public sealed record WorkerOptions
 
     public string ResolvedHost => Host is { Length: > 0 } h ? h : Environment.MachineName;
 
-    /// <summary>On shutdown, how long requests in flight may take to finish before the worker leaves.</summary>
+    /// <summary>On shutdown, and in a drain-first release switch, how long requests in flight may take to finish before
+    /// the worker leaves (or frees the old model).</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>A release replaced by one loaded beside it keeps answering the requests it took until they are done (each
+    /// ends by its own deadline) and is freed then; at the latest after this long.</summary>
+    public TimeSpan RetireTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
     /// <summary>Optional fixed id (defaults to host, pid and a random suffix).</summary>
     public string? WorkerId { get; init; }

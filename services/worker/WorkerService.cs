@@ -350,8 +350,10 @@ public sealed partial class WorkerService(
             throw;
         }
         Switch(next);
+        // Memory holds both: the old release finishes every request it took, however long the answer (a cut at
+        // DrainTimeout would end long generations with 'cancelled', and they would not be retried).
         if (beside && old is not null)
-            _ = old.RetireAsync(_options.DrainTimeout);
+            _ = old.RetireAsync(_options.RetireTimeout);
     }
 
     private async Task<LoadedRelease> LoadAsync(Release release, ModelSource source, CancellationToken ct)

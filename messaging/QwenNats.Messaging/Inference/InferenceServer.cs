@@ -532,7 +532,9 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         }
         finally
         {
-            _running.TryRemove(request.Id, out _);
+            // Only this attempt's entry: another attempt of the same request on this worker (a redelivery, or a queued copy
+            // of an offer whose acceptance came late) keeps its own, so a cancel still reaches it.
+            _running.TryRemove(KeyValuePair.Create(request.Id, cancel));
         }
     }
 

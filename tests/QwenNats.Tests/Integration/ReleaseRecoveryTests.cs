@@ -158,6 +158,54 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task An_answer_longer_than_the_drain_timeout_finishes_on_the_old_release_across_a_switch_beside_it()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"qwen-beside-{Guid.NewGuid():N}");
+        try
+        {
+            await using var nats = await NatsServer.StartAsync();
+            using var promoter = await StartPromoterAsync(nats);
+            await using var system = new QwenSystem(nats);
+            var (_, http) = await system.StartIngressAsync(new() { ["Ingress:RequestTimeout"] = "00:02:00" });
+            http.Timeout = TimeSpan.FromMinutes(2);
+            await using var op = await Ctl.ConnectAsync(nats);
+            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
+            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+            // A drain timeout of one second: an answer of several seconds in flight at the switch outlasts it.
+            await system.StartReleaseWorkerAsync("green", "green-b", Path.Combine(dir, "cache"),
+                extra: new() { ["Worker:SwitchMode"] = "beside", ["Worker:DrainTimeout"] = "00:00:01" });
+            var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
+            var tiny = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
+            var slow = new FaultOptions { Fraction = 1, Slowdown = 60 };
+            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "slow", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v2")), Faults = slow })).Ok);
+            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "next", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v1")) })).Ok);
+            async Task DeployAsync(string release)
+            {
+                var deployed = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = release });
+                Assert.True(deployed.Ok, deployed.Error);
+                await WaitForAsync(ctl, p => p.Assigned?.DeployId == deployed.Assignment!.DeployId && p.Ready, TimeSpan.FromSeconds(60));
+            }
+            await DeployAsync("slow");
+
+            using var request = Api.Post("/v1/chat/completions", Api.ChatBody("Once upon a time", maxTokens: 300, stream: true, temperature: 0));
+            Api.ChooseColour(request, "green");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using var answer = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead); // its first token is out
+            Assert.Equal("slow", answer.Headers.GetValues("X-Qwen-Release").Single());
+            await DeployAsync("next");
+            var events = await Api.ReadEventsAsync(answer, CancellationToken.None);
+            output.WriteLine($"the answer took {clock.Elapsed.TotalSeconds:F1} s, {events.Count} events");
+            Assert.Equal("[DONE]", events[^1]);
+            Assert.DoesNotContain(events, e => e.Contains("\"error\"", StringComparison.Ordinal));
+            Assert.Contains(events, e => e.Contains("\"finish_reason\":\"", StringComparison.Ordinal));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task A_worker_that_drains_to_switch_serves_the_new_release_and_after_a_failed_load_its_previous_one_again()
     {
         var dir = Path.Combine(Path.GetTempPath(), $"qwen-drain-{Guid.NewGuid():N}");
