@@ -78,6 +78,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1264, Level = LogLevel.Information, Message = "Request {RequestId} was cancelled by its client while queued; dropped unrun")]
     public static partial void SkippingCancelled(ILogger logger, string requestId);
 
+    [LoggerMessage(EventId = 1265, Level = LogLevel.Information, Message = "Request {RequestId} arrived as the worker stopped taking work (a release switch): given back to the queue for another worker")]
+    public static partial void GaveBack(ILogger logger, string requestId);
+
     [LoggerMessage(EventId = 1241, Level = LogLevel.Warning, Message = "The direct offer subscription failed; subscribing again")]
     public static partial void DirectFailed(ILogger logger, Exception e);
 

@@ -402,7 +402,28 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             slots.Release();
             return;
         }
+        if (!handler.Taking)
+        {
+            // The pull was open when the worker stopped taking work (it drains to switch releases): the request goes back
+            // to the queue at once for another worker, instead of waiting here through the drain and the load.
+            slots.Release();
+            Track(GiveBackAsync(msg));
+            return;
+        }
         Track(HandleAsync(handler, options, msg, slots, mirrored));
+    }
+
+    private async Task GiveBackAsync(INatsJSMsg<InferRequest> msg)
+    {
+        try
+        {
+            await msg.NakAsync();
+            Log.GaveBack(logger, msg.Data?.Id ?? "");
+        }
+        catch (Exception e)
+        {
+            Log.ProgressAckFailed(logger, e); // not given back: redelivered after the ack wait
+        }
     }
 
     private void Track(Task task)

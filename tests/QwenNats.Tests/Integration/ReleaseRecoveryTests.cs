@@ -206,6 +206,64 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_request_that_reaches_a_worker_draining_to_switch_goes_to_another_worker_instead_of_waiting_through_the_drain()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"qwen-giveback-{Guid.NewGuid():N}");
+        try
+        {
+            await using var nats = await NatsServer.StartAsync();
+            using var promoter = await StartPromoterAsync(nats);
+            await using var system = new QwenSystem(nats);
+            // Every request through the work queue (no direct offers), where the draining worker's last pull waits too.
+            var (ingress, http) = await system.StartIngressAsync(new() { ["Ingress:RequestTimeout"] = "00:02:00", ["Ingress:DirectDelivery"] = "false" });
+            http.Timeout = TimeSpan.FromMinutes(2);
+            await using var op = await Ctl.ConnectAsync(nats);
+            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
+            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+            var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
+            var tiny = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
+            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "slow", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v2")), Faults = new FaultOptions { Fraction = 1, Slowdown = 60 } })).Ok);
+            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "next", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v1")) })).Ok);
+            var deployed = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "slow" });
+            Assert.True(deployed.Ok, deployed.Error);
+
+            // A long answer on the worker that will drain to switch (the only green worker yet).
+            await system.StartReleaseWorkerAsync("green", "green-drains", Path.Combine(dir, "a"), extra: new() { ["Worker:SwitchMode"] = "drain" });
+            await WaitForAsync(ctl, p => p.Ready, TimeSpan.FromSeconds(60));
+            using var longRequest = Api.Post("/v1/chat/completions", Api.ChatBody("Once upon a time", maxTokens: 300, stream: true, temperature: 0));
+            Api.ChooseColour(longRequest, "green");
+            using var longAnswer = await http.SendAsync(longRequest, HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal("green-drains", longAnswer.Headers.GetValues("X-Qwen-Worker").Single());
+            var finishing = Api.ReadEventsAsync(longAnswer, CancellationToken.None);
+            // A second green worker, which will switch beside.
+            await system.StartReleaseWorkerAsync("green", "green-beside", Path.Combine(dir, "b"), extra: new() { ["Worker:SwitchMode"] = "beside" });
+            await WaitForAsync(ctl, p => p.Ready && p.Workers.Count == 2, TimeSpan.FromSeconds(60));
+
+            // The switch: green-drains stops taking work and waits for its long answer; requests sent now go to green-beside.
+            var next = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "next" });
+            Assert.True(next.Ok, next.Error);
+            for (var i = 0; i < 6 && !finishing.IsCompleted; i++)
+            {
+                using var quick = Api.Post("/v1/sentiment", "{\"input\":\"a fine day\"}");
+                Api.ChooseColour(quick, "green");
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                using var answer = await http.SendAsync(quick);
+                Assert.True(answer.IsSuccessStatusCode, await answer.Content.ReadAsStringAsync());
+                var worker = answer.Headers.GetValues("X-Qwen-Worker").Single();
+                output.WriteLine($"request {i}: {worker} in {clock.Elapsed.TotalMilliseconds:F0} ms");
+                if (!finishing.IsCompleted)
+                    Assert.Equal("green-beside", worker); // not held by the draining worker until its answer is done
+                await Task.Delay(300);
+            }
+            Assert.Equal("[DONE]", (await finishing)[^1]);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task A_worker_that_drains_to_switch_serves_the_new_release_and_after_a_failed_load_its_previous_one_again()
     {
         var dir = Path.Combine(Path.GetTempPath(), $"qwen-drain-{Guid.NewGuid():N}");
