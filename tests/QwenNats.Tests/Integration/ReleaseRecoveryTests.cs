@@ -174,11 +174,7 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
             // A drain timeout of one second: an answer of several seconds in flight at the switch outlasts it.
             await system.StartReleaseWorkerAsync("green", "green-b", Path.Combine(dir, "cache"),
                 extra: new() { ["Worker:SwitchMode"] = "beside", ["Worker:DrainTimeout"] = "00:00:01" });
-            var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
-            var tiny = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
-            var slow = new FaultOptions { Fraction = 1, Slowdown = 60 };
-            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "slow", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v2")), Faults = slow })).Ok);
-            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "next", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v1")) })).Ok);
+            await RegisterSlowAndNextAsync(op, ctl);
             async Task DeployAsync(string release)
             {
                 var deployed = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = release });
@@ -220,10 +216,7 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
             await using var op = await Ctl.ConnectAsync(nats);
             var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
             await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
-            var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
-            var tiny = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
-            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "slow", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v2")), Faults = new FaultOptions { Fraction = 1, Slowdown = 60 } })).Ok);
-            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "next", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v1")) })).Ok);
+            await RegisterSlowAndNextAsync(op, ctl);
             var deployed = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "slow" });
             Assert.True(deployed.Ok, deployed.Error);
 
@@ -325,6 +318,17 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         var promoter = PromoterHost.Build([], c => c.AddInMemoryCollection(settings));
         await promoter.StartAsync();
         return promoter;
+    }
+
+    /// <summary>Two releases of the tiny model: "slow" (profile v2, every answer at sixty times the compute, so one is in
+    /// flight for seconds) and "next" (profile v1).</summary>
+    private static async Task RegisterSlowAndNextAsync(NATS.Client.Core.NatsConnection op, ControlClient ctl)
+    {
+        var store = await new NatsObjContext(new NatsJSContext(op)).GetObjectStoreAsync(Releases.ModelsBucket);
+        var tiny = (await ModelStore.UploadAsync(store, Paths.Model, CancellationToken.None)).Sha256;
+        var slow = new FaultOptions { Fraction = 1, Slowdown = 60 };
+        Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "slow", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v2")), Faults = slow })).Ok);
+        Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "next", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v1")) })).Ok);
     }
 
     private static async Task<PoolStatus> WaitForAsync(ControlClient ctl, Func<PoolStatus, bool> done, TimeSpan timeout)

@@ -47,6 +47,18 @@ public sealed class AuditTruthTests
         new PromoterSettings(new PromoterOptions { AuditAppendTimeout = TimeSpan.FromMilliseconds(800) }, RolloutPolicy.Load(null), null),
         new PromoterMetrics(new QwenMetrics()), clock ?? TimeProvider.System, NullLogger<RolloutChanges>.Instance);
 
+    /// <summary>Moves the clock 10 ms at a time until the change is answered (the append's time allowed passes on it).</summary>
+    private static async Task<ControlReply> OnClockAsync(FakeTimeProvider clock, Task<ControlReply> changing)
+    {
+        for (var steps = 0; !changing.IsCompleted; steps++)
+        {
+            Assert.True(steps < 1000, "the append was not given up after the time allowed");
+            clock.Advance(TimeSpan.FromMilliseconds(10));
+            await Task.Delay(2);
+        }
+        return await changing;
+    }
+
     [Fact]
     public async Task A_change_whose_audit_append_succeeds_is_answered_plainly_and_recorded_once()
     {
@@ -106,13 +118,7 @@ public sealed class AuditTruthTests
         var log = new MemoryLog { AppendFails = true };
         var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var changes = Changes(log, clock);
-        var changing = changes.ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None);
-        while (!changing.IsCompleted)
-        {
-            clock.Advance(TimeSpan.FromMilliseconds(10));
-            await Task.Delay(2);
-        }
-        Assert.Equal(RolloutChanges.AuditPendingCode, (await changing).Code);
+        Assert.Equal(RolloutChanges.AuditPendingCode, (await OnClockAsync(clock, changes.ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None))).Code);
 
         // The audit stream is back before the next tick repaired the log: the next change writes the pending record first.
         log.AppendFails = false;
@@ -125,12 +131,7 @@ public sealed class AuditTruthTests
         // A record still pending when this promoter stops leading is dropped: appended when it leads again (perhaps days
         // later), it would come after the records other leaders wrote meanwhile; the next leader repairs from the state.
         log.AppendFails = true;
-        changing = changes.ChangeAsync("pause", r => r.Pause("hold", "alice"), "operator", "p1", CancellationToken.None);
-        while (!changing.IsCompleted)
-        {
-            clock.Advance(TimeSpan.FromMilliseconds(10));
-            await Task.Delay(2);
-        }
+        await OnClockAsync(clock, changes.ChangeAsync("pause", r => r.Pause("hold", "alice"), "operator", "p1", CancellationToken.None));
         Assert.Single(changes.Pending);
         changes.StepDown();
         Assert.Empty(changes.Pending);
