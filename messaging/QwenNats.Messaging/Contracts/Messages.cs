@@ -274,6 +274,9 @@ public sealed record HostLiveLoad
     public int Live { get; init; }
     /// <summary>Counts the worker's messages, so one that arrives after a newer one is ignored.</summary>
     public long Sequence { get; init; }
+    /// <summary>The sending process (a new one per start): its <see cref="Sequence"/> starts again at 1, so a worker that
+    /// restarted under the same id is not taken for one sending old reports.</summary>
+    public string? Epoch { get; init; }
     public long UnixMs { get; init; }
 }
 

@@ -13,7 +13,7 @@ namespace QwenNats.Messaging;
 /// </summary>
 public sealed class HostLiveState(string selfWorkerId, TimeSpan idleAfter, TimeSpan staleAfter)
 {
-    private readonly Dictionary<string, (int Live, long Sequence, DateTimeOffset Seen)> _workers = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (int Live, long Sequence, string? Epoch, DateTimeOffset Seen)> _workers = new(StringComparer.Ordinal);
     private DateTimeOffset _lastBusy = DateTimeOffset.MinValue;
 
     /// <summary>Takes one report in; true when it changed whether live work runs here.</summary>
@@ -21,12 +21,13 @@ public sealed class HostLiveState(string selfWorkerId, TimeSpan idleAfter, TimeS
     {
         if (load.WorkerId == selfWorkerId)
             return false;
-        if (_workers.TryGetValue(load.WorkerId, out var known) && known.Sequence > load.Sequence)
+        // Older than a report already seen from the same process; a restarted worker (a new epoch) counts from 1 again.
+        if (_workers.TryGetValue(load.WorkerId, out var known) && known.Epoch == load.Epoch && known.Sequence > load.Sequence)
             return false;
         var before = Busy(now);
         if (known.Live > 0 && now - known.Seen <= staleAfter)
             _lastBusy = now;
-        _workers[load.WorkerId] = (Math.Max(0, load.Live), load.Sequence, now);
+        _workers[load.WorkerId] = (Math.Max(0, load.Live), load.Sequence, load.Epoch, now);
         if (load.Live > 0)
             _lastBusy = now;
         return before != Busy(now);

@@ -137,6 +137,8 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     private readonly Lock _liveGate = new();
     private int _liveRunning;
     private long _liveSequence;
+    // This process's reports (HostLiveLoad.Epoch): their sequence starts at 1 in every process.
+    private readonly string _liveEpoch = Guid.NewGuid().ToString("N")[..12];
 
     private InferenceServerOptions? _options;
 
@@ -156,7 +158,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             _liveRunning += change;
             if (change != 0 && (before > 0) == (_liveRunning > 0))
                 return;
-            load = new HostLiveLoad { WorkerId = o.WorkerId, Colour = o.Colour, Live = _liveRunning, Sequence = ++_liveSequence, UnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
+            load = new HostLiveLoad { WorkerId = o.WorkerId, Colour = o.Colour, Live = _liveRunning, Sequence = ++_liveSequence, Epoch = _liveEpoch, UnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() };
         }
         try
         {

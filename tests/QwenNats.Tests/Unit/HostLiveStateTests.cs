@@ -53,6 +53,19 @@ public sealed class HostLiveStateTests
     }
 
     [Fact]
+    public void A_live_worker_that_restarted_under_the_same_id_is_heard_although_its_sequence_starts_again()
+    {
+        var s = new HostLiveState("me", IdleAfter, StaleAfter);
+        s.Observe(Load("live-1", 0, 5000) with { Epoch = "first" }, T0);
+        Assert.True(s.MayRunMirrors(T0 + TimeSpan.FromSeconds(1), out _));
+        // The same worker id, a new process: its first report says it runs live work.
+        Assert.True(s.Observe(Load("live-1", 1, 1) with { Epoch = "second" }, T0 + TimeSpan.FromSeconds(2)));
+        Assert.False(s.MayRunMirrors(T0 + TimeSpan.FromSeconds(2), out _));
+        // Within one process the order still counts.
+        Assert.False(s.Observe(Load("live-1", 0, 0) with { Epoch = "second" }, T0 + TimeSpan.FromSeconds(2)));
+    }
+
+    [Fact]
     public void A_report_older_than_one_already_seen_is_ignored()
     {
         var s = new HostLiveState("me", IdleAfter, StaleAfter);
