@@ -58,8 +58,8 @@ public sealed partial class JudgeService(
     /// Applies samples to the scorecard in memory and persists the card, then acks the samples it counts,
     /// once per batch: when the consumer has nothing more pending on the server, or after
     /// <see cref="JudgeOptions.PersistEvery"/> samples. A sample is acked only once the card that counts it is in
-    /// KV; if the judge stops before that, the sample is delivered again and, its sequence being above the
-    /// persisted card's, counted once.
+    /// KV; if the judge stops before that, the sample is delivered again and, its sequence not being among the
+    /// persisted card's, counted once, even when newer samples were counted before it came back.
     /// </summary>
     private Task ConsumeAsync(INatsJSConsumer consumer, CancellationToken stoppingToken) =>
         Retry.KeepRunningAsync(logger, "Sample consumption", async ct =>
@@ -105,12 +105,16 @@ public sealed partial class JudgeService(
             if (card is not null && (card.Phase, card.Step) != (sample.Phase, sample.Step))
             {
                 if (IsLater(sample, card)) card = null;
-                else return;
+                else
+                {
+                    // An earlier step's sample: not counted, but recorded as seen, so the card's ranges stay whole.
+                    if (card.MarkSeen(sequence)) (_card, _dirty) = (card, true);
+                    return;
+                }
             }
             card ??= new Scorecard { RolloutId = sample.RolloutId, Phase = sample.Phase, Step = sample.Step };
-            if (sequence <= card.LastSequence)
+            if (!card.Add(sample, sequence, _policy))
                 return;
-            card.Add(sample, sequence, _policy);
             _samples.Inc();
             _card = card;
             _dirty = true;
@@ -214,7 +218,7 @@ public sealed partial class JudgeService(
 /// <summary>The scorecard's JSON, stored in KV.</summary>
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.SnakeCaseLower)]
 [System.Text.Json.Serialization.JsonSerializable(typeof(Scorecard))]
-internal sealed partial class JudgeJsonContext : System.Text.Json.Serialization.JsonSerializerContext;
+public sealed partial class JudgeJsonContext : System.Text.Json.Serialization.JsonSerializerContext;
 
 internal static class JudgeJson
 {

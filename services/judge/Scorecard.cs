@@ -116,17 +116,70 @@ public sealed class RatioSketch
 }
 
 /// <summary>
+/// Stream sequences a scorecard has seen, as sorted, disjoint ranges: the samples it counts and those of earlier
+/// steps it skipped. JetStream delivers a sample again when its ack was lost (a judge that stopped between
+/// persisting a card and acking its samples, or one whose consumption failed), and by then newer samples may
+/// already be counted, so "at or below the highest sequence" would drop the redelivered ones. Bounded: past
+/// <see cref="MaxRanges"/> ranges the lowest gap is closed (a sample in it, if it ever came, would be skipped).
+/// </summary>
+public sealed class SeenSequences
+{
+    public const int MaxRanges = 64;
+
+    /// <summary>Pairs of first and last sequence, sorted; neighbours are never adjacent (they merge).</summary>
+    public List<SequenceRange> Ranges { get; set; } = [];
+
+    public bool Contains(ulong sequence)
+    {
+        foreach (var r in Ranges)
+        {
+            if (sequence < r.First) return false;
+            if (sequence <= r.Last) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Records a sequence; false when it was already seen.</summary>
+    public bool Add(ulong sequence)
+    {
+        var i = 0;
+        while (i < Ranges.Count && Ranges[i].Last < sequence) i++;
+        if (i < Ranges.Count && Ranges[i].First <= sequence) return false;
+        var joinsLower = i > 0 && Ranges[i - 1].Last + 1 == sequence;
+        var joinsUpper = i < Ranges.Count && Ranges[i].First == sequence + 1;
+        if (joinsLower && joinsUpper)
+        {
+            Ranges[i - 1] = Ranges[i - 1] with { Last = Ranges[i].Last };
+            Ranges.RemoveAt(i);
+        }
+        else if (joinsLower) Ranges[i - 1] = Ranges[i - 1] with { Last = sequence };
+        else if (joinsUpper) Ranges[i] = Ranges[i] with { First = sequence };
+        else Ranges.Insert(i, new SequenceRange(sequence, sequence));
+        if (Ranges.Count > MaxRanges)
+        {
+            Ranges[0] = Ranges[0] with { Last = Ranges[1].Last };
+            Ranges.RemoveAt(1);
+        }
+        return true;
+    }
+}
+
+public readonly record struct SequenceRange(ulong First, ulong Last);
+
+/// <summary>
 /// Everything the judge has counted for one rollout step: bounded (test states, counts, sketches), so its
-/// size does not grow with traffic. It is persisted in KV with the stream sequence of the last sample
-/// applied, so a restarted judge neither loses nor double-counts a sample, and samples are applied in
-/// stream order, so the sequential tests reach the same decisions after a restart.
+/// size does not grow with traffic. It is persisted in KV with the stream sequences of the samples it has seen
+/// (<see cref="Seen"/>), so a restarted judge neither loses nor double-counts a sample, in whatever order
+/// JetStream delivers them again.
 /// </summary>
 public sealed class Scorecard
 {
     public string RolloutId { get; set; } = "";
     public int Step { get; set; }
     public RolloutPhase Phase { get; set; }
+    /// <summary>The highest stream sequence seen.</summary>
     public ulong LastSequence { get; set; }
+    public SeenSequences Seen { get; set; } = new();
     public DateTimeOffset FirstSampleAt { get; set; }
 
     public int Samples { get; set; }
@@ -183,29 +236,44 @@ public sealed class Scorecard
         Sprt.Observe(state, evt, test, p.FalseAlarmRate, p.MissRate);
     }
 
-    public void Add(ShadowSample s, ulong sequence, RolloutPolicy p)
+    /// <summary>Whether the sample at this stream sequence was counted or skipped by this card already.</summary>
+    public bool HasSeen(ulong sequence) => Seen.Ranges.Count == 0 ? sequence <= LastSequence : Seen.Contains(sequence);
+
+    /// <summary>Records a sequence as seen without counting its sample (one of an earlier step); false when seen already.</summary>
+    public bool MarkSeen(ulong sequence)
     {
-        if (Samples == 0) FirstSampleAt = s.At;
-        LastSequence = sequence;
+        if (HasSeen(sequence)) return false;
+        if (Seen.Ranges.Count == 0 && LastSequence > 0)
+            Seen.Ranges.Add(new SequenceRange(1, LastSequence)); // a card written before the ranges: all up to its last were seen
+        Seen.Add(sequence);
+        LastSequence = Math.Max(LastSequence, sequence);
+        return true;
+    }
+
+    /// <summary>Counts a sample; one whose sequence the card has seen is skipped (false).</summary>
+    public bool Add(ShadowSample s, ulong sequence, RolloutPolicy p)
+    {
+        if (!MarkSeen(sequence)) return false;
+        if (Samples == 0 || s.At < FirstSampleAt) FirstSampleAt = s.At;
         Samples++;
         if (RefOf(s.Live) is { } live) LiveRelease = live;
         if (RefOf(s.Candidate) is { } candidate) CandidateRelease = candidate;
         if (s.Live.Error is not null)
         {
             LiveErrors++;
-            return; // nothing to compare the candidate with
+            return true; // nothing to compare the candidate with
         }
         if (s.Candidate.Error is { } error)
         {
             if (!s.Candidate.Taken)
             {
                 CapacityMisses++;
-                return;
+                return true;
             }
             var unanswered = error is ErrorCodes.DeadlineExceeded or ErrorCodes.WorkerLost or ErrorCodes.Cancelled;
             Observe("unanswered", unanswered, p.Unanswered, p);
             Observe("errors", !unanswered, p.Errors, p);
-            return;
+            return true;
         }
         Observe("unanswered", false, p.Unanswered, p);
         Observe("errors", false, p.Errors, p);
@@ -250,6 +318,7 @@ public sealed class Scorecard
             if (p.ChatSimilarity is { } sim)
                 Observe("chat_similarity", TextChecks.Similarity(s.Live.Text, s.Candidate.Text) < sim.Threshold, sim, p);
         }
+        return true;
     }
 }
 

@@ -47,9 +47,11 @@ public sealed class RolloutRig : IAsyncDisposable
         ["Judge:PolicyPath"] = policy, ["Judge:EvaluateInterval"] = "00:00:00.250", ["Topology:Storage"] = "memory",
     };
 
-    public static async Task<IHost> StartJudgeAsync(string url, string policy)
+    public static async Task<IHost> StartJudgeAsync(string url, string policy, Dictionary<string, string?>? extra = null)
     {
-        var judge = JudgeHost.Build([], c => c.AddInMemoryCollection(JudgeSettings(url, policy)));
+        var settings = JudgeSettings(url, policy);
+        foreach (var (k, v) in extra ?? []) settings[k] = v;
+        var judge = JudgeHost.Build([], c => c.AddInMemoryCollection(settings));
         await judge.StartAsync();
         return judge;
     }

@@ -138,6 +138,34 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         Assert.All(reply.Golden.Scores, s => Assert.Equal((sha, (string?)null), (s.ModelSha256, s.Release)));
     }
 
+    private static async Task PublishSamplesAsync(NatsJSContext js, string rolloutId, int from, int count)
+    {
+        for (var i = from; i < from + count; i++)
+        {
+            var sample = i % 2 == 0 ? Samples.Agreeing($"syn-{i}", rolloutId) : Samples.AgreeingChat($"syn-{i}", rolloutId);
+            (await js.PublishAsync(Judging.Samples(rolloutId), sample)).EnsureSuccess();
+        }
+    }
+
+    private static async Task<Verdict> VerdictWithAsync(RolloutRig rig, string rolloutId, int samples)
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        while (true)
+        {
+            var v = (await Ctl.SendAsync(rig.Operator, "status", ct: cts.Token)).Verdict;
+            if (v is not null && v.RolloutId == rolloutId && v.Samples >= samples) return v;
+            await Task.Delay(100, cts.Token);
+        }
+    }
+
+    private static async Task StopJudgeAsync(RolloutRig rig)
+    {
+        var judge = rig.Hosts[1];
+        await judge.StopAsync();
+        judge.Dispose();
+        rig.Hosts.RemoveAt(1);
+    }
+
     [Fact]
     public async Task A_restarted_judge_loses_no_acked_sample_and_reaches_the_same_verdict()
     {
@@ -145,31 +173,12 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         var start = await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\"}");
         var rolloutId = start.State!.RolloutId!;
         var js = new NatsJSContext(rig.Operator);
-        async Task PublishAsync(int from, int count)
-        {
-            for (var i = from; i < from + count; i++)
-            {
-                var sample = i % 2 == 0 ? Samples.Agreeing($"syn-{i}", rolloutId) : Samples.AgreeingChat($"syn-{i}", rolloutId);
-                (await js.PublishAsync(Judging.Samples(rolloutId), sample)).EnsureSuccess();
-            }
-        }
-        async Task<Verdict> VerdictWithAsync(int samples)
-        {
-            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-            while (true)
-            {
-                var v = (await Ctl.SendAsync(rig.Operator, "status", ct: cts.Token)).Verdict;
-                if (v is not null && v.RolloutId == rolloutId && v.Samples >= samples) return v;
-                await Task.Delay(100, cts.Token);
-            }
-        }
+        Task PublishAsync(int from, int count) => PublishSamplesAsync(js, rolloutId, from, count);
+        Task<Verdict> VerdictWithAsync(int samples) => AutomatedRolloutTests.VerdictWithAsync(rig, rolloutId, samples);
 
         await PublishAsync(0, 8);
         Assert.Equal("inconclusive", (await VerdictWithAsync(8)).Outcome);
-        var judge = rig.Hosts[1];
-        await judge.StopAsync();
-        judge.Dispose();
-        rig.Hosts.RemoveAt(1);
+        await StopJudgeAsync(rig);
         await PublishAsync(8, 32);
         rig.Hosts.Add(await RolloutRig.StartJudgeAsync(rig.Server.Url, PolicyPath));
 
@@ -186,5 +195,43 @@ public sealed class AutomatedRolloutTests(ITestOutputHelper output)
         Assert.Contains(verdict.Checks, c => c.Name == "errors" && c.Samples == 40 && c.Decision == "pass");
         Assert.Contains(verdict.Checks, c => c.Name == "sentiment_disagreement" && c.Samples == 20);
         Assert.Contains(verdict.Checks, c => c.Name == "chat_length" && c.Samples == 20);
+    }
+
+    [Fact]
+    public async Task A_judge_counts_samples_delivered_again_after_newer_ones()
+    {
+        await using var rig = await StartAsync(null, automatic: false, workers: false);
+        var start = await Ctl.SendAsync(rig.Operator, "start", "{\"candidate\":\"green\"}");
+        var rolloutId = start.State!.RolloutId!;
+        var js = new NatsJSContext(rig.Operator);
+        await StopJudgeAsync(rig);
+        // The judge's consumer with a short ack wait, as the next judge binds it.
+        var ackWait = new Dictionary<string, string?> { ["Topology:JudgeAckWait"] = "00:00:10" };
+        var config = (await js.GetConsumerAsync(Judging.SamplesStream, Judging.JudgeConsumer)).Info.Config;
+        config.AckWait = TimeSpan.FromSeconds(10);
+        await js.CreateOrUpdateConsumerAsync(Judging.SamplesStream, config);
+
+        // A judge that took ten samples and stopped before persisting them: delivered, never acked.
+        await PublishSamplesAsync(js, rolloutId, 0, 10);
+        var consumer = await js.GetConsumerAsync(Judging.SamplesStream, Judging.JudgeConsumer);
+        var taken = 0;
+        await foreach (var _ in consumer.FetchAsync<ShadowSample>(new NatsJSFetchOpts { MaxMsgs = 10, Expires = TimeSpan.FromSeconds(2) }))
+            taken++;
+        Assert.Equal(10, taken);
+
+        // The next judge is delivered the newer samples first and the ten again after the ack wait.
+        await PublishSamplesAsync(js, rolloutId, 10, 30);
+        rig.Hosts.Insert(1, await RolloutRig.StartJudgeAsync(rig.Server.Url, PolicyPath, ackWait));
+        var verdict = await VerdictWithAsync(rig, rolloutId, 30);
+        Assert.Equal(30, verdict.Samples); // the newer ones, before the ack wait ran out
+        verdict = await VerdictWithAsync(rig, rolloutId, 40);
+        Assert.Equal(40, verdict.Samples);
+        Assert.Contains(verdict.Checks, c => c.Name == "sentiment_disagreement" && c.Samples == 20);
+        Assert.Contains(verdict.Checks, c => c.Name == "chat_length" && c.Samples == 20);
+        // The next judge goes on from the stored card.
+        await StopJudgeAsync(rig);
+        rig.Hosts.Insert(1, await RolloutRig.StartJudgeAsync(rig.Server.Url, PolicyPath, ackWait));
+        await PublishSamplesAsync(js, rolloutId, 40, 2);
+        Assert.Equal(42, (await VerdictWithAsync(rig, rolloutId, 42)).Samples);
     }
 }

@@ -337,9 +337,63 @@ public sealed class JudgeTests
     public void A_scorecard_skips_samples_it_has_already_applied()
     {
         var card = new Scorecard { RolloutId = "r1" };
-        card.Add(Sentiment(1), 5, Policy);
+        Assert.True(card.Add(Sentiment(1), 5, Policy));
+        Assert.False(card.Add(Sentiment(1), 5, Policy));
         Assert.Equal(5ul, card.LastSequence);
         Assert.Equal(1, card.Samples);
+    }
+
+    [Fact]
+    public void A_scorecard_counts_a_sample_delivered_again_after_newer_ones_once()
+    {
+        var card = new Scorecard { RolloutId = "r1" };
+        for (ulong seq = 11; seq <= 20; seq++) Assert.True(card.Add(Sentiment((int)seq), seq, Policy));
+        for (ulong seq = 1; seq <= 10; seq++) Assert.True(card.Add(Sentiment((int)seq), seq, Policy)); // redelivered, older
+        for (ulong seq = 1; seq <= 20; seq++) Assert.False(card.Add(Sentiment((int)seq), seq, Policy));
+        Assert.Equal(20, card.Samples);
+        Assert.Equal(20ul, card.LastSequence);
+        Assert.Equal([new SequenceRange(1, 20)], card.Seen.Ranges);
+        // Through KV: the ranges survive the JSON the card is stored as.
+        var json = System.Text.Json.JsonSerializer.Serialize(card, JudgeJsonContext.Default.Scorecard);
+        var back = System.Text.Json.JsonSerializer.Deserialize(json, JudgeJsonContext.Default.Scorecard)!;
+        Assert.True(back.HasSeen(7));
+        Assert.False(back.HasSeen(21));
+    }
+
+    [Fact]
+    public void Seen_sequences_merge_neighbours_and_stay_bounded()
+    {
+        var seen = new SeenSequences();
+        Assert.True(seen.Add(5));
+        Assert.True(seen.Add(7));
+        Assert.Equal([new SequenceRange(5, 5), new SequenceRange(7, 7)], seen.Ranges);
+        Assert.True(seen.Add(6));
+        Assert.Equal([new SequenceRange(5, 7)], seen.Ranges);
+        Assert.True(seen.Add(4));
+        Assert.True(seen.Add(8));
+        Assert.False(seen.Add(6));
+        Assert.Equal([new SequenceRange(4, 8)], seen.Ranges);
+        Assert.False(seen.Contains(3));
+        Assert.False(seen.Contains(9));
+
+        // Every other sequence: one range each until the bound, then the lowest gap closes.
+        var sparse = new SeenSequences();
+        for (ulong i = 0; i < SeenSequences.MaxRanges + 10; i++) sparse.Add(100 + 2 * i);
+        Assert.Equal(SeenSequences.MaxRanges, sparse.Ranges.Count);
+        Assert.Equal(100ul, sparse.Ranges[0].First);
+        Assert.True(sparse.Contains(101)); // inside the closed gaps
+        Assert.False(sparse.Contains(100 + 2 * (SeenSequences.MaxRanges + 9) - 1)); // the newest gaps stay open
+    }
+
+    [Fact]
+    public void A_card_stored_before_the_ranges_keeps_what_it_had_seen()
+    {
+        var old = System.Text.Json.JsonSerializer.Deserialize("{\"rollout_id\":\"r1\",\"last_sequence\":30,\"samples\":30}", JudgeJsonContext.Default.Scorecard)!;
+        Assert.True(old.HasSeen(30));
+        Assert.False(old.Add(Sentiment(1), 12, Policy));
+        Assert.True(old.Add(Sentiment(2), 31, Policy));
+        Assert.Equal([new SequenceRange(1, 31)], old.Seen.Ranges);
+        Assert.Equal(31, old.Samples);
     }
 
     [Fact]
