@@ -160,10 +160,15 @@ public sealed class RolloutChanges(IRolloutLog log, PromoterSettings settings, P
             }
             if (last is not null && last.State.Version >= state.Version)
                 return;
+            // Versions go up by one per transition: several missing ones lost their states, only the latest is kept.
+            var firstMissing = last is null ? state.Version : last.State.Version + 1;
+            var missing = firstMissing == state.Version
+                ? $"audit record of state version {state.Version} was missing"
+                : $"audit records of state versions {firstMissing} to {state.Version} were missing ({state.Version - firstMissing + 1} changes; only the latest state is kept)";
             var repair = new RolloutEvent
             {
                 Trigger = RepairTrigger, From = last?.To ?? state.Phase, To = state.Phase, State = state,
-                Reason = $"audit record of state version {state.Version} was missing; recorded from the state: {state.Reason}",
+                Reason = $"{missing}; recorded from the state: {state.Reason}",
                 Actor = state.Actor, Cause = "promoter", At = clock.GetUtcNow(),
             };
             await log.AppendAsync(repair, ct);

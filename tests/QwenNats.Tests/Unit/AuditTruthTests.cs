@@ -160,6 +160,30 @@ public sealed class AuditTruthTests
     }
 
     [Fact]
+    public async Task A_repair_for_several_lost_changes_names_every_missing_version()
+    {
+        var log = new MemoryLog();
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var leader = Changes(log, clock);
+        await leader.ChangeAsync("start", r => r.Start("green", "go", "alice"), "operator", "p1", CancellationToken.None);
+        log.AppendFails = true;
+        await OnClockAsync(clock, leader.ChangeAsync("pause", r => r.Pause("hold", "alice"), "operator", "p1", CancellationToken.None));
+        await OnClockAsync(clock, leader.ChangeAsync("resume", r => r.Resume("go on", "alice"), "operator", "p1", CancellationToken.None));
+        await OnClockAsync(clock, leader.ChangeAsync("rollback", r => r.Rollback("bad", "alice"), "operator", "p1", CancellationToken.None));
+        Assert.Equal(4, log.State.Version);
+
+        // The leader died with versions 2 to 4 pending; the next one has only the latest state to record.
+        log.AppendFails = false;
+        await Changes(log).RepairAuditAsync(checkState: true, CancellationToken.None);
+
+        Assert.Equal(2, log.Events.Count);
+        var repair = log.Events[1];
+        Assert.Equal(RolloutChanges.RepairTrigger, repair.Trigger);
+        Assert.Equal(4, repair.State.Version);
+        Assert.Contains("state versions 2 to 4 were missing (3 changes", repair.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_new_leader_finds_the_last_record_behind_many_access_events_and_adds_no_false_repair()
     {
         var log = new MemoryLog();
