@@ -418,6 +418,13 @@ public sealed partial class WorkerService(
         }
         try
         {
+            // The acceptance named what was current when it went out; a switch since (a drain-first one lets a request
+            // accepted just before it wait for the next release) means another release answers: say so before any output.
+            if (work.Accepted is { } named && (named.Release, named.ModelId, named.ProfileVersion) != (loaded.ReleaseId, loaded.Engine.Model.Id, loaded.Engine.Profile.Version))
+            {
+                work.Accepted = named with { Release = loaded.ReleaseId, ModelId = loaded.Engine.Model.Id, ProfileVersion = loaded.Engine.Profile.Version };
+                await work.ReplyAsync(InferReply.Of(work.Accepted));
+            }
             await HandleAsync(loaded, work, cancelled);
         }
         finally

@@ -69,6 +69,13 @@ public sealed class InferenceWork(NatsConnection nats, InferRequest request, int
     /// <summary>When the worker's NATS client delivered the message (Unix microseconds, <see cref="UnixMicros"/>).</summary>
     public long ReceivedUs { get; } = receivedUs;
 
+    /// <summary>
+    /// The acceptance sent for this attempt (what it named as serving it). A handler that ends up serving the request
+    /// with something else (a release switch between the acceptance and the start) sends a corrected one before any
+    /// output; the client keeps the latest acceptance of an attempt.
+    /// </summary>
+    public InferAccepted? Accepted { get; set; }
+
     /// <summary>Sends one reply (chunk, result or error) to the client waiting for this request.</summary>
     public async ValueTask ReplyAsync(InferReply reply)
     {
@@ -531,12 +538,13 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 return;
             }
             var me = handler.Heartbeat(leaving: false);
-            await work.ReplyAsync(InferReply.Of(new InferAccepted
+            work.Accepted = new InferAccepted
             {
                 Id = request.Id, WorkerId = options.WorkerId, Colour = options.Colour, ModelId = me.ModelId, ProfileVersion = me.ProfileVersion, Attempt = attempt,
                 Release = me.Release,
                 TraceId = traceId,
-            }));
+            };
+            await work.ReplyAsync(InferReply.Of(work.Accepted));
             // The message stays ours while the job runs, however long the prompt takes to evaluate: progress
             // acks on a timer, so a short AckWait redelivers the work of a dead worker quickly.
             using var keepAlive = new CancellationTokenSource();
