@@ -122,6 +122,10 @@ public static class ErrorCodes
     public const string BusUnavailable = "bus_unavailable";
     public const string Cancelled = "cancelled";
     public const string InternalError = "internal_error";
+    /// <summary>The request is larger than one message on the bus may be (the NATS server's <c>max_payload</c>).</summary>
+    public const string RequestTooLarge = "request_too_large";
+    /// <summary>The answer (text with its log-probabilities) came out larger than one message on the bus may be.</summary>
+    public const string AnswerTooLarge = "answer_too_large";
 }
 
 public static class FinishReasons

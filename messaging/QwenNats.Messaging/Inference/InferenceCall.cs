@@ -212,6 +212,9 @@ public sealed class InferenceCall : IAsyncDisposable
                     yield return await EndWithAsync(ErrorCodes.WorkerLost, WorkerLostMessage);
                     yield break;
                 }
+                // A later attempt took over (a redelivery, or the queued copy of a direct attempt): whatever an earlier one
+                // still sends (its worker may come back from a stall with a result or an error buffered) is ignored.
+                _minAttempt = Math.Max(_minAttempt, accepted.Attempt);
                 Accepted = accepted;
                 if (Request.AnswerBudgetMs > 0 && !_deadline.IsCancellationRequested)
                     _deadline.CancelAfter(TimeSpan.FromMilliseconds(Request.AnswerBudgetMs)); // as the worker does: its time starts now

@@ -274,6 +274,12 @@ public sealed class InferenceClient(
         {
             return QueueFull(colour);
         }
+        catch (NatsPayloadTooLargeException)
+        {
+            // Refused by the client before anything was sent (a direct offer of it was refused the same way): the same
+            // request would be refused again, so this is no bus outage to retry.
+            return InferenceStart.TooLarge($"The request is larger than one message on the bus may be ({nats.ServerInfo?.MaxPayload ?? 0} bytes, the NATS server's max_payload); send a shorter conversation.");
+        }
         catch (Exception e) when (e is NatsException or TimeoutException)
         {
             Log.PublishFailed(logger, request.Id, e);

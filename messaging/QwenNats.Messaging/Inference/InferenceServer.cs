@@ -47,6 +47,9 @@ public sealed class InferenceWork(NatsConnection nats, InferRequest request, int
     // Run once when the final reply has been handed to NATS (the server frees the slot then).
     private Action? _finalSent;
 
+    // A reply was too large for the bus and the client was sent an error instead: nothing more goes out.
+    private bool _tooLarge;
+
     internal InferenceWork WhenFinalSent(Action? action)
     {
         _finalSent = action;
@@ -82,7 +85,24 @@ public sealed class InferenceWork(NatsConnection nats, InferRequest request, int
         // An error names the attempt it ends, as a result does, so a client that gave this attempt up ignores it.
         if (reply.Error is { Attempt: 0 } error)
             reply = InferReply.Of(error with { Attempt = Attempt });
-        await nats.PublishAsync(Request.ReplyTo, reply);
+        if (_tooLarge)
+            return; // the client was told already
+        try
+        {
+            await nats.PublishAsync(Request.ReplyTo, reply);
+        }
+        catch (NatsPayloadTooLargeException)
+        {
+            // A final result with every token's log-probabilities can outgrow one message: the client is told at once
+            // (and the work is done: a redelivery would make the same answer), instead of waiting for its deadline.
+            _tooLarge = true;
+            reply = InferReply.Of(new InferError
+            {
+                Id = Request.Id, Code = ErrorCodes.AnswerTooLarge, Attempt = Attempt, WorkerId = Accepted?.WorkerId, Colour = Accepted?.Colour,
+                Message = $"The answer is larger than one message on the bus may be ({nats.ServerInfo?.MaxPayload ?? 0} bytes, the NATS server's max_payload); ask for fewer tokens (max_tokens) or fewer top_logprobs.",
+            });
+            await nats.PublishAsync(Request.ReplyTo, reply);
+        }
         if (reply.IsFinal)
             Interlocked.Exchange(ref _finalSent, null)?.Invoke();
         // A publish only fills the connection's write buffer: the socket write runs as a thread-pool item queued behind

@@ -34,4 +34,6 @@ public sealed record InferenceStart
     public static InferenceStart QueueFull(string message) => Refused(503, ErrorCodes.Overloaded, message);
 
     public static InferenceStart BusUnavailable(string message) => Refused(503, ErrorCodes.BusUnavailable, message);
+
+    public static InferenceStart TooLarge(string message) => Refused(413, ErrorCodes.RequestTooLarge, message);
 }

@@ -21,7 +21,8 @@ public sealed record ApiError(int Status, string Code, string Message, string? P
     /// <summary>Maps a worker's error code to an HTTP status.</summary>
     public static ApiError FromInfer(InferError e) => new(e.Code switch
     {
-        ErrorCodes.InvalidRequest or ErrorCodes.EmptyConversation or ErrorCodes.UnknownTask or ErrorCodes.ContextLengthExceeded => 400,
+        ErrorCodes.InvalidRequest or ErrorCodes.EmptyConversation or ErrorCodes.UnknownTask or ErrorCodes.ContextLengthExceeded or ErrorCodes.AnswerTooLarge => 400,
+        ErrorCodes.RequestTooLarge => 413,
         ErrorCodes.DeadlineExceeded => 504,
         ErrorCodes.NoWorkers or ErrorCodes.Overloaded or ErrorCodes.WorkerLost or ErrorCodes.Cancelled or ErrorCodes.BusUnavailable => 503,
         _ => 502,

@@ -384,4 +384,31 @@ public sealed class DirectDeliveryTests(ITestOutputHelper output)
         Assert.Equal("queue-worker", final.Result?.WorkerId);
         Assert.Equal([2], accepts.Select(a => a.Attempt));
     }
+
+    [Fact]
+    public async Task A_result_of_an_attempt_a_later_one_took_over_from_is_ignored()
+    {
+        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:10:00" }, "stalled");
+        var (client, nats, consumer) = (pool.Client, pool.Nats, pool.Queue);
+        using var cts = new CancellationTokenSource(Patience);
+
+        // No worker listens for offers: the request is queued. Attempt 1's worker stalls past the ack wait, JetStream
+        // hands the work to another worker (attempt 2), which streams; then the stalled one comes back with its result.
+        var starting = client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("taken-over"), Patience, cts.Token);
+        var queued = await NextQueuedAsync(consumer, cts.Token);
+        await using var call = (await starting).Call!;
+        var chunk = new InferChunk { Id = "taken-over", Index = 0, Text = "Once", Attempt = 2 };
+        var heirs = Result("taken-over", "heir", 2) with { Task = InferTasks.Chat, Text = "Once", Label = null };
+        await SendAsync(nats, queued.Data!.ReplyTo, cts.Token,
+            InferReply.Of(Accept("taken-over", "stalled", 1)), InferReply.Of(Accept("taken-over", "heir", 2)), InferReply.Of(chunk),
+            InferReply.Of(Result("taken-over", "stalled", 1)), InferReply.Of(Accept("taken-over", "stalled", 1)),
+            InferReply.Of(new InferError { Id = "taken-over", Code = ErrorCodes.InternalError, Message = "late", Attempt = 1 }),
+            InferReply.Of(heirs));
+        await queued.AckAsync(cancellationToken: cts.Token);
+        var (accepts, final) = await ReadAllAsync(call, cts.Token);
+        Assert.Equal("heir", final.Result?.WorkerId);
+        Assert.Equal(2, final.Result?.Attempt);
+        Assert.Equal([1, 2], accepts.Select(a => a.Attempt));
+        Assert.Equal("heir", call.Accepted?.WorkerId);
+    }
 }
