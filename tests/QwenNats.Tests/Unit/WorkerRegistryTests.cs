@@ -79,4 +79,29 @@ public sealed class WorkerRegistryTests
         Assert.Equal(1, registry.Prune(now));
         Assert.Equal(1, registry.Tracked);
     }
+
+    [Fact]
+    public async Task Time_the_registry_could_not_hear_does_not_make_a_worker_silent()
+    {
+        await using var nats = new NatsConnection();
+        var registry = new WorkerRegistry(nats, Options.Create(new InferenceOptions { InstanceId = "t", WorkerStaleAfter = TimeSpan.FromSeconds(3) }), NullLogger<WorkerRegistry>.Instance);
+        var now = DateTimeOffset.UtcNow;
+        // Both beat ten seconds ago; then this process's connection was down for eight and a half seconds.
+        registry.Record(Beat("streaming") with { Serving = true }, now.AddSeconds(-10));
+        registry.Record(Beat("died-before", "green") with { Serving = true }, now.AddSeconds(-10));
+        registry.Deafened(now.AddSeconds(-9));
+        // While it is down, nobody grows silent (the bus being down is the client's own answer).
+        Assert.False(registry.IsGone("streaming"));
+        registry.Heard(now.AddSeconds(-0.5));
+
+        // Heard for 1.5 s of the last 10: the worker streaming an answer is not taken for gone, its pool still serves.
+        Assert.False(registry.IsGone("streaming"));
+        Assert.True(registry.HasWorkers("blue"));
+        Assert.Equal(2, registry.Tracked);
+
+        // A worker that was silent for longer than the stale time while the registry could hear is gone all the same.
+        registry.Record(Beat("silent-while-heard", "red"), now.AddSeconds(-13));
+        Assert.True(registry.IsGone("silent-while-heard"));
+        Assert.False(registry.HasWorkers("red"));
+    }
 }
