@@ -223,6 +223,16 @@ public sealed class InferenceCall : IAsyncDisposable
             {
                 continue;
             }
+            else if (reply.Chunk is { } next && next.Index != chunksSent)
+            {
+                // Chunks are numbered from 0 in each attempt and come in order on one connection: a gap means some were
+                // lost on the bus (core NATS delivers at most once, and this client's connection broke and came back
+                // within the grace). The text would silently miss a piece, so end clearly instead.
+                yield return await EndWithAsync(ErrorCodes.BusUnavailable,
+                    $"Part of the answer was lost on the message bus (chunk {next.Index} came after {chunksSent}: the connection broke and came back mid-answer); retry the request.",
+                    Accepted?.WorkerId);
+                yield break;
+            }
             else if (reply.Chunk is not null)
             {
                 chunksSent++;

@@ -411,4 +411,32 @@ public sealed class DirectDeliveryTests(ITestOutputHelper output)
         Assert.Equal([1, 2], accepts.Select(a => a.Attempt));
         Assert.Equal("heir", call.Accepted?.WorkerId);
     }
+
+    [Fact]
+    public async Task An_answer_missing_a_chunk_lost_on_the_bus_ends_with_an_error_instead_of_a_gap_in_its_text()
+    {
+        await using var pool = await PlayedPool.StartAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:10:00" }, "lossy");
+        var (client, nats, consumer) = (pool.Client, pool.Nats, pool.Queue);
+        using var cts = new CancellationTokenSource(Patience);
+
+        var starting = client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("gappy"), Patience, cts.Token);
+        var queued = await NextQueuedAsync(consumer, cts.Token);
+        await using var call = (await starting).Call!;
+        InferReply Chunk(int index) => InferReply.Of(new InferChunk { Id = "gappy", Index = index, Text = $"<{index}>", Attempt = 1 });
+        // Chunk 1 never arrives (sent while the ingress's connection was down and back within the grace).
+        await SendAsync(nats, queued.Data!.ReplyTo, cts.Token, InferReply.Of(Accept("gappy", "lossy", 1)), Chunk(0), Chunk(2),
+            InferReply.Of(Result("gappy", "lossy", 1) with { Task = InferTasks.Chat, Label = null, Text = "<0><1><2>" }));
+        await queued.AckAsync(cancellationToken: cts.Token);
+
+        var texts = new List<string>();
+        InferReply? final = null;
+        await foreach (var reply in call.ReadAsync(cts.Token))
+        {
+            if (reply.Chunk is { } c) texts.Add(c.Text);
+            if (reply.IsFinal) final = reply;
+        }
+        Assert.Equal(["<0>"], texts);
+        Assert.Equal(ErrorCodes.BusUnavailable, final?.Error?.Code);
+        Assert.Contains("lost", final!.Error!.Message, StringComparison.Ordinal);
+    }
 }
