@@ -259,8 +259,14 @@ public sealed record InferReply
 }
 
 /// <summary>The client no longer wants request <paramref name="Id"/>: a worker running it stops, and one that takes it from the
-/// queue later (before <paramref name="DeadlineUnixMs"/>, after which it would refuse it anyway) drops it unrun.</summary>
-public sealed record CancelRequest(string Id, long DeadlineUnixMs = 0);
+/// queue later (before <paramref name="DeadlineUnixMs"/>, after which it would refuse it anyway) drops it unrun. With
+/// <paramref name="BeforeAttempt"/> above 0 only the attempts below it: a direct offer the client stopped waiting for, whose
+/// request is queued as the next attempt.</summary>
+public sealed record CancelRequest(string Id, long DeadlineUnixMs = 0, int BeforeAttempt = 0)
+{
+    /// <summary>Whether this cancel is for attempt <paramref name="attempt"/> of the request.</summary>
+    public bool Covers(int attempt) => BeforeAttempt <= 0 || attempt < BeforeAttempt;
+}
 
 /// <summary>
 /// A worker's live work now, on <see cref="Subjects.HostLive"/> of its machine: sent when it starts or ends

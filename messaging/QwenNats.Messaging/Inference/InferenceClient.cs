@@ -168,10 +168,12 @@ public sealed class InferenceClient(
                     return InferenceStart.Of(new InferenceCall(this, request, colour, queue, channel.Reader, timeout, first, directAttempt: 1) { PublishedUs = publishedUs, AckedUs = sentUs, Delivery = InferenceDelivery.Direct, Headers = headers });
                 if (outcome == Offer.TimedOut)
                 {
-                    // The offer may have been lost, or its worker is only slow: the queued copy is attempt 2, and whatever
-                    // the direct attempt still sends is ignored.
+                    // The offer may have been lost, or its worker is only slow: the queued copy is attempt 2, whatever the
+                    // direct attempt still sends is ignored, and a worker that took it late stops it (or drops it unrun),
+                    // so a loaded machine, where acceptances come late, does not run the request twice.
                     request = request with { AttemptsBefore = 1 };
                     minAttempt = 2;
+                    _ = CancelAsync(request.Id, request.DeadlineUnixMs, beforeAttempt: 2);
                 }
                 publishedUs = UnixMicros.Now();
             }
@@ -313,11 +315,11 @@ public sealed class InferenceClient(
             await CancelAsync(call.Id, call.Request.DeadlineUnixMs);
     }
 
-    private async Task CancelAsync(string requestId, long deadlineUnixMs)
+    private async Task CancelAsync(string requestId, long deadlineUnixMs, int beforeAttempt = 0)
     {
         try
         {
-            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(requestId, deadlineUnixMs));
+            await nats.PublishAsync(Subjects.Cancel, new CancelRequest(requestId, deadlineUnixMs, beforeAttempt));
         }
         catch (Exception e)
         {

@@ -146,7 +146,9 @@ public interface IInferenceHandler
 /// </summary>
 public sealed class InferenceServer(NatsConnection nats, TopologyClient topology, ILogger<InferenceServer> logger)
 {
-    private readonly ConcurrentDictionary<string, CancellationTokenSource> _running = new();
+    // Requests running here, by id and attempt (a worker can hold two attempts of one request: a late direct offer and
+    // its queued copy).
+    private readonly ConcurrentDictionary<(string Id, int Attempt), CancellationTokenSource> _running = new();
     private readonly ConcurrentDictionary<Task, byte> _inFlight = new();
 
     // 1 while the live loop waits at the server for live work, holding a slot: then no live work is waiting,
@@ -156,7 +158,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
     // Whether the direct offer subscription is up (announced in heartbeats).
     private bool _takingOffers;
     // Requests their clients cancelled while they were not running here, until their deadlines.
-    private readonly ConcurrentDictionary<string, long> _cancelled = new();
+    private readonly ConcurrentDictionary<string, CancelRequest> _cancelled = new();
     // Set once the loops have stopped on shutdown, while the requests in flight finish.
     private bool _draining;
 
@@ -546,11 +548,11 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         if (attempt > 1)
             Log.TakingOver(logger, attempt);
         using var cancel = new CancellationTokenSource();
-        _running[request.Id] = cancel;
+        _running[(request.Id, attempt)] = cancel;
         try
         {
             // Cancelled by its client while it was queued (or just before it was registered here): dropped unrun.
-            if (_cancelled.TryRemove(request.Id, out _))
+            if (_cancelled.TryGetValue(request.Id, out var dropped) && dropped.Covers(attempt) && _cancelled.TryRemove(KeyValuePair.Create(request.Id, dropped)))
             {
                 Log.SkippingCancelled(logger, request.Id);
                 if (msg is not null)
@@ -585,7 +587,7 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         {
             // Only this attempt's entry: another attempt of the same request on this worker (a redelivery, or a queued copy
             // of an offer whose acceptance came late) keeps its own, so a cancel still reaches it.
-            _running.TryRemove(KeyValuePair.Create(request.Id, cancel));
+            _running.TryRemove(KeyValuePair.Create((request.Id, attempt), cancel));
         }
     }
 
@@ -751,21 +753,26 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
             {
                 if (msg.Data is not { } c)
                     continue;
-                if (!_running.TryGetValue(c.Id, out var cts))
+                var found = false;
+                foreach (var ((id, attempt), cts) in _running)
                 {
-                    // Not running here: it may still wait in the queue; whoever takes it before its deadline drops it.
+                    if (id != c.Id || !c.Covers(attempt))
+                        continue;
+                    found = true;
+                    Log.Cancelling(logger, c.Id);
+                    try
+                    {
+                        await cts.CancelAsync();
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                        // The request finished between the lookup and the cancel: nothing left to cancel.
+                    }
+                }
+                // Not running here: it may still wait in the queue (or an offer of it be on its way); whoever takes it
+                // before its deadline drops it.
+                if (!found)
                     RememberCancelled(c);
-                    continue;
-                }
-                Log.Cancelling(logger, c.Id);
-                try
-                {
-                    await cts.CancelAsync();
-                }
-                catch (ObjectDisposedException)
-                {
-                    // The request finished between the lookup and the cancel: nothing left to cancel.
-                }
             }
         }
         catch (OperationCanceledException)
@@ -779,10 +786,11 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         if (c.DeadlineUnixMs <= now)
             return;
-        _cancelled[c.Id] = c.DeadlineUnixMs;
+        // A cancel of the whole request is not narrowed by a later one of only its early attempts.
+        _cancelled.AddOrUpdate(c.Id, c, (_, old) => old.BeforeAttempt <= 0 ? old with { DeadlineUnixMs = Math.Max(old.DeadlineUnixMs, c.DeadlineUnixMs) } : c);
         if (_cancelled.Count > 256)
-            foreach (var (id, deadline) in _cancelled)
-                if (deadline <= now)
+            foreach (var (id, old) in _cancelled)
+                if (old.DeadlineUnixMs <= now)
                     _cancelled.TryRemove(id, out _);
     }
 

@@ -300,8 +300,15 @@ public sealed class DirectDeliveryTests(ITestOutputHelper output)
         Assert.Equal(ErrorCodes.Overloaded, second.Code);
         Assert.Equal("fills-the-queue", (await offers.Msgs.ReadAsync(cts.Token)).Data!.Id);
         Assert.Equal("refused", (await offers.Msgs.ReadAsync(cts.Token)).Data!.Id);
+        // The first one's offer timed out: only that direct attempt is cancelled (its queued copy, attempt 2, is wanted).
+        var late = await cancels.Msgs.ReadAsync(cts.Token);
+        Assert.Equal(("fills-the-queue", 2), (late.Data!.Id, late.Data.BeforeAttempt));
+        // The second's offer timed out too (a cancel of attempt 1), then the queue refused it: every attempt is cancelled.
         var cancel = await cancels.Msgs.ReadAsync(cts.Token);
+        while (cancel.Data is { BeforeAttempt: > 0 })
+            cancel = await cancels.Msgs.ReadAsync(cts.Token);
         Assert.Equal("refused", cancel.Data!.Id);
+        Assert.True(cancel.Data.Covers(2));
         Assert.True(cancel.Data.DeadlineUnixMs > 0);
     }
 
@@ -438,5 +445,49 @@ public sealed class DirectDeliveryTests(ITestOutputHelper output)
         Assert.Equal(["<0>"], texts);
         Assert.Equal(ErrorCodes.BusUnavailable, final?.Error?.Code);
         Assert.Contains("lost", final!.Error!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_offer_accepted_too_late_is_stopped_on_its_worker_while_the_queued_copy_answers()
+    {
+        await using var server = await NatsServer.StartAsync();
+        await using var system = new QwenSystem(server);
+        // Every acceptance comes later than a microsecond: each offer times out and its request is queued as attempt 2,
+        // while the worker has taken the offer too (a loaded machine, where acceptances come late).
+        var (ingress, _) = await system.StartIngressAsync(new() { ["Ingress:DirectAcceptTimeout"] = "00:00:00.000001" });
+        await system.StartWorkerAsync("blue", "v1", slots: 2, extra: new() { ["Worker:WorkerId"] = "late" });
+        using var cts = new CancellationTokenSource(Patience);
+        await WaitForOffersAsync(ingress.Services.GetRequiredService<WorkerRegistry>(), "blue", cts.Token);
+        var client = ingress.Services.GetRequiredService<IInferenceClient>();
+        await using var nats = Nats.Connect(server.Url);
+        await using var watch = await nats.SubscribeCoreAsync<InferReply>(Subjects.Reply(client.InstanceId, "late-offer"), cancellationToken: cts.Token);
+        await nats.PingAsync(cts.Token);
+
+        await using var call = (await client.TryStartAsync(InferenceQueue.Live, "blue", LongChat("late-offer"), Patience, cts.Token)).Call!;
+        Assert.Equal(InferenceDelivery.Requeued, call.Delivery);
+        var (_, final) = await ReadAllAsync(call, cts.Token);
+        Assert.Equal(2, final.Result?.Attempt);
+
+        // What the worker sent for the offer (attempt 1): at most an acceptance, a few chunks and its 'cancelled' end;
+        // never the whole answer a second time.
+        InferReply? firstEnd = null;
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cts.Token);
+        wait.CancelAfter(TimeSpan.FromSeconds(5));
+        try
+        {
+            await foreach (var msg in watch.Msgs.ReadAllAsync(wait.Token))
+                if (msg.Data is { IsFinal: true } end && (end.Result?.Attempt ?? end.Error?.Attempt) == 1)
+                {
+                    firstEnd = end;
+                    break;
+                }
+        }
+        catch (OperationCanceledException) when (!cts.IsCancellationRequested)
+        {
+            // Nothing for attempt 1: the cancel reached the worker before the offer, which it then dropped unrun.
+        }
+        Assert.Null(firstEnd?.Result);
+        if (firstEnd is not null)
+            Assert.Equal(ErrorCodes.Cancelled, firstEnd.Error?.Code);
     }
 }
