@@ -48,7 +48,7 @@ internal static partial class Log
     [LoggerMessage(EventId = 1236, Level = LogLevel.Information, Message = "Taking over a request another worker did not finish (attempt {Attempt})")]
     public static partial void TakingOver(ILogger logger, int attempt);
 
-    [LoggerMessage(EventId = 1237, Level = LogLevel.Debug, Message = "Progress ack failed")]
+    [LoggerMessage(EventId = 1237, Level = LogLevel.Warning, Message = "Progress ack failed; trying again on the next tick")]
     public static partial void ProgressAckFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(EventId = 1238, Level = LogLevel.Debug, Message = "Heartbeat not sent")]

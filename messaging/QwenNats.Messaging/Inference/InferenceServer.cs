@@ -702,14 +702,21 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
         try
         {
             while (await timer.WaitForNextTickAsync(ct))
-                await msg.AckProgressAsync(cancellationToken: ct);
+            {
+                try
+                {
+                    await msg.AckProgressAsync(cancellationToken: ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // One failed progress ack (the connection broke for a moment) must not end them all: the work would be
+                    // redelivered mid-answer to another worker. The next tick tries again.
+                    Log.ProgressAckFailed(logger, e);
+                }
+            }
         }
         catch (OperationCanceledException)
         {
-        }
-        catch (Exception e)
-        {
-            Log.ProgressAckFailed(logger, e);
         }
     }
 
