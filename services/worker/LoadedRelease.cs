@@ -45,6 +45,9 @@ public sealed class LoadedRelease(LlamaEngine engine, Release? release, FaultInj
     public async Task RetireAsync(TimeSpan drain)
     {
         _retired = true;
+        // A full fence between the write and the read (TryAcquire has one between its increment and its read): without
+        // it the read could be done first, and an acquire that saw "not retired" could run on the engine being freed.
+        Interlocked.MemoryBarrier();
         if (Volatile.Read(ref _users) == 0) _idle.TrySetResult();
         await Task.WhenAny(_idle.Task, Task.Delay(drain));
         await Engine.DisposeAsync();

@@ -96,6 +96,12 @@ public sealed record WorkerOptions
     /// ends by its own deadline) and is freed then; at the latest after this long.</summary>
     public TimeSpan RetireTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>With both <see cref="ModelPath"/> and <see cref="FollowReleases"/>: how long the worker looks, at start, for a
+    /// release assigned to its colour. One assigned is what the pool serves, so the command-line model is not served
+    /// meanwhile (a restarted live worker would answer pinned conversations with another model); with none, or when the
+    /// bus cannot say in time, the command-line model is served at once.</summary>
+    public TimeSpan AssignmentCheckTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Optional fixed id (defaults to host, pid and a random suffix).</summary>
     public string? WorkerId { get; init; }
 }

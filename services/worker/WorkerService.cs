@@ -91,7 +91,12 @@ public sealed partial class WorkerService(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        if (!string.IsNullOrWhiteSpace(_options.ModelPath))
+        if (!string.IsNullOrWhiteSpace(_options.ModelPath) && _options.FollowReleases && await AssignedAtStartAsync(stoppingToken) is { } assigned)
+        {
+            // The colour has a release: that is what its pool serves, and the command-line model only if it cannot load.
+            BootModelDeferred(logger, assigned.Release, Colour);
+        }
+        else if (!string.IsNullOrWhiteSpace(_options.ModelPath))
         {
             // A model on the command line: serve it at once (it fails the start when it cannot load, as before releases).
             var profile = PromptProfile.Load(_options.ProfilePath);
@@ -310,6 +315,13 @@ public sealed partial class WorkerService(
             _failure = e is ReleaseLoadException ? e.Message : $"{e.GetType().Name}: {e.Message}";
             _switches.WithLabels(Colour, "failed").Inc();
             LoadFailed(logger, assignment.Release, _failure, _current?.ReleaseId ?? _current?.Engine.Model.Id ?? "nothing", e);
+            if (_current is null && EngineFailure is null && !string.IsNullOrWhiteSpace(_options.ModelPath) && !ct.IsCancellationRequested)
+            {
+                // Started without serving the command-line model because a release was assigned, and that release cannot
+                // load: serving the command-line model beats serving nothing (the heartbeat still names the failed release).
+                BootModelFallback(logger);
+                Switch(await LoadBootAsync(ct));
+            }
         }
         finally
         {
@@ -342,9 +354,25 @@ public sealed partial class WorkerService(
             // The old model is gone: load it again so the worker keeps serving what it served.
             if (old is not null)
             {
-                var again = old.Release is { } r
-                    ? await LoadAsync(r, new ModelSource(old.Engine.Model.Path, old.Engine.Model.Id, old.Engine.Model.Sha256), CancellationToken.None)
-                    : await LoadBootAsync(CancellationToken.None);
+                LoadedRelease again;
+                try
+                {
+                    again = old.Release is { } r
+                        ? await LoadAsync(r, new ModelSource(old.Engine.Model.Path, old.Engine.Model.Id, old.Engine.Model.Sha256), CancellationToken.None)
+                        : await LoadBootAsync(CancellationToken.None);
+                }
+                catch (Exception e)
+                {
+                    // Neither loads (the old model's file was deleted from the cache meanwhile): a worker that serves
+                    // nothing and stays up helps nobody. It stops with exit code 1; its supervisor starts a fresh one,
+                    // which fetches what its colour is assigned.
+                    _failure = $"neither the new release nor the one it replaced could be loaded: {e.Message}";
+                    EngineFailure = e;
+                    StoppingOnEngineFailure(logger, old.ReleaseId ?? old.Engine.Model.Id, _failure);
+                    announcer.Changed();
+                    lifetime.StopApplication();
+                    throw;
+                }
                 Switch(again);
             }
             throw;
@@ -371,6 +399,30 @@ public sealed partial class WorkerService(
             throw;
         }
         return loaded;
+    }
+
+    /// <summary>The release assigned to this colour now, or null when there is none or the bus cannot say within
+    /// <see cref="WorkerOptions.AssignmentCheckTimeout"/>.</summary>
+    private async Task<Assignment?> AssignedAtStartAsync(CancellationToken ct)
+    {
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        bounded.CancelAfter(_options.AssignmentCheckTimeout);
+        try
+        {
+            await nats.ConnectAsync();
+            var bucket = await topology.BucketAsync(Releases.Bucket, bounded.Token);
+            var entry = await bucket.TryGetEntryAsync<Assignment>(Releases.AssignmentKey(Colour), cancellationToken: bounded.Token);
+            return entry.Success ? entry.Value.Value : null;
+        }
+        catch (QwenNats.Messaging.Topology.TopologyMissingException)
+        {
+            return null; // no promoter has made the releases bucket yet: nothing was ever assigned
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            AssignmentUnknown(logger, Colour, e.Message);
+            return null;
+        }
     }
 
     private async Task<LoadedRelease> LoadBootAsync(CancellationToken ct)
@@ -585,6 +637,15 @@ public sealed partial class WorkerService(
 
     [LoggerMessage(EventId = 3019, Level = LogLevel.Information, Message = "Rollout state not readable yet (no promoter has run, or NATS is down); decode priority unchanged until it is")]
     private static partial void RoleUnknown(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3024, Level = LogLevel.Information, Message = "Release {Release} is assigned to {Colour}: serving it once it is loaded, not the command-line model (that only if the release cannot load)")]
+    private static partial void BootModelDeferred(ILogger logger, string release, string colour);
+
+    [LoggerMessage(EventId = 3025, Level = LogLevel.Warning, Message = "Could not tell whether a release is assigned to {Colour} ({Reason}); serving the command-line model")]
+    private static partial void AssignmentUnknown(ILogger logger, string colour, string reason);
+
+    [LoggerMessage(EventId = 3026, Level = LogLevel.Critical, Message = "The assigned release could not be loaded and nothing else is served: serving the command-line model instead")]
+    private static partial void BootModelFallback(ILogger logger);
 
     [LoggerMessage(EventId = 3023, Level = LogLevel.Warning, Message = "Fault injection: model downloads stop after {Bytes} bytes and wait until the worker stops (Faults:DownloadStallAfterBytes)")]
     private static partial void DownloadsStall(ILogger logger, long bytes);

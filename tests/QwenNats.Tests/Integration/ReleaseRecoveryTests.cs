@@ -311,6 +311,46 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
     }
 
     /// <summary>A promoter that only follows operators (no judge runs here).</summary>
+    [Fact]
+    public async Task A_worker_with_a_model_on_its_command_line_serves_its_colours_assigned_release_and_never_that_model()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"qwen-boot-{Guid.NewGuid():N}");
+        try
+        {
+            await using var nats = await NatsServer.StartAsync();
+            using var promoter = await StartPromoterAsync(nats);
+            await using var system = new QwenSystem(nats);
+            await system.StartIngressAsync();
+            await using var op = await Ctl.ConnectAsync(nats);
+            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
+            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+            // Green is assigned "next" (profile v1) ...
+            await RegisterSlowAndNextAsync(op, ctl);
+            var deployed = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "next" });
+            Assert.True(deployed.Ok, deployed.Error);
+            await using var beats = await op.SubscribeCoreAsync<WorkerHeartbeat>(Subjects.WorkerHeartbeat);
+            await op.PingAsync();
+
+            // ... and a green worker (re)starts with the tiny model and profile v2 on its command line, as compose starts them.
+            await system.StartWorkerAsync("green", "v2", extra: new() { ["Worker:WorkerId"] = "green-restarted", ["Worker:ModelCacheDir"] = Path.Combine(dir, "cache") });
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            var seen = new List<WorkerHeartbeat>();
+            await foreach (var msg in beats.Msgs.ReadAllAsync(cts.Token))
+            {
+                if (msg.Data is not { WorkerId: "green-restarted" } beat) continue;
+                seen.Add(beat);
+                if (beat is { Serving: true, Release: "next" }) break;
+            }
+            // It served nothing until the release was loaded, then the release: never the command-line model and profile.
+            Assert.DoesNotContain(seen, b => b.Serving && b.Release != "next");
+            Assert.Equal("v1", seen[^1].ProfileVersion);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static async Task<IHost> StartPromoterAsync(NatsServer nats)
     {
         var settings = RolloutFixture.PromoterSettings(nats.Url);
