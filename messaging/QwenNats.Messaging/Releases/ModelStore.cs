@@ -132,7 +132,13 @@ public sealed class ModelCache
             throw new ArgumentException($"'{sha256}' is not a SHA-256 digest (64 lowercase hex digits).", nameof(sha256));
         var target = PathOf(sha256);
         if (File.Exists(target))
-            return target;
+        {
+            // Cached: kept unless the store says it is another size (a file cut short, e.g. by a power loss before its
+            // data reached the disk), which would otherwise fail every load of the release and never be fetched again.
+            if (await StoredSizeAsync(store, sha256, ct) is not { } size || size == new FileInfo(target).Length)
+                return target;
+            File.Delete(target);
+        }
         RemoveStalePartials();
         var partial = Path.Combine(Directory, $"{sha256}-{Environment.ProcessId}{PartialSuffix}");
         try
@@ -143,6 +149,8 @@ public sealed class ModelCache
                 try
                 {
                     await store.GetAsync(sha256, counting, leaveOpen: true, ct);
+                    await file.FlushAsync(ct);
+                    file.Flush(flushToDisk: true); // on the disk before it is renamed into place
                 }
                 catch (NatsObjNotFoundException e)
                 {
@@ -163,6 +171,19 @@ public sealed class ModelCache
         {
             if (File.Exists(partial))
                 File.Delete(partial);
+        }
+    }
+
+    /// <summary>The stored object's size, or null when the store does not have it or cannot be asked now.</summary>
+    private static async Task<long?> StoredSizeAsync(INatsObjStore store, string sha256, CancellationToken ct)
+    {
+        try
+        {
+            return await ModelStore.InfoAsync(store, sha256, ct) is { } info ? (long)info.Size : null;
+        }
+        catch (Exception e) when (e is NATS.Client.Core.NatsException or NatsObjException or TimeoutException)
+        {
+            return null;
         }
     }
 

@@ -43,6 +43,14 @@ public sealed class ModelStoreTests : IAsyncLifetime
         Assert.Equal(first.Sha256, await ModelStore.HashFileAsync(path, CancellationToken.None));
         Assert.True(cache.Contains(first.Sha256));
 
+        // A cached file cut short (its data never reached the disk) is fetched again, not loaded and failed forever.
+        var full = new FileInfo(path).Length;
+        await using (var cut = new FileStream(path, FileMode.Open, FileAccess.Write))
+            cut.SetLength(full / 2);
+        Assert.Equal(path, await cache.FetchAsync(_store, first.Sha256, CancellationToken.None));
+        Assert.Equal(full, new FileInfo(path).Length);
+        Assert.Equal(first.Sha256, await ModelStore.HashFileAsync(path, CancellationToken.None));
+
         // Served from the cache: the store no longer needs to have it.
         await _store.DeleteAsync(first.Sha256);
         Assert.Equal(path, await cache.FetchAsync(_store, first.Sha256, CancellationToken.None));
