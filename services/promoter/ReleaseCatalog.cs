@@ -147,7 +147,10 @@ public sealed class ReleaseCatalog(TopologyClient topology, WorkerRegistry worke
             var any = statuses.Any(s => s.Serving);
             return new PoolStatus { Colour = colour, Workers = statuses, Ready = any, Why = any ? "" : $"no worker of the {colour} pool serves yet (no release is assigned: qwen.ctl.deploy)" };
         }
-        var failed = statuses.Where(s => s.FailedRelease == assigned.Release && s.Release != assigned.Release && s.Loading is null).ToArray();
+        // Failed on this deploy: a worker's report of an earlier deploy of the same release (the operator deploys it
+        // again once the cause is fixed) is not this one's outcome. (Workers that do not name the deploy: any.)
+        var failed = statuses.Where(s => s.FailedRelease == assigned.Release && s.Release != assigned.Release && s.Loading is null
+                                         && (s.FailedDeploy is null || s.FailedDeploy == assigned.DeployId)).ToArray();
         var behind = statuses.Where(s => !(s.Serving && s.Release == assigned.Release && s.ModelSha256 == assigned.ModelSha256)).ToArray();
         if (behind.Length == 0)
             return new PoolStatus { Colour = colour, Assigned = assigned, Workers = statuses, Ready = true };

@@ -47,6 +47,7 @@ public sealed partial class WorkerService(
     private volatile bool _onlyCandidate;
     private volatile string? _loading;
     private volatile string? _failedRelease;
+    private volatile string? _failedDeploy;
     private volatile string? _failure;
     private ModelCache? _cache;
     private HostYield? _yield;
@@ -304,6 +305,7 @@ public sealed partial class WorkerService(
             }
             await LoadAndSwitchAsync(release, path, ct);
             _failedRelease = null;
+            _failedDeploy = null;
             _failure = null;
             _switches.WithLabels(Colour, "ready").Inc();
             _loadSeconds.WithLabels(Colour).Observe(started.Elapsed.TotalSeconds);
@@ -312,6 +314,7 @@ public sealed partial class WorkerService(
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
             _failedRelease = assignment.Release;
+            _failedDeploy = assignment.DeployId;
             _failure = e is ReleaseLoadException ? e.Message : $"{e.GetType().Name}: {e.Message}";
             _switches.WithLabels(Colour, "failed").Inc();
             LoadFailed(logger, assignment.Release, _failure, _current?.ReleaseId ?? _current?.Engine.Model.Id ?? "nothing", e);
@@ -584,6 +587,7 @@ public sealed partial class WorkerService(
             Fingerprint = current?.Fingerprint,
             Loading = _loading,
             FailedRelease = _failedRelease,
+            FailedDeploy = _failedDeploy,
             Failure = _failure,
         };
     }

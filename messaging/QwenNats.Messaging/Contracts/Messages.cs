@@ -318,11 +318,13 @@ public sealed record WorkerHeartbeat
     /// <summary>The release it last failed to load and why (it keeps serving its previous release).</summary>
     public string? FailedRelease { get; init; }
     public string? Failure { get; init; }
+    /// <summary>The deploy (<see cref="Assignment.DeployId"/>) whose load failed.</summary>
+    public string? FailedDeploy { get; init; }
 
     public WorkerReleaseStatus ReleaseStatus => new()
     {
         WorkerId = WorkerId, Release = Release, ModelSha256 = Serving ? ModelSha256 : null, Serving = Serving, Loading = Loading,
-        FailedRelease = FailedRelease, Failure = Failure,
+        FailedRelease = FailedRelease, Failure = Failure, FailedDeploy = FailedDeploy,
     };
 }
 

@@ -112,6 +112,8 @@ public sealed record WorkerReleaseStatus
     /// <summary>The release it last failed to load, and why; it keeps serving what it served before.</summary>
     public string? FailedRelease { get; init; }
     public string? Failure { get; init; }
+    /// <summary>The deploy (<see cref="Assignment.DeployId"/>) that failed: a later deploy of the same release is tried anew.</summary>
+    public string? FailedDeploy { get; init; }
 }
 
 /// <summary>One colour's pool: its assignment, its workers and whether it is ready to take part in a rollout.</summary>

@@ -78,6 +78,14 @@ public sealed class ReleaseLogicTests
         Assert.Contains("g2: llama.cpp cannot load it", failed.Why);
         // A worker retrying a release it failed before is loading, not failed.
         Assert.False(ReleaseCatalog.Evaluate("green", V3, [Beat("g2", "v2", ShaB, loading: "v3", failed: "v3", failure: "x")]).Failed);
+
+        // The failure of an earlier deploy of the same release (the operator deploys it again once the cause is fixed)
+        // is not this deploy's: until the worker reports on this one, the pool is behind, not failed.
+        var again = V3 with { DeployId = "d-2" };
+        var earlier = ReleaseCatalog.Evaluate("green", again, [Beat("g2", "v2", ShaB, failed: "v3", failure: "download_failed") with { FailedDeploy = "d-1" }]);
+        Assert.False(earlier.Failed);
+        Assert.False(earlier.Ready);
+        Assert.True(ReleaseCatalog.Evaluate("green", again, [Beat("g2", "v2", ShaB, failed: "v3", failure: "download_failed") with { FailedDeploy = "d-2" }]).Failed);
     }
 
     [Fact]
