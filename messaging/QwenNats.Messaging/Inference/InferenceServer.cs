@@ -707,6 +707,10 @@ public sealed class InferenceServer(NatsConnection nats, TopologyClient topology
                 {
                     await msg.AckProgressAsync(cancellationToken: ct);
                 }
+                catch (ObjectDisposedException)
+                {
+                    return; // the connection was disposed (the worker is shutting down): no ack can go out any more
+                }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
                     // One failed progress ack (the connection broke for a moment) must not end them all: the work would be
