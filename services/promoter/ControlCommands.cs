@@ -82,19 +82,19 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             case Rollouts.Verbs.Promote or Rollouts.Verbs.Rollback or Rollouts.Verbs.SetWeight when await PoolsUnknownAsync(ct) is { } unknown:
                 return unknown with { Leader = id };
             case Rollouts.Verbs.Promote:
-                return await changes.ChangeAsync(verb, r => EmptyPool(verb, r.State) ?? r.Promote(request.Full == true, reason, actor), "operator", id, ct);
+                return await changes.ChangeAsync(verb, r => Moved(request, r.State) ?? EmptyPool(verb, r.State) ?? r.Promote(request.Full == true, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.SetWeight:
                 // A weight above 0 sends new sessions to the candidate, as a promote does: not to a pool with nobody serving.
-                return await changes.ChangeAsync(verb, r => (request.Weight > 0 ? EmptyPool(Rollouts.Verbs.Promote, r.State, verb) : null)
+                return await changes.ChangeAsync(verb, r => Moved(request, r.State) ?? (request.Weight > 0 ? EmptyPool(Rollouts.Verbs.Promote, r.State, verb) : null)
                     ?? r.SetWeight(request.Weight, reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Pause:
-                return await changes.ChangeAsync(verb, r => r.Pause(reason, actor), "operator", id, ct);
+                return await changes.ChangeAsync(verb, r => Moved(request, r.State) ?? r.Pause(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Resume:
-                return await changes.ChangeAsync(verb, r => r.Resume(reason, actor), "operator", id, ct);
+                return await changes.ChangeAsync(verb, r => Moved(request, r.State) ?? r.Resume(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Rollback:
-                return await changes.ChangeAsync(verb, r => EmptyPool(verb, r.State) ?? r.Rollback(reason, actor), "operator", id, ct);
+                return await changes.ChangeAsync(verb, r => Moved(request, r.State) ?? EmptyPool(verb, r.State) ?? r.Rollback(reason, actor), "operator", id, ct);
             case Rollouts.Verbs.Abort:
-                return await changes.ChangeAsync(verb, r => r.Abort(reason, actor), "operator", id, ct);
+                return await changes.ChangeAsync(verb, r => Moved(request, r.State) ?? r.Abort(reason, actor), "operator", id, ct);
             default:
                 return ControlReply.Refused("unknown_verb", $"Unknown command '{(verb.Length > 32 ? verb[..32] : verb)}'; known: {string.Join(", ", Rollouts.Verbs.All)}.");
         }
@@ -186,7 +186,7 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             var state = (await store.GetAsync(ct)).State;
             live = (await releases.AssignmentAsync(state.Live, ct))?.Ref;
         }
-        var reply = await changes.ChangeAsync(Rollouts.Verbs.Start, r => r.Start(candidate, reason, actor, pool, live), "operator", lease.Holder, ct);
+        var reply = await changes.ChangeAsync(Rollouts.Verbs.Start, r => Moved(request, r.State) ?? r.Start(candidate, reason, actor, pool, live), "operator", lease.Holder, ct);
         return reply.Ok || pool is null ? reply : reply with { Pools = [pool] };
     }
 
@@ -199,6 +199,14 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
         await workers.WaitSettledAsync(O.PoolsSettleWait, ct)
             ? null
             : ControlReply.Refused("workers_unknown", "This promoter has not heard every worker's heartbeat yet (it started or reconnected moments ago), so it cannot tell which pools serve; retry in a few seconds.");
+
+    /// <summary>A refusal when the request names the state version it was meant for (<c>if_version</c>) and the state has
+    /// moved on since (checked on the state the change is compared-and-set against).</summary>
+    private static RolloutOutcome? Moved(ControlRequest request, RolloutState state) =>
+        request.IfVersion is { } expected && expected != state.Version
+            ? new RolloutOutcome(false, state, state.Phase, "version_changed",
+                $"The rollout state is at version {state.Version} ({state.Phase}{(state.Phase == RolloutPhase.Canary ? $", step {state.Step}" : "")}), not {expected}: it changed since you looked (the judge or another operator moved it). Nothing was applied; check the status and send the command again.")
+            : null;
 
     /// <summary>
     /// promote and rollback never move traffic to a pool with no worker serving. Checked on the state the change

@@ -155,6 +155,12 @@ public sealed record ControlRequest
     public IReadOnlyList<GoldenInput>? Inputs { get; init; }
     /// <summary>golden, compare: only this task's inputs (<c>sentiment</c> or <c>chat</c>).</summary>
     public string? Task { get; init; }
+    /// <summary>
+    /// start, promote, set-weight, pause, resume, rollback, abort: apply only if the rollout state is still at this version
+    /// (the one the operator looked at); otherwise refused with <c>version_changed</c>. Without it a promote meant for a
+    /// canary step could land after the judge's own promote and skip the next step or close the bake window.
+    /// </summary>
+    public long? IfVersion { get; init; }
 }
 
 /// <summary>The answer of every <c>qwen.ctl.*</c> request.</summary>

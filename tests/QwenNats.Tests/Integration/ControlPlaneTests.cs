@@ -25,7 +25,12 @@ public sealed class ControlPlaneTests(RolloutFixture fx) : IAsyncLifetime
         Assert.Equal((RolloutPhase.Canary, 20), (weight.State!.Phase, weight.State.Weight));
         var step = await fx.CtlAsync("promote", "{\"reason\":\"looks fine\"}");
         Assert.Equal((RolloutPhase.Canary, 1, 20), (step.State!.Phase, step.State.Step, step.State.Weight));
-        var paused = await fx.CtlAsync("pause", "{\"reason\":\"lunch\"}");
+        // A promote meant for the state before this step (the judge, or another operator, moved it since) changes nothing.
+        var stale = await fx.CtlAsync("promote", $"{{\"reason\":\"as I saw it\",\"if_version\":{step.State.Version - 1}}}");
+        Assert.Equal("version_changed", stale.Code);
+        Assert.False(stale.Ok);
+        Assert.Equal((step.State.Version, 1), (stale.State!.Version, stale.State.Step));
+        var paused = await fx.CtlAsync("pause", $"{{\"reason\":\"lunch\",\"if_version\":{step.State.Version}}}");
         Assert.Equal(RolloutPhase.Paused, paused.State!.Phase);
         Assert.Equal(RolloutPhase.Canary, (await fx.CtlAsync("resume")).State!.Phase);
         var full = await fx.CtlAsync("promote", "{\"full\":true,\"reason\":\"ship it\"}");
