@@ -247,6 +247,10 @@ public sealed class ControlCommands(RolloutStore store, RolloutChanges changes, 
             return unknown with { State = state };
         if (colour == state.Live && workers.HasWorkers(colour))
             return ControlReply.Refused("live_colour", $"{colour} is the live colour and serves traffic; deploy to the idle colour and roll it out (qwenctl rollout).", state);
+        // Workers (re)starting on the live colour load its release to serve live traffic with it: replacing it under them
+        // would change the live release with no rollout.
+        if (colour == state.Live && workers.Known(colour).FirstOrDefault(w => w.Loading is not null && !w.Draining) is { } loading)
+            return ControlReply.Refused("live_colour", $"{colour} is the live colour and its worker {loading.WorkerId} is loading release {loading.Loading} to serve it; deploy to the idle colour and roll it out (qwenctl rollout).", state);
         var assignment = await releases.AssignAsync(colour, release, actor, reason, ct);
         PromoterLog.Deployed(logger, release.Id, colour, actor);
         return new ControlReply { Ok = true, Assignment = assignment, Release = release, State = state, Pools = [releases.Pool(colour, assignment)], Leader = lease.Holder };

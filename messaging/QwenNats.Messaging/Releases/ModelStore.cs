@@ -144,7 +144,7 @@ public sealed class ModelCache
         try
         {
             await using (var file = new FileStream(partial, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20, useAsync: true))
-            await using (var counting = new ProgressStream(file, progress, _stallAfterBytes))
+            await using (var counting = new ProgressStream(file, progress, _stallAfterBytes, ct))
             {
                 try
                 {
@@ -205,7 +205,7 @@ public sealed class ModelCache
     }
 
     /// <summary>A write-through stream that reports how many bytes went by.</summary>
-    private sealed class ProgressStream(Stream inner, IProgress<long>? progress, long stallAfterBytes) : Stream
+    private sealed class ProgressStream(Stream inner, IProgress<long>? progress, long stallAfterBytes, CancellationToken fetch) : Stream
     {
         private long _written;
         public override bool CanRead => false;
@@ -232,7 +232,9 @@ public sealed class ModelCache
             if (stallAfterBytes > 0 && _written >= stallAfterBytes)
             {
                 await inner.FlushAsync(cancellationToken);
-                await Task.Delay(Timeout.Infinite, cancellationToken);
+                // Until the fetch is given up (the worker stops): the object store may pass its own token here.
+                using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, fetch);
+                await Task.Delay(Timeout.Infinite, either.Token);
             }
         }
 

@@ -351,6 +351,39 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_deploy_to_the_live_colour_is_refused_while_its_workers_load_its_release_after_a_restart()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), $"qwen-liveload-{Guid.NewGuid():N}");
+        try
+        {
+            await using var nats = await NatsServer.StartAsync();
+            using var promoter = await StartPromoterAsync(nats);
+            await using var system = new QwenSystem(nats);
+            await system.StartIngressAsync();
+            await using var op = await Ctl.ConnectAsync(nats);
+            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
+            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+            await RegisterSlowAndNextAsync(op, ctl);
+            var live = (await ctl.StatusAsync()).State!.Live;
+            // The live colour's release, as it was before its workers restarted.
+            Assert.True((await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = live, Release = "next" })).Ok);
+
+            // Its worker comes back and loads it (its download stalls, so it stays loading).
+            await system.StartReleaseWorkerAsync(live, $"{live}-restarted", Path.Combine(dir, "cache"), extra: new() { ["Faults:DownloadStallAfterBytes"] = "1000" });
+            await WaitForAsync(ctl, live, p => p.Workers.Any(w => w.Loading == "next"), TimeSpan.FromSeconds(30));
+
+            var refused = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = live, Release = "slow" });
+            Assert.Equal("live_colour", refused.Code);
+            Assert.Contains("loading release next", refused.Error, StringComparison.Ordinal);
+            Assert.Equal("next", (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == live).Assigned?.Release);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
     private static async Task<IHost> StartPromoterAsync(NatsServer nats)
     {
         var settings = RolloutFixture.PromoterSettings(nats.Url);
@@ -371,14 +404,17 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         Assert.True((await ctl.SendAsync(Rollouts.Verbs.Release, new ControlRequest { Release = "next", ModelSha256 = tiny, Profile = PromptProfile.Load(Paths.Profile("v1")) })).Ok);
     }
 
-    private static async Task<PoolStatus> WaitForAsync(ControlClient ctl, Func<PoolStatus, bool> done, TimeSpan timeout)
+    private static Task<PoolStatus> WaitForAsync(ControlClient ctl, Func<PoolStatus, bool> done, TimeSpan timeout) =>
+        WaitForAsync(ctl, "green", done, timeout);
+
+    private static async Task<PoolStatus> WaitForAsync(ControlClient ctl, string colour, Func<PoolStatus, bool> done, TimeSpan timeout)
     {
         var until = DateTime.UtcNow + timeout;
         while (true)
         {
-            var pool = (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == "green");
+            var pool = (await ctl.StatusAsync()).Pools!.Single(p => p.Colour == colour);
             if (done(pool)) return pool;
-            Assert.True(DateTime.UtcNow < until, $"green: {pool.Why}");
+            Assert.True(DateTime.UtcNow < until, $"{colour}: {pool.Why}");
             await Task.Delay(200);
         }
     }
