@@ -45,7 +45,9 @@ public static class IngressApp
         app.MapMetrics("/metrics", registry);
         var routes = ((IEndpointRouteBuilder)app).DataSources.SelectMany(d => d.Endpoints).OfType<RouteEndpoint>()
             .Select(e => "/" + e.RoutePattern.RawText?.TrimStart('/')).ToHashSet(StringComparer.OrdinalIgnoreCase);
-        app.MapFallback(http => routes.Contains(http.Request.Path.Value ?? "")
+        // Every path, also one whose last segment has a dot (a model id such as qwen2.5-0.5b): the default fallback
+        // pattern leaves those to a bare 404.
+        app.MapFallback("{*path}", http => routes.Contains(http.Request.Path.Value ?? "")
             ? JsonAnswers.WriteErrorAsync(http, new ApiError(405, "method_not_allowed", $"{http.Request.Method} is not allowed on {http.Request.Path}."))
             : JsonAnswers.WriteErrorAsync(http, new ApiError(404, "not_found", $"No route for {http.Request.Method} {http.Request.Path}.")));
         return app;

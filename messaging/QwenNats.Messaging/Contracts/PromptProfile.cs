@@ -46,6 +46,8 @@ public sealed record PromptProfile
             throw new InvalidOperationException($"Prompt profile '{source}' is not valid: {string.Join(", ", nulls)} must not be null");
         var problems = new List<string>();
         if (string.IsNullOrWhiteSpace(Version)) problems.Add("version is empty");
+        else if (Version.Length > 64 || Version.Any(c => c is <= ' ' or >= (char)0x7F))
+            problems.Add("version must be 1 to 64 visible ASCII characters (answers name it in their X-Qwen-Profile header)");
         if (Sentiment.Labels.Count < 2) problems.Add("sentiment.labels needs at least two labels");
         if (Sentiment.Labels.Distinct(StringComparer.Ordinal).Count() != Sentiment.Labels.Count) problems.Add("sentiment.labels has duplicates");
         if (Sentiment.Labels.Any(string.IsNullOrWhiteSpace)) problems.Add("sentiment.labels has an empty label");

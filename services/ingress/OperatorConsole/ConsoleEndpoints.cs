@@ -107,7 +107,11 @@ public static class ConsoleEndpoints
         http.Response.ContentType = "text/event-stream";
         http.Response.Headers.CacheControl = "no-cache";
         http.Response.Headers["X-Accel-Buffering"] = "no";
-        var ct = http.RequestAborted;
+        // Ends with the client or with the ingress's shutdown: an open console must not hold the graceful stop (and the
+        // answers still finishing in it) until the host's shutdown timeout.
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted,
+            http.RequestServices.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping);
+        var ct = either.Token;
         var feed = hub.Subscribe(ct);
         try
         {

@@ -136,6 +136,8 @@ public sealed class BadInputTests(SystemFixture fx)
         await AssertErrorAsync(get, 405, "method_not_allowed");
         using var missing = await fx.Http.GetAsync("/v1/nothing-here");
         await AssertErrorAsync(missing, 404, "not_found");
+        using var dotted = await fx.Http.GetAsync("/v1/models/qwen2.5-0.5b-instruct-q4_k_m.gguf");
+        await AssertErrorAsync(dotted, 404, "not_found");
         using var plainWs = await fx.Http.GetAsync("/ws/chat");
         await AssertErrorAsync(plainWs, 400, "invalid_request");
     }

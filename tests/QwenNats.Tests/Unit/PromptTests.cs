@@ -87,6 +87,20 @@ public sealed class PromptTests
         }
     }
 
+    [Theory]
+    [InlineData("v2\u2013warm")]
+    [InlineData("v2-\u4e2d\u6587")]
+    [InlineData("v2 warm")]
+    [InlineData("v2\nX-Injected: 1")]
+    public void A_profile_version_that_cannot_go_in_a_header_is_refused(string version)
+    {
+        // Every answer names its profile in X-Qwen-Profile: a version Kestrel cannot write there would turn each into a 500.
+        var json = "{\"version\":" + JsonSerializer.Serialize(version) + ",\"chat\":{},\"sentiment\":{\"labels\":[\"positive\",\"negative\"]}}";
+        var profile = JsonSerializer.Deserialize(json, QwenJsonContext.Default.PromptProfile)!;
+        var e = Assert.Throws<InvalidOperationException>(() => profile.Validate("release r9"));
+        Assert.Contains("visible ASCII", e.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_profile_that_leaves_fields_out_gets_their_documented_defaults_not_zeros_and_nulls()
     {
