@@ -310,22 +310,15 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>A promoter that only follows operators (no judge runs here).</summary>
     [Fact]
     public async Task A_worker_with_a_model_on_its_command_line_serves_its_colours_assigned_release_and_never_that_model()
     {
         var dir = Path.Combine(Path.GetTempPath(), $"qwen-boot-{Guid.NewGuid():N}");
         try
         {
-            await using var nats = await NatsServer.StartAsync();
-            using var promoter = await StartPromoterAsync(nats);
-            await using var system = new QwenSystem(nats);
-            await system.StartIngressAsync();
-            await using var op = await Ctl.ConnectAsync(nats);
-            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
-            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+            await using var rig = await OperatedAsync();
+            var (system, op, ctl) = (rig.System, rig.Operator, rig.Ctl);
             // Green is assigned "next" (profile v1) ...
-            await RegisterSlowAndNextAsync(op, ctl);
             var deployed = await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = "green", Release = "next" });
             Assert.True(deployed.Ok, deployed.Error);
             await using var beats = await op.SubscribeCoreAsync<WorkerHeartbeat>(Subjects.WorkerHeartbeat);
@@ -357,14 +350,8 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         var dir = Path.Combine(Path.GetTempPath(), $"qwen-liveload-{Guid.NewGuid():N}");
         try
         {
-            await using var nats = await NatsServer.StartAsync();
-            using var promoter = await StartPromoterAsync(nats);
-            await using var system = new QwenSystem(nats);
-            await system.StartIngressAsync();
-            await using var op = await Ctl.ConnectAsync(nats);
-            var ctl = new ControlClient(op, TimeSpan.FromSeconds(30));
-            await ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
-            await RegisterSlowAndNextAsync(op, ctl);
+            await using var rig = await OperatedAsync();
+            var (system, ctl) = (rig.System, rig.Ctl);
             var live = (await ctl.StatusAsync()).State!.Live;
             // The live colour's release, as it was before its workers restarted.
             Assert.True((await ctl.SendAsync(Rollouts.Verbs.Deploy, new ControlRequest { Colour = live, Release = "next" })).Ok);
@@ -384,6 +371,39 @@ public sealed class ReleaseRecoveryTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>A nats-server, an operator-driven promoter, an ingress, the operator's connection, and the releases "slow" and
+    /// "next" registered.</summary>
+    private sealed class Operated : IAsyncDisposable
+    {
+        public required NatsServer Nats { get; init; }
+        public required IHost Promoter { get; init; }
+        public required QwenSystem System { get; init; }
+        public required NATS.Client.Core.NatsConnection Operator { get; init; }
+        public required ControlClient Ctl { get; init; }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Operator.DisposeAsync();
+            await System.DisposeAsync();
+            Promoter.Dispose();
+            await Nats.DisposeAsync();
+        }
+    }
+
+    private static async Task<Operated> OperatedAsync()
+    {
+        var nats = await NatsServer.StartAsync();
+        var promoter = await StartPromoterAsync(nats);
+        var system = new QwenSystem(nats);
+        await system.StartIngressAsync();
+        var op = await Ctl.ConnectAsync(nats);
+        var rig = new Operated { Nats = nats, Promoter = promoter, System = system, Operator = op, Ctl = new ControlClient(op, TimeSpan.FromSeconds(30)) };
+        await rig.Ctl.WaitForLeaderAsync(TimeSpan.FromSeconds(15));
+        await RegisterSlowAndNextAsync(rig.Operator, rig.Ctl);
+        return rig;
+    }
+
+    /// <summary>A promoter that only follows operators (no judge runs here).</summary>
     private static async Task<IHost> StartPromoterAsync(NatsServer nats)
     {
         var settings = RolloutFixture.PromoterSettings(nats.Url);
